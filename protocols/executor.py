@@ -1,0 +1,321 @@
+"""The executor's side: bid for work, run what is won, report to the leader.
+
+Theory of operation
+-------------------
+An ask for a bid goes through the node's selection policy
+(`protocols.selection`); probes are effects the driver runs and answers. A
+bid holds the job's resources until the leader decides, or `bid_hold` passes.
+A won bid becomes a `StartExecution`; TotalTimeout is a timer here, so it
+holds whatever the engine does.
+
+The executor obeys only the newest leader it has heard of (the highest epoch)
+and reports every state change to it. A report that cannot be delivered is
+retried, to whoever leads the job by then, until the replicated record shows
+the leader has it. And the executor converges on the record: work the record
+says should stop (the job ended, or the leader gave the partition to someone
+else while we were cut off) is stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from protocols import selection
+from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
+from protocols.messages import (
+    AskBid,
+    BidDecision,
+    BidReply,
+    CancelExecution,
+    Capacity,
+    ExecutionUpdate,
+    LeaderChanged,
+)
+from protocols.records import (
+    DesiredState,
+    ExecutionRecord,
+    ExecutionResult,
+    ExecutionState,
+    JobHeader,
+    JobReplica,
+)
+
+if TYPE_CHECKING:
+    from protocols.node import Node
+
+PROBING, BID, RUNNING = "probing", "bid", "running"
+MAX_RESENDS = 100
+
+
+@dataclass(slots=True)
+class _Local:
+    """Work this node has bid for or runs."""
+
+    execution_id: str
+    header: JobHeader  # as the asking leader sent it
+    leader: str
+    epoch: int
+    stage: str
+    reserved: bool = False
+    probe_kind: str = ""
+    state: ExecutionState = ExecutionState.ASK_FOR_BID
+
+    @property
+    def job_id(self) -> str:
+        return self.header.id
+
+
+class Executor:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.local: dict[str, _Local] = {}
+        self._undelivered: dict[str, ExecutionUpdate] = {}
+        self._attempts: dict[str, int] = {}
+        config = node.config
+        self._view = selection.LocalNode(
+            node_id=config.node_id,
+            labels=dict(config.labels),
+            free=config.capacity,
+            engines=frozenset(config.engines),
+            publishers=frozenset(config.publishers),
+            storages=frozenset(config.storages),
+            local_data=frozenset(config.local_data),
+        )
+        self._free = config.capacity
+
+    def timers(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "bid-hold": self._on_bid_hold,
+            "probe": self._on_probe_timeout,
+            "total-timeout": self._on_total_timeout,
+            "resend": self._on_resend,
+        }
+
+    def free(self) -> Capacity:
+        return self._free
+
+    # ------------------------------------------------------------ bidding
+
+    def on_ask_bid(self, sender: str, ask: AskBid) -> None:
+        header = ask.header
+        if sender != header.leader or ask.execution_id in self.local:
+            return
+        replica = self.node.jobs.get(header.id)
+        if replica is not None and replica.header.epoch > header.epoch:
+            return  # a deposed leader asks
+        if replica is None:
+            self.node.merge_header(header)
+        local = _Local(ask.execution_id, header, sender, header.epoch, PROBING)
+        decision = selection.decide(self.node.config.policy, self._current_view(), header.id, header.spec)
+        self._follow(local, decision)
+
+    def on_probe_answered(self, execution_id: str, verdict: ProbeVerdict) -> None:
+        local = self.local.get(execution_id)
+        if local is None or local.stage != PROBING:
+            return
+        if verdict.wait:
+            self.node.set_timer(("probe", execution_id), self.node.now + self.node.config.probe_wait_timeout)
+            return
+        self._follow(local, selection.after_probe(self.node.config.policy, local.probe_kind, verdict))
+
+    def _follow(self, local: _Local, decision: selection.Decision) -> None:
+        node = self.node
+        match decision:
+            case selection.Probe(kind, target, document):
+                local.probe_kind = kind
+                self.local[local.execution_id] = local
+                node.emit(RunProbe(local.execution_id, kind, target, document))
+                node.set_timer(("probe", local.execution_id), node.now + node.config.probe_timeout)
+            case selection.Decline(reason):
+                self._drop(local)
+                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason))
+            case _:
+                resources = local.header.spec.task.resources
+                if not self._free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                    self._follow(local, selection.Decline("resources were taken by other work meanwhile"))
+                    return
+                local.stage = BID
+                local.state = ExecutionState.ASK_FOR_BID_ACCEPTED
+                self.local[local.execution_id] = local
+                self._reserve(local)
+                node.emit_cancel_timer(("probe", local.execution_id))
+                node.set_timer(("bid-hold", local.execution_id), node.now + node.config.bid_hold)
+                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, True, "bid"))
+
+    def _on_probe_timeout(self, key: tuple[Any, ...]) -> None:
+        local = self.local.get(key[1])
+        if local is not None and local.stage == PROBING:
+            self._follow(local, selection.Decline("the job selection probe did not answer in time"))
+
+    def _on_bid_hold(self, key: tuple[Any, ...]) -> None:
+        local = self.local.get(key[1])
+        if local is not None and local.stage == BID:
+            self._drop(local)  # the leader never decided: free the resources
+
+    def on_bid_decision(self, sender: str, decision: BidDecision) -> None:
+        local = self.local.get(decision.execution_id)
+        if local is None or local.stage == RUNNING or decision.epoch < local.epoch:
+            return
+        node = self.node
+        node.emit_cancel_timer(("bid-hold", local.execution_id))
+        if not decision.accepted:
+            self._drop(local)
+            return
+        local.leader, local.epoch, local.stage = sender, decision.epoch, RUNNING
+        header = local.header
+        record = ExecutionRecord(
+            id=local.execution_id,
+            job_id=header.id,
+            node_id=node.node_id,
+            partition=decision.partition,
+            state=ExecutionState.RUNNING,
+            desired=DesiredState.RUNNING,
+            epoch=decision.epoch,
+            revision=0,
+            create_time=node.now,
+            modify_time=node.now,
+        )
+        node.emit(StartExecution(record, header))
+        timeout = header.spec.task.timeouts.total_timeout
+        if timeout > 0:
+            node.set_timer(("total-timeout", local.execution_id), node.now + timeout)
+        self._report(local, ExecutionState.RUNNING, "started")
+
+    # ------------------------------------------------------------ running
+
+    def on_progress(self, execution_id: str, state: ExecutionState, message: str) -> None:
+        local = self.local.get(execution_id)
+        if local is not None and local.stage == RUNNING and not state.terminal:
+            self._report(local, state, message)
+
+    def on_ended(self, execution_id: str, ok: bool, result: ExecutionResult, message: str) -> None:
+        local = self.local.get(execution_id)
+        if local is None or local.stage != RUNNING:
+            return
+        state = ExecutionState.COMPLETED if ok else ExecutionState.FAILED
+        self._end(local, state, message or ("completed" if ok else result.error or "failed"), result)
+
+    def _on_total_timeout(self, key: tuple[Any, ...]) -> None:
+        local = self.local.get(key[1])
+        if local is None or local.stage != RUNNING:
+            return
+        timeout = local.header.spec.task.timeouts.total_timeout
+        why = f"execution exceeded its TotalTimeout of {timeout} s"
+        self.node.emit(StopExecution(local.execution_id, why))
+        self._end(local, ExecutionState.FAILED, why, ExecutionResult(exit_code=-1, error=why))
+
+    def on_cancel(self, sender: str, cancel: CancelExecution) -> None:
+        local = self.local.get(cancel.execution_id)
+        if local is None or cancel.epoch < local.epoch:
+            return
+        self._cancel(local, cancel.reason)
+
+    def _cancel(self, local: _Local, reason: str) -> None:
+        if local.stage == RUNNING:
+            self.node.emit(StopExecution(local.execution_id, reason))
+            self._end(local, ExecutionState.CANCELLED, reason, None)
+        else:
+            self._drop(local)
+
+    def _end(self, local: _Local, state: ExecutionState, message: str, result: ExecutionResult | None) -> None:
+        self.node.emit_cancel_timer(("total-timeout", local.execution_id))
+        self._drop(local)
+        self._report(local, state, message, result)
+
+    # ------------------------------------------------------------ following the leader
+
+    def on_leader_changed(self, sender: str, change: LeaderChanged) -> None:
+        if sender != change.leader:
+            return
+        for local in self._of_job(change.job_id):
+            if change.epoch > local.epoch:
+                local.leader, local.epoch = change.leader, change.epoch
+                if local.stage == RUNNING:
+                    self._report(local, local.state, "reporting to the new leader")
+
+    def reconcile(self, replica: JobReplica) -> None:
+        """Converge on the replicated record: follow a new leader, stop work
+        the record no longer wants."""
+        header = replica.header
+        for local in self._of_job(header.id):
+            if header.epoch > local.epoch and header.leader != local.leader:
+                local.leader, local.epoch = header.leader, header.epoch
+                if local.stage == RUNNING:
+                    self._report(local, local.state, "reporting to the new leader")
+            record = replica.executions.get(local.execution_id)
+            unwanted = header.state.terminal or (
+                record is not None and record.epoch >= local.epoch
+                and (record.desired == DesiredState.STOPPED or record.state.terminal)
+            )
+            if unwanted:
+                self._cancel(local, "the job's record no longer wants this execution")
+
+    def resume(self) -> None:
+        """After a restart, work we ran died with the process: say so."""
+        node = self.node
+        for replica in node.jobs.values():
+            for record in replica.executions.values():
+                if record.node_id == node.node_id and (record.state.active or record.state == ExecutionState.ASK_FOR_BID_ACCEPTED):
+                    update = ExecutionUpdate(
+                        replica.id, record.id, replica.header.epoch, ExecutionState.FAILED, "the node restarted", None
+                    )
+                    node.emit_send(replica.header.leader, update)
+
+    def on_send_failed(self, peer: str, message: object, reason: str) -> None:
+        if not isinstance(message, ExecutionUpdate):
+            return
+        attempts = self._attempts.get(message.execution_id, 0) + 1
+        if attempts > MAX_RESENDS:
+            self._attempts.pop(message.execution_id, None)
+            return
+        self._attempts[message.execution_id] = attempts
+        self._undelivered[message.execution_id] = message
+        self.node.set_timer(("resend", message.execution_id), self.node.now + self.node.config.resend_interval)
+
+    def _on_resend(self, key: tuple[Any, ...]) -> None:
+        update = self._undelivered.pop(key[1], None)
+        replica = update and self.node.jobs.get(update.job_id)
+        if update is None or replica is None:
+            return
+        record = replica.executions.get(update.execution_id)
+        if record is not None and record.state.terminal:
+            self._attempts.pop(update.execution_id, None)
+            return  # the leader has it, or ended it
+        self.node.emit_send(replica.header.leader, replace(update, epoch=replica.header.epoch))
+
+    # ------------------------------------------------------------ helpers
+
+    def _report(
+        self, local: _Local, state: ExecutionState, message: str, result: ExecutionResult | None = None
+    ) -> None:
+        local.state = state
+        self.node.emit_send(
+            local.leader, ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result)
+        )
+
+    def _of_job(self, job_id: str) -> list[_Local]:
+        return [local for local in self.local.values() if local.job_id == job_id]
+
+    def _current_view(self) -> selection.LocalNode:
+        if self._view.free is not self._free:
+            self._view = _with_free(self._view, self._free)
+        return self._view
+
+    def _reserve(self, local: _Local) -> None:
+        if not local.reserved:
+            r = local.header.spec.task.resources
+            self._free = self._free.minus(r.cpu, r.memory, r.disk, r.gpu)
+            local.reserved = True
+
+    def _drop(self, local: _Local) -> None:
+        if local.reserved:
+            r = local.header.spec.task.resources
+            self._free = self._free.plus(r.cpu, r.memory, r.disk, r.gpu)
+            local.reserved = False
+        self.local.pop(local.execution_id, None)
+
+
+def _with_free(view: selection.LocalNode, free: Capacity) -> selection.LocalNode:
+    return replace(view, free=free)

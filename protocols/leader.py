@@ -1,0 +1,706 @@
+"""The leader's side of a job: collect bids, place the work, keep it placed.
+
+Theory of operation
+-------------------
+A leader keeps almost no state of its own: what it knows of a job is in the
+replicated record, so the next leader resumes from the same record after a
+failover. Scheduling is one idempotent function, `_schedule`, called whenever
+anything that matters changes (a bid, an execution update, a node lost or
+joined, a timer). It reads the record and does the next step:
+
+1. a round of asks is open (executions in AskForBid): wait for the replies or
+   the bid window, then `_decide`;
+2. the job is done (every batch partition completed, every ops execution
+   ended): finish it;
+3. work is missing (a batch partition, a service replica, a matching daemon
+   node without its execution): ask the next candidates — eligible nodes in
+   rendezvous order for this job, about as many as needed plus a margin, so a
+   job draws a bounded number of bids however large the network. Nobody left:
+   queue (batch with QueueTimeout), wait (service, daemon) or fail, saying why
+   no node fits.
+
+`_decide` ranks the bids — fewest earlier failures of that node on this job
+first, then most free resources, then a seeded random tie-break — accepts as
+many as are needed and rejects the rest.
+
+Surplus work (two executions of one batch partition, more service replicas
+than Count — both can appear when a partition heals and two leaders' writes
+merge) is cancelled, so the invariants hold once the network settles.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from protocols import election
+from protocols.jobspec import JobSpec, JobType, constraints_match
+from protocols.messages import (
+    AskBid,
+    BidDecision,
+    BidReply,
+    CancelExecution,
+    ExecutionUpdate,
+    LeaderChanged,
+    NodeInfo,
+    SubmitToLeader,
+)
+from protocols.records import (
+    DesiredState,
+    ExecutionRecord,
+    ExecutionState,
+    JobReplica,
+    JobState,
+)
+
+if TYPE_CHECKING:
+    from protocols.node import Node
+
+# The order an execution moves in; an update never moves it backwards.
+_PROGRESS = {
+    ExecutionState.NEW: 0,
+    ExecutionState.ASK_FOR_BID: 1,
+    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
+    ExecutionState.ASK_FOR_BID_REJECTED: 2,
+    ExecutionState.BID_ACCEPTED: 3,
+    ExecutionState.BID_REJECTED: 3,
+    ExecutionState.RUNNING: 4,
+    ExecutionState.PUBLISHING: 5,
+    ExecutionState.COMPLETED: 6,
+    ExecutionState.FAILED: 6,
+    ExecutionState.CANCELLED: 6,
+}
+_CONTINUOUS = (JobType.DAEMON, JobType.SERVICE)
+
+
+class Leader:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.led: set[str] = set()  # non-terminal jobs this node leads
+        self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
+        self.waiting: set[str] = set()  # led jobs looking for nodes
+        self._eligible_cache: dict[int, tuple[JobSpec, list[NodeInfo]]] = {}
+        self._eligible_version = -1
+
+    def timers(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "bid-window": self._on_bid_window,
+            "queue-timeout": self._on_queue_timeout,
+            "retry-waiting": self._on_retry_waiting,
+            "resume": self._on_resume,
+        }
+
+    # ------------------------------------------------------------ becoming and ceasing to be leader
+
+    def submitted(self, replica: JobReplica) -> None:
+        """A job was just created here: lead it, or hand it to its leader."""
+        self.leader_moved(replica, None)
+        leader = replica.header.leader
+        if leader == self.node.node_id:
+            self.adopt(replica)
+        else:
+            self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
+
+    def adopt(self, replica: JobReplica, handed_by: str = "") -> None:
+        if replica.header.state.terminal or replica.id in self.led:
+            return
+        self.led.add(replica.id)
+        self._schedule(replica)
+
+    def leader_moved(self, replica: JobReplica, previous: str | None) -> None:
+        """Keep the by-leader index right; step down when deposed."""
+        header = replica.header
+        if previous is not None:
+            self.by_leader.get(previous, set()).discard(header.id)
+        if not header.state.terminal:
+            self.by_leader.setdefault(header.leader, set()).add(header.id)
+        if header.leader != self.node.node_id:
+            self.led.discard(header.id)
+            self.waiting.discard(header.id)
+
+    def resume(self) -> None:
+        """After a restart, lead again once gossip had a chance to tell us
+        whether someone took our jobs over meanwhile."""
+        for replica in self.node.jobs.values():
+            self.leader_moved(replica, None)
+        self.node.set_timer(("resume",), self.node.now + 2 * self.node.config.heartbeat_interval)
+
+    def _on_resume(self, key: tuple[Any, ...]) -> None:
+        me = self.node.node_id
+        for job_id in sorted(self.by_leader.get(me, ())):
+            replica = self.node.jobs[job_id]
+            for execution in replica.executions.values():
+                if execution.state == ExecutionState.ASK_FOR_BID:
+                    self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+                    break
+            self.adopt(replica)
+        self.check_leaders()
+
+    # ------------------------------------------------------------ failover
+
+    def node_lost(self, node_id: str) -> None:
+        """A node is dead or left: take over its jobs if we are next, and
+        replace the executions it ran for jobs we lead."""
+        for job_id in sorted(self.by_leader.get(node_id, ())):
+            self._maybe_take_over(self.node.jobs[job_id])
+        for job_id in sorted(self.led):
+            replica = self.node.jobs[job_id]
+            lost = [
+                self._moved(e, ExecutionState.FAILED, f"node {node_id} was lost", DesiredState.STOPPED)
+                for e in replica.executions.values()
+                if e.node_id == node_id and not e.state.terminal
+            ]
+            if lost:
+                self._record(replica, lost)
+                self._after_failures(replica, lost, counted=replica.header.spec.type not in _CONTINUOUS)
+
+    def node_joined(self, node_id: str) -> None:
+        """A node appeared: queued jobs and daemons may want it."""
+        self._retry_waiting()
+        for job_id in sorted(self.led):
+            replica = self.node.jobs[job_id]
+            if replica.header.spec.type == JobType.DAEMON:
+                self._schedule(replica)
+
+    def check_leaders(self) -> None:
+        """Take over jobs whose leader we never heard of or know dead."""
+        membership = self.node.membership
+        if self.node.now - self.node._started_at < self.node.config.dead_after * self.node.config.heartbeat_interval:
+            return
+        for leader, job_ids in list(self.by_leader.items()):
+            if leader != self.node.node_id and not membership.is_alive(leader):
+                for job_id in sorted(job_ids):
+                    self._maybe_take_over(self.node.jobs[job_id])
+
+    def _maybe_take_over(self, replica: JobReplica) -> None:
+        header = replica.header
+        node = self.node
+        if header.state.terminal or node.is_alive(header.leader):
+            return
+        chain = [name for name in header.successors if node.is_alive(name)]
+        successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
+        if successor != node.node_id:
+            return
+        self._take_over(replica, f"leader {header.leader} was lost")
+
+    def _take_over(self, replica: JobReplica, why: str) -> None:
+        node = self.node
+        epoch = replica.header.epoch + 1
+        note = node.event("LeaderChanged", f"{why}; {node.node_id} leads from epoch {epoch}")
+        node.write(replica, epoch=epoch, leader=node.node_id, events=(note,), urgent=True)
+        for execution in replica.executions.values():
+            if not execution.state.terminal and node.is_alive(execution.node_id):
+                node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
+        self.led.add(replica.id)
+        if any(e.state == ExecutionState.ASK_FOR_BID for e in replica.executions.values()):
+            node.set_timer(("bid-window", replica.id), node.now + node.config.bid_window)
+        self._schedule(replica)
+
+    def on_send_failed(self, peer: str, message: object, reason: str) -> None:
+        match message:
+            case SubmitToLeader(delta):
+                replica = self.node.jobs.get(delta.header.id)
+                if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
+                    self._hand_to_next(replica, peer)
+            case AskBid(header, execution_id):
+                self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
+            case BidDecision(job_id, execution_id, _epoch, True):
+                self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
+
+    def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
+        """The leader we handed a new job to did not answer: try the next."""
+        node = self.node
+        chain = [n for n in replica.header.successors if n != failed and node.is_alive(n)]
+        following = chain[0] if chain else node.node_id
+        note = node.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
+        successors = tuple(n for n in replica.header.successors if n != failed and n != following)
+        node.write(
+            replica,
+            epoch=replica.header.epoch + 1,
+            leader=following,
+            successors=successors,
+            events=(note,),
+            urgent=True,
+        )
+        if following == node.node_id:
+            self.adopt(replica)
+        else:
+            node.emit_send(following, SubmitToLeader(replica.snapshot()))
+
+    def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
+        replica = self._led_replica(job_id)
+        execution = replica and replica.executions.get(execution_id)
+        if replica is None or execution is None or execution.state.terminal or execution.node_id != peer:
+            return
+        moved = self._moved(execution, state, f"node {peer} unreachable: {reason}", DesiredState.STOPPED)
+        self._record(replica, [moved])
+        if state == ExecutionState.FAILED:
+            self._after_failures(replica, [moved], counted=True)
+        else:
+            self._maybe_decide(replica)
+
+    # ------------------------------------------------------------ bids
+
+    def on_bid_reply(self, sender: str, reply: BidReply) -> None:
+        replica = self._led_replica(reply.job_id)
+        if replica is None:
+            return
+        execution = replica.executions.get(reply.execution_id)
+        if execution is None or execution.node_id != sender or execution.state != ExecutionState.ASK_FOR_BID:
+            return
+        state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
+        self._record(replica, [self._moved(execution, state, reply.reason)])
+        self._maybe_decide(replica)
+
+    def _maybe_decide(self, replica: JobReplica) -> None:
+        if not any(e.state == ExecutionState.ASK_FOR_BID for e in replica.executions.values()):
+            self.node.emit_cancel_timer(("bid-window", replica.id))
+            self._decide(replica)
+
+    def _on_bid_window(self, key: tuple[Any, ...]) -> None:
+        replica = self._led_replica(key[1])
+        if replica is not None:
+            self._decide(replica)
+
+    def _decide(self, replica: JobReplica) -> None:
+        node = self.node
+        header = replica.header
+        changes: list[ExecutionRecord] = []
+        for execution in replica.executions.values():
+            if execution.state == ExecutionState.ASK_FOR_BID:
+                changes.append(
+                    self._moved(
+                        execution,
+                        ExecutionState.ASK_FOR_BID_REJECTED,
+                        f"no answer within {node.config.bid_window:g} s",
+                        DesiredState.STOPPED,
+                    )
+                )
+                node.emit_send(
+                    execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "bid window closed")
+                )
+        bids = [e for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
+        slots = self._open_slots(replica)
+        failures = self._failures(replica)
+        bids.sort(key=lambda e: (failures[e.node_id], -self._free_score(e.node_id), node.rng.random()))
+        winners, losers = bids[: len(slots)], bids[len(slots) :]
+        for execution, partition in zip(winners, slots):
+            accepted = replace(
+                self._moved(execution, ExecutionState.BID_ACCEPTED, "bid accepted", DesiredState.RUNNING),
+                partition=partition,
+            )
+            changes.append(accepted)
+            node.emit_send(
+                execution.node_id, BidDecision(header.id, execution.id, header.epoch, True, "bid accepted", partition)
+            )
+        for execution in losers:
+            changes.append(
+                self._moved(execution, ExecutionState.BID_REJECTED, "other bids were preferred", DesiredState.STOPPED)
+            )
+            node.emit_send(
+                execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "other bids were preferred")
+            )
+        if changes:
+            self._record(replica, changes)
+        if winners and header.state in (JobState.PENDING, JobState.QUEUED):
+            self._set_state(replica, JobState.RUNNING, f"placed on {len(winners)} node(s)")
+        self._schedule(replica)
+
+    def _open_slots(self, replica: JobReplica) -> list[int]:
+        """Partitions (batch, service) or slots (ops, daemon: all 0) that
+        want an execution now."""
+        spec = replica.header.spec
+        executions = replica.executions.values()
+        if spec.type in (JobType.OPS, JobType.DAEMON):
+            bids = sum(1 for e in executions if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
+            return [0] * bids
+        taken = {e.partition for e in executions if e.state.active or e.state == ExecutionState.COMPLETED}
+        if spec.type == JobType.SERVICE:
+            taken = {e.partition for e in executions if e.state.active}
+        return [p for p in range(max(spec.count, 1)) if p not in taken]
+
+    # ------------------------------------------------------------ execution updates
+
+    def on_execution_update(self, sender: str, update: ExecutionUpdate) -> None:
+        replica = self._led_replica(update.job_id)
+        if replica is None:
+            return
+        execution = replica.executions.get(update.execution_id)
+        if execution is None or execution.node_id != sender:
+            return
+        header = replica.header
+        if execution.state.terminal or header.state.terminal:
+            if not update.state.terminal:
+                self.node.emit_send(
+                    sender, CancelExecution(header.id, execution.id, header.epoch, "execution is no longer wanted")
+                )
+            return
+        if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
+            return
+        state, message = update.state, update.message
+        if (
+            state == ExecutionState.COMPLETED
+            and header.spec.type == JobType.BATCH
+            and any(
+                e.state == ExecutionState.COMPLETED and e.partition == execution.partition and e.id != execution.id
+                for e in replica.executions.values()
+            )
+        ):
+            state, message = ExecutionState.CANCELLED, f"partition {execution.partition} had already completed"
+        desired = DesiredState.STOPPED if state.terminal else execution.desired
+        moved = replace(self._moved(execution, state, message, desired), result=update.result or execution.result)
+        self._record(replica, [moved])
+        if state == ExecutionState.FAILED:
+            self._after_failures(replica, [moved], counted=True)
+        else:
+            self._schedule(replica)
+
+    def _after_failures(self, replica: JobReplica, failed: list[ExecutionRecord], *, counted: bool) -> None:
+        """Retry failed work within the job's limit, or fail the job."""
+        header = replica.header
+        spec = header.spec
+        if spec.type == JobType.OPS:
+            self._schedule(replica)
+            return
+        if counted:
+            retries = header.retries + len(failed)
+            self.node.write(replica, retries=retries)
+            if retries > self.node.config.max_retries:
+                last = failed[-1]
+                self._finish(
+                    replica,
+                    JobState.FAILED,
+                    f"execution on {last.node_id} failed ({last.message}); "
+                    f"{self.node.config.max_retries} retries used up",
+                )
+                return
+        self._schedule(replica)
+
+    # ------------------------------------------------------------ stop
+
+    def stop(self, replica: JobReplica, reason: str) -> None:
+        self._finish(replica, JobState.STOPPED, reason or "stopped by user")
+
+    def _finish(self, replica: JobReplica, state: JobState, message: str) -> None:
+        """End the job and cancel whatever of it still runs."""
+        node = self.node
+        header = replica.header
+        cancelled = []
+        for execution in replica.executions.values():
+            if execution.state.terminal:
+                continue
+            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, f"job {state.lower()}", DesiredState.STOPPED))
+            if execution.state != ExecutionState.ASK_FOR_BID_ACCEPTED and execution.state != ExecutionState.ASK_FOR_BID:
+                node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
+            else:
+                node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
+        self._record(replica, cancelled)
+        self._set_state(replica, state, message, urgent=True)
+        node.emit_cancel_timer(("bid-window", header.id))
+        node.emit_cancel_timer(("queue-timeout", header.id))
+        self.led.discard(header.id)
+        self.waiting.discard(header.id)
+        self.by_leader.get(header.leader, set()).discard(header.id)
+
+    # ------------------------------------------------------------ the scheduling step
+
+    def reconcile(self, replica: JobReplica) -> None:
+        """Someone else's write merged into a job we lead: look again."""
+        if replica.id in self.led:
+            self._schedule(replica)
+        elif not replica.header.state.terminal:
+            self.adopt(replica)
+
+    def _schedule(self, replica: JobReplica) -> None:
+        header = replica.header
+        if header.state.terminal or header.leader != self.node.node_id:
+            return
+        executions = replica.executions.values()
+        if any(e.state == ExecutionState.ASK_FOR_BID for e in executions):
+            return  # a round is open
+        if self._cancel_surplus(replica):
+            executions = replica.executions.values()
+        spec = header.spec
+        kind = spec.type
+        if kind == JobType.BATCH:
+            done = {e.partition for e in executions if e.state == ExecutionState.COMPLETED}
+            if len(done) >= spec.count:
+                self._finish(replica, JobState.COMPLETED, f"all {spec.count} partition(s) completed")
+                return
+        elif kind == JobType.OPS and executions:
+            self._settle_ops(replica)
+            return
+        self._place(replica)
+
+    def _settle_ops(self, replica: JobReplica) -> None:
+        placed = [e for e in replica.executions.values() if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED]
+        if not placed:
+            reasons = Counter(e.message for e in replica.executions.values())
+            self._finish(replica, JobState.FAILED, "no node took the job: " + _summarise(reasons))
+            return
+        if not all(e.state.terminal for e in placed):
+            return
+        failed = [e for e in placed if e.state != ExecutionState.COMPLETED]
+        if failed:
+            self._finish(replica, JobState.FAILED, f"{len(failed)} of {len(placed)} execution(s) failed: {failed[0].message}")
+        else:
+            self._finish(replica, JobState.COMPLETED, f"completed on all {len(placed)} matching node(s)")
+
+    def _place(self, replica: JobReplica) -> None:
+        """Ask candidates for the work that is missing, or queue/fail/wait."""
+        header = replica.header
+        spec = header.spec
+        executions = list(replica.executions.values())
+        if spec.type in (JobType.OPS, JobType.DAEMON):
+            need = None  # every eligible node
+        else:
+            need = len(self._open_slots(replica))
+            if need == 0:
+                self.waiting.discard(header.id)
+                return
+        candidates = self._candidates(replica, need)
+        if not candidates:
+            self._no_candidates(replica, executions)
+            return
+        self.waiting.discard(header.id)
+        node = self.node
+        asks = [node.new_execution(header, candidate) for candidate in candidates]
+        self._record(replica, asks)
+        for ask in asks:
+            node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
+        node.set_timer(("bid-window", header.id), node.now + node.config.bid_window)
+
+    def _no_candidates(self, replica: JobReplica, executions: list[ExecutionRecord]) -> None:
+        header = replica.header
+        spec = header.spec
+        running = any(e.state.active for e in executions)
+        if spec.type == JobType.DAEMON or (spec.type == JobType.SERVICE and (running or header.retries or executions)):
+            self._wait(replica, "waiting for suitable nodes")
+            return
+        if spec.type == JobType.BATCH and running:
+            self._wait(replica, "waiting for a suitable node for the remaining partitions")
+            return
+        why = self._why_no_node(replica)
+        queue_timeout = spec.task.timeouts.queue_timeout
+        if spec.type == JobType.BATCH and queue_timeout > 0:
+            if header.state != JobState.QUEUED:
+                self._set_state(replica, JobState.QUEUED, f"no suitable node yet ({why}); waiting up to {queue_timeout} s")
+                self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
+            self._wait(replica, None)
+            return
+        self._finish(replica, JobState.FAILED, f"no suitable node: {why}")
+
+    def _wait(self, replica: JobReplica, message: str | None) -> None:
+        if not self.waiting:
+            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+        self.waiting.add(replica.id)
+
+    def _on_retry_waiting(self, key: tuple[Any, ...]) -> None:
+        self._retry_waiting()
+        if self.waiting:
+            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+
+    def _retry_waiting(self) -> None:
+        """Look for nodes again, the most important waiting job first."""
+        jobs = self.node.jobs
+        order = sorted(self.waiting, key=lambda j: (-jobs[j].header.spec.priority, jobs[j].header.create_time, j))
+        for job_id in order:
+            if job_id in self.waiting:
+                self._schedule(jobs[job_id])
+
+    def _on_queue_timeout(self, key: tuple[Any, ...]) -> None:
+        replica = self._led_replica(key[1])
+        if replica is None or replica.header.state != JobState.QUEUED:
+            return
+        timeout = replica.header.spec.task.timeouts.queue_timeout
+        self._finish(replica, JobState.FAILED, f"no suitable node within QueueTimeout of {timeout} s: {self._why_no_node(replica)}")
+
+    def _cancel_surplus(self, replica: JobReplica) -> bool:
+        """Cancel duplicate batch partitions and service replicas over Count."""
+        spec = replica.header.spec
+        if spec.type not in (JobType.BATCH, JobType.SERVICE):
+            return False
+        active = sorted((e for e in replica.executions.values() if e.state.active), key=lambda e: (e.create_time, e.id))
+        keep: set[int] = set()
+        if spec.type == JobType.BATCH:
+            keep = {e.partition for e in replica.executions.values() if e.state == ExecutionState.COMPLETED}
+        surplus = []
+        for execution in active:
+            if execution.partition in keep or execution.partition >= max(spec.count, 1):
+                surplus.append(execution)
+            else:
+                keep.add(execution.partition)
+        if not surplus:
+            return False
+        header = replica.header
+        cancelled = []
+        for execution in surplus:
+            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, "surplus execution", DesiredState.STOPPED))
+            self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
+        self._record(replica, cancelled)
+        return True
+
+    # ------------------------------------------------------------ candidates
+
+    def _candidates(self, replica: JobReplica, need: int | None) -> list[str]:
+        """Eligible nodes to ask, best rendezvous rank first; all for ops and
+        daemon jobs (minus the nodes that already have one)."""
+        header = replica.header
+        spec = header.spec
+        node = self.node
+        resources = spec.task.resources
+        busy: set[str] = set()
+        declined: set[str] = set()
+        failures = self._failures(replica)
+        horizon = node.now - node.config.decline_memory
+        for e in replica.executions.values():
+            if not e.state.terminal:
+                busy.add(e.node_id)
+            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.modify_time >= horizon:
+                declined.add(e.node_id)
+            elif spec.type in (JobType.OPS,) or (spec.type == JobType.DAEMON and e.state == ExecutionState.COMPLETED):
+                busy.add(e.node_id)
+        if spec.type == JobType.DAEMON:
+            busy.update(n for n, count in failures.items() if count > node.config.max_retries)
+        pool = [
+            info
+            for info in self._eligible(spec)
+            if info.node_id not in busy
+            and info.node_id not in declined
+            and info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu)
+        ]
+        if need is None:
+            return sorted(info.node_id for info in pool)
+        job_key = election.job_key(header.id)
+        want = need + max(1, need // 2)
+        scored = sorted(
+            pool,
+            key=lambda info: (failures[info.node_id], -election.weight(job_key, election.node_key(info.node_id))),
+        )
+        return [info.node_id for info in scored[:want]]
+
+    def _eligible(self, spec: JobSpec) -> list[NodeInfo]:
+        """Alive nodes that could ever run the spec (not counting what they
+        have free now); cached per spec while membership holds still."""
+        membership = self.node.membership
+        if membership.version != self._eligible_version:
+            self._eligible_cache.clear()
+            self._eligible_version = membership.version
+        held = self._eligible_cache.get(id(spec))
+        if held is not None and held[0] is spec:
+            return held[1]
+        eligible = [info for info in membership.alive_infos() if not _unfit(spec, info)]
+        self._eligible_cache[id(spec)] = (spec, eligible)
+        return eligible
+
+    def _why_no_node(self, replica: JobReplica) -> str:
+        spec = replica.header.spec
+        reasons: Counter[str] = Counter()
+        resources = spec.task.resources
+        for info in self.node.membership.alive_infos():
+            reason = _unfit(spec, info)
+            if reason is None and not info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                reason = "too few free resources"
+            if reason is not None:
+                reasons[reason] += 1
+        for e in replica.executions.values():
+            if e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.message:
+                reasons[f"declined: {e.message}"] += 1
+        return _summarise(reasons) if reasons else "no node is alive"
+
+    def _failures(self, replica: JobReplica) -> Counter[str]:
+        return Counter(e.node_id for e in replica.executions.values() if e.state == ExecutionState.FAILED)
+
+    def _free_score(self, node_id: str) -> float:
+        info = self.node.membership.info(node_id)
+        if info is None:
+            return 0.0
+        cpu = info.free.cpu / info.capacity.cpu if info.capacity.cpu else 0.0
+        memory = info.free.memory / info.capacity.memory if info.capacity.memory else 0.0
+        return cpu + memory
+
+    # ------------------------------------------------------------ writing
+
+    def _led_replica(self, job_id: str) -> JobReplica | None:
+        return self.node.jobs.get(job_id) if job_id in self.led else None
+
+    def _moved(
+        self, execution: ExecutionRecord, state: ExecutionState, message: str, desired: DesiredState | None = None
+    ) -> ExecutionRecord:
+        header = self.node.jobs[execution.job_id].header
+        return replace(
+            execution,
+            state=state,
+            message=message,
+            desired=desired or execution.desired,
+            epoch=header.epoch,
+            revision=execution.revision + 1,
+            modify_time=self.node.now,
+        )
+
+    def _record(self, replica: JobReplica, executions: Iterable[ExecutionRecord]) -> None:
+        executions = list(executions)
+        if not executions:
+            return
+        node = self.node
+        events = []
+        for e in executions:
+            held = replica.executions.get(e.id)
+            previous = held.state if held is not None else ""
+            if previous != e.state:
+                events.append(
+                    node.event(
+                        "ExecutionStateChanged",
+                        e.message or f"{e.state}",
+                        execution_id=e.id,
+                        previous=str(previous),
+                        new=str(e.state),
+                    )
+                )
+        node.write(replica, executions=executions, events=events)
+
+    def _set_state(self, replica: JobReplica, state: JobState, message: str, urgent: bool = False) -> None:
+        previous = replica.header.state
+        if previous == state and replica.header.message == message:
+            return
+        event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
+        self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent or state.terminal)
+        if state.terminal:
+            self.by_leader.get(replica.header.leader, set()).discard(replica.id)
+
+
+def _unfit(spec: JobSpec, info: NodeInfo) -> str | None:
+    """Why this node can never take the spec, or None if it might."""
+    task = spec.task
+    if task.engine.type not in info.engines:
+        return f"no {task.engine.type} engine"
+    publisher = task.publisher.type if task.publisher is not None else ""
+    if publisher and publisher not in info.publishers:
+        return f"no {publisher} publisher"
+    for source in task.input_sources:
+        if source.source.type not in info.storages:
+            return f"cannot fetch {source.source.type} inputs"
+    if spec.constraints and not constraints_match(spec.constraints, info.labels):
+        return "constraints not met"
+    resources = task.resources
+    if not info.capacity.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+        return "too small"
+    policy = info.policy
+    if task.network.type != "None" and not policy.accept_networked:
+        return "refuses networked jobs"
+    if not task.input_sources and policy.reject_stateless:
+        return "refuses stateless jobs"
+    if policy.locality == "local" and not all(_input_key(s) in info.local_data for s in task.input_sources):
+        return "does not hold the input data"
+    return None
+
+
+def _input_key(source: Any) -> str:
+    params = source.source.params
+    return str(params.get("CID") or params.get("SourcePath") or params.get("URL") or "")
+
+
+def _summarise(reasons: Counter[str]) -> str:
+    return "; ".join(f"{count} node(s): {reason}" for reason, count in reasons.most_common(5))

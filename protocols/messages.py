@@ -1,0 +1,195 @@
+"""Everything nodes say to each other, and the two pubsub topics.
+
+Pubsub is best effort: what must arrive travels on streams (`Send`), and what
+gossip loses, anti-entropy (`DigestRequest`) repairs. Every message that
+concerns a job carries the writer's epoch so that a deposed leader is obeyed
+by nobody.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from protocols.records import ExecutionResult, ExecutionState, JobDelta, JobHeader
+from protocols.wire import message
+
+NODES_TOPIC = "p2pnode/nodes/1"
+JOBS_TOPIC = "p2pnode/jobs/1"
+
+
+class Locality(StrEnum):
+    LOCAL = "local"
+    ANYWHERE = "anywhere"
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Amounts of resources, in the units of `protocols.jobspec.Resources`."""
+
+    cpu: int = 0  # millicores
+    memory: int = 0  # bytes
+    disk: int = 0  # bytes
+    gpu: int = 0
+
+    def covers(self, cpu: int, memory: int, disk: int, gpu: int) -> bool:
+        return self.cpu >= cpu and self.memory >= memory and self.disk >= disk and self.gpu >= gpu
+
+    def minus(self, cpu: int, memory: int, disk: int, gpu: int) -> Capacity:
+        return Capacity(self.cpu - cpu, self.memory - memory, self.disk - disk, self.gpu - gpu)
+
+    def plus(self, cpu: int, memory: int, disk: int, gpu: int) -> Capacity:
+        return Capacity(self.cpu + cpu, self.memory + memory, self.disk + disk, self.gpu + gpu)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySummary:
+    """The parts of a node's selection policy a leader may pre-filter on."""
+
+    locality: Locality = Locality.ANYWHERE
+    reject_stateless: bool = False
+    accept_networked: bool = False
+    probes: bool = False
+
+
+@message("node-info")
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """What a node is; published on `NODES_TOPIC` on every heartbeat."""
+
+    node_id: str
+    labels: dict[str, str]
+    capacity: Capacity
+    free: Capacity
+    engines: tuple[str, ...]
+    publishers: tuple[str, ...]
+    storages: tuple[str, ...]  # input source types it can fetch
+    local_data: tuple[str, ...]  # CIDs and local paths it holds
+    policy: PolicySummary
+    version: str
+    incarnation: int  # grows at every restart
+    seq: int  # grows at every heartbeat of one incarnation
+    heartbeat_interval: float  # the sender's, so others time it out right
+    addresses: tuple[str, ...] = ()  # how to reach it (multiaddrs, API URL)
+    started_at: float = 0.0
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.incarnation, self.seq)
+
+
+@message("node-left")
+@dataclass(frozen=True, slots=True)
+class NodeLeft:
+    node_id: str
+    incarnation: int
+
+
+@message("job-updated")
+@dataclass(frozen=True, slots=True)
+class JobUpdated:
+    """A leader's write to a job (its first one announces the job)."""
+
+    delta: JobDelta
+
+
+@message("submit-to-leader")
+@dataclass(frozen=True, slots=True)
+class SubmitToLeader:
+    """The submitter hands a new job to the leader it computed."""
+
+    delta: JobDelta
+
+
+@message("ask-bid")
+@dataclass(frozen=True, slots=True)
+class AskBid:
+    header: JobHeader  # carries the spec, epoch and leader
+    execution_id: str
+
+
+@message("bid-reply")
+@dataclass(frozen=True, slots=True)
+class BidReply:
+    job_id: str
+    execution_id: str
+    epoch: int
+    bid: bool
+    reason: str
+
+
+@message("bid-decision")
+@dataclass(frozen=True, slots=True)
+class BidDecision:
+    job_id: str
+    execution_id: str
+    epoch: int
+    accepted: bool
+    reason: str
+    partition: int = 0
+
+
+@message("execution-update")
+@dataclass(frozen=True, slots=True)
+class ExecutionUpdate:
+    """An executor reports its execution's state to the job's leader."""
+
+    job_id: str
+    execution_id: str
+    epoch: int  # the epoch of the leader the executor believes in
+    state: ExecutionState
+    message: str = ""
+    result: ExecutionResult | None = None
+
+
+@message("cancel-execution")
+@dataclass(frozen=True, slots=True)
+class CancelExecution:
+    job_id: str
+    execution_id: str
+    epoch: int
+    reason: str
+
+
+@message("stop-job")
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """Any node forwards a user's stop to the job's leader."""
+
+    job_id: str
+    reason: str
+
+
+@message("leader-changed")
+@dataclass(frozen=True, slots=True)
+class LeaderChanged:
+    """A new leader tells each executor whom to report to now."""
+
+    job_id: str
+    epoch: int
+    leader: str
+
+
+@message("digest-request")
+@dataclass(frozen=True, slots=True)
+class DigestRequest:
+    """Anti-entropy: (job id, epoch, revision) of the jobs the sender holds."""
+
+    digest: tuple[tuple[str, int, int], ...]
+
+
+@message("digest-reply")
+@dataclass(frozen=True, slots=True)
+class DigestReply:
+    """Records newer than the requester's, and the ids the replier lacks."""
+
+    deltas: tuple[JobDelta, ...] = ()
+    wanted: tuple[str, ...] = ()
+
+
+@message("records")
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Whole job records, pushed to a node that lacks them."""
+
+    deltas: tuple[JobDelta, ...] = field(default=())

@@ -1,0 +1,232 @@
+"""The replicated job record: states, executions, history, and their merge.
+
+Theory of operation
+-------------------
+Every node keeps a replica of every job it has heard of, so any node can answer
+for any job. One node writes a job at a time: its leader, identified by an
+*epoch* that grows by one at every failover. Each write bumps the job's
+*revision*. Writes travel as deltas (`JobHeader` plus the changed
+`ExecutionRecord`s and the new `HistoryEvent`s) and are applied idempotently,
+so a delta that arrives twice, late, or out of order does no harm:
+
+- job-level fields come from the header with the highest ``(epoch, revision)``;
+- each execution keeps the copy with the highest ``(epoch, revision)`` of its
+  own, so a deposed leader's late writes lose to the new leader's (ties, which
+  only two leaders of one epoch can make, break on the remaining fields);
+- history is a set ordered by ``(time, seq, node)``, trimmed to the newest
+  `HISTORY_LIMIT` events.
+
+The merge is commutative, associative and idempotent, so replicas that have
+seen the same writes hold the same record whatever the order — the property
+that lets gossip be best effort and anti-entropy repair the rest.
+
+Records travel by reference inside one process (the simulator), so everything
+that goes on the wire is frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from protocols.jobspec import JobSpec
+
+HISTORY_LIMIT = 200
+
+
+class JobState(StrEnum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_JOB_STATES
+
+
+_TERMINAL_JOB_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.STOPPED})
+
+
+class ExecutionState(StrEnum):
+    """Where an execution is, from the leader's first ask to its end."""
+
+    NEW = "New"
+    ASK_FOR_BID = "AskForBid"
+    ASK_FOR_BID_ACCEPTED = "AskForBidAccepted"  # the node bid
+    ASK_FOR_BID_REJECTED = "AskForBidRejected"  # the node declined
+    BID_ACCEPTED = "BidAccepted"  # the leader chose this bid
+    BID_REJECTED = "BidRejected"  # the leader chose others
+    RUNNING = "Running"
+    PUBLISHING = "Publishing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_EXECUTION_STATES
+
+    @property
+    def active(self) -> bool:
+        """Holds (or is about to hold) resources on its node."""
+        return self in _ACTIVE_EXECUTION_STATES
+
+
+_TERMINAL_EXECUTION_STATES = frozenset(
+    {
+        ExecutionState.ASK_FOR_BID_REJECTED,
+        ExecutionState.BID_REJECTED,
+        ExecutionState.COMPLETED,
+        ExecutionState.FAILED,
+        ExecutionState.CANCELLED,
+    }
+)
+_ACTIVE_EXECUTION_STATES = frozenset(
+    {ExecutionState.BID_ACCEPTED, ExecutionState.RUNNING, ExecutionState.PUBLISHING}
+)
+
+
+class DesiredState(StrEnum):
+    """What the leader wants of an execution; executors converge on it."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """What an execution produced. `location` names where the published
+    result lives for its publisher (a CID for ipfs, a path for local)."""
+
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    publisher: str = ""
+    location: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    id: str
+    job_id: str
+    node_id: str
+    partition: int
+    state: ExecutionState
+    desired: DesiredState
+    epoch: int
+    revision: int
+    create_time: float
+    modify_time: float
+    message: str = ""
+    result: ExecutionResult | None = None
+
+    @property
+    def order(self) -> tuple[int, int, float, str]:
+        """Newest wins; the tail breaks ties between two writers of one epoch."""
+        return (self.epoch, self.revision, self.modify_time, self.state.value)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One recorded transition of a job or of one of its executions."""
+
+    time: float
+    seq: int  # the writer's counter, to order events of the same instant
+    node_id: str  # who recorded it
+    kind: str  # "JobStateChanged" | "ExecutionStateChanged" | "Note"
+    message: str
+    execution_id: str = ""
+    previous: str = ""
+    new: str = ""
+
+    @property
+    def order(self) -> tuple[float, int, str]:
+        return (self.time, self.seq, self.node_id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobHeader:
+    """The job-level fields of a record, as one leader wrote them."""
+
+    id: str
+    spec: JobSpec
+    name: str
+    state: JobState
+    message: str
+    version: int
+    revision: int
+    epoch: int
+    leader: str
+    successors: tuple[str, ...]
+    create_time: float
+    modify_time: float
+    retries: int = 0
+
+    @property
+    def order(self) -> tuple[int, int, str, float, str]:
+        """Newest wins; the tail breaks ties between two writers of one epoch."""
+        return (self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDelta:
+    """One write to a job: its new header, changed executions, new events."""
+
+    header: JobHeader
+    executions: tuple[ExecutionRecord, ...] = ()
+    events: tuple[HistoryEvent, ...] = ()
+
+
+@dataclass(slots=True)
+class JobReplica:
+    """A node's copy of one job; mutable, merged from deltas."""
+
+    header: JobHeader
+    executions: dict[str, ExecutionRecord] = field(default_factory=dict)
+    history: list[HistoryEvent] = field(default_factory=list)
+    _seen: set[tuple[float, int, str]] = field(default_factory=set, repr=False)
+
+    @classmethod
+    def from_delta(cls, delta: JobDelta) -> JobReplica:
+        replica = cls(delta.header)
+        replica.apply(delta)
+        return replica
+
+    @property
+    def id(self) -> str:
+        return self.header.id
+
+    def apply(self, delta: JobDelta) -> bool:
+        """Merge a delta in; return True when anything changed."""
+        changed = False
+        if delta.header.order > self.header.order:
+            self.header = delta.header
+            changed = True
+        for execution in delta.executions:
+            held = self.executions.get(execution.id)
+            if held is None or execution.order > held.order:
+                self.executions[execution.id] = execution
+                changed = True
+        fresh = [event for event in delta.events if event.order not in self._seen]
+        if fresh:
+            self._seen.update(event.order for event in fresh)
+            self.history.extend(fresh)
+            self.history.sort(key=_event_order)  # nearly sorted: linear
+            for dropped in self.history[:-HISTORY_LIMIT]:
+                self._seen.discard(dropped.order)
+            del self.history[:-HISTORY_LIMIT]
+            changed = True
+        return changed
+
+    def snapshot(self) -> JobDelta:
+        """The whole record as one delta: what repair sends."""
+        return JobDelta(self.header, tuple(self.executions.values()), tuple(self.history))
+
+
+def _event_order(event: HistoryEvent) -> tuple[float, int, str]:
+    return event.order

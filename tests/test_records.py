@@ -1,0 +1,106 @@
+"""The replicated record's merge: order does not matter, repeats do no harm,
+and a newer epoch beats a busier deposed leader."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.jobspec import parse_job
+from protocols.records import (
+    HISTORY_LIMIT,
+    DesiredState,
+    ExecutionRecord,
+    ExecutionState,
+    HistoryEvent,
+    JobDelta,
+    JobHeader,
+    JobReplica,
+    JobState,
+)
+
+SPEC = parse_job(
+    "Type: batch\nTasks:\n  - Engine:\n      Type: wasm\n      Params:\n        EntryModule:\n"
+    "          Target: /m.wasm\n          Source:\n            Type: inline\n            Params:\n"
+    "              URL: 'data:,x'\n"
+).spec
+
+
+def header(epoch: int, revision: int, leader: str = "a", state: JobState = JobState.RUNNING) -> JobHeader:
+    return JobHeader("j", SPEC, "j", state, "", 1, revision, epoch, leader, (), 0.0, float(revision))
+
+
+def execution(eid: str, epoch: int, revision: int, state: ExecutionState) -> ExecutionRecord:
+    return ExecutionRecord(eid, "j", "n", 0, state, DesiredState.RUNNING, epoch, revision, 0.0, float(revision))
+
+
+deltas = st.builds(
+    lambda epoch, revision, leader, eid, erev, state, t: JobDelta(
+        header(epoch, revision, leader),
+        (execution(eid, epoch, erev, state),),
+        (HistoryEvent(float(t), revision, leader, "Note", f"{eid}@{erev}"),),
+    ),
+    st.integers(1, 3),
+    st.integers(1, 20),
+    st.sampled_from(["a", "b"]),
+    st.sampled_from(["e1", "e2", "e3"]),
+    st.integers(1, 20),
+    st.sampled_from(list(ExecutionState)),
+    st.integers(0, 50),
+)
+
+
+def state_of(replica: JobReplica) -> tuple[object, ...]:
+    return (replica.header, sorted(replica.executions.items()), replica.history)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(deltas, min_size=1, max_size=6))
+def test_merge_does_not_depend_on_order(updates: list[JobDelta]) -> None:
+    results = set()
+    for order in itertools.islice(itertools.permutations(updates), 24):
+        replica = JobReplica.from_delta(order[0])
+        for delta in order[1:]:
+            replica.apply(delta)
+        results.add(repr(state_of(replica)))
+    assert len(results) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(deltas, min_size=1, max_size=6))
+def test_applying_twice_changes_nothing(updates: list[JobDelta]) -> None:
+    replica = JobReplica.from_delta(updates[0])
+    for delta in updates[1:]:
+        replica.apply(delta)
+    before = repr(state_of(replica))
+    for delta in updates:
+        assert not replica.apply(delta)
+    assert repr(state_of(replica)) == before
+
+
+def test_a_new_epoch_beats_a_higher_revision_of_a_deposed_leader() -> None:
+    replica = JobReplica.from_delta(JobDelta(header(1, 50, "old"), (execution("e1", 1, 40, ExecutionState.RUNNING),)))
+    replica.apply(JobDelta(header(2, 3, "new"), (execution("e1", 2, 1, ExecutionState.CANCELLED),)))
+    replica.apply(JobDelta(header(1, 51, "old"), (execution("e1", 1, 41, ExecutionState.COMPLETED),)))
+    assert replica.header.leader == "new"
+    assert replica.executions["e1"].state == ExecutionState.CANCELLED
+
+
+def test_history_is_ordered_deduplicated_and_bounded() -> None:
+    replica = JobReplica.from_delta(JobDelta(header(1, 1)))
+    events = [HistoryEvent(float(t), t, "a", "Note", str(t)) for t in range(HISTORY_LIMIT + 50)]
+    replica.apply(JobDelta(header(1, 2), (), tuple(reversed(events[:100]))))
+    replica.apply(JobDelta(header(1, 3), (), tuple(events)))
+    assert len(replica.history) == HISTORY_LIMIT
+    assert [e.time for e in replica.history] == sorted(e.time for e in events)[-HISTORY_LIMIT:]
+    assert not replica.apply(JobDelta(header(1, 3), (), (events[-1],)))
+
+
+def test_snapshot_rebuilds_an_equal_replica() -> None:
+    replica = JobReplica.from_delta(
+        JobDelta(header(1, 4), (execution("e1", 1, 2, ExecutionState.RUNNING),),
+                 (HistoryEvent(1.0, 1, "a", "Note", "x"),))
+    )
+    assert state_of(JobReplica.from_delta(replica.snapshot())) == state_of(replica)
