@@ -1,0 +1,362 @@
+"""The node process: feeds real events to `protocols.node.Node` and carries
+out its effects.
+
+Everything the protocol decides happens in one task, `_drive`, which takes
+inputs one at a time from a channel; every other task (pubsub reader, stream
+handler, timers, probes, executions) only puts inputs into that channel. So
+the state machine never runs concurrently with itself, and a crash in one
+execution or one peer's stream ends that task, never the node.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from p2pnode.config import NodeSettings, node_config
+from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
+from p2pnode.identity import load_or_create_identity
+from p2pnode.probes import run_exec_probe, run_http_probe
+from p2pnode.store import Store
+from p2pnode.transport import PeerUnreachable, Transport
+from protocols import wire
+from protocols.events import (
+    CancelTimer,
+    Effect,
+    ExecutionEnded,
+    Input,
+    JobChanged,
+    ProbeAnswered,
+    ProbeVerdict,
+    Publish,
+    Received,
+    RunProbe,
+    Send,
+    SendFailed,
+    SetTimer,
+    StartExecution,
+    StopExecution,
+    StopJob,
+    SubmitJob,
+    TimerFired,
+)
+from protocols.jobspec import JobSpec
+from protocols.messages import JOBS_TOPIC, NODES_TOPIC
+from protocols.node import Node
+from protocols.records import ExecutionResult, JobReplica
+
+log = logging.getLogger("p2pnode")
+
+
+class JobNotFound(LookupError):
+    """No job has this id or id prefix on this node."""
+
+
+class AmbiguousJobRef(LookupError):
+    """Several jobs start with this prefix: give more of the id."""
+
+
+@dataclass
+class _Timers:
+    """Wall-clock timers keyed like the protocol's, latest `SetTimer` wins."""
+
+    heap: list[tuple[float, int, Hashable]] = field(default_factory=list)
+    current: dict[Hashable, int] = field(default_factory=dict)
+    counter: int = 0
+    wakeup: trio.Event = field(default_factory=trio.Event)
+
+    def set(self, key: Hashable, at: float) -> None:
+        self.counter += 1
+        self.current[key] = self.counter
+        heapq.heappush(self.heap, (at, self.counter, key))
+        self.wakeup.set()
+
+    def cancel(self, key: Hashable) -> None:
+        self.current.pop(key, None)
+
+    def due(self, now: float) -> list[Hashable]:
+        fired = []
+        while self.heap and self.heap[0][0] <= now:
+            _, generation, key = heapq.heappop(self.heap)
+            if self.current.get(key) == generation:
+                del self.current[key]
+                fired.append(key)
+        return fired
+
+    def next_at(self) -> float:
+        while self.heap and self.current.get(self.heap[0][2]) != self.heap[0][1]:
+            heapq.heappop(self.heap)
+        return self.heap[0][0] if self.heap else float("inf")
+
+
+class Runtime:
+    """One node: the libp2p transport, the state machine, engines and store."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(settings.data_dir / "node.db")
+        self.transport = Transport(
+            load_or_create_identity(settings.data_dir),
+            listen=list(settings.listen),
+            bootstrap=list(settings.peers),
+            topics=[NODES_TOPIC, JOBS_TOPIC],
+            mdns=settings.mdns,
+        )
+        self.node_id = self.transport.peer_id
+        self.node: Node | None = None
+        self.api_url = ""
+        self._inputs_send, self._inputs = trio.open_memory_channel[Input](4096)
+        self._timers = _Timers()
+        self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
+        self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
+        self._dirty: set[str] = set()
+        self._changed = trio.Condition()
+        self._nursery: trio.Nursery | None = None
+        self.executions = ExecutionRunner(settings.data_dir / "executions", settings.data_dir / "wasm-cache")
+        self.started = trio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.transport.run)
+                self.transport.on_request(self._on_request)
+                addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
+                config = node_config(self.settings, self.node_id, addresses)
+                self.node = Node(
+                    config,
+                    rng=random.Random(),
+                    restored=self.store.load_jobs(),
+                    incarnation=self.store.next_incarnation(),
+                )
+                nursery.start_soon(self._read_pubsub)
+                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._persist_loop)
+                self._apply(self.node.start(time.time()))
+                nursery.start_soon(self._drive)
+                self.started.set()
+                task_status.started()
+        finally:
+            self._persist_now()
+            self.store.close()
+            await self.transport.aclose()
+
+    async def leave(self) -> None:
+        """Tell the network we go, so it need not wait for our silence."""
+        if self.node is not None:
+            for effect in self.node.leave(time.time()):
+                if isinstance(effect, Publish):
+                    try:
+                        await self.transport.publish(effect.topic, wire.encode(effect.message, self.node_id))
+                    except Exception:  # noqa: BLE001 - best effort on the way out
+                        log.debug("could not publish our leaving", exc_info=True)
+
+    # ------------------------------------------------------------ what clients ask
+
+    async def submit(self, job_id: str, spec: JobSpec) -> None:
+        await self._inputs_send.send(SubmitJob(job_id, spec))
+
+    async def stop_job(self, job_id: str, reason: str) -> None:
+        await self._inputs_send.send(StopJob(job_id, reason))
+
+    async def answer_probe(self, execution_id: str, verdict: ProbeVerdict) -> None:
+        """A held ("shouldWait") bid is decided later, through the API."""
+        await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
+
+    def find_job(self, ref: str) -> JobReplica:
+        jobs = self._jobs()
+        if ref in jobs:
+            return jobs[ref]
+        matches = [job for job_id, job in jobs.items() if job_id.startswith(ref)] if ref else []
+        if not matches:
+            raise JobNotFound(f"no job {ref!r} is known to this node")
+        if len(matches) > 1:
+            raise AmbiguousJobRef(f"{len(matches)} jobs start with {ref!r}: give more of the id")
+        return matches[0]
+
+    def jobs(self) -> list[JobReplica]:
+        return list(self._jobs().values())
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when any job changes here, or after `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            async with self._changed:
+                await self._changed.wait()
+
+    async def fetch_results(self, job_id: str) -> list[ResultFiles]:
+        """Every completed execution's result files, from whichever peer ran it."""
+        replica = self.find_job(job_id)
+        found = []
+        for execution in replica.executions.values():
+            if execution.result is None or not execution.result.location:
+                continue
+            if execution.node_id == self.node_id:
+                found.append(self.executions.result_files(execution.id))
+            else:
+                reply = await self.transport.request(
+                    execution.node_id, wire.encode(ResultFetch(execution.id), self.node_id), timeout=60
+                )
+                found.append(wire.decode(reply).message)
+        return found
+
+    def _jobs(self) -> dict[str, JobReplica]:
+        return self.node.jobs if self.node is not None else {}
+
+    # ------------------------------------------------------------ the one task that drives the protocol
+
+    async def _drive(self) -> None:
+        assert self.node is not None
+        async for event in self._inputs:
+            try:
+                effects = self.node.handle(event, time.time())
+            except Exception:
+                # A bug, not bad input (the protocol ignores what does not fit):
+                # log it loudly and keep the node up.
+                log.exception("the protocol failed on %r", type(event).__name__)
+                continue
+            self._apply(effects)
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            match effect:
+                case Publish(topic, message):
+                    self._publish_send.send_nowait((topic, wire.encode(message, self.node_id)))
+                case Send(peer, message):
+                    self._send(peer, message)
+                case SetTimer(key, at):
+                    self._timers.set(key, at)
+                case CancelTimer(key):
+                    self._timers.cancel(key)
+                case JobChanged(job_id):
+                    self._dirty.add(job_id)
+                case RunProbe(execution_id, kind, target, document):
+                    self._spawn(self._probe, execution_id, kind, target, document)
+                case StartExecution(execution, header):
+                    self._spawn(self._execute, execution, header)
+                case StopExecution(execution_id, reason):
+                    self.executions.cancel(execution_id, reason)
+
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Any, *args: Any) -> None:
+        try:
+            await fn(*args)
+        except Exception:
+            log.exception("%s failed", getattr(fn, "__name__", fn))
+
+    # ------------------------------------------------------------ network
+
+    async def _read_pubsub(self) -> None:
+        async for inbound in self.transport.incoming:
+            try:
+                envelope = wire.decode(inbound.data)
+            except wire.WireError as error:
+                log.warning("dropped a bad message from %s: %s", inbound.sender, error)
+                continue
+            if envelope.sender != inbound.sender:
+                log.warning("dropped a message from %s claiming to be %s", inbound.sender, envelope.sender)
+                continue
+            await self._inputs_send.send(Received(inbound.sender, envelope.message))
+
+    async def _publisher(self) -> None:
+        async for topic, data in self._publish_receive:
+            try:
+                await self.transport.publish(topic, data)
+            except Exception:
+                log.warning("could not publish on %s", topic, exc_info=True)
+
+    def _send(self, peer: str, message: object) -> None:
+        if peer == self.node_id:
+            self._inputs_send.send_nowait(Received(self.node_id, message))
+            return
+        queue = self._peer_queues.get(peer)
+        if queue is None:
+            queue, receive = trio.open_memory_channel[object](1024)
+            self._peer_queues[peer] = queue
+            self._spawn(self._peer_sender, peer, receive)
+        try:
+            queue.send_nowait(message)
+        except trio.WouldBlock:
+            self._inputs_send.send_nowait(SendFailed(peer, message, "too many messages queued for this peer"))
+
+    async def _peer_sender(self, peer: str, receive: trio.MemoryReceiveChannel[object]) -> None:
+        """Messages to one peer leave in order, one stream each."""
+        async for message in receive:
+            try:
+                await self.transport.request(peer, wire.encode(message, self.node_id))
+            except PeerUnreachable as error:
+                await self._inputs_send.send(SendFailed(peer, message, str(error)))
+            except wire.WireError as error:
+                log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
+
+    async def _on_request(self, sender: str, data: bytes) -> bytes:
+        envelope = wire.decode(data)  # a WireError resets the stream; the transport logs it
+        if envelope.sender != sender:
+            raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
+        if isinstance(envelope.message, ResultFetch):
+            files = self.executions.result_files(envelope.message.execution_id)
+            return wire.encode(files, self.node_id)
+        await self._inputs_send.send(Received(sender, envelope.message))
+        return b""
+
+    # ------------------------------------------------------------ timers and persistence
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timers.wakeup = trio.Event()
+            delay = self._timers.next_at() - time.time()
+            if delay > 0:
+                with trio.move_on_after(min(delay, 60.0)):
+                    await self._timers.wakeup.wait()
+            for key in self._timers.due(time.time()):
+                await self._inputs_send.send(TimerFired(key))
+
+    async def _persist_loop(self) -> None:
+        """Save changed jobs in batches, and wake whoever waits on a change."""
+        while True:
+            await trio.sleep(0.05)
+            if self._dirty:
+                self._persist_now()
+                async with self._changed:
+                    self._changed.notify_all()
+
+    def _persist_now(self) -> None:
+        if not self._dirty or self.node is None:
+            return
+        dirty, self._dirty = self._dirty, set()
+        self.store.save_jobs(self.node.jobs[job_id].snapshot() for job_id in dirty if job_id in self.node.jobs)
+
+    # ------------------------------------------------------------ probes and executions
+
+    async def _probe(self, execution_id: str, kind: str, target: str, document: dict[str, Any]) -> None:
+        if kind == "exec":
+            verdict = await run_exec_probe(target, document)
+        else:
+            verdict = await run_http_probe(target, document)
+        await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
+
+    async def _execute(self, execution: Any, header: Any) -> None:
+        async def progressed(event: Input) -> None:
+            await self._inputs_send.send(event)
+
+        try:
+            ended = await self.executions.run(execution, header, progressed)
+        except Exception as error:  # the runner reports what it can; this is the net
+            log.exception("execution %s crashed", execution.id)
+            result = ExecutionResult(exit_code=-1, error=f"the node failed to run it: {error}")
+            ended = ExecutionEnded(execution.id, False, result, result.error)
+        await self._inputs_send.send(ended)
+

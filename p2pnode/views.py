@@ -1,0 +1,100 @@
+"""How jobs, executions, history and nodes look to clients: the reference
+network's v1 shapes, PascalCase, times in Unix nanoseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from protocols.membership import MemberStatus
+from protocols.messages import NodeInfo
+from protocols.records import ExecutionRecord, HistoryEvent, JobReplica
+
+
+def nanos(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def job_view(replica: JobReplica) -> dict[str, Any]:
+    header = replica.header
+    document = header.spec.to_document()
+    document.update(
+        ID=header.id,
+        Name=header.name,
+        State={"StateType": str(header.state), "Message": header.message},
+        Version=header.version,
+        Revision=header.revision,
+        CreateTime=nanos(header.create_time),
+        ModifyTime=nanos(header.modify_time),
+        Leader=header.leader,
+        Epoch=header.epoch,
+    )
+    return document
+
+
+def execution_view(execution: ExecutionRecord) -> dict[str, Any]:
+    result = execution.result
+    view: dict[str, Any] = {
+        "ID": execution.id,
+        "JobID": execution.job_id,
+        "NodeID": execution.node_id,
+        "PartitionIndex": execution.partition,
+        "ComputeState": {"StateType": str(execution.state), "Message": execution.message},
+        "DesiredState": {"StateType": str(execution.desired), "Message": ""},
+        "Revision": execution.revision,
+        "Epoch": execution.epoch,
+        "CreateTime": nanos(execution.create_time),
+        "ModifyTime": nanos(execution.modify_time),
+    }
+    if result is not None:
+        view["RunOutput"] = {
+            "Stdout": result.stdout,
+            "Stderr": result.stderr,
+            "ExitCode": result.exit_code,
+            "ErrorMsg": result.error,
+        }
+        view["PublishedResult"] = {"Type": result.publisher, "Params": {"Location": result.location}}
+    return view
+
+
+def history_view(job_id: str, event: HistoryEvent) -> dict[str, Any]:
+    level = "ExecutionLevel" if event.execution_id else "JobLevel"
+    view: dict[str, Any] = {
+        "Type": level,
+        "JobID": job_id,
+        "ExecutionID": event.execution_id,
+        "NodeID": event.node_id,
+        "Time": datetime.fromtimestamp(event.time, UTC).isoformat().replace("+00:00", "Z"),
+        "Event": {"Topic": event.kind, "Message": event.message},
+    }
+    if event.previous or event.new:
+        key = "ExecutionState" if event.execution_id else "JobState"
+        view[key] = {"Previous": event.previous, "New": event.new}
+    return view
+
+
+def node_view(info: NodeInfo, status: MemberStatus | None) -> dict[str, Any]:
+    connected = status in (MemberStatus.ALIVE, MemberStatus.SUSPECT)
+    return {
+        "Info": {
+            "NodeID": info.node_id,
+            "NodeType": "Compute",
+            "Labels": dict(info.labels),
+            "Version": info.version,
+            "Addresses": list(info.addresses),
+            "ComputeNodeInfo": {
+                "ExecutionEngines": list(info.engines),
+                "Publishers": list(info.publishers),
+                "StorageSources": list(info.storages),
+                "MaxCapacity": _capacity(info.capacity),
+                "AvailableCapacity": _capacity(info.free),
+            },
+        },
+        "Membership": "APPROVED",
+        "Connection": "CONNECTED" if connected else "DISCONNECTED",
+        "Liveness": str(status) if status is not None else "unknown",
+    }
+
+
+def _capacity(capacity: Any) -> dict[str, int]:
+    return {"CPU": capacity.cpu, "Memory": capacity.memory, "Disk": capacity.disk, "GPU": capacity.gpu}

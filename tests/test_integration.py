@@ -1,0 +1,150 @@
+"""Real peers: separate `p2pnode serve` processes on loopback, driven through
+their HTTP APIs, as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pnode.client import ApiClient
+from p2pnode.devstack import Peer, start_peer, stop_peer
+from tests.integration_support import SLEEPER_WAT, alive_count, data_url, eventually, wasm_job
+
+HELLO_WAT = (Path(__file__).resolve().parent.parent / "examples" / "hello.wat").read_text()
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Network:
+    """Peers started for one test, all stopped after it."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.peers: list[Peer] = []
+
+    def start(self, index: int, *flags: str) -> Peer:
+        bootstrap = list(self.peers[0].addresses[:1]) if self.peers else []
+        peer = start_peer(index, self.base / f"node-{index}", bootstrap, list(flags))
+        self.peers = [p for p in self.peers if p.index != index] + [peer]
+        self.peers.sort(key=lambda p: p.index)
+        return peer
+
+    def client(self, index: int) -> ApiClient:
+        return ApiClient(next(p for p in self.peers if p.index == index).api)
+
+    def kill(self, node_id: str) -> Peer:
+        peer = next(p for p in self.peers if p.node_id == node_id)
+        os.killpg(peer.process.pid, signal.SIGKILL)
+        peer.process.wait()
+        self.peers.remove(peer)
+        return peer
+
+    def converge(self, count: int) -> None:
+        for peer in self.peers:
+            with ApiClient(peer.api) as client:
+                eventually(lambda: alive_count(client) >= count, 30, f"{count} peers alive at peer {peer.index}")
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[Network]:
+    net = Network(tmp_path)
+    try:
+        yield net
+    finally:
+        for peer in net.peers:
+            stop_peer(peer)
+
+
+def test_job_submitted_to_a_runs_on_b_and_its_result_comes_back_through_c(network: Network, tmp_path: Path) -> None:
+    network.start(0, "--labels", "role=front")
+    worker = network.start(1, "--labels", "role=worker")
+    network.start(2, "--labels", "role=front")
+    network.converge(3)
+    job = wasm_job(data_url(HELLO_WAT), "integration", constraints=[{"Key": "role", "Operator": "=", "Values": ["worker"]}])
+    job["Tasks"][0]["ResultPaths"] = [{"Name": "outputs", "Path": "/outputs"}]
+    with network.client(0) as a, network.client(2) as c:
+        job_id = a.submit(job)["JobID"]
+        final = c.wait(job_id, timeout=60)
+        assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
+        (execution,) = [e for e in final["Executions"]["Items"] if e["ComputeState"]["StateType"] == "Completed"]
+        assert execution["NodeID"] == worker.node_id
+        assert execution["RunOutput"]["Stdout"] == "hello, integration!\n"
+        files = c.download(job_id, tmp_path / "results")
+        contents = {path.name: path.read_text() for path in files}
+        assert contents["greeting.txt"] == "hello, integration!\n"
+        assert contents["stdout"] == "hello, integration!\n"
+
+
+def test_node_info_converges_with_labels_and_capacity(network: Network) -> None:
+    for index in range(3):
+        network.start(index, "--labels", f"index={index}")
+    network.converge(3)
+    with network.client(2) as client:
+        nodes = {n["Info"]["NodeID"]: n for n in client.nodes()["Items"]}
+    assert {p.node_id for p in network.peers} <= set(nodes)
+    for peer in network.peers:
+        info = nodes[peer.node_id]["Info"]
+        assert info["Labels"]["index"] == str(peer.index)
+        assert info["Labels"]["Operating-System"] == "linux"
+        assert "wasm" in info["ComputeNodeInfo"]["ExecutionEngines"]
+        assert info["ComputeNodeInfo"]["MaxCapacity"]["CPU"] > 0
+
+
+def test_a_killed_peer_is_noticed_and_its_service_replica_moves(network: Network) -> None:
+    for index in range(3):
+        network.start(index)
+    network.converge(3)
+    job = wasm_job(data_url(SLEEPER_WAT), "9", job_type="service", count=1, timeout=0)
+    with network.client(0) as client:
+        job_id = client.submit(job)["JobID"]
+
+        def running_on() -> str | None:
+            items = client.executions(job_id)["Items"]
+            running = [e["NodeID"] for e in items if e["ComputeState"]["StateType"] == "Running"]
+            return running[0] if running else None
+
+        first = eventually(running_on, 30, "a running replica")
+        if first == network.peers[0].node_id:
+            pytest.skip("the replica landed on the peer we talk to; covered by the leader test")
+        network.kill(first)
+        eventually(lambda: (n := running_on()) is not None and n != first, 45, "the replica running elsewhere")
+        lost = [e for e in client.executions(job_id)["Items"] if e["NodeID"] == first]
+        assert lost and lost[0]["ComputeState"]["StateType"] == "Failed"
+        assert "lost" in lost[0]["ComputeState"]["Message"]
+        client.stop_job(job_id)
+
+
+def test_a_killed_leaders_job_still_completes(network: Network) -> None:
+    for index in range(4):
+        network.start(index)
+    network.converge(4)
+    with network.client(0) as client:
+        job_id = client.submit(wasm_job(data_url(SLEEPER_WAT), "3"))["JobID"]
+        leader = client.get_job(job_id)["Job"]["Leader"]
+    survivor = next(p for p in network.peers if p.node_id != leader)
+    network.kill(leader)
+    with ApiClient(survivor.api) as client:
+        final = client.wait(job_id, timeout=90)
+        assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
+        assert final["Job"]["Leader"] != leader
+        assert final["Job"]["Epoch"] >= 2
+
+
+def test_a_restarted_peer_keeps_its_identity_and_state(network: Network) -> None:
+    network.start(0)
+    peer = network.start(1)
+    network.converge(2)
+    with ApiClient(peer.api) as client:
+        job_id = client.submit(wasm_job(data_url(HELLO_WAT), "again"))["JobID"]
+        client.wait(job_id, timeout=60)
+    network.kill(peer.node_id)
+    again = network.start(1)
+    assert again.node_id == peer.node_id
+    with ApiClient(again.api) as client:
+        job = client.get_job(job_id, include="executions,history")
+        assert job["Job"]["State"]["StateType"] == "Completed"
+        assert job["History"]["Items"]
