@@ -1,0 +1,89 @@
+"""Who leads a job: rendezvous (highest-random-weight) hashing.
+
+Every node scores every live member for a job with `weight(job, member)` and
+the highest score leads; the next ones, in order, are its successors. Nodes
+that agree on the membership agree on the leader without saying a word, and
+when a member comes or goes only the jobs it leads (or would now lead) change
+hands: removing the leader promotes its first successor and leaves the order
+of the others untouched.
+
+The scores must be the same in every process, on every platform and Python
+version, so they come from blake2b and integer arithmetic, never from the
+builtin `hash()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+
+_MASK = (1 << 64) - 1
+_MAX_CACHED_KEYS = 1 << 18  # a crude bound: ids are few, but anyone can invent one
+_node_keys: dict[str, int] = {}
+
+
+def _digest64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def node_key(node_id: str) -> int:
+    """The node's 64-bit hash; cached, because every job ranks every node."""
+    key = _node_keys.get(node_id)
+    if key is None:
+        if len(_node_keys) >= _MAX_CACHED_KEYS:
+            _node_keys.clear()
+        key = _node_keys[node_id] = _digest64(node_id)
+    return key
+
+
+def job_key(job_id: str) -> int:
+    """The job's 64-bit hash (not cached: each job is ranked a handful of times)."""
+    return _digest64(job_id)
+
+
+def weight(job_key: int, node_key: int) -> int:
+    """The node's score for the job: splitmix64's mixer applied to the two
+    keys xored, so that every job orders the nodes independently."""
+    z = ((job_key ^ node_key) + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def rank(job_id: str, node_ids: Iterable[str], k: int | None = None) -> list[str]:
+    """The distinct `node_ids` by descending weight for `job_id`: the leader
+    first, then its successors in order; only the first `k` when `k` is
+    given. (Equal weights need a 64-bit key collision; the greater id wins.)"""
+    if k is not None and k < 0:
+        raise ValueError(f"rank wants k >= 0 nodes (or None for all), not {k}")
+    ids = list(node_ids)
+    weights = _weights(job_key(job_id), ids)
+    if k is not None and k < len(ids):
+        top = heapq.nlargest(k, zip(weights, ids))
+        if len({node_id for _, node_id in top}) == len(top):
+            return [node_id for _, node_id in top]
+    # All of them, or duplicates in the input: rank the distinct ones.
+    return [node_id for _, node_id in sorted(set(zip(weights, ids)), reverse=True)[:k]]
+
+
+def _weights(job_key: int, node_ids: list[str]) -> list[int]:
+    """`weight(job_key, node_key(n))` for each of `node_ids`, inlined: this
+    loop runs once per member for every job ranked."""
+    keys = _node_keys
+    weights = []
+    for node_id in node_ids:
+        nk = keys.get(node_id)
+        if nk is None:
+            nk = node_key(node_id)
+        z = ((job_key ^ nk) + 0x9E3779B97F4A7C15) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        weights.append(z ^ (z >> 31))
+    return weights
+
+
+def leader_of(job_id: str, node_ids: Iterable[str]) -> str | None:
+    """The job's leader among `node_ids`, or None if there is nobody."""
+    ranked = rank(job_id, node_ids, k=1)
+    return ranked[0] if ranked else None
