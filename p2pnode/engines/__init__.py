@@ -1,0 +1,1 @@
+"""Execution engines: each runs one task's work on this machine (`wasm`: wasmtime)."""
