@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 import time
 from collections.abc import Hashable
@@ -113,14 +114,17 @@ class Runtime:
         self.node_id = self.transport.peer_id
         self.node: Node | None = None
         self.api_url = ""
-        self._inputs_send, self._inputs = trio.open_memory_channel[Input](4096)
+        # Unbounded: every producer is paced by the network or by the node itself.
+        self._inputs_send, self._inputs = trio.open_memory_channel[Input](math.inf)
         self._timers = _Timers()
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
-        self.executions = ExecutionRunner(settings.data_dir / "executions", settings.data_dir / "wasm-cache")
+        self.executions = ExecutionRunner(
+            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
+        )
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -129,8 +133,8 @@ class Runtime:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(self.transport.run)
                 self.transport.on_request(self._on_request)
+                await nursery.start(self.transport.run)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
                 config = node_config(self.settings, self.node_id, addresses)
                 self.node = Node(

@@ -60,6 +60,7 @@ class _Local:
     stage: str
     reserved: bool = False
     probe_kind: str = ""
+    probe_document: dict[str, Any] | None = None
     state: ExecutionState = ExecutionState.ASK_FOR_BID
 
     @property
@@ -118,20 +119,21 @@ class Executor:
         if verdict.wait:
             self.node.set_timer(("probe", execution_id), self.node.now + self.node.config.probe_wait_timeout)
             return
-        self._follow(local, selection.after_probe(self.node.config.policy, local.probe_kind, verdict))
+        decision = selection.after_probe(self.node.config.policy, local.probe_kind, verdict, local.probe_document)
+        self._follow(local, decision)
 
     def _follow(self, local: _Local, decision: selection.Decision) -> None:
         node = self.node
         match decision:
             case selection.Probe(kind, target, document):
-                local.probe_kind = kind
+                local.probe_kind, local.probe_document = kind, document
                 self.local[local.execution_id] = local
                 node.emit(RunProbe(local.execution_id, kind, target, document))
                 node.set_timer(("probe", local.execution_id), node.now + node.config.probe_timeout)
             case selection.Decline(reason):
                 self._drop(local)
                 node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason))
-            case _:
+            case selection.Accept():
                 resources = local.header.spec.task.resources
                 if not self._free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
                     self._follow(local, selection.Decline("resources were taken by other work meanwhile"))

@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from protocols import election
-from protocols.jobspec import JobSpec, JobType, constraints_match
+from protocols import election, selection
+from protocols.jobspec import JobSpec, JobType
 from protocols.messages import (
     AskBid,
     BidDecision,
@@ -81,7 +81,7 @@ class Leader:
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
         self.waiting: set[str] = set()  # led jobs looking for nodes
-        self._eligible_cache: dict[int, tuple[JobSpec, list[NodeInfo]]] = {}
+        self._eligible_cache: dict[int, tuple[JobSpec, list[str]]] = {}
         self._eligible_version = -1
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
@@ -564,13 +564,14 @@ class Leader:
                 busy.add(e.node_id)
         if spec.type == JobType.DAEMON:
             busy.update(n for n, count in failures.items() if count > node.config.max_retries)
-        pool = [
-            info
-            for info in self._eligible(spec)
-            if info.node_id not in busy
-            and info.node_id not in declined
-            and info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu)
-        ]
+        infos = self.node.membership.info  # fresh: free capacity changes with every heartbeat
+        pool = []
+        for node_id in self._eligible(spec):
+            if node_id in busy or node_id in declined:
+                continue
+            info = infos(node_id) if node_id != node.node_id else node.membership.local
+            if info is not None and info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                pool.append(info)
         if need is None:
             return sorted(info.node_id for info in pool)
         job_key = election.job_key(header.id)
@@ -581,9 +582,9 @@ class Leader:
         )
         return [info.node_id for info in scored[:want]]
 
-    def _eligible(self, spec: JobSpec) -> list[NodeInfo]:
+    def _eligible(self, spec: JobSpec) -> list[str]:
         """Alive nodes that could ever run the spec (not counting what they
-        have free now); cached per spec while membership holds still."""
+        have free now); cached per spec while the alive set holds still."""
         membership = self.node.membership
         if membership.version != self._eligible_version:
             self._eligible_cache.clear()
@@ -591,7 +592,7 @@ class Leader:
         held = self._eligible_cache.get(id(spec))
         if held is not None and held[0] is spec:
             return held[1]
-        eligible = [info for info in membership.alive_infos() if not _unfit(spec, info)]
+        eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info)]
         self._eligible_cache[id(spec)] = (spec, eligible)
         return eligible
 
@@ -604,10 +605,10 @@ class Leader:
             if reason is None and not info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
                 reason = "too few free resources"
             if reason is not None:
-                reasons[reason] += 1
+                reasons[_gist(reason)] += 1
         for e in replica.executions.values():
             if e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.message:
-                reasons[f"declined: {e.message}"] += 1
+                reasons[f"declined: {_gist(e.message)}"] += 1
         return _summarise(reasons) if reasons else "no node is alive"
 
     def _failures(self, replica: JobReplica) -> Counter[str]:
@@ -672,34 +673,30 @@ class Leader:
 
 
 def _unfit(spec: JobSpec, info: NodeInfo) -> str | None:
-    """Why this node can never take the spec, or None if it might."""
-    task = spec.task
-    if task.engine.type not in info.engines:
-        return f"no {task.engine.type} engine"
-    publisher = task.publisher.type if task.publisher is not None else ""
-    if publisher and publisher not in info.publishers:
-        return f"no {publisher} publisher"
-    for source in task.input_sources:
-        if source.source.type not in info.storages:
-            return f"cannot fetch {source.source.type} inputs"
-    if spec.constraints and not constraints_match(spec.constraints, info.labels):
-        return "constraints not met"
-    resources = task.resources
-    if not info.capacity.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
-        return "too small"
-    policy = info.policy
-    if task.network.type != "None" and not policy.accept_networked:
-        return "refuses networked jobs"
-    if not task.input_sources and policy.reject_stateless:
-        return "refuses stateless jobs"
-    if policy.locality == "local" and not all(_input_key(s) in info.local_data for s in task.input_sources):
-        return "does not hold the input data"
-    return None
+    """Why this node can never take the spec (free resources aside), by the
+    node's own selection rules as far as its node info shows them."""
+    policy = selection.SelectionPolicy(
+        locality=info.policy.locality,
+        reject_stateless=info.policy.reject_stateless,
+        accept_networked=info.policy.accept_networked,
+    )
+    view = selection.LocalNode(
+        node_id=info.node_id,
+        labels=info.labels,
+        free=info.capacity,
+        engines=frozenset(info.engines),
+        publishers=frozenset(info.publishers),
+        storages=frozenset(info.storages),
+        local_data=frozenset(info.local_data),
+    )
+    return selection.refusal(policy, view, spec)
 
 
-def _input_key(source: Any) -> str:
-    params = source.source.params
-    return str(params.get("CID") or params.get("SourcePath") or params.get("URL") or "")
+def _gist(reason: str) -> str:
+    """A reason without its node-specific details, so reasons add up."""
+    for mark in (":", " (", ";"):
+        reason = reason.split(mark, 1)[0]
+    return reason
 
 
 def _summarise(reasons: Counter[str]) -> str:
