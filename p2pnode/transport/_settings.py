@@ -1,0 +1,93 @@
+"""How we build the libp2p host and gossipsub: every setting chosen on purpose.
+
+py-libp2p 0.8.1 works, but its defaults serve other goals than ours, and
+several of them lose messages silently (shared/notes/libp2p.md has the
+measurements). Each setting that answers one of those traps lives here, next
+to the trap it answers; the traps handled by code rather than settings say
+where they are handled.
+"""
+
+from __future__ import annotations
+
+import time
+
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_noise_key_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from multiaddr import Multiaddr
+
+# Handled in code, not settings:
+#  2. full send queues and subscription channels drop silently
+#                                   -> Transport._wait_for_send_room, Transport._read_topic
+#  6. leaving host.run() leaves connections open        -> Transport._run_libp2p
+#  7. pubsub must run before the host accepts streams   -> Transport.run
+#  9. new peers are sent recent cached messages         -> Envelope, Transport._accept
+# 11. bootstrap peers are redialled only 3 times        -> Transport._keep_bootstrap_peers
+# 13. Pubsub's seen-cache sweeper thread is never stopped -> Transport.aclose
+# 14. SO_REUSEPORT lets two nodes share a port; failed listens are only printed
+#                                                       -> _addresses.check_can_listen
+
+
+def build_host(key_pair: KeyPair, listen: list[Multiaddr], *, mdns: bool) -> IHost:
+    return new_host(
+        key_pair=key_pair,
+        sec_opt=_security_options(key_pair),
+        connection_config=_connection_config(),
+        listen_addrs=listen,
+        enable_mDNS=mdns,
+    )
+
+
+def _security_options(key_pair: KeyPair) -> dict:
+    # Trap 8: the default host also accepts plaintext and SECIO.
+    return {NOISE_PROTOCOL_ID: NoiseTransport(key_pair, noise_privkey=create_noise_key_pair().private_key)}
+
+
+def _connection_config() -> ConnectionConfig:
+    return ConnectionConfig(
+        # Trap 3: with more than one connection allowed per peer, connect()
+        # waits 250 ms for a second one it will never need.
+        max_connections_per_peer=1,
+        # Trap 10: without pings, a frozen (SIGSTOPped) peer keeps its
+        # connection for 20 s or more; with these it is dropped in about 3 s.
+        # (The first check would otherwise wait 60 s.)
+        enable_health_monitoring=True,
+        health_initial_delay=2.0,
+        health_warmup_window=2.0,
+        health_check_interval=2.0,
+        ping_timeout=1.0,
+        abort_connection_on_ping_failure=True,
+    )
+
+
+def build_gossipsub() -> GossipSub:
+    return GossipSub(
+        # Trap 4: meshsub 1.2 sends an IDONTWANT for every message (2-3x frames).
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        # Trap 1: the default heartbeat is 120 s, so meshes form and repair
+        # that slowly; adaptive gossip can stretch it again to 30-60 s.
+        heartbeat_interval=1,
+        adaptive_gossip_enabled=False,
+        # Trap 1: spam protection drops everything over 10 msg/s per topic and
+        # sender, forwarded messages included, without a word.
+        spam_protection_enabled=False,
+    )
+
+
+def build_pubsub(host: IHost, router: GossipSub) -> Pubsub:
+    # Trap 12: strict signing signs ours and verifies every message's origin.
+    pubsub = Pubsub(host, router, strict_signing=True)
+    # Trap 5: seqnos start at int(time.time()), so a node restarted within N
+    # seconds of publishing N messages reuses seqnos its peers have seen, and
+    # its new messages are dropped as duplicates. Nanoseconds keep them fresh.
+    pubsub.counter = time.time_ns()
+    return pubsub
