@@ -1,0 +1,442 @@
+"""The one wire codec: how every message between nodes becomes bytes and back.
+
+Theory of operation
+-------------------
+A message is a frozen, slotted stdlib dataclass registered under a wire name
+with `@message("name")`. It may hold nested dataclasses, pydantic models,
+enums, tuples, lists, dicts, and str/int/float/bool/None/bytes (integers within
+CBOR's own range, -2**64 .. 2**64-1: larger ones would need the bignum tags
+that decoding refuses).
+On the wire it travels inside one envelope, a CBOR map::
+
+    {"v": PROTOCOL_VERSION, "t": wire name, "s": sender id, "b": body map}
+
+Encoding: pydantic dumps the body in *python* mode (bytes stay bytes, floats
+keep inf and nan, models use their aliases), then `_plain` turns what CBOR has
+no plain form for into the form pydantic's JSON mode would give (enums become
+their values, datetimes ISO strings, sets sorted lists, dict keys strings).
+The result is encoded canonically, so equal messages give equal bytes.
+A value of the wrong type in a field is refused at encoding: it would not come
+back as it left.
+
+Decoding trusts nothing. In order: the size limit (before parsing); CBOR that
+is well formed, complete, without trailing bytes, indefinite lengths, duplicate
+keys, or nesting deeper than `MAX_DEPTH`; no semantic tags at all (cbor2 would
+turn some into datetimes, bignums, decimals or shared references, so every tag
+it knows is overridden to fail, and `tag_hook` fails the rest); only plain
+values (maps with text keys, arrays, text, bytes, ints, floats, bools, null);
+the envelope's shape; its version; its type name; and last the body, which
+pydantic validates in lax mode against the registered class. Lax, because
+CBOR has no tuples or enums: arrays arrive as lists and enums as their values,
+which strict mode would refuse. Unknown body fields are ignored, so a newer
+peer may add optional fields without breaking older ones.
+
+Errors split by whose fault they are (like h11's Local/RemoteProtocolError):
+a `LocalWireError` means this node tried to send something it must not, a
+`RemoteWireError` means a peer sent bytes that are not a valid message. Every
+library exception is translated in one place, `_translated`, so callers catch
+`WireError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
+
+import cbor2
+from pydantic import PydanticUserError, TypeAdapter, ValidationError
+from pydantic_core import to_jsonable_python
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB, whole envelope, both directions
+MAX_DEPTH = 64  # nested maps and arrays, envelope included
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "Envelope",
+    "IncomingMessageTooLarge",
+    "InvalidMessage",
+    "LocalWireError",
+    "MalformedMessage",
+    "MessageTooLarge",
+    "OutgoingMessageTooLarge",
+    "RemoteWireError",
+    "UnencodableMessage",
+    "UnknownMessageType",
+    "UnsupportedVersion",
+    "WireError",
+    "decode",
+    "encode",
+    "encoded_size",
+    "message",
+    "registered_types",
+]
+
+
+# ---------------------------------------------------------------- errors
+
+
+class WireError(Exception):
+    """A message could not be encoded or decoded. Catch this, and only this."""
+
+
+class LocalWireError(WireError):
+    """This node tried to send something it must not: a bug or an oversized payload here."""
+
+
+class RemoteWireError(WireError):
+    """A peer sent bytes that are not a valid message: drop them, maybe distrust the peer."""
+
+
+class MessageTooLarge(WireError):
+    """A whole envelope is over `MAX_MESSAGE_BYTES`."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = MAX_MESSAGE_BYTES
+
+
+class OutgoingMessageTooLarge(MessageTooLarge, LocalWireError):
+    """We tried to send too much: split the payload or send a reference to it."""
+
+
+class IncomingMessageTooLarge(MessageTooLarge, RemoteWireError):
+    """A peer sent more than any valid message can be; refused before parsing."""
+
+
+class UnencodableMessage(LocalWireError):
+    """The message is not registered, or holds a value its declared types do not allow."""
+
+
+class MalformedMessage(RemoteWireError):
+    """Not one complete, plain, tag-free CBOR value in the envelope's shape."""
+
+
+class UnsupportedVersion(RemoteWireError):
+    """The envelope speaks a protocol version this node does not."""
+
+
+class UnknownMessageType(RemoteWireError):
+    """The envelope names a message type this node does not know."""
+
+
+class InvalidMessage(RemoteWireError):
+    """The body does not fit its message type; the text names the field."""
+
+
+# ---------------------------------------------------------------- registry
+
+_T = TypeVar("_T", bound=type)
+
+_types_by_name: dict[str, type] = {}
+_names_by_type: dict[type, str] = {}
+_adapters: dict[type, TypeAdapter[Any]] = {}
+
+
+def message(name: str) -> Callable[[_T], _T]:
+    """Register a dataclass as a wire message called `name` (unique in the network)."""
+
+    def register(cls: _T) -> _T:
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise TypeError(f"@message({name!r}) needs a dataclass; put it above @dataclass")
+        if not name or not isinstance(name, str):
+            raise ValueError(f"@message on {cls.__qualname__} needs a non-empty name")
+        holder = _types_by_name.get(name)
+        if holder is not None and _qualified(holder) != _qualified(cls):
+            raise ValueError(
+                f"wire name {name!r} is taken by {_qualified(holder)}; pick another for {_qualified(cls)}"
+            )
+        previous = _names_by_type.get(cls)
+        if previous is not None and previous != name:
+            raise ValueError(f"{_qualified(cls)} is already registered as {previous!r}")
+        if holder is not None:  # the same class again, from a reloaded module
+            del _names_by_type[holder]
+            _adapters.pop(holder, None)
+        _types_by_name[name] = cls
+        _names_by_type[cls] = name
+        return cls
+
+    return register
+
+
+def registered_types() -> Mapping[str, type]:
+    """Every message type known to this process, by wire name (read-only view)."""
+    return MappingProxyType(_types_by_name)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _adapter(cls: type) -> TypeAdapter[Any]:
+    # Built on first use: forward references resolve only once their module is complete.
+    adapter = _adapters.get(cls)
+    if adapter is None:
+        adapter = _adapters[cls] = TypeAdapter(cls)
+    return adapter
+
+
+# ---------------------------------------------------------------- envelope
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message and who says they sent it (the transport vouches, not the codec)."""
+
+    sender: str
+    message: object
+    version: int
+
+
+def encode(message: object, sender: str) -> bytes:
+    """The envelope bytes for `message` from `sender`; raises a `LocalWireError`."""
+    name = _names_by_type.get(type(message))
+    if name is None:
+        raise UnencodableMessage(
+            f"{type(message).__qualname__} is not a wire message; register it with @message(...)"
+        )
+    if not isinstance(sender, str):
+        raise UnencodableMessage(f"the sender id must be a str, not {type(sender).__name__}")
+    adapter = _adapter(type(message))
+    with _translated("encode", name):
+        body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
+        envelope = {"v": PROTOCOL_VERSION, "t": name, "s": sender, "b": _plain(body, 2)}
+        data = cbor2.dumps(envelope, canonical=True)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise OutgoingMessageTooLarge(
+            f"a {name!r} message encodes to {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit; "
+            "send less per message or a reference to the data",
+            len(data),
+        )
+    return data
+
+
+def encoded_size(message: object, sender: str) -> int:
+    """How many bytes `message` takes on the wire (the simulator counts them)."""
+    return len(encode(message, sender))
+
+
+def decode(data: bytes) -> Envelope:
+    """The message in `data`; raises a `RemoteWireError` for anything but a valid message."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MalformedMessage(f"a message is bytes, not {type(data).__name__}")
+    size = len(data) if not isinstance(data, memoryview) else data.nbytes
+    if size > MAX_MESSAGE_BYTES:
+        raise IncomingMessageTooLarge(
+            f"refused a {size}-byte message: the limit is {MAX_MESSAGE_BYTES} bytes", size
+        )
+    with _translated("parse"):
+        stream = io.BytesIO(data)
+        envelope = _decoder(stream).decode()
+        if stream.tell() != size:
+            raise MalformedMessage(f"{size - stream.tell()} bytes follow the message")
+        _check_plain(envelope, 1)
+    body, cls, name = _open_envelope(envelope)
+    adapter = _adapter(cls)
+    with _translated("validate", name):
+        value = adapter.validate_python(body, strict=False)
+    return Envelope(sender=envelope["s"], message=value, version=envelope["v"])
+
+
+def _open_envelope(envelope: object) -> tuple[dict[str, Any], type, str]:
+    if not isinstance(envelope, dict):
+        raise MalformedMessage(f"the envelope must be a map, not {_cbor_kind(envelope)}")
+    version = envelope.get("v")
+    if type(version) is not int:
+        raise MalformedMessage(f"the envelope's 'v' must be an integer version, not {_cbor_kind(version)}")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(f"protocol version {version} is not supported; this node speaks {PROTOCOL_VERSION}")
+    if envelope.keys() != _ENVELOPE_KEYS:
+        raise MalformedMessage(f"the envelope must hold exactly the keys v, t, s, b; it holds {sorted(envelope)}")
+    name, sender, body = envelope["t"], envelope["s"], envelope["b"]
+    if type(name) is not str:
+        raise MalformedMessage(f"the envelope's 't' must be a text type name, not {_cbor_kind(name)}")
+    if type(sender) is not str:
+        raise MalformedMessage(f"the envelope's 's' must be a text sender id, not {_cbor_kind(sender)}")
+    if type(body) is not dict:
+        raise MalformedMessage(f"the envelope's 'b' must be a map, not {_cbor_kind(body)}")
+    cls = _types_by_name.get(name)
+    if cls is None:
+        raise UnknownMessageType(f"unknown message type {name[:100]!r}")
+    return body, cls, name
+
+
+_ENVELOPE_KEYS = frozenset({"v", "t", "s", "b"})
+
+
+# ---------------------------------------------------------------- CBOR details
+
+
+class _TagRefused(Exception):
+    def __init__(self, tag: int) -> None:
+        super().__init__(tag)
+        self.tag = tag
+
+
+def _refuse_tag(tag: int) -> Callable[..., Any]:
+    def refuse(*_args: Any) -> Any:
+        raise _TagRefused(tag)
+
+    return refuse
+
+
+def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> Any:
+    raise _TagRefused(tag.tag)
+
+
+# The tags cbor2 6.x decodes by itself (datetimes, bignums, decimals, fractions,
+# regexes, MIME, UUIDs, IP addresses, sets, complex numbers, shared values,
+# string references, self-describe). Each is overridden to fail; `_check_plain`
+# still refuses any non-plain value should a future cbor2 decode more.
+_CBOR2_SEMANTIC_TAGS = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 43000, 55799,
+)  # fmt: skip
+_REFUSE_SEMANTIC_TAGS = {tag: _refuse_tag(tag) for tag in _CBOR2_SEMANTIC_TAGS}
+
+
+def _decoder(stream: io.BytesIO) -> cbor2.CBORDecoder:
+    return cbor2.CBORDecoder(
+        stream,
+        tag_hook=_refuse_unknown_tag,
+        semantic_decoders=_REFUSE_SEMANTIC_TAGS,
+        str_errors="strict",
+        max_depth=MAX_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        strict_hashable_types=True,
+    )
+
+
+_PLAIN_LEAVES = frozenset({str, int, float, bool, bytes, type(None)})
+_INT_LIMIT = 1 << 64  # CBOR's own integers; larger ones need the bignum tags we refuse
+
+
+def _check_plain(value: object, depth: int) -> None:
+    """Refuse anything but maps with text keys, arrays and plain leaves."""
+    kind = type(value)
+    if kind in _PLAIN_LEAVES:
+        return
+    if depth > MAX_DEPTH:
+        raise MalformedMessage(f"nesting deeper than {MAX_DEPTH} levels")
+    leaves = _PLAIN_LEAVES
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            if type(item) not in leaves:
+                _check_plain(item, depth + 1)
+    elif kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str:
+                raise MalformedMessage(f"map keys must be text, not {_cbor_kind(key)}")
+            if type(item) not in leaves:
+                _check_plain(item, depth + 1)
+    else:
+        raise MalformedMessage(f"{_cbor_kind(value)} is not allowed on the wire")
+
+
+def _cbor_kind(value: object) -> str:
+    return _CBOR_KINDS.get(type(value), f"a {type(value).__name__}")
+
+
+_CBOR_KINDS = {
+    dict: "a map", list: "an array", str: "text", bytes: "bytes", int: "an integer", float: "a float",
+    bool: "a boolean", type(None): "null", type(cbor2.undefined): "undefined", cbor2.CBORSimpleValue: "a simple value",
+}  # fmt: skip
+
+
+_NON_INT_LEAVES = _PLAIN_LEAVES - {int}
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """Pydantic's python-mode dump, made of plain CBOR values only."""
+    kind = type(value)
+    if kind in _NON_INT_LEAVES:
+        return value
+    if kind is int:
+        if -_INT_LIMIT <= value < _INT_LIMIT:
+            return value
+        raise UnencodableMessage(f"{value} does not fit CBOR's 64-bit integers; send it as text")
+    if depth > MAX_DEPTH:
+        raise UnencodableMessage(f"the message nests deeper than {MAX_DEPTH} levels; peers would refuse it")
+    leaves, inner = _NON_INT_LEAVES, depth + 1  # leaves inline: most values are leaves, calls cost
+    if kind is dict:
+        return {
+            key if type(key) is str else _plain_key(key): item if type(item) in leaves else _plain(item, inner)
+            for key, item in value.items()
+        }
+    if kind is list or kind is tuple:
+        return [item if type(item) in leaves else _plain(item, inner) for item in value]
+    if isinstance(value, Enum):
+        return _plain(value.value, depth)
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(item, inner) for item in value]
+        return sorted(items, key=lambda item: cbor2.dumps(item, canonical=True))
+    return _plain(to_jsonable_python(value), depth)  # datetimes, decimals, UUIDs, paths, ...
+
+
+def _plain_key(key: object) -> str:
+    if type(key) is str:
+        return key
+    if isinstance(key, Enum):
+        return _plain_key(key.value)
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, (int, float)):
+        return repr(key)  # what lax validation reads back into the number
+    plain = to_jsonable_python(key)  # datetimes, UUIDs, ...
+    if isinstance(plain, str):
+        return str.__str__(plain)
+    raise UnencodableMessage(f"map keys must be text, numbers or enums, not {type(key).__name__}")
+
+
+# ---------------------------------------------------------------- the one place errors are mapped
+
+_Stage = Literal["encode", "parse", "validate"]
+
+
+@contextmanager
+def _translated(stage: _Stage, name: str = "") -> Iterator[None]:
+    """Turn whatever cbor2, pydantic or a model's validator raises into a `WireError`."""
+    try:
+        yield
+    except (WireError, PydanticUserError):
+        raise  # already ours, or a message class here is broken: not the peer's doing
+    except ValidationError as exc:
+        raise InvalidMessage(f"invalid {name!r} message: {_describe(exc)}") from exc
+    except cbor2.CBORDecodeError as exc:
+        refused = _refused_tag(exc)
+        if refused is not None:
+            raise MalformedMessage(f"CBOR tags are not allowed on the wire (found tag {refused.tag})") from exc
+        raise MalformedMessage(f"not a valid CBOR message: {exc}") from exc
+    except Exception as exc:
+        if stage == "encode":
+            raise UnencodableMessage(f"cannot encode this {name!r} message: {exc}") from exc
+        if stage == "parse":
+            raise MalformedMessage(f"not a valid CBOR message: {exc!r}") from exc
+        raise InvalidMessage(f"invalid {name!r} message: {type(exc).__name__}: {exc}") from exc
+
+
+def _refused_tag(exc: BaseException) -> _TagRefused | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _TagRefused):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    text = f"{where or 'body'}: {first['msg']}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return text
