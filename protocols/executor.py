@@ -132,7 +132,9 @@ class Executor:
                 node.set_timer(("probe", local.execution_id), node.now + node.config.probe_timeout)
             case selection.Decline(reason):
                 self._drop(local)
-                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason))
+                r = local.header.spec.task.resources
+                busy = not self._free.covers(r.cpu, r.memory, r.disk, r.gpu)
+                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy))
             case selection.Accept():
                 resources = local.header.spec.task.resources
                 if not self._free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):

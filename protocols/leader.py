@@ -81,6 +81,10 @@ class Leader:
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
         self.waiting: set[str] = set()  # led jobs looking for nodes
+        # (job, node) pairs declined only for want of free resources: asked
+        # again as soon as the node's heartbeat shows room, not after
+        # `decline_memory`.
+        self._busy: set[tuple[str, str]] = set()
         self._eligible_cache: dict[int, tuple[JobSpec, list[str]]] = {}
         self._eligible_version = -1
 
@@ -251,6 +255,8 @@ class Leader:
         if execution is None or execution.node_id != sender or execution.state != ExecutionState.ASK_FOR_BID:
             return
         state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
+        if reply.busy:
+            self._busy.add((reply.job_id, sender))
         self._record(replica, [self._moved(execution, state, reply.reason)])
         self._maybe_decide(replica)
 
@@ -403,6 +409,7 @@ class Leader:
         self.led.discard(header.id)
         self.waiting.discard(header.id)
         self.by_leader.get(header.leader, set()).discard(header.id)
+        self._busy = {pair for pair in self._busy if pair[0] != header.id}
 
     # ------------------------------------------------------------ the scheduling step
 
@@ -558,7 +565,11 @@ class Leader:
         for e in replica.executions.values():
             if not e.state.terminal:
                 busy.add(e.node_id)
-            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.modify_time >= horizon:
+            elif (
+                e.state == ExecutionState.ASK_FOR_BID_REJECTED
+                and e.modify_time >= horizon
+                and (header.id, e.node_id) not in self._busy
+            ):
                 declined.add(e.node_id)
             elif spec.type in (JobType.OPS,) or (spec.type == JobType.DAEMON and e.state == ExecutionState.COMPLETED):
                 busy.add(e.node_id)

@@ -116,6 +116,7 @@ class BidReply:
     epoch: int
     bid: bool
     reason: str
+    busy: bool = False  # declined only for want of free resources now
 
 
 @message("bid-decision")

@@ -13,7 +13,7 @@ so a delta that arrives twice, late, or out of order does no harm:
 - each execution keeps the copy with the highest ``(epoch, revision)`` of its
   own, so a deposed leader's late writes lose to the new leader's (ties, which
   only two leaders of one epoch can make, break on the remaining fields);
-- history is a set ordered by ``(time, seq, node)``, trimmed to the newest
+- history is a set ordered by ``(time, seq, node, ...)``, trimmed to the newest
   `HISTORY_LIMIT` events.
 
 The merge is commutative, associative and idempotent, so replicas that have
@@ -145,8 +145,9 @@ class HistoryEvent:
     new: str = ""
 
     @property
-    def order(self) -> tuple[float, int, str]:
-        return (self.time, self.seq, self.node_id)
+    def order(self) -> tuple[float, int, str, str, str, str]:
+        """Sorts by time; the whole event is the key, so merging is exact."""
+        return (self.time, self.seq, self.node_id, self.execution_id, self.kind, self.message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,7 @@ class JobReplica:
     header: JobHeader
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     history: list[HistoryEvent] = field(default_factory=list)
-    _seen: set[tuple[float, int, str]] = field(default_factory=set, repr=False)
+    _seen: set[tuple[float, int, str, str, str, str]] = field(default_factory=set, repr=False)
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -228,5 +229,5 @@ class JobReplica:
         return JobDelta(self.header, tuple(self.executions.values()), tuple(self.history))
 
 
-def _event_order(event: HistoryEvent) -> tuple[float, int, str]:
+def _event_order(event: HistoryEvent) -> tuple[float, int, str, str, str, str]:
     return event.order

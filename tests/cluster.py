@@ -1,0 +1,180 @@
+"""A few protocol nodes joined by a fake network in memory (h11's way of
+testing a protocol object), for exact, small, deterministic scenarios. The
+simulator in `sim/` is the same idea at scale."""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.events import (
+    CancelTimer,
+    ExecutionEnded,
+    ProbeAnswered,
+    ProbeVerdict,
+    Publish,
+    Received,
+    RunProbe,
+    Send,
+    SendFailed,
+    SetTimer,
+    StartExecution,
+    StopExecution,
+    StopJob,
+    SubmitJob,
+    TimerFired,
+)
+from protocols.jobspec import JobSpec
+from protocols.node import Node, NodeConfig
+from protocols.records import ExecutionResult, JobReplica
+
+
+@dataclass
+class Run:
+    """An execution the fake engine is running."""
+
+    node: str
+    execution_id: str
+    job_id: str
+    partition: int
+    started: float
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """The fake engine ends a run (unless it was stopped meanwhile)."""
+
+    run: Run
+    ok: bool
+
+
+@dataclass
+class Cluster:
+    configs: list[NodeConfig]
+    seed: int = 0
+    latency: float = 0.01
+    send_timeout: float = 0.5
+    duration: Callable[[Run, JobSpec], float] = lambda run, spec: 1.0
+    outcome: Callable[[Run, JobSpec], bool] = lambda run, spec: True
+    probe: Callable[[str, str], ProbeVerdict] = lambda node, execution: ProbeVerdict(True, "ok")
+    now: float = 0.0
+    nodes: dict[str, Node] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+    cut: set[frozenset[str]] = field(default_factory=set)  # pairs that cannot talk
+    runs: dict[str, Run] = field(default_factory=dict)
+    completions: list[Run] = field(default_factory=list)
+    _queue: list[tuple[float, int, str, Any]] = field(default_factory=list)
+    _seq: int = 0
+    _timers: dict[tuple[str, Any], int] = field(default_factory=dict)
+    _disk: dict[str, list[Any]] = field(default_factory=dict)
+    _incarnation: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        for config in self.configs:
+            self._boot(config)
+
+    # ------------------------------------------------------------ driving
+
+    def node(self, index: int) -> Node:
+        return self.nodes[self.configs[index].node_id]
+
+    def submit(self, index: int, job_id: str, spec: JobSpec) -> None:
+        self._push(self.now, self.configs[index].node_id, SubmitJob(job_id, spec))
+
+    def stop(self, index: int, job_id: str, reason: str = "test") -> None:
+        self._push(self.now, self.configs[index].node_id, StopJob(job_id, reason))
+
+    def run(self, until: float) -> None:
+        while self._queue and self._queue[0][0] <= until:
+            at, _, node_id, event = heapq.heappop(self._queue)
+            self.now = at
+            if node_id in self.down:
+                continue
+            if isinstance(event, tuple) and event[0] == "timer":
+                _, key, generation = event
+                if self._timers.get((node_id, key)) != generation:
+                    continue
+                del self._timers[(node_id, key)]
+                event = TimerFired(key)
+            elif isinstance(event, _Finish):
+                if event.run.stopped:
+                    continue
+                self.completions.append(event.run)
+                result = ExecutionResult(0 if event.ok else 1, "done\n", error="" if event.ok else "exit code 1")
+                event = ExecutionEnded(event.run.execution_id, event.ok, result)
+            self._apply(node_id, self.nodes[node_id].handle(event, at))
+        self.now = max(self.now, until)
+
+    def crash(self, node_id: str) -> None:
+        """The process dies: it keeps only what it had saved."""
+        self.down.add(node_id)
+        self._disk[node_id] = [r.snapshot() for r in self.nodes[node_id].jobs.values()]
+        for run in self.runs.values():
+            if run.node == node_id:
+                run.stopped = True
+
+    def restart(self, node_id: str) -> None:
+        self.down.discard(node_id)
+        config = next(c for c in self.configs if c.node_id == node_id)
+        self._boot(config, restored=self._disk.get(node_id, []))
+
+    def job(self, job_id: str, index: int = 0) -> JobReplica:
+        return self.node(index).jobs[job_id]
+
+    # ------------------------------------------------------------ the fake world
+
+    def _boot(self, config: NodeConfig, restored: list[Any] = ()) -> None:  # type: ignore[assignment]
+        self._incarnation[config.node_id] = self._incarnation.get(config.node_id, 0) + 1
+        node = Node(config, rng=random.Random(f"{self.seed}/{config.node_id}"), restored=restored,
+                    incarnation=self._incarnation[config.node_id])
+        self.nodes[config.node_id] = node
+        self._apply(config.node_id, node.start(self.now))
+
+    def _push(self, at: float, node_id: str, event: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, node_id, event))
+
+    def _reachable(self, a: str, b: str) -> bool:
+        return b not in self.down and frozenset((a, b)) not in self.cut
+
+    def _apply(self, node_id: str, effects: list[Any]) -> None:
+        for effect in effects:
+            match effect:
+                case Publish(_, message):
+                    for other in self.nodes:
+                        if other != node_id and self._reachable(node_id, other):
+                            self._push(self.now + self.latency, other, Received(node_id, message))
+                case Send(peer, message):
+                    if peer == node_id or self._reachable(node_id, peer):
+                        self._push(self.now + self.latency, peer, Received(node_id, message))
+                    else:
+                        self._push(self.now + self.send_timeout, node_id, SendFailed(peer, message, "unreachable"))
+                case SetTimer(key, at):
+                    self._seq += 1
+                    self._timers[(node_id, key)] = self._seq
+                    self._push(at, node_id, ("timer", key, self._seq))
+                case CancelTimer(key):
+                    self._timers.pop((node_id, key), None)
+                case RunProbe(execution_id, _, _, _):
+                    self._push(self.now + self.latency, node_id, ProbeAnswered(execution_id, self.probe(node_id, execution_id)))
+                case StartExecution(execution, header):
+                    run = Run(node_id, execution.id, header.id, execution.partition, self.now)
+                    self.runs[execution.id] = run
+                    spec = header.spec
+                    self._push(self.now + self.duration(run, spec), node_id, _Finish(run, self.outcome(run, spec)))
+                case StopExecution(execution_id, _):
+                    if execution_id in self.runs:
+                        self.runs[execution_id].stopped = True
+
+    def running(self, job_id: str) -> list[Run]:
+        """Runs of the job the fake engine still has going."""
+        return [
+            r for r in self.runs.values()
+            if r.job_id == job_id and not r.stopped and r not in self.completions and r.node not in self.down
+        ]
+

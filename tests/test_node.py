@@ -1,0 +1,322 @@
+"""The node state machine, driven through its edge cases in virtual time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from protocols.events import ProbeVerdict, Received
+from protocols.jobspec import JobSpec, job_spec_from_data
+from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
+from protocols.node import NodeConfig
+from protocols.records import ExecutionState, JobState
+from protocols.selection import SelectionPolicy
+from tests.cluster import Cluster
+
+SMALL = Capacity(cpu=2000, memory=2 << 30, disk=10 << 30)
+
+
+def spec(job_type: str = "batch", count: int | None = 1, **task: Any) -> JobSpec:
+    top = {key: task.pop(key) for key in ("Constraints", "Priority") if key in task}
+    document: dict[str, Any] = {
+        **top,
+        "Type": job_type,
+        "Tasks": [
+            {
+                "Engine": {
+                    "Type": "wasm",
+                    "Params": {"EntryModule": {"Target": "/m.wasm", "Source": {"Type": "inline", "Params": {"URL": "data:,x"}}}},
+                },
+                "Resources": task.pop("Resources", {"CPU": "500m", "Memory": "256Mb"}),
+                **task,
+            }
+        ],
+    }
+    if count is not None:
+        document["Count"] = count
+    return job_spec_from_data(document).spec
+
+
+def configs(n: int, **overrides: Any) -> list[NodeConfig]:
+    return [NodeConfig(node_id=f"n{i:02d}", capacity=SMALL, **overrides) for i in range(n)]
+
+
+def settled(cluster: Cluster, until: float = 3.0) -> Cluster:
+    cluster.run(until)  # a few heartbeats: everyone knows everyone
+    return cluster
+
+
+def completed_partitions(cluster: Cluster, job_id: str) -> Counter[int]:
+    job = cluster.job(job_id)
+    return Counter(e.partition for e in job.executions.values() if e.state == ExecutionState.COMPLETED)
+
+
+def test_batch_job_runs_each_partition_once_and_completes() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.submit(0, "j1", spec(count=3))
+    cluster.run(20)
+    job = cluster.job("j1")
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    assert completed_partitions(cluster, "j1") == Counter({0: 1, 1: 1, 2: 1})
+    asks = sum(1 for e in job.executions.values())
+    assert asks <= 3 + 1  # Count plus a margin, not the whole network
+    nodes = [e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED]
+    assert len(set(nodes)) == 3
+    for other in range(6):  # every replica converged on the same record
+        assert cluster.job("j1", other).header.order == job.header.order
+
+
+def test_history_records_every_transition_with_time_and_reason() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(1, "j1", spec())
+    cluster.run(10)
+    history = cluster.job("j1").history
+    job_states = [e.new for e in history if e.kind == "JobStateChanged"]
+    assert job_states == ["Pending", "Running", "Completed"]
+    execution_states = [e.new for e in history if e.kind == "ExecutionStateChanged"]
+    for state in ("AskForBid", "AskForBidAccepted", "BidAccepted", "Running", "Completed"):
+        assert state in execution_states
+    assert all(e.message for e in history)
+    assert [e.time for e in history] == sorted(e.time for e in history)
+
+
+def test_ops_job_runs_on_every_matching_node() -> None:
+    labelled = [NodeConfig(node_id=f"n{i}", capacity=SMALL, labels={"service": "WebService"} if i % 2 else {}) for i in range(6)]
+    cluster = settled(Cluster(labelled))
+    cluster.submit(0, "ops", spec("ops", None, Constraints=[{"Key": "service", "Operator": "==", "Values": ["WebService"]}]))
+    cluster.run(15)
+    job = cluster.job("ops")
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    ran = {e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED}
+    assert ran == {"n1", "n3", "n5"}
+
+
+def test_ops_job_with_no_matching_node_fails_saying_why() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "ops", spec("ops", None, Constraints=[{"Key": "service", "Operator": "=", "Values": ["none"]}]))
+    cluster.run(5)
+    job = cluster.job("ops")
+    assert job.header.state == JobState.FAILED
+    assert "constraint" in job.header.message
+
+
+def test_daemon_runs_on_matching_nodes_including_ones_that_join_later() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "d", spec("daemon", None))
+    cluster.duration = lambda run, s: 1e9  # daemons run until stopped
+    cluster.run(8)
+    assert {r.node for r in cluster.running("d")} == {"n00", "n01", "n02"}
+    late = NodeConfig(node_id="n99", capacity=SMALL)
+    cluster.configs.append(late)
+    cluster._boot(late)
+    cluster.run(20)
+    assert {r.node for r in cluster.running("d")} == {"n00", "n01", "n02", "n99"}
+    assert cluster.job("d").header.state == JobState.RUNNING
+    cluster.stop(1, "d")
+    cluster.run(25)
+    assert cluster.job("d").header.state == JobState.STOPPED
+    assert cluster.running("d") == []
+
+
+def test_service_replica_moves_when_its_node_dies() -> None:
+    cluster = settled(Cluster(configs(5)))
+    cluster.duration = lambda run, s: 1e9
+    cluster.submit(0, "svc", spec("service", 2))
+    cluster.run(8)
+    first = {r.node for r in cluster.running("svc")}
+    assert len(first) == 2
+    victim = sorted(first - {cluster.job("svc").header.leader})[0]
+    cluster.crash(victim)
+    cluster.run(40)
+    now = {r.node for r in cluster.running("svc")}
+    assert len(now) == 2 and victim not in now
+    lost = [e for e in cluster.job("svc").executions.values() if e.node_id == victim]
+    assert lost[0].state == ExecutionState.FAILED and "lost" in lost[0].message
+
+
+def test_batch_without_a_fitting_node_fails_at_once_without_queue_timeout() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "big", spec(Resources={"CPU": "64", "Memory": "1Gb"}))
+    cluster.run(5)
+    job = cluster.job("big")
+    assert job.header.state == JobState.FAILED
+    assert "no suitable node" in job.header.message and "CPU" in job.header.message
+
+
+def test_batch_queues_until_a_node_appears_then_runs() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "big", spec(Resources={"CPU": "8"}, Timeouts={"QueueTimeout": 60}))
+    cluster.run(6)
+    assert cluster.job("big").header.state == JobState.QUEUED
+    big = NodeConfig(node_id="huge", capacity=Capacity(cpu=16000, memory=8 << 30, disk=10 << 30))
+    cluster.configs.append(big)
+    cluster._boot(big)
+    cluster.run(30)
+    job = cluster.job("big")
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    assert [e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED] == ["huge"]
+
+
+def test_queued_batch_fails_when_its_queue_timeout_passes() -> None:
+    cluster = settled(Cluster(configs(2)))
+    cluster.submit(0, "big", spec(Resources={"CPU": "8"}, Timeouts={"QueueTimeout": 10}))
+    cluster.run(9)
+    assert cluster.job("big").header.state == JobState.QUEUED
+    cluster.run(20)
+    job = cluster.job("big")
+    assert job.header.state == JobState.FAILED and "QueueTimeout" in job.header.message
+
+
+def test_priority_orders_what_waits() -> None:
+    cluster = settled(Cluster(configs(1)))  # one leader holds all three in its queue
+    for name, priority in (("low", 1), ("high", 9), ("mid", 5)):
+        cluster.submit(0, name, spec(Resources={"CPU": "8"}, Timeouts={"QueueTimeout": 100}, Priority=priority))
+    cluster.run(6)
+    big = NodeConfig(node_id="huge", capacity=Capacity(cpu=8000, memory=8 << 30, disk=10 << 30))
+    cluster.configs.append(big)
+    cluster._boot(big)
+    cluster.duration = lambda run, s: 5.0
+    cluster.run(60)
+    order = sorted((cluster.job(j).executions[e].create_time, j) for j in ("low", "high", "mid")
+                   for e in cluster.job(j).executions if cluster.job(j).executions[e].state == ExecutionState.COMPLETED)
+    assert [j for _, j in order] == ["high", "mid", "low"]
+
+
+def test_total_timeout_fails_the_execution_and_retries_are_bounded() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "slow", spec(Timeouts={"TotalTimeout": 2}))
+    cluster.run(60)
+    job = cluster.job("slow")
+    assert job.header.state == JobState.FAILED
+    failed = [e for e in job.executions.values() if e.state == ExecutionState.FAILED]
+    assert len(failed) == 4  # the first try and 3 retries
+    assert all("TotalTimeout" in e.message for e in failed)
+    assert "retries used up" in job.header.message
+
+
+def test_a_failed_execution_is_retried_on_another_node() -> None:
+    cluster = settled(Cluster(configs(4)))
+    first_node: list[str] = []
+
+    def outcome(run: Any, s: JobSpec) -> bool:
+        if not first_node:
+            first_node.append(run.node)
+            return False
+        return True
+
+    cluster.outcome = outcome
+    cluster.submit(0, "flaky", spec())
+    cluster.run(20)
+    job = cluster.job("flaky")
+    assert job.header.state == JobState.COMPLETED
+    (done,) = [e for e in job.executions.values() if e.state == ExecutionState.COMPLETED]
+    assert done.node_id != first_node[0]
+    assert job.header.retries == 1
+
+
+def test_stop_cancels_every_execution() -> None:
+    cluster = settled(Cluster(configs(4)))
+    cluster.duration = lambda run, s: 1e9
+    cluster.submit(0, "b", spec(count=3))
+    cluster.run(6)
+    assert len(cluster.running("b")) == 3
+    cluster.stop(2, "b", "enough")
+    cluster.run(10)
+    job = cluster.job("b")
+    assert job.header.state == JobState.STOPPED and job.header.message == "enough"
+    assert cluster.running("b") == []
+    assert all(e.state.terminal for e in job.executions.values())
+
+
+def test_a_dead_leaders_job_is_taken_over_and_completes() -> None:
+    cluster = settled(Cluster(configs(5)))
+    cluster.duration = lambda run, s: 6.0
+    cluster.submit(0, "j", spec(count=2))
+    cluster.run(4)
+    leader = cluster.job("j").header.leader
+    cluster.crash(leader)
+    cluster.run(60)
+    survivor = next(i for i, c in enumerate(cluster.configs) if c.node_id != leader)
+    job = cluster.job("j", survivor)
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    assert job.header.leader != leader and job.header.epoch == 2
+    assert max(completed_partitions(cluster, "j").values()) == 1
+
+
+def test_a_deposed_leader_steps_down_after_a_partition_heals() -> None:
+    cluster = settled(Cluster(configs(5)))
+    cluster.duration = lambda run, s: 30.0
+    cluster.submit(0, "j", spec("service", 1))
+    cluster.run(4)
+    leader = cluster.job("j").header.leader
+    others = [c.node_id for c in cluster.configs if c.node_id != leader]
+    cluster.cut = {frozenset((leader, other)) for other in others}
+    cluster.run(30)
+    cluster.cut = set()
+    cluster.run(80)
+    index = next(i for i, c in enumerate(cluster.configs) if c.node_id == leader)
+    views = {cluster.job("j", i).header.order for i in range(5)}
+    assert len(views) == 1, views
+    assert cluster.job("j", index).header.leader != leader
+    assert len(cluster.running("j")) == 1  # no more than Count replicas once settled
+
+
+def test_a_restarted_node_keeps_its_jobs() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "j", spec())
+    cluster.run(10)
+    cluster.crash("n00")
+    cluster.restart("n00")
+    cluster.run(15)
+    assert cluster.job("j").header.state == JobState.COMPLETED
+    assert cluster.node(0).membership.local.incarnation == 2
+
+
+def test_a_declining_probe_keeps_the_node_out() -> None:
+    probing = [NodeConfig(node_id=f"n{i}", capacity=SMALL, policy=SelectionPolicy(probe_exec="/bin/probe")) for i in range(3)]
+    cluster = settled(Cluster(probing))
+    cluster.probe = lambda node, execution: ProbeVerdict(node == "n2", "only n2 wants it")
+    cluster.submit(0, "j", spec())
+    cluster.run(20)
+    job = cluster.job("j")
+    assert job.header.state == JobState.COMPLETED
+    assert [e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED] == ["n2"]
+
+
+def test_a_probe_that_says_wait_holds_the_bid_until_answered() -> None:
+    probing = [NodeConfig(node_id="n0", capacity=SMALL, policy=SelectionPolicy(probe_http="http://probe"))]
+    cluster = settled(Cluster(probing, probe=lambda node, execution: ProbeVerdict(False, "later", wait=True)))
+    cluster.submit(0, "j", spec(Timeouts={"QueueTimeout": 100}))
+    cluster.run(5)
+    asked = next(iter(cluster.job("j").executions.values()))
+    assert asked.state == ExecutionState.ASK_FOR_BID or cluster.job("j").header.state == JobState.QUEUED
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        BidReply("nope", "e-1", 1, True, "x"),
+        ExecutionUpdate("nope", "e-1", 1, ExecutionState.COMPLETED),
+        "not a message",
+        None,
+    ],
+)
+def test_messages_that_fit_nothing_are_ignored(message: object) -> None:
+    cluster = settled(Cluster(configs(2)))
+    effects = cluster.node(0).handle(Received("n01", message), cluster.now)
+    assert effects == []
+
+
+def test_a_peer_cannot_speak_for_another() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "j", spec())
+    cluster.run(10)
+    job = cluster.job("j")
+    forged = AskBid(job.header, "e-forged")
+    assert cluster.node(1).handle(Received("n02", forged), cluster.now) == [] or job.header.leader == "n02"
+    bogus = JobUpdated(job.snapshot())
+    cluster.node(1).handle(Received("n02", bogus), cluster.now)
+    assert cluster.job("j", 1).header.order == job.header.order
