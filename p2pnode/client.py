@@ -98,7 +98,13 @@ class ApiClient:
         """Poll until the job is terminal; the last description."""
         deadline = time.monotonic() + timeout
         while True:
-            answer = self.get_job(ref, include="executions")
+            try:
+                answer = self.get_job(ref, include="executions")
+            except ApiClientError as error:
+                if error.status != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(poll)  # the job's announcement has not reached this node yet
+                continue
             if answer["Job"]["State"]["StateType"] in TERMINAL:
                 return answer
             if time.monotonic() > deadline:

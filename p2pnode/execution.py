@@ -3,7 +3,7 @@
 Each execution gets a directory of its own under the node's data directory:
 
     executions/<execution id>/inputs/...    what the input sources brought
-    executions/<execution id>/outputs/NAME  one per ResultPath, mounted writable
+    executions/<execution id>/results/NAME  one per ResultPath, mounted writable
     executions/<execution id>/stdout, stderr
 
 The `local` publisher leaves the results there; any peer fetches them with a
@@ -85,14 +85,14 @@ class ExecutionRunner:
             params = task.engine.params
             try:
                 module = await self._fetch_bytes(params.entry_module)
-                imports = tuple(
-                    (source.alias or PurePosixPath(source.target).name or f"import{i}", await self._fetch_bytes(source))
-                    for i, source in enumerate(params.import_modules)
-                )
+                imports = []
+                for index, source in enumerate(params.import_modules):
+                    name = source.alias or PurePosixPath(source.target).stem or f"import{index}"
+                    imports.append((name, await self._fetch_bytes(source)))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
             except InputError as error:
                 return _failed(execution, f"inputs: {error}")
-            outputs = workdir / "outputs"
+            outputs = workdir / "results"
             for result_path in task.result_paths:
                 (outputs / result_path.name).mkdir(parents=True, exist_ok=True)
                 mounts.append(Mount(outputs / result_path.name, result_path.path, read_only=False))
@@ -102,7 +102,7 @@ class ExecutionRunner:
                 arguments=tuple(params.parameters),
                 environment=dict(params.environment_variables),
                 mounts=tuple(mounts),
-                import_modules=imports,
+                import_modules=tuple(imports),
                 memory_limit=task.resources.memory or None,
                 timeout=float(task.timeouts.total_timeout) or None,
                 output_dir=workdir,
@@ -132,14 +132,17 @@ class ExecutionRunner:
             return ResultFiles(execution_id, error="this node holds no results for that execution")
         files: list[tuple[str, bytes]] = []
         total = 0
-        for path in sorted([workdir / "stdout", workdir / "stderr", *sorted((workdir / "outputs").rglob("*"))]):
+        results = workdir / "results"
+        found = [(workdir / "stdout", "stdout"), (workdir / "stderr", "stderr")]
+        found += [(path, str(path.relative_to(results))) for path in sorted(results.rglob("*"))]
+        for path, name in found:
             if not path.is_file():
                 continue
             data = path.read_bytes()
             total += len(data)
             if total > MAX_RESULT_BYTES:
                 return ResultFiles(execution_id, error=f"results exceed {MAX_RESULT_BYTES} bytes; fetch them from the node's disk")
-            files.append((str(path.relative_to(workdir)), data))
+            files.append((name, data))
         return ResultFiles(execution_id, tuple(files))
 
     # ------------------------------------------------------------ inputs

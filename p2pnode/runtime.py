@@ -300,11 +300,27 @@ class Runtime:
         """Messages to one peer leave in order, one stream each."""
         async for message in receive:
             try:
-                await self.transport.request(peer, wire.encode(message, self.node_id))
-            except PeerUnreachable as error:
-                await self._inputs_send.send(SendFailed(peer, message, str(error)))
+                data = wire.encode(message, self.node_id)
             except wire.WireError as error:
                 log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
+                continue
+            try:
+                if peer not in self.transport.connected_peers():
+                    await self._dial(peer)
+                await self.transport.request(peer, data)
+            except PeerUnreachable as error:
+                await self._inputs_send.send(SendFailed(peer, message, str(error)))
+
+    async def _dial(self, peer: str) -> None:
+        """Reach a peer we are not connected to, by the addresses it gossips."""
+        info = self.node.membership.info(peer) if self.node is not None else None
+        for address in info.addresses if info is not None else ():
+            if address.startswith("/"):
+                try:
+                    await self.transport.connect(address)
+                    return
+                except Exception as error:  # noqa: BLE001 - try its next address
+                    log.debug("could not dial %s at %s: %s", peer, address, error)
 
     async def _on_request(self, sender: str, data: bytes) -> bytes:
         envelope = wire.decode(data)  # a WireError resets the stream; the transport logs it

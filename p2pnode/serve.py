@@ -26,6 +26,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 async def serve_node(settings: NodeSettings) -> None:
     """Run until SIGINT or SIGTERM, then say goodbye to the network."""
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # it logs ERROR whenever a peer simply dies
     runtime = Runtime(settings)
     port = settings.api_port or free_port(settings.api_host)
     runtime.api_url = f"http://{settings.api_host}:{port}"

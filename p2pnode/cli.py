@@ -1,0 +1,150 @@
+"""The `p2pnode` command: `serve`, `devstack`, `demo`, `job ...`, `node ...`,
+`wasm run`. Commands that talk to a node live in `p2pnode.commands`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from p2pnode import commands
+from protocols.jobspec import JobSpecError, ParsedJob, parse_job
+
+
+def _variables(template_vars: tuple[str, ...], template_envs: str | None) -> dict[str, str]:
+    """-E REGEX picks environment variables by name; -V key=value wins."""
+    variables: dict[str, str] = {}
+    if template_envs:
+        try:
+            pattern = re.compile(template_envs)
+        except re.error as error:
+            raise click.BadParameter(f"not a regular expression: {error}", param_hint="-E/--template-envs") from None
+        variables.update({name: value for name, value in os.environ.items() if pattern.fullmatch(name)})
+    for item in template_vars:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="-V/--template-vars")
+        variables[key] = value
+    return variables
+
+
+def _read(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    path = Path(file)
+    if not path.is_file():
+        raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
+    return path.read_text()
+
+
+def _load(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool) -> ParsedJob:
+    text = _read(file)
+    try:
+        return parse_job(text, variables=_variables(template_vars, template_envs), render_templates=not no_template)
+    except JobSpecError as error:
+        click.echo(f"{file}: the job is not valid:", err=True)
+        for problem in error.errors:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+
+
+def template_options(function: Any) -> Any:
+    function = click.option("--no-template", is_flag=True, help="Do not fill {{ }} placeholders.")(function)
+    function = click.option("-E", "--template-envs", metavar="REGEX", help="Fill placeholders from environment variables whose names match.")(function)
+    function = click.option("-V", "--template-vars", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="p2pnode")
+def main() -> None:
+    """A peer-to-peer compute-over-data network: run a node, submit jobs to any peer."""
+
+
+@main.group()
+def job() -> None:
+    """Submit, watch and manage jobs."""
+
+
+@job.command()
+@click.argument("file")
+@template_options
+@click.option("--output", "-o", type=click.Choice(["json", "yaml"]), default="yaml", show_default=True)
+def validate(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool, output: str) -> None:
+    """Check a job file (or - for stdin) and print it normalised."""
+    parsed = _load(file, template_vars, template_envs, no_template)
+    for warning in parsed.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    document = parsed.spec.to_document()
+    if output == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+
+
+@job.command()
+@click.argument("file")
+@template_options
+@commands.api_option
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the job to end.")
+@click.option("--id-only", is_flag=True, help="Print only the job ID.")
+@click.option("--follow", "-f", is_flag=True, help="Stream the job's output until it ends.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the job; submit nothing.")
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait.")
+@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def run(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool, api: str,
+        wait: bool, id_only: bool, follow: bool, dry_run: bool, timeout: float, output: str) -> None:
+    """Submit a job file (or - for stdin) to a node."""
+    parsed = _load(file, template_vars, template_envs, no_template)
+    for warning in parsed.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    document = parsed.spec.to_document()
+    if dry_run:
+        click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
+        return
+    commands.run_job(document, api, wait=wait, id_only=id_only, follow=follow, output=output, timeout=timeout)
+
+
+for command in (commands.job_list, commands.job_describe, commands.job_executions, commands.job_history,
+                commands.job_logs, commands.job_stop, commands.job_get):
+    job.add_command(command)
+
+
+@main.group()
+def node() -> None:
+    """See the nodes of the network."""
+
+
+node.add_command(commands.node_list)
+node.add_command(commands.node_describe)
+
+
+@main.group()
+def wasm() -> None:
+    """WebAssembly shortcuts."""
+
+
+@wasm.command("run")
+@click.argument("module", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("arguments", nargs=-1)
+@click.option("--entrypoint", default="_start", show_default=True)
+@commands.api_option
+@click.option("--id-only", is_flag=True)
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def wasm_run(module: Path, arguments: tuple[str, ...], entrypoint: str, api: str, id_only: bool, wait: bool,
+             output: str) -> None:
+    """Run a local WebAssembly module as a one-off batch job."""
+    document = commands.wasm_document(module, arguments, entrypoint)
+    commands.run_job(document, api, wait=wait, id_only=id_only, follow=False, output=output, timeout=600)
+
+
+main.add_command(commands.serve)
+main.add_command(commands.devstack_command)
+main.add_command(commands.demo)
