@@ -41,7 +41,8 @@ async def run_exec_probe(command: str, document: dict[str, Any], *, timeout: flo
                 deliver_cancel=_kill,
             )
         except OSError as error:
-            return ProbeVerdict(bid=False, reason=f"the exec probe {argv[0]!r} could not start: {error.strerror or error}")
+            reason = f"the exec probe {argv[0]!r} could not start: {error.strerror or error}"
+            return ProbeVerdict(bid=False, reason=reason)
         output = (process.stdout[:MAX_REPLY] + b"\n" + process.stderr[:MAX_REPLY]).decode("utf-8", errors="replace")
         return exec_probe_verdict(process.returncode, output)
     return ProbeVerdict(bid=False, reason=f"the exec probe {argv[0]!r} did not finish within {timeout:g} s")

@@ -208,9 +208,7 @@ class Runtime:
             if execution.node_id == self.node_id:
                 found.append(self.executions.result_files(execution.id))
             else:
-                reply = await self.transport.request(
-                    execution.node_id, wire.encode(ResultFetch(execution.id), self.node_id), timeout=60
-                )
+                reply = await self._request(execution.node_id, wire.encode(ResultFetch(execution.id), self.node_id), 60)
                 found.append(wire.decode(reply).message)
         return found
 
@@ -305,11 +303,14 @@ class Runtime:
                 log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
                 continue
             try:
-                if peer not in self.transport.connected_peers():
-                    await self._dial(peer)
-                await self.transport.request(peer, data)
+                await self._request(peer, data)
             except PeerUnreachable as error:
                 await self._inputs_send.send(SendFailed(peer, message, str(error)))
+
+    async def _request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
+        if peer not in self.transport.connected_peers():
+            await self._dial(peer)
+        return await self.transport.request(peer, data, timeout=timeout)
 
     async def _dial(self, peer: str) -> None:
         """Reach a peer we are not connected to, by the addresses it gossips."""

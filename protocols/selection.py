@@ -144,7 +144,10 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
     task = spec.task
     engine = task.engine.type
     if engine not in node.engines:
-        return f"this node has no {engine} engine (it runs {_listing(node.engines)}); submit to a node that runs {engine}"
+        return (
+            f"this node has no {engine} engine (it runs {_listing(node.engines)}); "
+            f"submit to a node that runs {engine}"
+        )
     publisher = _publisher_type(spec)
     if publisher.lower() not in NO_PUBLISHER and publisher not in node.publishers:
         return (
@@ -199,7 +202,8 @@ def _fetched_source_types(spec: JobSpec) -> list[str]:
     sources = [source.source for source in task.input_sources]
     if task.engine.type == "wasm":
         params = task.engine.params
-        sources += [module.source for module in (params.entry_module, *(params.import_modules or ())) if module is not None]
+        modules = (params.entry_module, *(params.import_modules or ()))
+        sources += [module.source for module in modules if module is not None]
     return [source.type for source in sources]
 
 
@@ -267,7 +271,7 @@ def probe_document(node_id: str, job_id: str, spec: JobSpec) -> dict[str, Any]:
         "job_id": job_id,
         "spec": described,
         "resources": {"cpu": resources.cpu, "memory": resources.memory, "disk": resources.disk, "gpu": resources.gpu},
-        "network": {"type": task.network.type, "domains": list(task.network.domains or ())},
+        "network": {"type": str(task.network.type), "domains": list(task.network.domains or ())},
     }
     to_document = getattr(spec, "to_document", None)
     if callable(to_document):
