@@ -65,6 +65,7 @@ def wasm_job(url: str, *arguments: str, job_type: str = "batch", count: int | No
                     },
                 },
                 "Publisher": {"Type": "local"},
+                "ResultPaths": [{"Name": "outputs", "Path": "/outputs"}],
                 "Resources": {"CPU": "100m", "Memory": "64Mb"},
                 "Timeouts": {"TotalTimeout": timeout},
             }

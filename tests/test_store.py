@@ -1,0 +1,239 @@
+"""The node's database: records come back whole, a SIGKILL loses nothing
+committed, damaged rows are set aside, and counters survive restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p2pnode.store import SCHEMA_VERSION, Store, StoreError
+from protocols.jobspec import parse_job
+from protocols.messages import Capacity, Locality, NodeInfo, PolicySummary
+from protocols.records import (
+    DesiredState,
+    ExecutionRecord,
+    ExecutionResult,
+    ExecutionState,
+    HistoryEvent,
+    JobDelta,
+    JobHeader,
+    JobState,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPEC = parse_job(
+    "Type: batch\nNamespace: lab\nLabels:\n  team: blue\nTasks:\n  - Engine:\n      Type: wasm\n      Params:\n"
+    "        EntryModule:\n          Target: /m.wasm\n          Source:\n            Type: inline\n"
+    "            Params:\n              URL: 'data:,x'\n"
+).spec
+
+
+def make_delta(job_id: str, *, revision: int = 1, state: JobState = JobState.RUNNING, executions: int = 2) -> JobDelta:
+    """A whole record: a header, executions with results, and history."""
+    header = JobHeader(
+        job_id, SPEC, f"name-{job_id}", state, "placed", 1, revision, 1, "leader-a", ("b", "c"), 10.0, 10.0 + revision
+    )
+    records = tuple(
+        ExecutionRecord(
+            f"{job_id}-e{index}", job_id, f"node-{index}", index, ExecutionState.COMPLETED, DesiredState.STOPPED,
+            1, revision, 10.0, 11.0, "done", ExecutionResult(0, "out", "err", "local", f"/results/{index}"),
+        )
+        for index in range(executions)
+    )
+    events = tuple(
+        HistoryEvent(10.0 + index, index, "leader-a", "JobStateChanged", f"step {index}", "", "Pending", "Running")
+        for index in range(3)
+    )
+    return JobDelta(header, records, events)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "node.db"
+
+
+def test_records_come_back_whole_after_reopening(db_path: Path) -> None:
+    deltas = [make_delta("j1"), make_delta("j2", executions=0), make_delta("j3", state=JobState.COMPLETED)]
+    store = Store(db_path)
+    store.save_jobs(deltas)
+    store.close()
+
+    store = Store(db_path)
+    assert store.load_jobs() == deltas
+    store.close()
+
+
+def test_saving_a_job_again_replaces_it_and_its_listing_columns(db_path: Path) -> None:
+    store = Store(db_path)
+    store.save_job(make_delta("j1", revision=1))
+    newer = make_delta("j1", revision=2, state=JobState.COMPLETED)
+    store.save_job(newer)
+    assert store.load_jobs() == [newer]
+    store.close()
+
+    with sqlite3.connect(db_path) as raw:
+        rows = raw.execute("SELECT job_id, name, namespace, state, type, modify_time, labels FROM jobs").fetchall()
+    assert rows == [("j1", "name-j1", "lab", "Completed", "batch", 12.0, json.dumps({"team": "blue"}))]
+
+
+def test_a_batch_that_fails_half_way_saves_nothing(db_path: Path) -> None:
+    store = Store(db_path)
+
+    def deltas():
+        yield make_delta("j1")
+        raise RuntimeError("the runtime broke mid-batch")
+
+    with pytest.raises(RuntimeError):
+        store.save_jobs(deltas())
+    assert store.load_jobs() == []
+    store.save_job(make_delta("j2"))  # and the store still works
+    assert [delta.header.id for delta in store.load_jobs()] == ["j2"]
+    store.close()
+
+
+def test_a_record_too_big_for_the_wire_is_logged_and_the_rest_saved(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    huge = make_delta("huge")
+    huge = JobDelta(huge.header, (), (HistoryEvent(1.0, 1, "a", "Note", "x" * (2 << 20)),))
+    store = Store(db_path)
+    store.save_jobs([make_delta("small"), huge])
+    assert [delta.header.id for delta in store.load_jobs()] == ["small"]
+    assert "job huge cannot be saved" in caplog.text
+    store.close()
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from p2pnode.store import Store
+from tests.test_store import make_delta
+
+store = Store(Path(sys.argv[1]))
+store.save_job(make_delta("seed"))
+batch = 0
+def batches_then_hang():
+    for index in range(3):
+        yield make_delta(f"hung-{index}")
+    print("in-transaction", flush=True)
+    time.sleep(600)  # killed here, inside an open transaction
+
+while True:
+    if batch == 20:
+        store.save_jobs(batches_then_hang())
+    store.save_jobs(make_delta(f"b{batch}-{index}") for index in range(5))
+    print(f"committed {batch}", flush=True)
+    batch += 1
+"""
+
+
+def test_sigkill_loses_no_committed_batch_and_no_half_batch_survives(db_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(db_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    committed = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("committed "):
+                committed.append(int(line.split()[1]))
+            elif line.strip() == "in-transaction":
+                break
+        else:
+            child.wait()
+            pytest.fail(f"the writer stopped early: {child.stderr.read()}")  # type: ignore[union-attr]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert committed == list(range(20))
+
+    store = Store(db_path)
+    saved = {delta.header.id for delta in store.load_jobs()}
+    store.close()
+    expected = {"seed"} | {f"b{batch}-{index}" for batch in committed for index in range(5)}
+    assert saved == expected  # every committed job, and none of the batch cut short
+
+
+def test_a_row_that_does_not_decode_is_quarantined_not_fatal(db_path: Path) -> None:
+    store = Store(db_path)
+    store.save_jobs([make_delta("good"), make_delta("garbled"), make_delta("misfiled")])
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE jobs SET record = ? WHERE job_id = 'garbled'", (b"\xff not cbor",))
+        good_blob = raw.execute("SELECT record FROM jobs WHERE job_id = 'good'").fetchone()[0]
+        raw.execute("UPDATE jobs SET record = ? WHERE job_id = 'misfiled'", (good_blob,))
+
+    store = Store(db_path)
+    assert [delta.header.id for delta in store.load_jobs()] == ["good"]
+    quarantined = dict(store.quarantined())
+    assert set(quarantined) == {"garbled", "misfiled"}
+    assert "filed under misfiled" in quarantined["misfiled"]
+    assert [delta.header.id for delta in store.load_jobs()] == ["good"]  # set aside once, not again
+    assert len(store.quarantined()) == 2
+    store.close()
+
+
+def test_incarnation_grows_at_every_start(db_path: Path) -> None:
+    seen = []
+    for _ in range(3):
+        store = Store(db_path)
+        seen.append(store.next_incarnation())
+        store.close()
+    assert seen == [1, 2, 3]
+
+
+def test_meta_values_persist(db_path: Path) -> None:
+    store = Store(db_path)
+    assert store.load_meta("owner") is None
+    store.save_meta("owner", "alice")
+    store.save_meta("owner", "bob")
+    store.close()
+    store = Store(db_path)
+    assert store.load_meta("owner") == "bob"
+    store.close()
+
+
+def test_members_are_the_last_saved_view(db_path: Path) -> None:
+    def info(node_id: str, seq: int) -> NodeInfo:
+        capacity = Capacity(2000, 1 << 30, 1 << 33, 0)
+        return NodeInfo(
+            node_id, {"region": "eu"}, capacity, capacity, ("wasm",), ("local",), ("inline",), (),
+            PolicySummary(Locality.LOCAL, True, False, False), "0.1.0", 2, seq, 1.0, ("/ip4/127.0.0.1/tcp/1",), 5.0,
+        )
+
+    store = Store(db_path)
+    store.save_members([info("a", 1), info("b", 1)])
+    store.save_members([info("b", 2), info("c", 1)])
+    store.close()
+    store = Store(db_path)
+    assert store.load_members() == [info("b", 2), info("c", 1)]
+    store.close()
+
+
+def test_the_database_uses_wal_and_records_its_schema_version(db_path: Path) -> None:
+    Store(db_path).close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused_with_advice(db_path: Path) -> None:
+    Store(db_path).close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1}, newer.*--data-dir"):
+        Store(db_path)
+
+
+def test_a_file_that_is_not_a_database_is_refused_with_advice(db_path: Path) -> None:
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="move the file aside"):
+        Store(db_path)
