@@ -1,0 +1,1 @@
+"""The network's logic, pure: models, wire format and state machines, with no I/O."""
