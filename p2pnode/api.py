@@ -41,8 +41,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def put_job(request: Request) -> Response:
         """
-        summary: Submit a job
-        description: Body {"Job": {...}} in the job file's shape; answers {"JobID", "EvaluationID", "Warnings"}.
+        summary: 'Submit a job'
+        description: 'Body {"Job": {...}} in the job file''s shape; answers {"JobID", "EvaluationID", "Warnings"}.'
         """
         body = await _json(request)
         if not isinstance(body, dict) or "Job" not in body:
@@ -57,8 +57,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def list_jobs(request: Request) -> Response:
         """
-        summary: List jobs
-        description: Query limit, next_token, order_by (created_at|modified_at|id|name), reverse, namespace, labels (k=v,...).
+        summary: 'List jobs'
+        description: 'Query limit, next_token, order_by (created_at|modified_at|id|name), reverse, namespace, labels (k=v,...).'
         """
         query = request.query_params
         jobs = runtime.jobs()
@@ -84,8 +84,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def get_job(request: Request) -> Response:
         """
-        summary: Describe a job
-        description: The id or a unique prefix; include=executions,history adds those.
+        summary: 'Describe a job'
+        description: 'The id or a unique prefix; include=executions,history adds those.'
         """
         replica = _job(request)
         include = set(filter(None, request.query_params.get("include", "").split(",")))
@@ -98,8 +98,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def stop_job(request: Request) -> Response:
         """
-        summary: Stop a job
-        description: Cancels all its executions; query reason.
+        summary: 'Stop a job'
+        description: 'Cancels all its executions; query reason.'
         """
         replica = _job(request)
         if replica.header.state.terminal:
@@ -109,14 +109,14 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def executions(request: Request) -> Response:
         """
-        summary: A job's executions
+        summary: 'A job''s executions'
         """
         items, token = _page(_executions(_job(request)), request.query_params)
         return JSONResponse({"Items": items, "NextToken": token})
 
     async def history(request: Request) -> Response:
         """
-        summary: A job's history of state changes
+        summary: 'A job''s history of state changes'
         """
         replica = _job(request)
         events = [history_view(replica.id, e) for e in replica.history]
@@ -125,7 +125,7 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def results(request: Request) -> Response:
         """
-        summary: Where a job's results are published
+        summary: 'Where a job''s results are published'
         """
         replica = _job(request)
         items = [
@@ -137,8 +137,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def result_files(request: Request) -> Response:
         """
-        summary: The result files themselves, fetched from the peers that ran the job
-        description: Base64 contents, by execution; what `job get` writes to disk.
+        summary: 'The result files themselves, fetched from the peers that ran the job'
+        description: 'Base64 contents, by execution; what `job get` writes to disk.'
         """
         replica = _job(request)
         try:
@@ -160,8 +160,8 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def logs(request: Request) -> Response:
         """
-        summary: A job's output, as newline-delimited JSON
-        description: follow=true keeps the stream open until the job ends.
+        summary: 'A job''s output, as newline-delimited JSON'
+        description: 'follow=true keeps the stream open until the job ends.'
         """
         replica = _job(request)
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
@@ -169,7 +169,7 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def nodes(request: Request) -> Response:
         """
-        summary: List the nodes this node knows of
+        summary: 'List the nodes this node knows of'
         """
         members = _members(runtime)
         items, token = _page(members, request.query_params)
@@ -177,7 +177,7 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def get_node(request: Request) -> Response:
         """
-        summary: Describe a node (id or unique prefix)
+        summary: 'Describe a node (id or unique prefix)'
         """
         ref = request.path_params["node_id"]
         found = [m for m in _members(runtime) if m["Info"]["NodeID"].startswith(ref)]
@@ -189,27 +189,27 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def alive(request: Request) -> Response:
         """
-        summary: Liveness
+        summary: 'Liveness'
         """
         return JSONResponse({"Status": "OK"})
 
     async def version(request: Request) -> Response:
         """
-        summary: Software version
+        summary: 'Software version'
         """
         return JSONResponse({"BuildVersionInfo": {"GitVersion": f"v{VERSION}", "Major": "0", "Minor": "1"}})
 
     async def agent_node(request: Request) -> Response:
         """
-        summary: This node
+        summary: 'This node'
         """
         node = _node(runtime)
         return JSONResponse(node_view(node.membership.local, node.membership.status(node.node_id)))
 
     async def decide_bid(request: Request) -> Response:
         """
-        summary: Decide a bid a probe held with shouldWait
-        description: Body {"Accept": bool, "Reason": str}.
+        summary: 'Decide a bid a probe held with shouldWait'
+        description: 'Body {"Accept": bool, "Reason": str}.'
         """
         body = await _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("Accept"), bool):
@@ -230,7 +230,7 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def openapi(request: Request) -> Response:
         """
-        summary: This API's OpenAPI description
+        summary: 'This API''s OpenAPI description'
         """
         return JSONResponse(schemas.get_schema(routes=app.routes))
 

@@ -89,6 +89,9 @@ class Store:
                 f"cannot open the node database {path}: {error}; "
                 "move the file aside (the node then starts empty and peers repair its jobs) or use another --data-dir"
             ) from None
+        except StoreError:
+            self._close_quietly()
+            raise
 
     def _open(self) -> None:
         self._db.execute("PRAGMA busy_timeout = 5000")
