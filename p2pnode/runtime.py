@@ -146,7 +146,6 @@ class Runtime:
                 nursery.start_soon(self._read_pubsub)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer_loop)
-                nursery.start_soon(self._persist_loop)
                 self._apply(self.node.start(time.time()))
                 nursery.start_soon(self._drive)
                 self.started.set()
@@ -228,6 +227,12 @@ class Runtime:
                 log.exception("the protocol failed on %r", type(event).__name__)
                 continue
             self._apply(effects)
+            if self._dirty and self._inputs.statistics().current_buffer_used == 0:
+                # Save before anyone can see the change through the API: a
+                # node killed right after must come back as it was seen.
+                self._persist_now()
+                async with self._changed:
+                    self._changed.notify_all()
 
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -344,15 +349,6 @@ class Runtime:
                     await self._timers.wakeup.wait()
             for key in self._timers.due(time.time()):
                 await self._inputs_send.send(TimerFired(key))
-
-    async def _persist_loop(self) -> None:
-        """Save changed jobs in batches, and wake whoever waits on a change."""
-        while True:
-            await trio.sleep(0.05)
-            if self._dirty:
-                self._persist_now()
-                async with self._changed:
-                    self._changed.notify_all()
 
     def _persist_now(self) -> None:
         if not self._dirty or self.node is None:

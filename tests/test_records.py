@@ -104,3 +104,14 @@ def test_snapshot_rebuilds_an_equal_replica() -> None:
                  (HistoryEvent(1.0, 1, "a", "Note", "x"),))
     )
     assert state_of(JobReplica.from_delta(replica.snapshot())) == state_of(replica)
+
+
+def test_an_ended_job_stays_ended_whatever_a_stale_leader_writes_later() -> None:
+    replica = JobReplica.from_delta(JobDelta(header(1, 5, state=JobState.COMPLETED),
+                                             (execution("e1", 1, 5, ExecutionState.COMPLETED),)))
+    stale = JobDelta(header(1, 9, state=JobState.RUNNING), (execution("e1", 1, 9, ExecutionState.FAILED),))
+    assert not replica.apply(stale)
+    assert replica.header.state == JobState.COMPLETED
+    assert replica.executions["e1"].state == ExecutionState.COMPLETED
+    replica.apply(JobDelta(header(2, 1, "b", state=JobState.FAILED)))
+    assert replica.header.state == JobState.COMPLETED  # the work was done
