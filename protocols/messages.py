@@ -174,9 +174,10 @@ class LeaderChanged:
 @message("digest-request")
 @dataclass(frozen=True, slots=True)
 class DigestRequest:
-    """Anti-entropy: (job id, epoch, revision) of the jobs the sender holds."""
+    """Anti-entropy: (job id, finality, epoch, revision) of the jobs the
+    sender holds (see `JobHeader.version_key`)."""
 
-    digest: tuple[tuple[str, int, int], ...]
+    digest: tuple[tuple[str, int, int, int], ...]
 
 
 @message("digest-reply")

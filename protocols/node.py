@@ -373,10 +373,10 @@ class Node:
         for delta in pending.values():
             self.out.append(Publish(JOBS_TOPIC, JobUpdated(delta)))
 
-    def _digest(self) -> tuple[tuple[str, int, int], ...]:
+    def _digest(self) -> tuple[tuple[str, int, int, int], ...]:
         horizon = self.now - self.config.recent_window
         return tuple(
-            (r.header.id, r.header.epoch, r.header.revision)
+            (r.header.id, *r.header.version_key)
             for r in self.jobs.values()
             if not r.header.state.terminal or r.header.modify_time >= horizon
         )
@@ -389,16 +389,16 @@ class Node:
         self.leader.check_leaders()
 
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
-        theirs = {job_id: (epoch, revision) for job_id, epoch, revision in message.digest}
+        theirs = {job_id: (finality, epoch, revision) for job_id, finality, epoch, revision in message.digest}
         newer: list[JobDelta] = []
         wanted: list[str] = []
-        for job_id, order in theirs.items():
+        for job_id, version in theirs.items():
             replica = self.jobs.get(job_id)
-            if replica is None or (replica.header.epoch, replica.header.revision) < order:
+            if replica is None or replica.header.version_key < version:
                 wanted.append(job_id)
-            elif (replica.header.epoch, replica.header.revision) > order and len(newer) < MAX_REPAIR_RECORDS:
+            elif replica.header.version_key > version and len(newer) < MAX_REPAIR_RECORDS:
                 newer.append(replica.snapshot())
-        for job_id, epoch, revision in self._digest():
+        for job_id, *_ in self._digest():
             if job_id not in theirs and len(newer) < MAX_REPAIR_RECORDS:
                 newer.append(self.jobs[job_id].snapshot())
         if newer or wanted:

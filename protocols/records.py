@@ -9,7 +9,9 @@ for any job. One node writes a job at a time: its leader, identified by an
 `ExecutionRecord`s and the new `HistoryEvent`s) and are applied idempotently,
 so a delta that arrives twice, late, or out of order does no harm:
 
-- job-level fields come from the header with the highest ``(epoch, revision)``;
+- an ended job or execution stays ended (Completed above the other ends), so a
+  leader that restarted with stale state cannot write it back to life;
+- otherwise job-level fields come from the header with the highest ``(epoch, revision)``;
 - each execution keeps the copy with the highest ``(epoch, revision)`` of its
   own, so a deposed leader's late writes lose to the new leader's (ties, which
   only two leaders of one epoch can make, break on the remaining fields);
@@ -89,6 +91,20 @@ _ACTIVE_EXECUTION_STATES = frozenset(
 )
 
 
+# An ended job or execution stays ended: a leader that restarted with stale
+# state, or took over without seeing the end, cannot write it back to life.
+# Completed outranks the other ends: the work was done. (Job and execution
+# states share values, so one table serves both.)
+_FINALITY = {
+    JobState.COMPLETED: 2,
+    JobState.FAILED: 1,
+    JobState.STOPPED: 1,
+    ExecutionState.CANCELLED: 1,
+    ExecutionState.ASK_FOR_BID_REJECTED: 1,
+    ExecutionState.BID_REJECTED: 1,
+}
+
+
 class DesiredState(StrEnum):
     """What the leader wants of an execution; executors converge on it."""
 
@@ -126,9 +142,9 @@ class ExecutionRecord:
     result: ExecutionResult | None = None
 
     @property
-    def order(self) -> tuple[int, int, float, str]:
-        """Newest wins; the tail breaks ties between two writers of one epoch."""
-        return (self.epoch, self.revision, self.modify_time, self.state.value)
+    def order(self) -> tuple[int, int, int, float, str]:
+        """An end is final; else the newest wins; the tail breaks ties."""
+        return (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.modify_time, self.state.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +185,14 @@ class JobHeader:
     retries: int = 0
 
     @property
-    def order(self) -> tuple[int, int, str, float, str]:
-        """Newest wins; the tail breaks ties between two writers of one epoch."""
-        return (self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+    def order(self) -> tuple[int, int, int, str, float, str]:
+        """An end is final; else the newest wins; the tail breaks ties."""
+        return (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+
+    @property
+    def version_key(self) -> tuple[int, int, int]:
+        """What anti-entropy compares: enough to tell which replica is newer."""
+        return (_FINALITY.get(self.state, 0), self.epoch, self.revision)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,10 +82,10 @@ def test_applying_twice_changes_nothing(updates: list[JobDelta]) -> None:
 
 def test_a_new_epoch_beats_a_higher_revision_of_a_deposed_leader() -> None:
     replica = JobReplica.from_delta(JobDelta(header(1, 50, "old"), (execution("e1", 1, 40, ExecutionState.RUNNING),)))
-    replica.apply(JobDelta(header(2, 3, "new"), (execution("e1", 2, 1, ExecutionState.CANCELLED),)))
-    replica.apply(JobDelta(header(1, 51, "old"), (execution("e1", 1, 41, ExecutionState.COMPLETED),)))
+    replica.apply(JobDelta(header(2, 3, "new"), (execution("e1", 2, 1, ExecutionState.PUBLISHING),)))
+    replica.apply(JobDelta(header(1, 51, "old"), (execution("e1", 1, 41, ExecutionState.RUNNING),)))
     assert replica.header.leader == "new"
-    assert replica.executions["e1"].state == ExecutionState.CANCELLED
+    assert replica.executions["e1"].state == ExecutionState.PUBLISHING
 
 
 def test_history_is_ordered_deduplicated_and_bounded() -> None:
