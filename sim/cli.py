@@ -1,0 +1,103 @@
+"""`python -m sim run ...`: one seeded run, a report, exit 1 on a broken invariant."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from sim.engine import EngineConfig
+from sim.invariants import InvariantViolation
+from sim.network import NetworkConfig, Partition, SimConfigError
+from sim.report import Report
+from sim.runner import SimConfig, simulate
+from sim.workload import JobMix, WorkloadConfig
+
+
+@click.group()
+def main() -> None:
+    """Simulate a p2pnode network on a virtual clock."""
+
+
+@main.command()
+@click.option("--nodes", default=100, show_default=True, help="Nodes in the network.")
+@click.option("--jobs", default=200, show_default=True, help="Jobs submitted.")
+@click.option("--seed", default=1, show_default=True, help="Seed: one seed replays a run exactly.")
+@click.option("--loss", default=0.0, show_default=True, help="Probability that a message is lost.")
+@click.option("--latency-ms", default=20.0, show_default=True, help="Median one-way latency.")
+@click.option("--crash-rate", default=0.0, show_default=True, help="Node crashes per simulated second while jobs arrive (each restarts 5-30 s later).")
+@click.option("--partition", "partition_text", default=None, metavar="START:END:FRACTION", help="Cut FRACTION of the nodes off from START to END (simulated s).")
+@click.option("--kill-leaders", default=0, show_default=True, help="Leaders of running jobs to kill for good.")
+@click.option("--slow-nodes", default=0.0, show_default=True, help="Fraction of nodes that process every event ~0.3 s late.")
+@click.option("--job-mix", "job_mix", default=None, metavar="TYPE=W,...", help="Job type weights, e.g. batch=0.7,ops=0.1,service=0.1,daemon=0.1.")
+@click.option("--arrival-rate", default=20.0, show_default=True, help="Jobs per simulated second (Poisson).")
+@click.option("--failure-prob", default=0.02, show_default=True, help="Probability that a task fails.")
+@click.option("--duration", default=None, type=float, help="Time limit (simulated s) for all batch/ops jobs to end.")
+@click.option("--heartbeat-rate", default=None, type=float, help="Heartbeats per second each node may receive (NodeConfig.max_heartbeats_per_second).")
+@click.option("--exact-bytes", is_flag=True, help="Encode every message to count bytes (slow); default: a sample per message type.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--plot", "plot_path", default=None, metavar="FILE.png", help="Draw jobs by state over time and the latency distribution.")
+def run(
+    nodes: int, jobs: int, seed: int, loss: float, latency_ms: float, crash_rate: float, partition_text: str | None,
+    kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float, failure_prob: float,
+    duration: float | None, heartbeat_rate: float | None, exact_bytes: bool, as_json: bool, plot_path: str | None,
+) -> None:
+    """Run one simulation and print its report."""
+    try:
+        tuning = {} if heartbeat_rate is None else {"max_heartbeats_per_second": heartbeat_rate}
+        config = SimConfig(
+            nodes=nodes,
+            seed=seed,
+            workload=WorkloadConfig(jobs=jobs, arrival_rate=arrival_rate, mix=JobMix.parse(job_mix) if job_mix else JobMix()),
+            network=NetworkConfig(latency_median=latency_ms / 1000.0, loss=loss),
+            engine=EngineConfig(failure_prob=failure_prob),
+            crash_rate=crash_rate,
+            partition=Partition.parse(partition_text) if partition_text else None,
+            kill_leaders=kill_leaders,
+            slow_nodes=slow_nodes,
+            duration=duration,
+            node_tuning=tuning,
+            exact_bytes=exact_bytes,
+        )
+    except (SimConfigError, ValueError) as error:
+        raise click.BadParameter(str(error)) from None
+    try:
+        if as_json or not sys.stderr.isatty():
+            report = simulate(config)
+        else:
+            report = _with_progress(config)
+    except InvariantViolation as violation:
+        click.echo(f"FAILED: {violation}", err=True)
+        click.echo(f"replay with: python -m sim run --seed {violation.seed} (and the same options)", err=True)
+        sys.exit(1)
+    if plot_path:
+        from sim.plot import plot
+
+        plot(report, plot_path)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        click.echo(report.text())
+        if plot_path:
+            click.echo(f"plot written to {plot_path}")
+
+
+def _with_progress(config: SimConfig) -> Report:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.fields[phase]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} jobs ended"),
+        TextColumn("t={task.fields[now]:.0f}s simulated"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task("run", total=config.workload.jobs, phase="boot", now=0.0)
+
+        def update(now: float, done: int, submitted: int, phase: str) -> None:
+            progress.update(task, completed=done, phase=phase, now=now)
+
+        return simulate(config, update)

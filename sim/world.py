@@ -1,0 +1,491 @@
+"""The discrete-event core: a virtual clock, nodes, the network and engines.
+
+Theory of operation
+-------------------
+Everything that will happen is an entry in one heap, ordered by
+``(time, seq)``; `seq` grows with every push, so ties break in push order and a
+seed replays a run event for event. Entries are plain tuples whose third field
+says what they are (`_BCAST`, `_SEND`, `_INPUT`, `_TIMER`, `_ENGINE`,
+`_CALL`); nothing is allocated per receiver of a broadcast.
+
+Heartbeats dominate a large network (N nodes each publishing to N-1), so a
+`Publish` becomes `broadcast_buckets` heap entries, each holding the shared
+list of the sender's reachable live nodes, a slice start and a stride, plus
+one `Received` built once and passed by reference to every receiver. Loss and
+liveness are checked per receiver in the delivery loop. Bytes are measured
+once per message object (by default on a sample of each message type, see
+`_size`) and multiplied by its receivers.
+
+A node's timers live in a dict key -> (due time, generation of its live heap
+entry). `CancelTimer` forgets the key, and an entry whose generation is no
+longer current is skipped when it comes up (lazy deletion). Nodes re-arm some
+timers on nearly every input (a membership check at an unchanged time), so a
+`SetTimer` no earlier than the live entry only moves the due time; the entry,
+when it comes up early, re-pushes itself to the due time. The heap thus holds
+about one entry per live timer, not one per `SetTimer`.
+
+A crash takes the node down: what it held is snapshotted ("on disk"), its
+timers, engine runs and queued inputs die with its incarnation (every entry
+aimed at a node carries the incarnation it was meant for). A restart builds a
+new node from the snapshot with the next incarnation. Messages in flight are
+delivered to whoever is up at the receiving end when they arrive.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from protocols.events import (
+    CancelTimer,
+    ExecutionEnded,
+    ExecutionProgressed,
+    JobChanged,
+    ProbeAnswered,
+    Publish,
+    Received,
+    RunProbe,
+    Send,
+    SendFailed,
+    SetTimer,
+    StartExecution,
+    StopExecution,
+    TimerFired,
+)
+from protocols.records import ExecutionResult, ExecutionState
+
+from sim.engine import EngineModel
+from sim.network import NetworkConfig
+
+_BCAST, _SEND, _INPUT, _TIMER, _ENGINE, _CALL = range(6)
+_PUBLISHING, _END = 0, 1
+_EXACT_FIRST, _SAMPLE_EVERY = 32, 64  # bytes: which messages of a type are encoded
+
+
+class NodeLike(Protocol):
+    """What the world drives: `protocols.node.Node`, or a tiny test node."""
+
+    node_id: str
+
+    def start(self, now: float) -> list[Any]: ...
+
+    def handle(self, event: Any, now: float) -> list[Any]: ...
+
+
+NodeFactory = Callable[[int, list[Any]], NodeLike]
+"""(incarnation, restored snapshot) -> a fresh node."""
+
+
+class Observer:
+    """Hooks for metrics; the world calls them per effect, never per delivery."""
+
+    def on_publish(self, sender: str, message: object, receivers: int, size: int) -> None: ...
+
+    def on_send(self, sender: str, peer: str, message: object, size: int) -> None: ...
+
+    def on_start(self, node_id: str, effect: StartExecution, now: float) -> None: ...
+
+    def on_engine_end(self, node_id: str, run: Run, now: float) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    """One execution in a simulated engine."""
+
+    node_id: str
+    execution_id: str
+    job_id: str
+    partition: int
+    started: float
+    ok: bool
+    stopped: bool = False
+    ended: bool = False
+
+
+class Slot:
+    """One node's place in the world, across its incarnations."""
+
+    __slots__ = (
+        "index", "node_id", "factory", "node", "up", "incarnation", "timers",
+        "group", "log_link", "slow", "disk", "runs",
+    )
+
+    def __init__(self, index: int, node_id: str, factory: NodeFactory, log_link: float) -> None:
+        self.index = index
+        self.node_id = node_id
+        self.factory = factory
+        self.node: NodeLike | None = None
+        self.up = False
+        self.incarnation = 0
+        self.timers: dict[Hashable, tuple[float, int]] = {}  # key -> (due, live entry)
+        self.group = 0  # nodes reach only nodes of their own group
+        self.log_link = log_link  # log of its link-quality factor
+        self.slow = 0.0  # extra seconds to process each event (0: not slow)
+        self.disk: list[Any] = []
+        self.runs: dict[str, Run] = {}
+
+
+def _zero_size(message: object, sender: str) -> int:
+    return 0
+
+
+class World:
+    def __init__(
+        self,
+        rng: random.Random,
+        network: NetworkConfig = NetworkConfig(),
+        engine: EngineModel | None = None,
+        *,
+        sizer: Callable[[object, str], int] = _zero_size,
+        persist: Callable[[Any], list[Any]] = lambda node: [r.snapshot() for r in node.jobs.values()],
+        observer: Observer | None = None,
+        exact_bytes: bool = False,
+    ) -> None:
+        self.rng = rng
+        self.network = network
+        self.engine = engine
+        self.sizer = sizer
+        self.persist = persist
+        self.observer = observer or Observer()
+        self.now = 0.0
+        self.events = 0  # inputs handled by nodes
+        self.delivered = 0  # pubsub deliveries
+        self.dropped = 0  # pubsub deliveries lost
+        self.slots: dict[str, Slot] = {}
+        self._order: list[Slot] = []
+        self._heap: list[tuple[Any, ...]] = []
+        self._seq = itertools.count().__next__
+        self._groups: dict[int, list[Slot]] | None = None
+        self._up: list[Slot] | None = None
+        self._sizes: dict[int, tuple[object, int]] = {}
+        self._size_stats: dict[type, list[int]] = {}
+        self.exact_bytes = exact_bytes
+        self._halted = False
+
+    # ------------------------------------------------------------ nodes
+
+    def add_node(self, node_id: str, factory: NodeFactory) -> Slot:
+        """Place a node (not started yet); its link quality is drawn now."""
+        if node_id in self.slots:
+            raise ValueError(f"node {node_id!r} is already in the world")
+        log_link = self.rng.gauss(0.0, self.network.link_sigma) if self.network.link_sigma else 0.0
+        slot = Slot(len(self._order), node_id, factory, log_link)
+        self.slots[node_id] = slot
+        self._order.append(slot)
+        return slot
+
+    def start(self, node_id: str) -> None:
+        """Boot the node's next incarnation from what it had on disk."""
+        slot = self.slots[node_id]
+        if slot.up:
+            return
+        slot.incarnation += 1
+        slot.node = slot.factory(slot.incarnation, slot.disk)
+        slot.up = True
+        slot.timers = {}
+        self._membership_changed()
+        self._apply(slot, slot.node.start(self.now))
+
+    def crash(self, node_id: str) -> None:
+        """The process dies: it keeps its snapshot, loses timers, runs, inbox."""
+        slot = self.slots[node_id]
+        if not slot.up:
+            return
+        slot.up = False
+        slot.disk = self.persist(slot.node)
+        slot.timers = {}
+        for run in slot.runs.values():
+            run.stopped = True
+        slot.runs = {}
+        self._membership_changed()
+
+    def leave(self, node_id: str) -> None:
+        """A graceful stop: the node says goodbye, then goes down."""
+        slot = self.slots[node_id]
+        if slot.up:
+            leave = getattr(slot.node, "leave", None)
+            if leave is not None:
+                self._apply(slot, leave(self.now))
+            self.crash(node_id)
+
+    def set_groups(self, groups: dict[str, int]) -> None:
+        """Partition: nodes reach only nodes of the same group (absent: 0)."""
+        for slot in self._order:
+            slot.group = groups.get(slot.node_id, 0)
+        self._membership_changed()
+
+    def heal(self) -> None:
+        self.set_groups({})
+
+    def set_slow(self, node_id: str, delay: float) -> None:
+        """Every event the node processes waits about `delay` more seconds."""
+        self.slots[node_id].slow = delay
+
+    def up_slots(self) -> list[Slot]:
+        """Live nodes in the order they were added (shared: do not modify)."""
+        if self._up is None:
+            self._up = [s for s in self._order if s.up]
+        return self._up
+
+    def all_slots(self) -> Sequence[Slot]:
+        return self._order
+
+    # ------------------------------------------------------------ scheduling from outside
+
+    def inject(self, node_id: str, event: Any, at: float | None = None) -> None:
+        """Hand a node an input (e.g. `SubmitJob`) at `at` (default: now),
+        whichever incarnation is up then."""
+        slot = self.slots[node_id]
+        when = self.now if at is None else max(at, self.now)
+        heapq.heappush(self._heap, (when, self._seq(), _INPUT, slot, -1, event))
+
+    def call_at(self, at: float, function: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (max(at, self.now), self._seq(), _CALL, function))
+
+    def halt(self) -> None:
+        """Make `run` return after the current event."""
+        self._halted = True
+
+    def pending(self) -> int:
+        return len(self._heap)
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, until: float) -> float:
+        """Process events up to `until` (or a `halt`); returns the clock."""
+        heap = self._heap
+        pop = heapq.heappop
+        self._halted = False
+        while heap and heap[0][0] <= until:
+            entry = pop(heap)
+            self.now = entry[0]
+            kind = entry[2]
+            if kind == _BCAST:
+                self._deliver_broadcast(entry)
+            elif kind == _TIMER:
+                _, _, _, slot, incarnation, key, generation = entry
+                held = slot.timers.get(key)
+                if held is None or held[1] != generation or not slot.up or slot.incarnation != incarnation:
+                    continue
+                if held[0] > self.now:  # the timer was moved later: come back then
+                    heapq.heappush(heap, (held[0], self._seq(), _TIMER, slot, incarnation, key, generation))
+                    continue
+                del slot.timers[key]
+                self._handle(slot, TimerFired(key), deferred=True)  # its own clock is not slowed
+            elif kind == _SEND:
+                self._deliver_send(entry)
+            elif kind == _INPUT:
+                _, _, _, slot, incarnation, event = entry
+                if slot.up and (incarnation < 0 or slot.incarnation == incarnation):
+                    self._handle(slot, event, deferred=incarnation == -2)
+            elif kind == _ENGINE:
+                self._engine_step(entry)
+            else:
+                entry[3]()
+            if self._halted:
+                break
+        if not self._halted and self.now < until:
+            self.now = until
+        return self.now
+
+    # ------------------------------------------------------------ delivery
+
+    def _handle(self, slot: Slot, event: Any, deferred: bool = False) -> None:
+        if slot.slow and not deferred:
+            self._defer(slot, event)
+            return
+        self.events += 1
+        effects = slot.node.handle(event, self.now)  # type: ignore[union-attr]
+        if effects:
+            self._apply(slot, effects)
+
+    def _defer(self, slot: Slot, event: Any) -> None:
+        """A slow node gets to the event later (incarnation -2 marks it deferred)."""
+        delay = slot.slow * (0.5 + self.rng.random())
+        heapq.heappush(self._heap, (self.now + delay, self._seq(), _INPUT, slot, -2, event))
+
+    def _deliver_broadcast(self, entry: tuple[Any, ...]) -> None:
+        _, _, _, sender, received, receivers, start, stride = entry
+        now = self.now
+        loss = self.network.loss
+        rnd = self.rng.random
+        delivered = dropped = 0
+        for slot in receivers[start::stride] if stride > 1 else receivers:
+            if slot is sender or not slot.up:
+                continue
+            if loss and rnd() < loss:
+                dropped += 1
+                continue
+            if slot.slow:
+                self._defer(slot, received)
+                continue
+            delivered += 1
+            effects = slot.node.handle(received, now)
+            if effects:
+                self._apply(slot, effects)
+        self.events += delivered
+        self.delivered += delivered
+        self.dropped += dropped
+
+    def _deliver_send(self, entry: tuple[Any, ...]) -> None:
+        _, _, _, sender, sender_incarnation, peer, received, sent_at = entry
+        if peer.up:
+            self._handle(peer, received)
+        elif sender.up and sender.incarnation == sender_incarnation:
+            failed = SendFailed(peer.node_id, received.message, "peer is unreachable (stream reset)")
+            at = max(self.now, sent_at + self.network.stream_timeout)
+            heapq.heappush(self._heap, (at, self._seq(), _INPUT, sender, sender_incarnation, failed))
+
+    # ------------------------------------------------------------ effects
+
+    def _apply(self, slot: Slot, effects: Iterable[Any]) -> None:
+        heap = self._heap
+        push = heapq.heappush
+        seq = self._seq
+        now = self.now
+        for effect in effects:
+            kind = type(effect)
+            if kind is SetTimer:
+                at = effect.at if effect.at > now else now
+                held = slot.timers.get(effect.key)
+                if held is not None and held[0] <= at:  # its entry comes first: reuse it
+                    slot.timers[effect.key] = (at, held[1])
+                else:
+                    generation = seq()
+                    slot.timers[effect.key] = (at, generation)
+                    push(heap, (at, generation, _TIMER, slot, slot.incarnation, effect.key, generation))
+            elif kind is Publish:
+                self._publish(slot, effect.message)
+            elif kind is Send:
+                self._send(slot, effect.peer, effect.message)
+            elif kind is JobChanged:
+                continue  # the world persists by snapshot at crash time
+            elif kind is CancelTimer:
+                slot.timers.pop(effect.key, None)
+            elif kind is StartExecution:
+                self._start_execution(slot, effect)
+            elif kind is StopExecution:
+                run = slot.runs.pop(effect.execution_id, None)
+                if run is not None:
+                    run.stopped = True
+            elif kind is RunProbe:
+                self._run_probe(slot, effect)
+            else:
+                raise TypeError(f"node {slot.node_id} asked for an unknown effect {effect!r}")
+
+    def _size(self, message: object, sender: str) -> int:
+        """Encoded bytes of a message: measured once per message object; with
+        `exact_bytes` off, only a sample of each type is encoded (the first
+        `_EXACT_FIRST`, then one in `_SAMPLE_EVERY`) and the others get their
+        type's running mean, since encoding every large record costs more
+        than simulating it."""
+        held = self._sizes.get(id(message))
+        if held is not None and held[0] is message:
+            return held[1]
+        kind = type(message)
+        stats = self._size_stats.get(kind)
+        if stats is None:
+            stats = self._size_stats[kind] = [0, 0, 0]  # seen, measured, measured bytes
+        stats[0] += 1
+        if self.exact_bytes or stats[0] <= _EXACT_FIRST or stats[0] % _SAMPLE_EVERY == 0:
+            size = self.sizer(message, sender)
+            stats[1] += 1
+            stats[2] += size
+        else:
+            size = stats[2] // stats[1]
+        if len(self._sizes) > 50_000:
+            self._sizes.clear()
+        self._sizes[id(message)] = (message, size)
+        return size
+
+    def _publish(self, slot: Slot, message: object) -> None:
+        if self._groups is None:
+            self._groups = {}
+            for s in self._order:
+                if s.up:
+                    self._groups.setdefault(s.group, []).append(s)
+        receivers = self._groups.get(slot.group, ())
+        count = len(receivers) - (1 if slot.up else 0)
+        self.observer.on_publish(slot.node_id, message, count, self._size(message, slot.node_id))
+        if count <= 0:
+            return
+        received = Received(slot.node_id, message)
+        network = self.network
+        buckets = min(network.broadcast_buckets, count)
+        mu = network.log_median + slot.log_link
+        sigma = network.latency_sigma
+        lognorm = self.rng.lognormvariate
+        now = self.now
+        for start in range(buckets):
+            at = now + lognorm(mu, sigma)
+            heapq.heappush(self._heap, (at, self._seq(), _BCAST, slot, received, receivers, start, buckets))
+
+    def _send(self, slot: Slot, peer_id: str, message: object) -> None:
+        self.observer.on_send(slot.node_id, peer_id, message, self._size(message, slot.node_id))
+        peer = self.slots.get(peer_id)
+        network = self.network
+        now = self.now
+        if peer is None or not peer.up or peer.group != slot.group or (network.loss and self.rng.random() < network.loss):
+            reason = "no such peer" if peer is None else "peer is unreachable (stream timed out)"
+            failed = SendFailed(peer_id, message, reason)
+            heapq.heappush(self._heap, (now + network.stream_timeout, self._seq(), _INPUT, slot, slot.incarnation, failed))
+            return
+        mu = network.log_median + 0.5 * (slot.log_link + peer.log_link)
+        at = now + self.rng.lognormvariate(mu, network.latency_sigma)
+        entry = (at, self._seq(), _SEND, slot, slot.incarnation, peer, Received(slot.node_id, message), now)
+        heapq.heappush(self._heap, entry)
+
+    # ------------------------------------------------------------ engines and probes
+
+    def _run_probe(self, slot: Slot, effect: RunProbe) -> None:
+        engine = self._engine()
+        verdict = engine.probe(slot.node_id, effect.execution_id, effect.kind)
+        at = self.now + engine.config.probe_delay
+        answer = ProbeAnswered(effect.execution_id, verdict)
+        heapq.heappush(self._heap, (at, self._seq(), _INPUT, slot, slot.incarnation, answer))
+
+    def _start_execution(self, slot: Slot, effect: StartExecution) -> None:
+        execution = effect.execution
+        plan = self._engine().plan(effect.header)
+        run = Run(slot.node_id, execution.id, execution.job_id, execution.partition, self.now, plan.ok)
+        slot.runs[execution.id] = run
+        self.observer.on_start(slot.node_id, effect, self.now)
+        if plan.duration is not None:
+            phase = _PUBLISHING if plan.ok else _END
+            heapq.heappush(self._heap, (self.now + plan.duration, self._seq(), _ENGINE, slot, slot.incarnation, run, phase))
+
+    def _engine_step(self, entry: tuple[Any, ...]) -> None:
+        _, _, _, slot, incarnation, run, phase = entry
+        if run.stopped or not slot.up or slot.incarnation != incarnation:
+            return
+        if phase == _PUBLISHING:
+            delay = self._engine().config.publish_delay
+            heapq.heappush(self._heap, (self.now + delay, self._seq(), _ENGINE, slot, incarnation, run, _END))
+            self._handle(slot, ExecutionProgressed(run.execution_id, ExecutionState.PUBLISHING, "publishing results"))
+            return
+        slot.runs.pop(run.execution_id, None)
+        run.ended = True
+        self.observer.on_engine_end(slot.node_id, run, self.now)
+        if run.ok:
+            result = ExecutionResult(0, "done\n", "", "ipfs", _fake_cid(run.execution_id))
+        else:
+            result = ExecutionResult(1, "", "simulated failure\n", error="the task exited with code 1")
+        self._handle(slot, ExecutionEnded(run.execution_id, run.ok, result))
+
+    def _engine(self) -> EngineModel:
+        if self.engine is None:
+            raise RuntimeError("this world has no engine model; pass engine=EngineModel(...) to run executions")
+        return self.engine
+
+    def _membership_changed(self) -> None:
+        self._groups = None
+        self._up = None
+
+
+def _fake_cid(execution_id: str) -> str:
+    return "bafysim" + execution_id.removeprefix("e-")
+
