@@ -72,8 +72,8 @@ class Executor:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.local: dict[str, _Local] = {}
-        self._undelivered: dict[str, ExecutionUpdate] = {}
-        self._attempts: dict[str, int] = {}
+        # Final reports not yet seen in the record, with how often they went.
+        self._unconfirmed: dict[str, tuple[ExecutionUpdate, int]] = {}
         config = node.config
         self._view = selection.LocalNode(
             node_id=config.node_id,
@@ -160,6 +160,12 @@ class Executor:
 
     def on_bid_decision(self, sender: str, decision: BidDecision) -> None:
         local = self.local.get(decision.execution_id)
+        if local is None and decision.accepted:
+            # We let the bid go (bid_hold passed): say so, or the leader waits.
+            update = ExecutionUpdate(decision.job_id, decision.execution_id, decision.epoch, ExecutionState.FAILED,
+                                     "the bid expired before it was accepted")
+            self.node.emit_send(sender, update)
+            return
         if local is None or local.stage == RUNNING or decision.epoch < local.epoch:
             return
         node = self.node
@@ -227,6 +233,9 @@ class Executor:
         self.node.emit_cancel_timer(("total-timeout", local.execution_id))
         self._drop(local)
         self._report(local, state, message, result)
+        update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result)
+        self._unconfirmed[local.execution_id] = (update, 0)
+        self._arm_resend(local.execution_id)
 
     # ------------------------------------------------------------ following the leader
 
@@ -248,10 +257,11 @@ class Executor:
                 local.leader, local.epoch = header.leader, header.epoch
                 if local.stage == RUNNING:
                     self._report(local, local.state, "reporting to the new leader")
+            # The merged record is the one truth every replica reaches (an
+            # ended execution stays ended), so obey it whoever wrote it.
             record = replica.executions.get(local.execution_id)
             unwanted = header.state.terminal or (
-                record is not None and record.epoch >= local.epoch
-                and (record.desired == DesiredState.STOPPED or record.state.terminal)
+                record is not None and (record.desired == DesiredState.STOPPED or record.state.terminal)
             )
             if unwanted:
                 self._cancel(local, "the job's record no longer wants this execution")
@@ -268,26 +278,27 @@ class Executor:
                     node.emit_send(replica.header.leader, update)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
-        if not isinstance(message, ExecutionUpdate):
-            return
-        attempts = self._attempts.get(message.execution_id, 0) + 1
-        if attempts > MAX_RESENDS:
-            self._attempts.pop(message.execution_id, None)
-            return
-        self._attempts[message.execution_id] = attempts
-        self._undelivered[message.execution_id] = message
-        self.node.set_timer(("resend", message.execution_id), self.node.now + self.node.config.resend_interval)
+        if isinstance(message, ExecutionUpdate) and message.execution_id in self._unconfirmed:
+            self._arm_resend(message.execution_id)
+
+    def _arm_resend(self, execution_id: str) -> None:
+        self.node.set_timer(("resend", execution_id), self.node.now + self.node.config.resend_interval)
 
     def _on_resend(self, key: tuple[Any, ...]) -> None:
-        update = self._undelivered.pop(key[1], None)
-        replica = update and self.node.jobs.get(update.job_id)
-        if update is None or replica is None:
+        """An ended execution's report goes again, to whoever leads the job
+        now, until the record shows the leader has it."""
+        held = self._unconfirmed.get(key[1])
+        if held is None:
             return
-        record = replica.executions.get(update.execution_id)
-        if record is not None and record.state.terminal:
-            self._attempts.pop(update.execution_id, None)
-            return  # the leader has it, or ended it
+        update, attempts = held
+        replica = self.node.jobs.get(update.job_id)
+        record = replica.executions.get(update.execution_id) if replica is not None else None
+        if replica is None or attempts >= MAX_RESENDS or (record is not None and record.state.terminal):
+            del self._unconfirmed[update.execution_id]
+            return
+        self._unconfirmed[update.execution_id] = (update, attempts + 1)
         self.node.emit_send(replica.header.leader, replace(update, epoch=replica.header.epoch))
+        self._arm_resend(update.execution_id)
 
     # ------------------------------------------------------------ helpers
 

@@ -45,6 +45,7 @@ from protocols.messages import (
     ExecutionUpdate,
     LeaderChanged,
     NodeInfo,
+    Records,
     SubmitToLeader,
 )
 from protocols.records import (
@@ -85,6 +86,7 @@ class Leader:
         # again as soon as the node's heartbeat shows room, not after
         # `decline_memory`.
         self._busy: set[tuple[str, str]] = set()
+        self._windows: set[str] = set()  # jobs whose bid window timer is armed
         self._eligible_cache: dict[int, tuple[JobSpec, list[str]]] = {}
         self._eligible_version = -1
 
@@ -123,6 +125,7 @@ class Leader:
         if header.leader != self.node.node_id:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
+            self._windows.discard(header.id)
 
     def resume(self) -> None:
         """After a restart, lead again once gossip had a chance to tell us
@@ -134,12 +137,7 @@ class Leader:
     def _on_resume(self, key: tuple[Any, ...]) -> None:
         me = self.node.node_id
         for job_id in sorted(self.by_leader.get(me, ())):
-            replica = self.node.jobs[job_id]
-            for execution in replica.executions.values():
-                if execution.state == ExecutionState.ASK_FOR_BID:
-                    self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
-                    break
-            self.adopt(replica)
+            self.adopt(self.node.jobs[job_id])
         self.check_leaders()
 
     # ------------------------------------------------------------ failover
@@ -198,8 +196,6 @@ class Leader:
             if not execution.state.terminal and node.is_alive(execution.node_id):
                 node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
         self.led.add(replica.id)
-        if any(e.state == ExecutionState.ASK_FOR_BID for e in replica.executions.values()):
-            node.set_timer(("bid-window", replica.id), node.now + node.config.bid_window)
         self._schedule(replica)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
@@ -263,9 +259,17 @@ class Leader:
     def _maybe_decide(self, replica: JobReplica) -> None:
         if not any(e.state == ExecutionState.ASK_FOR_BID for e in replica.executions.values()):
             self.node.emit_cancel_timer(("bid-window", replica.id))
+            self._windows.discard(replica.id)
             self._decide(replica)
 
+    def _arm_window(self, job_id: str) -> None:
+        """Close the open round after `bid_window`, whoever opened it."""
+        if job_id not in self._windows:
+            self._windows.add(job_id)
+            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+
     def _on_bid_window(self, key: tuple[Any, ...]) -> None:
+        self._windows.discard(key[1])
         replica = self._led_replica(key[1])
         if replica is not None:
             self._decide(replica)
@@ -332,6 +336,10 @@ class Leader:
     def on_execution_update(self, sender: str, update: ExecutionUpdate) -> None:
         replica = self._led_replica(update.job_id)
         if replica is None:
+            held = self.node.jobs.get(update.job_id)
+            if held is not None and held.header.leader != self.node.node_id:
+                # We were deposed: show the executor who leads now.
+                self.node.emit_send(sender, Records((held.snapshot(),)))
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
@@ -344,6 +352,16 @@ class Leader:
                 )
             return
         if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
+            return
+        if _PROGRESS[execution.state] < _PROGRESS[ExecutionState.BID_ACCEPTED]:
+            # It runs on a bid this leader never accepted (the one before us
+            # did, and that write was lost): the slot may be filled already.
+            moved = self._moved(execution, ExecutionState.CANCELLED, "its bid was never accepted by this leader",
+                                DesiredState.STOPPED)
+            self._record(replica, [moved])
+            if not update.state.terminal:
+                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, moved.message))
+            self._schedule(replica)
             return
         state, message = update.state, update.message
         if (
@@ -405,6 +423,7 @@ class Leader:
         self._record(replica, cancelled)
         self._set_state(replica, state, message, urgent=True)
         node.emit_cancel_timer(("bid-window", header.id))
+        self._windows.discard(header.id)
         node.emit_cancel_timer(("queue-timeout", header.id))
         self.led.discard(header.id)
         self.waiting.discard(header.id)
@@ -415,6 +434,9 @@ class Leader:
 
     def reconcile(self, replica: JobReplica) -> None:
         """Someone else's write merged into a job we lead: look again."""
+        if replica.header.state.terminal:
+            self._cancel_surplus(replica)  # a healed split may bring a second completion
+            return
         if replica.id in self.led:
             self._schedule(replica)
         elif not replica.header.state.terminal:
@@ -426,7 +448,8 @@ class Leader:
             return
         executions = replica.executions.values()
         if any(e.state == ExecutionState.ASK_FOR_BID for e in executions):
-            return  # a round is open
+            self._arm_window(replica.id)  # a round is open, maybe a previous leader's
+            return
         if self._cancel_surplus(replica):
             executions = replica.executions.values()
         spec = header.spec
@@ -477,7 +500,7 @@ class Leader:
         self._record(replica, asks)
         for ask in asks:
             node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
-        node.set_timer(("bid-window", header.id), node.now + node.config.bid_window)
+        self._arm_window(header.id)
 
     def _no_candidates(self, replica: JobReplica, executions: list[ExecutionRecord]) -> None:
         header = replica.header
@@ -531,21 +554,38 @@ class Leader:
             return False
         active = sorted((e for e in replica.executions.values() if e.state.active), key=lambda e: (e.create_time, e.id))
         keep: set[int] = set()
-        if spec.type == JobType.BATCH:
-            keep = {e.partition for e in replica.executions.values() if e.state == ExecutionState.COMPLETED}
         surplus = []
+        if spec.type == JobType.BATCH:
+            # Both sides of a healed split may have completed a partition:
+            # the record keeps one completion (the newest leader's).
+            completed = sorted(
+                (e for e in replica.executions.values() if e.state == ExecutionState.COMPLETED),
+                key=lambda e: (-e.epoch, e.id),
+            )
+            for execution in completed:
+                if execution.partition in keep:
+                    surplus.append(execution)
+                keep.add(execution.partition)
         for execution in active:
-            if execution.partition in keep or execution.partition >= max(spec.count, 1):
+            if execution.partition in keep or not 0 <= execution.partition < max(spec.count, 1):
                 surplus.append(execution)
             else:
                 keep.add(execution.partition)
         if not surplus:
             return False
+        newest = max(e.epoch for e in replica.executions.values())
+        if newest >= replica.header.epoch and any(e.state.terminal for e in surplus):
+            # An end is final within its epoch: to overrule a completion we
+            # must write from a newer epoch than any the record holds.
+            note = self.node.event("Note", "second completions of a partition cancelled after a split healed")
+            self.node.write(replica, epoch=newest + 1, leader=self.node.node_id, events=(note,))
         header = replica.header
         cancelled = []
         for execution in surplus:
-            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, "surplus execution", DesiredState.STOPPED))
-            self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
+            why = "surplus: its partition completed elsewhere" if execution.state.terminal else "surplus execution"
+            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
+            if not execution.state.terminal:
+                self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
         self._record(replica, cancelled)
         return True
 

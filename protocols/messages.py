@@ -174,10 +174,10 @@ class LeaderChanged:
 @message("digest-request")
 @dataclass(frozen=True, slots=True)
 class DigestRequest:
-    """Anti-entropy: (job id, finality, epoch, revision) of the jobs the
-    sender holds (see `JobHeader.version_key`)."""
+    """Anti-entropy: (job id, finality, epoch, revision, fingerprint) of the
+    jobs the sender holds (see `JobHeader.version_key`, `JobReplica.fingerprint`)."""
 
-    digest: tuple[tuple[str, int, int, int], ...]
+    digest: tuple[tuple[str, int, int, int, int], ...]
 
 
 @message("digest-reply")

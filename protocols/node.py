@@ -146,6 +146,7 @@ class Node:
         self.leader = Leader(self)
         self._seq = 0
         self._pending: dict[str, JobDelta] = {}  # unpublished writes, by job
+        self._stops: dict[str, str] = {}  # stops asked of other leaders, until done
         self._started_at = 0.0
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
@@ -170,6 +171,7 @@ class Node:
             "membership": self._on_membership_timer,
             "flush": self._on_flush_timer,
             "anti-entropy": self._on_anti_entropy_timer,
+            "stop-retry": self._on_stop_retry,
             **self.leader.timers(),
             **self.executor.timers(),
         }
@@ -328,11 +330,21 @@ class Node:
     def _stop(self, job_id: str, reason: str) -> None:
         replica = self.jobs.get(job_id)
         if replica is None or replica.header.state.terminal:
+            self._stops.pop(job_id, None)
             return
         if replica.header.leader == self.node_id:
+            self._stops.pop(job_id, None)
             self.leader.stop(replica, reason)
         else:
+            # Until the record shows the job ended, keep asking whoever leads it.
+            self._stops[job_id] = reason
             self.out.append(Send(replica.header.leader, StopRequest(job_id, reason)))
+            self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
+
+    def _on_stop_retry(self, key: tuple[Any, ...]) -> None:
+        reason = self._stops.get(key[1])
+        if reason is not None:
+            self._stop(key[1], reason)
 
     def _on_stop_request(self, sender: str, message: StopRequest) -> None:
         self._stop(message.job_id, message.reason)
@@ -373,10 +385,10 @@ class Node:
         for delta in pending.values():
             self.out.append(Publish(JOBS_TOPIC, JobUpdated(delta)))
 
-    def _digest(self) -> tuple[tuple[str, int, int, int], ...]:
+    def _digest(self) -> tuple[tuple[str, int, int, int, int], ...]:
         horizon = self.now - self.config.recent_window
         return tuple(
-            (r.header.id, *r.header.version_key)
+            (r.header.id, *r.header.version_key, r.fingerprint())
             for r in self.jobs.values()
             if not r.header.state.terminal or r.header.modify_time >= horizon
         )
@@ -389,14 +401,25 @@ class Node:
         self.leader.check_leaders()
 
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
-        theirs = {job_id: (finality, epoch, revision) for job_id, finality, epoch, revision in message.digest}
+        """Send what the asker lacks, ask for what we lack. Replicas that
+        merely differ (a healed split brain) swap both ways: merging is
+        idempotent, so sending too much costs bytes, never correctness."""
         newer: list[JobDelta] = []
         wanted: list[str] = []
-        for job_id, version in theirs.items():
+        theirs = set()
+        for job_id, finality, epoch, revision, fingerprint in message.digest:
+            theirs.add(job_id)
             replica = self.jobs.get(job_id)
-            if replica is None or replica.header.version_key < version:
+            if replica is None:
                 wanted.append(job_id)
-            elif replica.header.version_key > version and len(newer) < MAX_REPAIR_RECORDS:
+                continue
+            ours = (replica.header.version_key, replica.fingerprint())
+            other = ((finality, epoch, revision), fingerprint)
+            if ours == other:
+                continue
+            if not (ours[0] >= other[0] and ours[1] >= other[1]):
+                wanted.append(job_id)
+            if not (other[0] >= ours[0] and other[1] >= ours[1]) and len(newer) < MAX_REPAIR_RECORDS:
                 newer.append(replica.snapshot())
         for job_id, *_ in self._digest():
             if job_id not in theirs and len(newer) < MAX_REPAIR_RECORDS:

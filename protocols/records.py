@@ -9,12 +9,13 @@ for any job. One node writes a job at a time: its leader, identified by an
 `ExecutionRecord`s and the new `HistoryEvent`s) and are applied idempotently,
 so a delta that arrives twice, late, or out of order does no harm:
 
-- an ended job or execution stays ended (Completed above the other ends), so a
-  leader that restarted with stale state cannot write it back to life;
+- an ended job stays ended (Completed above the other ends), so no leader,
+  stale or new, can write it back to life;
 - otherwise job-level fields come from the header with the highest ``(epoch, revision)``;
-- each execution keeps the copy with the highest ``(epoch, revision)`` of its
-  own, so a deposed leader's late writes lose to the new leader's (ties, which
-  only two leaders of one epoch can make, break on the remaining fields);
+- each execution keeps the copy with the highest ``(epoch, finality, revision)``
+  of its own: a deposed leader's late writes lose to the new leader's, and
+  within one epoch an ended execution stays ended (ties, which only two
+  leaders of one epoch can make, break on the remaining fields);
 - history is a set ordered by ``(time, seq, node, ...)``, trimmed to the newest
   `HISTORY_LIMIT` events.
 
@@ -143,8 +144,10 @@ class ExecutionRecord:
 
     @property
     def order(self) -> tuple[int, int, int, float, str]:
-        """An end is final; else the newest wins; the tail breaks ties."""
-        return (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.modify_time, self.state.value)
+        """A newer leader wins; within one leader's epoch an end is final (a
+        leader that restarted with stale state cannot undo it); the tail
+        breaks ties."""
+        return (self.epoch, _FINALITY.get(self.state, 0), self.revision, self.modify_time, self.state.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +247,14 @@ class JobReplica:
             del self.history[:-HISTORY_LIMIT]
             changed = True
         return changed
+
+    def fingerprint(self) -> int:
+        """A number that grows with every execution write this replica has
+        merged: two replicas whose headers agree but whose executions differ
+        (each side of a healed partition wrote some) show different numbers."""
+        return sum(
+            (e.epoch << 48) + (_FINALITY.get(e.state, 0) << 40) + e.revision for e in self.executions.values()
+        ) + len(self.executions)
 
     def snapshot(self) -> JobDelta:
         """The whole record as one delta: what repair sends."""

@@ -107,10 +107,12 @@ def test_snapshot_rebuilds_an_equal_replica() -> None:
 
 
 def test_an_ended_job_stays_ended_whatever_a_stale_leader_writes_later() -> None:
+    """A leader that restarted with state older than what it had published
+    cannot take an end back."""
     replica = JobReplica.from_delta(JobDelta(header(1, 5, state=JobState.COMPLETED),
                                              (execution("e1", 1, 5, ExecutionState.COMPLETED),)))
     stale = JobDelta(header(1, 9, state=JobState.RUNNING), (execution("e1", 1, 9, ExecutionState.FAILED),))
-    assert not replica.apply(stale)
+    assert not replica.apply(stale)  # the same epoch cannot undo an end
     assert replica.header.state == JobState.COMPLETED
     assert replica.executions["e1"].state == ExecutionState.COMPLETED
     replica.apply(JobDelta(header(2, 1, "b", state=JobState.FAILED)))
