@@ -160,6 +160,10 @@ class Executor:
 
     def on_bid_decision(self, sender: str, decision: BidDecision) -> None:
         local = self.local.get(decision.execution_id)
+        if local is None and decision.accepted and decision.execution_id in self._unconfirmed:
+            update, _ = self._unconfirmed[decision.execution_id]
+            self.node.emit_send(sender, replace(update, epoch=decision.epoch))  # it ran already: here is how it ended
+            return
         if local is None and decision.accepted:
             # We let the bid go (bid_hold passed): say so, or the leader waits.
             update = ExecutionUpdate(decision.job_id, decision.execution_id, decision.epoch, ExecutionState.FAILED,

@@ -167,7 +167,9 @@ class Leader:
                 self._schedule(replica)
 
     def check_leaders(self) -> None:
-        """Take over jobs whose leader we never heard of or know dead."""
+        """Periodic care: take over jobs whose leader we never heard of or
+        know dead, and nudge accepted bids that never started."""
+        self._nudge_accepted()
         membership = self.node.membership
         if self.node.now - self.node._started_at < self.node.config.dead_after * self.node.config.heartbeat_interval:
             return
@@ -175,6 +177,19 @@ class Leader:
             if leader != self.node.node_id and not membership.is_alive(leader):
                 for job_id in sorted(job_ids):
                     self._maybe_take_over(self.node.jobs[job_id])
+
+    def _nudge_accepted(self) -> None:
+        """A bid accepted long ago that never reported Running: the decision
+        may have been lost (or sent by a leader since deposed). Say it again;
+        the executor starts, or answers that the bid expired."""
+        node = self.node
+        stale = node.now - node.config.bid_hold
+        for job_id in sorted(self.led):
+            replica = node.jobs[job_id]
+            header = replica.header
+            for e in replica.executions.values():
+                if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
+                    node.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
 
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header

@@ -7,8 +7,9 @@ A run goes through phases, each ended by a condition or a time limit:
 2. work: jobs arrive (Poisson) while faults strike (crashes and restarts,
    killed leaders, a partition that heals); it ends when faults have stopped
    and every batch and ops job is terminal (else: invariant violated);
-3. settle: the network gets time to notice what died; then no service job may
-   run more than Count replicas in the engines;
+3. settle: the network gets time to notice what died (twice the detection
+   time, when there were faults); then no service job may run more than Count
+   replicas in the engines;
 4. stop: every service and daemon job is stopped (StopJob at a random live
    node) and must end;
 5. converge: anti-entropy runs until every live node holds the same
@@ -151,7 +152,9 @@ class Simulation:
 
         # settle, then count service replicas in the engines
         self._phase = "settle"
-        world.run(max(world.now, self.faults_end) + 2 * self.detection_time + 10)
+        faulty = config.crash_rate > 0 or config.kill_leaders > 0 or config.partition is not None
+        quiet = 2 * self.detection_time if faulty else 0.0  # time to notice who died
+        world.run(max(world.now, self.faults_end) + quiet + 10)
         services = {job_id for job_id, t in self.tracks.items() if t.kind == "service"}
         running = invariants.service_replicas(world.all_slots(), services)
         counts = {job_id: max(self.tracks[job_id].arrival.spec.count, 1) for job_id in services}
