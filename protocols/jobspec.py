@@ -480,6 +480,17 @@ class JobSpec(_Model):
         return document
 
 
+class _JobLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a date stays the text the user wrote
+    (`--start-time 2026-01-01T00:00:00Z` is an argument, not a datetime)."""
+
+
+_JobLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 @dataclass(frozen=True)
 class ParsedJob:
     spec: JobSpec
@@ -493,7 +504,7 @@ def parse_job(
     if render_templates:
         text = render(text, variables or {})
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_JobLoader)  # noqa: S506 - a safe loader, minus timestamps
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "document"
