@@ -86,6 +86,7 @@ from protocols.selection import SelectionPolicy
 VERSION = "0.1.0"
 SUCCESSORS = 4  # how many failover successors a job's header lists
 MAX_REPAIR_RECORDS = 64  # records per anti-entropy message, to stay small
+MAX_DIGEST = 1024  # jobs per anti-entropy digest
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class NodeConfig:
     queue_retry_interval: float = 2.0  # how often queued jobs look for nodes again
     flush_interval: float = 0.05  # writes to one job within this leave as one update
     anti_entropy_interval: float = 5.0
-    recent_window: float = 120.0  # terminal jobs younger than this are repaired too
+    recent_window: float = 30.0  # terminal jobs younger than this are repaired too
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
 
 
@@ -386,12 +387,15 @@ class Node:
             self.out.append(Publish(JOBS_TOPIC, JobUpdated(delta)))
 
     def _digest(self) -> tuple[tuple[str, int, int, int, int], ...]:
+        """Our live and recently ended jobs, newest first, at most
+        `MAX_DIGEST`: repair is for what gossip just lost."""
         horizon = self.now - self.config.recent_window
-        return tuple(
-            (r.header.id, *r.header.version_key, r.fingerprint())
-            for r in self.jobs.values()
-            if not r.header.state.terminal or r.header.modify_time >= horizon
-        )
+        recent = [
+            r for r in self.jobs.values() if not r.header.state.terminal or r.header.modify_time >= horizon
+        ]
+        if len(recent) > MAX_DIGEST:
+            recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
+        return tuple((r.header.id, *r.header.version_key, r.fingerprint()) for r in recent)
 
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))

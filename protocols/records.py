@@ -215,6 +215,7 @@ class JobReplica:
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     history: list[HistoryEvent] = field(default_factory=list)
     _seen: set[tuple[float, int, str, str, str, str]] = field(default_factory=set, repr=False)
+    _weight: int = field(default=0, repr=False)  # see fingerprint(); kept as executions merge
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -236,6 +237,7 @@ class JobReplica:
             held = self.executions.get(execution.id)
             if held is None or execution.order > held.order:
                 self.executions[execution.id] = execution
+                self._weight += _weight(execution) - (_weight(held) if held is not None else -1)
                 changed = True
         fresh = [event for event in delta.events if event.order not in self._seen]
         if fresh:
@@ -252,13 +254,16 @@ class JobReplica:
         """A number that grows with every execution write this replica has
         merged: two replicas whose headers agree but whose executions differ
         (each side of a healed partition wrote some) show different numbers."""
-        return sum(
-            (e.epoch << 48) + (_FINALITY.get(e.state, 0) << 40) + e.revision for e in self.executions.values()
-        ) + len(self.executions)
+        return self._weight
 
     def snapshot(self) -> JobDelta:
         """The whole record as one delta: what repair sends."""
         return JobDelta(self.header, tuple(self.executions.values()), tuple(self.history))
+
+
+def _weight(execution: ExecutionRecord) -> int:
+    """Grows with `ExecutionRecord.order`'s (epoch, finality, revision)."""
+    return (execution.epoch << 48) + (_FINALITY.get(execution.state, 0) << 40) + execution.revision
 
 
 def _event_order(event: HistoryEvent) -> tuple[float, int, str, str, str, str]:
