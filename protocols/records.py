@@ -239,11 +239,15 @@ class JobReplica:
                 self.executions[execution.id] = execution
                 self._weight += _weight(execution) - (_weight(held) if held is not None else -1)
                 changed = True
-        fresh = [event for event in delta.events if event.order not in self._seen]
+        fresh = [(event.order, event) for event in delta.events]
+        fresh = [item for item in fresh if item[0] not in self._seen]
         if fresh:
-            self._seen.update(event.order for event in fresh)
-            self.history.extend(fresh)
-            self.history.sort(key=_event_order)  # nearly sorted: linear
+            fresh.sort(key=_first)
+            self._seen.update(order for order, _ in fresh)
+            in_order = not self.history or self.history[-1].order <= fresh[0][0]
+            self.history.extend(event for _, event in fresh)
+            if not in_order:  # a late delta: rare, and the list is short
+                self.history.sort(key=_event_order)
             for dropped in self.history[:-HISTORY_LIMIT]:
                 self._seen.discard(dropped.order)
             del self.history[:-HISTORY_LIMIT]
@@ -264,6 +268,10 @@ class JobReplica:
 def _weight(execution: ExecutionRecord) -> int:
     """Grows with `ExecutionRecord.order`'s (epoch, finality, revision)."""
     return (execution.epoch << 48) + (_FINALITY.get(execution.state, 0) << 40) + execution.revision
+
+
+def _first(item: tuple[object, ...]) -> object:
+    return item[0]
 
 
 def _event_order(event: HistoryEvent) -> tuple[float, int, str, str, str, str]:
