@@ -142,15 +142,15 @@ class Leader:
 
     # ------------------------------------------------------------ failover
 
-    def node_lost(self, node_id: str) -> None:
-        """A node is dead or left: take over its jobs if we are next, and
-        replace the executions it ran for jobs we lead."""
+    def node_lost(self, node_id: str, why: str = "was lost") -> None:
+        """A node is dead, left or restarted: take over its jobs if we are
+        next, and replace the executions it ran for jobs we lead."""
         for job_id in sorted(self.by_leader.get(node_id, ())):
             self._maybe_take_over(self.node.jobs[job_id])
         for job_id in sorted(self.led):
             replica = self.node.jobs[job_id]
             lost = [
-                self._moved(e, ExecutionState.FAILED, f"node {node_id} was lost", DesiredState.STOPPED)
+                self._moved(e, ExecutionState.FAILED, f"node {node_id} {why}", DesiredState.STOPPED)
                 for e in replica.executions.values()
                 if e.node_id == node_id and not e.state.terminal
             ]
@@ -733,7 +733,7 @@ class Leader:
         if previous == state and replica.header.message == message:
             return
         event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
-        self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent or state.terminal)
+        self.node.write(replica, state=state, message=message, events=(event,), urgent=True)
         if state.terminal:
             self.by_leader.get(replica.header.leader, set()).discard(replica.id)
 

@@ -111,7 +111,7 @@ class NodeConfig:
     max_retries: int = 3  # failed executions retried per job
     decline_memory: float = 30.0  # a node that declined is not asked again for this long
     queue_retry_interval: float = 2.0  # how often queued jobs look for nodes again
-    flush_interval: float = 0.05  # writes to one job within this leave as one update
+    flush_interval: float = 0.25  # execution-only writes to one job within this leave as one update
     anti_entropy_interval: float = 5.0
     recent_window: float = 30.0  # terminal jobs younger than this are repaired too
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
@@ -486,10 +486,14 @@ class Node:
     def _on_node_info(self, sender: str, info: NodeInfo) -> None:
         if info.node_id != sender:
             return  # a node speaks only for itself
+        held = self.membership.info(info.node_id)
         change = self.membership.observe(info, self.now)
         if change is not None:
             self._on_member_change(change)
             self._schedule_membership_check()
+        if held is not None and info.incarnation > held.incarnation:
+            # It restarted faster than we could miss it: what it ran died with it.
+            self.leader.node_lost(info.node_id, why="restarted")
 
     def _on_node_left(self, sender: str, message: NodeLeft) -> None:
         if message.node_id != sender:
