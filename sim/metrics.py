@@ -45,6 +45,7 @@ class Metrics(Observer):
         self.engine_completions: dict[tuple[str, int], list[str]] = defaultdict(list)  # (job, partition) -> executions
         self.engine_failures = 0
         self.leader_changes = 0  # LeaderChanged sent (one per executor told)
+        self.oversize: Counter[str] = Counter()  # measured messages over the wire's size limit, by type
 
     def on_publish(self, sender: str, message: object, receivers: int, size: int) -> None:
         traffic = self.traffic[type(message)]

@@ -41,6 +41,7 @@ class Report:
     services_at_count: int  # service jobs running exactly Count replicas after settling
     jobs_with_stale_executions: int  # same header everywhere, yet some node holds older executions
     detection_time: float  # how long a death goes unnoticed at this size
+    oversize_messages: dict[str, int]  # measured messages a real node could not send (over the size limit)
     invariants: list[str]
     latencies: list[float] = field(default_factory=list, repr=False)
     samples: list[tuple[float, dict[str, int]]] = field(default_factory=list, repr=False)
@@ -79,6 +80,11 @@ class Report:
             f"{self.engine_failures} task failures; {self.duplicate_engine_completions} duplicate completions (wasted work)",
             "invariants held: " + "; ".join(self.invariants),
         ]
+        if self.oversize_messages:
+            lines.append(
+                "WARNING: messages over the wire's size limit (a real node could not send them; "
+                "counted among the measured sample): " + _pairs(self.oversize_messages)
+            )
         return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from protocols.events import StopJob, SubmitJob
 from protocols.node import Node, NodeConfig
 from protocols.records import JobReplica, JobState
-from protocols.wire import encoded_size
+from protocols.wire import OutgoingMessageTooLarge, encoded_size
 
 from sim import invariants
 from sim.engine import EngineConfig, EngineModel
@@ -79,6 +79,9 @@ class SimConfig:
         unknown = set(self.node_tuning) - set(NodeConfig.__dataclass_fields__)
         if unknown:
             raise SimConfigError(f"unknown node setting(s): {', '.join(sorted(unknown))}")
+        for name, value in self.node_tuning.items():
+            if isinstance(value, float) and not value > 0:  # intervals and rates
+                raise SimConfigError(f"node setting {name} must be > 0, not {value}")
 
 
 @dataclass(slots=True)
@@ -102,7 +105,7 @@ class Simulation:
             self.rng,
             config.network,
             EngineModel(config.engine, self.rng),
-            sizer=encoded_size,
+            sizer=self._measure,
             observer=self.metrics,
             exact_bytes=config.exact_bytes,
         )
@@ -186,6 +189,15 @@ class Simulation:
             config.seed, (reference[j] for j in job_ids), self.metrics.engine_completions
         )
         return self._report(reference, job_ids, time.perf_counter() - started, work_end, len(services), at_count, stale)
+
+    def _measure(self, message: object, sender: str) -> int:
+        """Bytes on the wire; a message over the wire's size limit (which a
+        real node could not send) is counted, and delivered all the same."""
+        try:
+            return encoded_size(message, sender)
+        except OutgoingMessageTooLarge as error:
+            self.metrics.oversize[type(message).__name__] += 1
+            return error.size
 
     def _factory(self, index: int, node_config: NodeConfig) -> Callable[[int, list[Any]], Node]:
         seed = self.config.seed
@@ -403,6 +415,7 @@ class Simulation:
             services=services,
             services_at_count=services_at_count,
             jobs_with_stale_executions=stale_executions,
+            oversize_messages=dict(sorted(metrics.oversize.items())),
             detection_time=self.detection_time,
             invariants=list(invariants.ALL),
             samples=self.samples,

@@ -43,7 +43,7 @@ def node_id(index: int) -> str:
 def node_configs(count: int, rng: random.Random, **tuning: object) -> list[NodeConfig]:
     """`count` node configs drawn from `rng`; `tuning` sets NodeConfig's
     timing fields (heartbeat_interval, bid_window, ...) for all of them."""
-    classes = [c for c in NODE_CLASSES]
+    classes = list(NODE_CLASSES)
     weights = [c.weight for c in classes]
     configs = []
     for index in range(count):
