@@ -35,26 +35,39 @@ def _variables(template_vars: tuple[str, ...], template_envs: str | None) -> dic
 
 
 def _read(file: str) -> str:
-    if file == "-":
-        return sys.stdin.read()
-    path = Path(file)
-    if not path.is_file():
-        raise click.BadParameter(f"no such file: {file}", param_hint="FILE")
-    return path.read_text()
+    """The job file's text; FILE `-` is stdin. A file that cannot be opened is
+    a usage error (exit 2); one that is not UTF-8 text is a bad job (exit 1)."""
+    try:
+        if file == "-":
+            with click.open_file("-", "rb") as stdin:
+                data = stdin.read()
+        else:
+            data = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise click.BadParameter(f"no such file: {file}", param_hint="FILE") from None
+    except IsADirectoryError:
+        raise click.BadParameter(f"{file} is a directory; give a job file (YAML or JSON)", param_hint="FILE") from None
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {file}: {error.strerror or error}", param_hint="FILE") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise click.ClickException(f"{file} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
 
 
 def _load(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool) -> ParsedJob:
+    """Read, template and validate a job file; on errors print them one per line and exit 1."""
+    variables = _variables(template_vars, template_envs)
     text = _read(file)
     try:
-        return parse_job(text, variables=_variables(template_vars, template_envs), render_templates=not no_template)
+        return parse_job(text, variables=variables, render_templates=not no_template)
     except JobSpecError as error:
-        click.echo(f"{file}: the job is not valid:", err=True)
-        for problem in error.errors:
-            click.echo(f"  {problem}", err=True)
+        click.echo(str(error), err=True)
         sys.exit(1)
 
 
 def template_options(function: Any) -> Any:
+    """-V/--template-vars, -E/--template-envs and --no-template, for every command that reads a job file."""
     function = click.option("--no-template", is_flag=True, help="Do not fill {{ }} placeholders.")(function)
     function = click.option("-E", "--template-envs", metavar="REGEX", help="Fill placeholders from environment variables whose names match.")(function)
     function = click.option("-V", "--template-vars", multiple=True, metavar="KEY=VALUE", help="A template variable (repeatable).")(function)
@@ -77,7 +90,10 @@ def job() -> None:
 @template_options
 @click.option("--output", "-o", type=click.Choice(["json", "yaml"]), default="yaml", show_default=True)
 def validate(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool, output: str) -> None:
-    """Check a job file (or - for stdin) and print it normalised."""
+    """Check a job file (or - for stdin) and print it normalised.
+
+    Exit 0 and print the job when it is valid (warnings go to stderr); exit 1
+    and print every problem, one per line, when it is not."""
     parsed = _load(file, template_vars, template_envs, no_template)
     for warning in parsed.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FieldError:
-    path: str  # e.g. Tasks[0].Resources.Memory
+    """One problem: `path` like `Tasks[0].Resources.Memory`, what is wrong, how to fix it."""
+
+    path: str
     message: str
     hint: str = ""
 
@@ -16,15 +18,16 @@ class FieldError:
 
 
 class JobSpecError(ValueError):
-    """A job document is wrong; `errors` lists every problem found."""
+    """A job document is wrong; `errors` lists every problem found, and
+    `str()` shows them one per line."""
 
     def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        super().__init__("\n".join(str(error) for error in errors))
+        self.errors = list(errors)
+        super().__init__("\n".join(str(error) for error in self.errors))
 
 
 class TemplateError(JobSpecError):
-    """A template placeholder cannot be filled."""
+    """A template placeholder cannot be filled (a `JobSpecError`, so callers catch one type)."""
 
     def __init__(self, message: str, path: str = "template", hint: str = "") -> None:
         super().__init__([FieldError(path, message, hint)])
