@@ -61,7 +61,7 @@ def build_app(runtime: Runtime) -> Starlette:
         description: 'Query limit, next_token, order_by (created_at|modified_at|id|name), reverse, namespace, labels (k=v,...).'
         """
         query = request.query_params
-        jobs = runtime.jobs()
+        jobs = runtime.kept_jobs()
         namespace = query.get("namespace", "")
         if namespace and namespace != "*":
             jobs = [j for j in jobs if j.header.spec.namespace == namespace]
@@ -87,7 +87,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'Describe a job'
         description: 'The id or a unique prefix; include=executions,history adds those.'
         """
-        replica = _job(request)
+        replica = await _job(request)
         include = set(filter(None, request.query_params.get("include", "").split(",")))
         answer: dict[str, Any] = {"Job": job_view(replica)}
         if "executions" in include:
@@ -101,7 +101,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'Stop a job'
         description: 'Cancels all its executions; query reason.'
         """
-        replica = _job(request)
+        replica = await _job(request)
         if replica.header.state.terminal:
             raise ApiError(409, f"job {replica.id} is already {replica.header.state}", "nothing to stop")
         await runtime.stop_job(replica.id, request.query_params.get("reason", "stopped by user"))
@@ -111,14 +111,14 @@ def build_app(runtime: Runtime) -> Starlette:
         """
         summary: 'A job''s executions'
         """
-        items, token = _page(_executions(_job(request)), request.query_params)
+        items, token = _page(_executions(await _job(request)), request.query_params)
         return JSONResponse({"Items": items, "NextToken": token})
 
     async def history(request: Request) -> Response:
         """
         summary: 'A job''s history of state changes'
         """
-        replica = _job(request)
+        replica = await _job(request)
         events = [history_view(replica.id, e) for e in replica.history]
         items, token = _page(events, request.query_params)
         return JSONResponse({"Items": items, "NextToken": token})
@@ -127,7 +127,7 @@ def build_app(runtime: Runtime) -> Starlette:
         """
         summary: 'Where a job''s results are published'
         """
-        replica = _job(request)
+        replica = await _job(request)
         items = [
             {"Type": e.result.publisher or "local", "Params": {"Location": e.result.location, "ExecutionID": e.id}}
             for e in replica.executions.values()
@@ -140,7 +140,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'The result files themselves, fetched from the peers that ran the job'
         description: 'Base64 contents, by execution; what `job get` writes to disk.'
         """
-        replica = _job(request)
+        replica = await _job(request)
         try:
             fetched = await runtime.fetch_results(replica.id)
         except Exception as error:  # noqa: BLE001 - the peer's failure becomes the client's error
@@ -163,7 +163,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'A job''s output, as newline-delimited JSON'
         description: 'follow=true keeps the stream open until the job ends.'
         """
-        replica = _job(request)
+        replica = await _job(request)
         follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
         return StreamingResponse(_log_lines(runtime, replica.id, follow), media_type="application/x-ndjson")
 
@@ -218,11 +218,11 @@ def build_app(runtime: Runtime) -> Starlette:
         await runtime.answer_probe(request.path_params["execution_id"], verdict)
         return JSONResponse({"Status": "OK"})
 
-    def _job(request: Request) -> Any:
+    async def _job(request: Request) -> Any:
         try:
-            return runtime.find_job(request.path_params["job_id"])
+            return await runtime.lookup_job(request.path_params["job_id"])
         except JobNotFound as error:
-            raise ApiError(404, str(error), "`p2pnode job list` shows the jobs this node knows") from error
+            raise ApiError(404, str(error), "`p2pnode job list` shows the jobs this node keeps; give a whole id to ask the network") from error
         except AmbiguousJobRef as error:
             raise ApiError(400, str(error), "give more characters of the job id") from error
 
@@ -322,7 +322,7 @@ async def _log_lines(runtime: Runtime, job_id: str, follow: bool) -> AsyncIterat
     """Each execution's output once it is known; with follow, until the job ends."""
     sent: set[str] = set()
     while True:
-        replica = runtime.find_job(job_id)
+        replica = await runtime.lookup_job(job_id)
         for execution in sorted(replica.executions.values(), key=lambda e: e.create_time):
             if execution.result is None or execution.id in sent:
                 continue

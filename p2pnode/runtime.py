@@ -32,6 +32,7 @@ from protocols.events import (
     CancelTimer,
     Effect,
     ExecutionEnded,
+    FetchJob,
     Input,
     JobChanged,
     ProbeAnswered,
@@ -49,11 +50,12 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.jobspec import JobSpec
-from protocols.messages import JOBS_TOPIC, NODES_TOPIC
+from protocols.messages import NODES_TOPIC
 from protocols.node import Node
 from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
+FETCH_WAIT = 3.0  # seconds to wait for the keepers of a job this node does not keep
 
 
 class JobNotFound(LookupError):
@@ -108,7 +110,7 @@ class Runtime:
             load_or_create_identity(settings.data_dir),
             listen=list(settings.listen),
             bootstrap=list(settings.peers),
-            topics=[NODES_TOPIC, JOBS_TOPIC],
+            topics=[NODES_TOPIC],
             mdns=settings.mdns,
         )
         self.node_id = self.transport.peer_id
@@ -188,8 +190,32 @@ class Runtime:
             raise AmbiguousJobRef(f"{len(matches)} jobs start with {ref!r}: give more of the id")
         return matches[0]
 
-    def jobs(self) -> list[JobReplica]:
-        return list(self._jobs().values())
+    def kept_jobs(self) -> list[JobReplica]:
+        """The jobs in this node's care (submitted here, or given to it by
+        rendezvous hashing): the ones it always holds up to date."""
+        node = self.node
+        return [] if node is None else [r for r in node.jobs.values() if node.keeps(r)]
+
+    async def lookup_job(self, ref: str) -> JobReplica:
+        """A job by id or unique prefix: from here if this node keeps it,
+        else as its keepers hold it now (`FETCH_WAIT` seconds at most)."""
+        try:
+            replica: JobReplica | None = self.find_job(ref)
+        except JobNotFound:
+            replica = None  # a whole id may still be known to its keepers
+        if replica is not None and self.node is not None and self.node.keeps(replica):
+            return replica
+        job_id = ref if replica is None else replica.id
+        await self._inputs_send.send(FetchJob(job_id))
+        if replica is None:
+            with trio.move_on_after(FETCH_WAIT):
+                while job_id not in self._jobs():
+                    await self.wait_for_change(FETCH_WAIT)
+        else:
+            await self.wait_for_change(FETCH_WAIT / 4)  # the keepers' copy, if they answer in time
+        if job_id not in self._jobs():
+            raise JobNotFound(f"no job {ref!r} is known to this node or to the nodes that would keep it")
+        return self._jobs()[job_id]
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when any job changes here, or after `timeout` seconds."""

@@ -48,6 +48,13 @@ class SubmitJob:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchJob:
+    """A local client asks after a job this node does not keep: ask its keepers."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StopJob:
     job_id: str
     reason: str
@@ -90,6 +97,7 @@ Input = (
     | SendFailed
     | TimerFired
     | SubmitJob
+    | FetchJob
     | StopJob
     | ProbeAnswered
     | ExecutionProgressed

@@ -11,9 +11,10 @@ holds whatever the engine does.
 The executor obeys only the newest leader it has heard of (the highest epoch)
 and reports every state change to it. A report that cannot be delivered is
 retried, to whoever leads the job by then, until the replicated record shows
-the leader has it. And the executor converges on the record: work the record
-says should stop (the job ended, or the leader gave the partition to someone
-else while we were cut off) is stopped.
+the leader has it; running work checks in with the leader now and then. And
+the executor converges on the record: work the record says should stop (the
+job ended, or the leader gave the partition to someone else while we were cut
+off) is stopped.
 """
 
 from __future__ import annotations
@@ -281,9 +282,23 @@ class Executor:
                     )
                     node.emit_send(replica.header.leader, update)
 
+    def check_in(self) -> None:
+        """Tell the leader, now and then, what we still run. Nodes running a
+        job do not keep its record, so this is how a run the record gave up
+        on (its node was cut off) hears of it: the leader cancels it, or a
+        deposed leader sends the record that names its successor."""
+        for local in sorted(self.local.values(), key=lambda local: local.execution_id):
+            if local.stage == RUNNING:
+                update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, local.state, "still running")
+                self.node.emit_send(local.leader, update)
+
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
-        if isinstance(message, ExecutionUpdate) and message.execution_id in self._unconfirmed:
+        if not isinstance(message, ExecutionUpdate):
+            return
+        if message.execution_id in self._unconfirmed:
             self._arm_resend(message.execution_id)
+        elif message.execution_id in self.local:
+            self.node.fetch(message.job_id)  # who leads it now?
 
     def _arm_resend(self, execution_id: str) -> None:
         self.node.set_timer(("resend", execution_id), self.node.now + self.node.config.resend_interval)

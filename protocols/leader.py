@@ -59,6 +59,9 @@ from protocols.records import (
 if TYPE_CHECKING:
     from protocols.node import Node
 
+SUCCESSORS = 4  # live failover successors a job keeps (besides its leader and submitter)
+MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
+
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {
     ExecutionState.NEW: 0,
@@ -149,21 +152,55 @@ class Leader:
             self._maybe_take_over(self.node.jobs[job_id])
         for job_id in sorted(self.led):
             replica = self.node.jobs[job_id]
-            lost = [
-                self._moved(e, ExecutionState.FAILED, f"node {node_id} {why}", DesiredState.STOPPED)
-                for e in replica.executions.values()
-                if e.node_id == node_id and not e.state.terminal
-            ]
-            if lost:
-                self._record(replica, lost)
-                self._after_failures(replica, lost, counted=replica.header.spec.type not in _CONTINUOUS)
+            if node_id in replica.header.successors:
+                self._top_up_keepers(replica, f"keeper {node_id} {why}")
+            self._fail_lost(replica, lambda n: n == node_id, why)
+
+    def _fail_lost(self, replica: JobReplica, lost: Callable[[str], bool], why: str) -> None:
+        """Executions on lost nodes failed with them; replace them."""
+        failed = [
+            self._moved(e, ExecutionState.FAILED, f"node {e.node_id} {why}", DesiredState.STOPPED)
+            for e in replica.executions.values()
+            if not e.state.terminal and lost(e.node_id)
+        ]
+        if failed:
+            self._record(replica, failed)
+            self._after_failures(replica, failed, counted=replica.header.spec.type not in _CONTINUOUS)
+
+    def _top_up_keepers(self, replica: JobReplica, why: str, successors: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """Keep `SUCCESSORS` live successors: the next live nodes of the
+        job's rendezvous ranking join. Lost ones stay listed (up to a bound),
+        so when a partition heals both halves still share keepers and
+        exchange what each wrote. Writes the change unless `successors` was
+        given (the caller writes); returns the new list."""
+        node = self.node
+        header = replica.header
+        given = successors is not None
+        successors = header.successors if successors is None else successors
+        live = sum(1 for s in successors if node.is_alive(s))
+        if live < SUCCESSORS:
+            taken = header.keepers | set(successors) | {node.node_id}
+            alive = node.membership.alive_ids()
+            ranked = election.rank(header.id, alive, k=min(len(alive), len(taken) + SUCCESSORS - live))
+            successors += tuple(n for n in ranked if n not in taken)[: SUCCESSORS - live]
+        while len(successors) > MAX_SUCCESSORS:
+            dead = next((s for s in successors if not node.is_alive(s)), successors[-1])
+            successors = tuple(s for s in successors if s != dead)
+        if not given and successors != header.successors:
+            note = node.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
+            node.write(replica, successors=successors, events=(note,))
+        return successors
 
     def node_joined(self, node_id: str) -> None:
-        """A node appeared: queued jobs and daemons may want it."""
+        """A node appeared: queued jobs and daemons may want it, and jobs
+        short of keepers (it may be one that returned) take it on."""
         self._retry_waiting()
         for job_id in sorted(self.led):
             replica = self.node.jobs[job_id]
-            if replica.header.spec.type == JobType.DAEMON:
+            header = replica.header
+            if node_id not in header.keepers:
+                self._top_up_keepers(replica, f"{node_id} joined")
+            if header.spec.type == JobType.DAEMON:
                 self._schedule(replica)
 
     def check_leaders(self) -> None:
@@ -204,13 +241,19 @@ class Leader:
 
     def _take_over(self, replica: JobReplica, why: str) -> None:
         node = self.node
-        epoch = replica.header.epoch + 1
+        header = replica.header
+        epoch = header.epoch + 1
         note = node.event("LeaderChanged", f"{why}; {node.node_id} leads from epoch {epoch}")
-        node.write(replica, epoch=epoch, leader=node.node_id, events=(note,), urgent=True)
+        # The lost leader stays a keeper: if it was only cut off, it learns
+        # from us that it was deposed, and tells us what it wrote meanwhile.
+        successors = tuple(s for s in header.successors if s != node.node_id) + (header.leader,)
+        successors = self._top_up_keepers(replica, why, successors)
+        node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
         for execution in replica.executions.values():
             if not execution.state.terminal and node.is_alive(execution.node_id):
                 node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
         self.led.add(replica.id)
+        self._fail_lost(replica, lambda n: not node.is_alive(n), "was lost before this leader took over")
         self._schedule(replica)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:

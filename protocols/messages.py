@@ -15,7 +15,6 @@ from protocols.records import ExecutionResult, ExecutionState, JobDelta, JobHead
 from protocols.wire import message
 
 NODES_TOPIC = "p2pnode/nodes/1"
-JOBS_TOPIC = "p2pnode/jobs/1"
 
 
 class Locality(StrEnum):
@@ -187,6 +186,15 @@ class DigestReply:
 
     deltas: tuple[JobDelta, ...] = ()
     wanted: tuple[str, ...] = ()
+
+
+@message("record-request")
+@dataclass(frozen=True, slots=True)
+class RecordRequest:
+    """Asked of a job's keepers by a node that does not keep it: answered
+    with `Records` if the asked node holds it."""
+
+    job_id: str
 
 
 @message("records")

@@ -6,18 +6,22 @@ A node plays three parts at once, each in its own module:
 
 - a *member* (`protocols.membership`): it publishes its `NodeInfo` on every
   heartbeat and tracks who else is alive;
-- a *replica* of every job it hears of (`protocols.records`): it merges each
-  `JobUpdated` delta, and every so often swaps digests with a random peer so
-  what gossip lost is repaired (anti-entropy);
+- a *keeper* of the jobs rendezvous hashing puts in its care
+  (`protocols.records`): it merges each `JobUpdated` delta, and every so often
+  swaps digests with a fellow keeper so what was lost is repaired
+  (anti-entropy); a node asked about a job it does not keep asks the keepers;
 - a *leader* of the jobs that rendezvous hashing gives it (`protocols.leader`)
   and an *executor* of the work it wins (`protocols.executor`).
 
 Only a job's leader writes the job. A write bumps the revision, is applied to
-the local replica at once, and is published coalesced: writes to one job within
-`flush_interval` leave as one `JobUpdated`. When a leader dies, every replica
-sees it in membership; the first live successor in the job's header (the
-rendezvous ranking made at submission) takes over with the next epoch. A
-deposed leader that returns sees the higher epoch and steps down.
+the local replica at once, and is sent coalesced to the job's holders (keepers
+and the nodes running it): writes to one job within `flush_interval` leave as
+one `JobUpdated`, and a holder new to the job gets the whole record. A write
+that could not be delivered goes again, whole, at the next anti-entropy round.
+So a job costs a bounded number of messages however large the network. When a
+leader dies, its keepers see it in membership; the first live successor in the
+job's header (the rendezvous ranking made at submission) takes over with the
+next epoch. A deposed leader that returns sees the higher epoch and steps down.
 
 `handle()` never raises on a peer's input: a message that does not fit the
 node's view is ignored (it is stale, duplicated, or from a deposed leader).
@@ -36,6 +40,7 @@ from protocols.events import (
     Effect,
     ExecutionEnded,
     ExecutionProgressed,
+    FetchJob,
     Input,
     JobChanged,
     ProbeAnswered,
@@ -50,10 +55,9 @@ from protocols.events import (
 )
 from protocols.executor import Executor
 from protocols.jobspec import JobSpec
-from protocols.leader import Leader
+from protocols.leader import SUCCESSORS, Leader
 from protocols.membership import MemberChange, Membership, MembershipConfig, MemberStatus
 from protocols.messages import (
-    JOBS_TOPIC,
     NODES_TOPIC,
     AskBid,
     BidDecision,
@@ -67,6 +71,7 @@ from protocols.messages import (
     LeaderChanged,
     NodeInfo,
     NodeLeft,
+    RecordRequest,
     Records,
     StopRequest,
     SubmitToLeader,
@@ -84,9 +89,12 @@ from protocols.records import (
 from protocols.selection import SelectionPolicy
 
 VERSION = "0.1.0"
-SUCCESSORS = 4  # how many failover successors a job's header lists
+_REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
 MAX_REPAIR_RECORDS = 64  # records per anti-entropy message, to stay small
 MAX_DIGEST = 1024  # jobs per anti-entropy digest
+FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
+CATCH_UP_BATCH = 16  # records per message to a keeper that came back
+MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
 @dataclass(frozen=True)
@@ -146,8 +154,10 @@ class Node:
         self.executor = Executor(self)
         self.leader = Leader(self)
         self._seq = 0
-        self._pending: dict[str, JobDelta] = {}  # unpublished writes, by job
-        self._stops: dict[str, str] = {}  # stops asked of other leaders, until done
+        self._pending: dict[str, JobDelta] = {}  # unsent writes, by job
+        self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
+        self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
+        self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
         self._started_at = 0.0
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
@@ -159,6 +169,7 @@ class Node:
             DigestRequest: self._on_digest_request,
             DigestReply: self._on_digest_reply,
             Records: self._on_records,
+            RecordRequest: self._on_record_request,
             StopRequest: self._on_stop_request,
             AskBid: self.executor.on_ask_bid,
             BidDecision: self.executor.on_bid_decision,
@@ -199,10 +210,13 @@ class Node:
                 if isinstance(key, tuple) and key and key[0] in self._timers:
                     self._timers[key[0]](key)
             case SendFailed(peer, message, reason):
+                self._on_write_failed(peer, message)
                 self.leader.on_send_failed(peer, message, reason)
                 self.executor.on_send_failed(peer, message, reason)
             case SubmitJob(job_id, spec):
                 self._submit(job_id, spec)
+            case FetchJob(job_id):
+                self.fetch(job_id)
             case StopJob(job_id, reason):
                 self._stop(job_id, reason)
             case ProbeAnswered(execution_id, verdict):
@@ -250,7 +264,8 @@ class Node:
         urgent: bool = False,
         **header_changes: Any,
     ) -> None:
-        """Write to a job this node leads: bump its revision, apply, publish."""
+        """Write to a job this node leads: bump its revision, apply, and send
+        it (coalesced) to the job's holders."""
         header = replace(
             replica.header,
             revision=replica.header.revision + 1,
@@ -258,10 +273,14 @@ class Node:
             **header_changes,
         )
         delta = JobDelta(header, tuple(executions), tuple(events))
-        previous_leader = replica.header.leader
+        previous = replica.header
         replica.apply(delta)
-        if header.leader != previous_leader:
-            self.leader.leader_moved(replica, previous_leader)
+        # A new keeper, or every keeper after a failover, gets the whole record.
+        fresh = header.keepers if header.leader != previous.leader else header.keepers - previous.keepers
+        if fresh - {self.node_id}:
+            self._fresh.setdefault(header.id, set()).update(fresh - {self.node_id})
+        if header.leader != previous.leader:
+            self.leader.leader_moved(replica, previous.leader)
         self.out.append(JobChanged(header.id))
         first = not self._pending
         held = self._pending.get(header.id)
@@ -317,6 +336,7 @@ class Node:
             successors=tuple(ranked[1:]),
             create_time=self.now,
             modify_time=self.now,
+            submitter=self.node_id,
         )
         created = self.event(
             "JobStateChanged", f"job submitted to {self.node_id}; leader {ranked[0]}", new=JobState.PENDING
@@ -325,27 +345,33 @@ class Node:
         replica = JobReplica.from_delta(delta)
         self.jobs[job_id] = replica
         self.out.append(JobChanged(job_id))
-        self.out.append(Publish(JOBS_TOPIC, JobUpdated(delta)))
+        for keeper in header.successors:  # the leader gets it in `SubmitToLeader`
+            if keeper != self.node_id:
+                self.out.append(Send(keeper, JobUpdated(delta)))
         self.leader.submitted(replica)
 
-    def _stop(self, job_id: str, reason: str) -> None:
+    def _stop(self, job_id: str, reason: str, attempt: int = 0) -> None:
         replica = self.jobs.get(job_id)
-        if replica is None or replica.header.state.terminal:
+        if (replica is not None and replica.header.state.terminal) or attempt > MAX_STOP_ATTEMPTS:
             self._stops.pop(job_id, None)
             return
-        if replica.header.leader == self.node_id:
+        if replica is not None and replica.header.leader == self.node_id:
             self._stops.pop(job_id, None)
             self.leader.stop(replica, reason)
-        else:
-            # Until the record shows the job ended, keep asking whoever leads it.
-            self._stops[job_id] = reason
+            return
+        # Until the record shows the job ended, keep asking whoever leads it;
+        # a node that does not keep the job asks its keepers how it stands.
+        self._stops[job_id] = (reason, attempt)
+        if replica is None or not self.keeps(replica):
+            self.fetch(job_id)
+        if replica is not None:
             self.out.append(Send(replica.header.leader, StopRequest(job_id, reason)))
-            self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
+        self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
 
     def _on_stop_retry(self, key: tuple[Any, ...]) -> None:
-        reason = self._stops.get(key[1])
-        if reason is not None:
-            self._stop(key[1], reason)
+        held = self._stops.get(key[1])
+        if held is not None:
+            self._stop(key[1], held[0], held[1] + 1)
 
     def _on_stop_request(self, sender: str, message: StopRequest) -> None:
         self._stop(message.job_id, message.reason)
@@ -383,25 +409,76 @@ class Node:
 
     def _on_flush_timer(self, key: tuple[Any, ...]) -> None:
         pending, self._pending = self._pending, {}
-        for delta in pending.values():
-            self.out.append(Publish(JOBS_TOPIC, JobUpdated(delta)))
+        for job_id, delta in pending.items():
+            replica = self.jobs[job_id]
+            fresh = self._fresh.pop(job_id, ())
+            snapshot: JobDelta | None = None
+            for peer in self._targets(replica, delta):
+                if peer in fresh:
+                    snapshot = snapshot or replica.snapshot()
+                    self.out.append(Send(peer, Records((snapshot,))))
+                else:
+                    self.out.append(Send(peer, JobUpdated(delta)))
 
-    def _digest(self) -> tuple[tuple[str, int, int, int, int], ...]:
-        """Our live and recently ended jobs, newest first, at most
-        `MAX_DIGEST`: repair is for what gossip just lost."""
+    def _targets(self, replica: JobReplica, delta: JobDelta) -> list[str]:
+        """Who a write goes to: the holders, and the nodes whose executions
+        it ends (they stop resending their final report when they see it)."""
+        targets = replica.holders()
+        targets.update(e.node_id for e in delta.executions if e.state in _REPORTED_ENDS)
+        targets.discard(self.node_id)
+        return sorted(t for t in targets if self.is_alive(t))  # the lost catch up when they return
+
+    def _on_write_failed(self, peer: str, message: object) -> None:
+        if isinstance(message, (JobUpdated, Records)):
+            for delta in getattr(message, "deltas", None) or (message.delta,):  # type: ignore[union-attr]
+                self._unsynced.setdefault(delta.header.id, set()).add(peer)
+
+    def _resync(self) -> None:
+        """Send whole records to the live holders a write did not reach."""
+        unsynced, self._unsynced = self._unsynced, {}
+        for job_id, peers in sorted(unsynced.items()):
+            replica = self.jobs.get(job_id)
+            if replica is None:
+                continue
+            holders = replica.holders()
+            for peer in sorted(peers):
+                if peer in holders and self.membership.is_alive(peer):
+                    self.out.append(Send(peer, Records((replica.snapshot(),))))
+
+    def keeps(self, replica: JobReplica) -> bool:
+        """Whether this node keeps the job's whole record up to date."""
+        return self.node_id in replica.header.keepers
+
+    def _recent(self) -> list[JobReplica]:
+        """The live and recently ended jobs we keep, newest first, at most
+        `MAX_DIGEST`: repair is for what was just lost."""
         horizon = self.now - self.config.recent_window
+        me = self.node_id
         recent = [
-            r for r in self.jobs.values() if not r.header.state.terminal or r.header.modify_time >= horizon
+            r
+            for r in self.jobs.values()
+            if (not r.header.state.terminal or r.header.modify_time >= horizon) and me in r.header.keepers
         ]
         if len(recent) > MAX_DIGEST:
             recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
-        return tuple((r.header.id, *r.header.version_key, r.fingerprint()) for r in recent)
+        return recent
+
+    def _digest(self, peer: str, recent: list[JobReplica]) -> tuple[tuple[str, int, int, int, int], ...]:
+        """What we hold of the recent jobs `peer` keeps with us."""
+        return tuple(
+            (r.header.id, *r.header.version_key, r.fingerprint()) for r in recent if peer in r.header.keepers
+        )
 
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))
-        peers = [peer for peer in self.membership.alive_ids() if peer != self.node_id]
+        self._resync()
+        self.executor.check_in()
+        recent = self._recent()
+        alive = self.membership.is_alive
+        peers = sorted({k for r in recent for k in r.header.keepers if k != self.node_id and alive(k)})
         if peers:
-            self.out.append(Send(self.rng.choice(peers), DigestRequest(self._digest())))
+            peer = self.rng.choice(peers)
+            self.out.append(Send(peer, DigestRequest(self._digest(peer, recent))))
         self.leader.check_leaders()
 
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
@@ -411,7 +488,7 @@ class Node:
         newer: list[JobDelta] = []
         wanted: list[str] = []
         theirs = set()
-        for job_id, finality, epoch, revision, fingerprint in message.digest:
+        for job_id, finality, epoch, revision, fingerprint in message.digest[:MAX_DIGEST]:
             theirs.add(job_id)
             replica = self.jobs.get(job_id)
             if replica is None:
@@ -425,22 +502,85 @@ class Node:
                 wanted.append(job_id)
             if not (other[0] >= ours[0] and other[1] >= ours[1]) and len(newer) < MAX_REPAIR_RECORDS:
                 newer.append(replica.snapshot())
-        for job_id, *_ in self._digest():
-            if job_id not in theirs and len(newer) < MAX_REPAIR_RECORDS:
-                newer.append(self.jobs[job_id].snapshot())
+        for replica in self._recent():
+            if len(newer) >= MAX_REPAIR_RECORDS:
+                break
+            if replica.id not in theirs and sender in replica.header.keepers:
+                newer.append(replica.snapshot())
         if newer or wanted:
             self.out.append(Send(sender, DigestReply(tuple(newer), tuple(wanted[:MAX_REPAIR_RECORDS]))))
 
     def _on_digest_reply(self, sender: str, message: DigestReply) -> None:
         for delta in message.deltas:
-            self._merge(delta)
+            self._merge_repair(sender, delta)
         records = tuple(self.jobs[job_id].snapshot() for job_id in message.wanted if job_id in self.jobs)
         if records:
             self.out.append(Send(sender, Records(records)))
 
     def _on_records(self, sender: str, message: Records) -> None:
         for delta in message.deltas:
-            self._merge(delta)
+            self._merge_repair(sender, delta)
+
+    def _merge_repair(self, sender: str, delta: JobDelta) -> None:
+        """Merge a record repaired by another node. If it taught us something,
+        others may lack it too (a healed split brain's other half, say): a
+        keeper passes it to the leader, and the leader to every keeper. If
+        we knew more than the sender, it gets the merged record back."""
+        held = self.jobs.get(delta.header.id)
+        before = None if held is None else (held.header, held.fingerprint())
+        replica = self._merge(delta)
+        if before is None:
+            return
+        after = (replica.header, replica.fingerprint())
+        incoming = JobReplica.from_delta(delta)
+        targets: set[str] = set()
+        if after != before:
+            leader = replica.header.leader
+            targets.update(replica.header.keepers if leader == self.node_id else {leader})
+            targets.discard(sender)
+        if after != (incoming.header, incoming.fingerprint()):
+            targets.add(sender)  # we knew more than the sender
+        targets.discard(self.node_id)
+        if targets:
+            snapshot = replica.snapshot()
+            for peer in sorted(targets):
+                self.out.append(Send(peer, Records((snapshot,))))
+
+    def _catch_up(self, peer: str) -> None:
+        """A keeper came back (or restarted): whatever it missed meanwhile,
+        live or long ended, goes to it whole, from the first live keeper of
+        each job in the record's order, so one node sends each record."""
+        records = []
+        for replica in self.jobs.values():
+            header = replica.header
+            if peer not in header.keepers or self.node_id not in header.keepers:
+                continue
+            order = (header.leader, *header.successors, header.submitter)
+            sender = next((n for n in order if n != peer and self.is_alive(n)), None)
+            if sender == self.node_id:
+                records.append(replica.snapshot())
+        for start in range(0, len(records), CATCH_UP_BATCH):
+            self.out.append(Send(peer, Records(tuple(records[start : start + CATCH_UP_BATCH]))))
+
+    # ------------------------------------------------------------ answering for jobs we do not keep
+
+    def fetch(self, job_id: str) -> None:
+        """Ask the job's likely keepers: those it names if we hold an old
+        copy, else the top of the rendezvous ranking (its keepers, unless
+        the membership changed a lot since it was submitted)."""
+        replica = self.jobs.get(job_id)
+        if replica is not None:
+            ranked = [replica.header.leader, *replica.header.successors, replica.header.submitter]
+        else:
+            ranked = election.rank(job_id, self.membership.alive_ids(), k=1 + SUCCESSORS)
+        asked = [n for n in dict.fromkeys(ranked) if n and n != self.node_id]
+        for peer in asked[:FETCH_FROM]:
+            self.out.append(Send(peer, RecordRequest(job_id)))
+
+    def _on_record_request(self, sender: str, message: RecordRequest) -> None:
+        replica = self.jobs.get(message.job_id)
+        if replica is not None and self.keeps(replica):
+            self.out.append(Send(sender, Records((replica.snapshot(),))))
 
     # ------------------------------------------------------------ membership
 
@@ -494,6 +634,7 @@ class Node:
         if held is not None and info.incarnation > held.incarnation:
             # It restarted faster than we could miss it: what it ran died with it.
             self.leader.node_lost(info.node_id, why="restarted")
+            self._catch_up(info.node_id)
 
     def _on_node_left(self, sender: str, message: NodeLeft) -> None:
         if message.node_id != sender:
@@ -507,6 +648,7 @@ class Node:
             self.leader.node_lost(change.node_id)
         elif change.status == MemberStatus.ALIVE and change.previous in (None, MemberStatus.DEAD, MemberStatus.LEFT):
             self.leader.node_joined(change.node_id)
+            self._catch_up(change.node_id)
 
     # ------------------------------------------------------------ helpers
 

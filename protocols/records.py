@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-Every node keeps a replica of every job it has heard of, so any node can answer
-for any job. One node writes a job at a time: its leader, identified by an
+A job's record is kept by its *keepers*: its leader, the successors the
+submitter ranked for it (rendezvous hashing over the live members), and the
+node it was submitted to; nodes running its work receive its writes too. So a
+job costs a bounded number of messages however large the network, and any
+other node answers for it by asking its keepers. One node writes a job at a time: its leader, identified by an
 *epoch* that grows by one at every failover. Each write bumps the job's
 *revision*. Writes travel as deltas (`JobHeader` plus the changed
 `ExecutionRecord`s and the new `HistoryEvent`s) and are applied idempotently,
@@ -186,6 +189,12 @@ class JobHeader:
     create_time: float
     modify_time: float
     retries: int = 0
+    submitter: str = ""  # the node it was submitted to: it keeps the record too
+
+    @property
+    def keepers(self) -> frozenset[str]:
+        """Who keeps the whole record and repairs it with the others."""
+        return frozenset((self.leader, *self.successors, self.submitter)) - {""}
 
     @property
     def order(self) -> tuple[int, int, int, str, float, str]:
@@ -253,6 +262,13 @@ class JobReplica:
             del self.history[:-HISTORY_LIMIT]
             changed = True
         return changed
+
+    def holders(self) -> set[str]:
+        """Who receives the job's writes: its keepers, and the nodes whose
+        executions of it hold resources (they obey the record)."""
+        holders = set(self.header.keepers)
+        holders.update(e.node_id for e in self.executions.values() if e.state.active)
+        return holders
 
     def fingerprint(self) -> int:
         """A number that grows with every execution write this replica has

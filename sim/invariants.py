@@ -16,8 +16,8 @@ from sim.world import Slot
 NO_DOUBLE_COMPLETION = "no batch partition completes twice"
 SERVICE_AT_MOST_COUNT = "at most Count service replicas run once the network settles"
 BATCH_TERMINAL = "every batch/ops job reaches a terminal state once faults stop"
-NO_JOB_LOST = "no job is lost: every live node holds every job, terminal"
-CONVERGED = "replicas converge: every live node holds the same (epoch, revision) of every job"
+NO_JOB_LOST = "no job is lost: a live keeper holds every job, and every live keeper holds it terminal"
+CONVERGED = "replicas converge: every live keeper of a job holds the same (epoch, revision) and executions of it"
 
 ALL = (NO_DOUBLE_COMPLETION, SERVICE_AT_MOST_COUNT, BATCH_TERMINAL, NO_JOB_LOST, CONVERGED)
 
@@ -88,28 +88,53 @@ def check_terminal(seed: int, unfinished: Mapping[str, JobReplica | None], now: 
         raise InvariantViolation(seed, BATCH_TERMINAL, f"not terminal at t={now:.1f}s: {_first(listed, 3)}")
 
 
+def keepers_view(slots: Sequence[Slot], job_ids: Sequence[str]) -> dict[str, list[tuple[Slot, JobReplica | None]]]:
+    """For each job, its live keepers (as its freshest live record names
+    them) with what each holds (None: nothing). A job no live node holds has
+    no entry. One pass over the nodes, so it is cheap at any size."""
+    wanted = set(job_ids)
+    newest: dict[str, JobReplica] = {}
+    for slot in slots:
+        for job_id, replica in slot.node.jobs.items():  # type: ignore[union-attr]
+            if job_id in wanted:
+                held = newest.get(job_id)
+                if held is None or replica.header.order > held.header.order:
+                    newest[job_id] = replica
+    by_id = {slot.node_id: slot for slot in slots}
+    view: dict[str, list[tuple[Slot, JobReplica | None]]] = {}
+    for job_id, replica in newest.items():
+        view[job_id] = [
+            (slot, slot.node.jobs.get(job_id))  # type: ignore[union-attr]
+            for keeper in sorted(replica.header.keepers)
+            if (slot := by_id.get(keeper)) is not None
+        ]
+    return view
+
+
+def newest(slots: Sequence[Slot], job_ids: Sequence[str]) -> dict[str, JobReplica]:
+    """The freshest record of each job among the live nodes."""
+    out: dict[str, JobReplica] = {}
+    for job_id, held in keepers_view(slots, job_ids).items():
+        replicas = [r for _, r in held if r is not None]
+        if replicas:
+            out[job_id] = max(replicas, key=lambda r: r.header.order)
+    return out
+
+
 def divergence(slots: Sequence[Slot], job_ids: Sequence[str], *, executions: bool = False) -> list[str]:
-    """Jobs that some live node lacks, or holds at another header
+    """Jobs that some live keeper lacks, or holds at another header
     (epoch, revision) -- or, with `executions`, with another version of an
-    execution. Records are shared by reference in one process, so most
-    comparisons are identity checks."""
+    execution -- and jobs no live keeper holds. Records are shared by
+    reference in one process, so most comparisons are identity checks."""
     if not slots:
         return []
-    reference = slots[0].node.jobs  # type: ignore[union-attr]
-    expected: dict[str, JobReplica] = {}
-    diverged: set[str] = set()
-    for job_id in job_ids:
-        replica = reference.get(job_id)
-        if replica is None:
+    view = keepers_view(slots, job_ids)
+    diverged = {job_id for job_id in job_ids if job_id not in view}
+    for job_id, held in view.items():
+        replicas = [r for _, r in held]
+        first = replicas[0] if replicas else None
+        if first is None or any(r is None or not _same(first, r, executions) for r in replicas[1:]):
             diverged.add(job_id)
-        else:
-            expected[job_id] = replica
-    for slot in slots[1:]:
-        jobs = slot.node.jobs  # type: ignore[union-attr]
-        for job_id, ours in expected.items():
-            theirs = jobs.get(job_id)
-            if theirs is None or not _same(ours, theirs, executions):
-                diverged.add(job_id)
     return sorted(diverged)
 
 
@@ -118,7 +143,7 @@ def _same(ours: JobReplica, theirs: JobReplica, executions: bool) -> bool:
     if a is not b and (a.epoch, a.revision) != (b.epoch, b.revision):
         return False
     if not executions:
-        return True
+        return ours.fingerprint() == theirs.fingerprint()
     if len(ours.executions) != len(theirs.executions):
         return False
     held = theirs.executions
@@ -140,21 +165,23 @@ def _describe(replica: JobReplica | None) -> str:
 def check_converged(seed: int, slots: Sequence[Slot], job_ids: Sequence[str]) -> None:
     diverged = divergence(slots, job_ids)
     if diverged:
+        view = keepers_view(slots, diverged[:3])
         detail = []
         for job_id in diverged[:3]:
-            held = Counter(_describe(s.node.jobs.get(job_id)) for s in slots)  # type: ignore[union-attr]
-            detail.append(f"{job_id}: {dict(held.most_common(4))}")
+            held = Counter(_describe(r) for _, r in view.get(job_id, []))
+            detail.append(f"{job_id}: {dict(held.most_common(4)) or 'held by no live node'}")
         raise InvariantViolation(seed, CONVERGED, f"{len(diverged)} job(s) differ; " + "; ".join(detail))
 
 
 def check_nothing_lost(seed: int, slots: Sequence[Slot], job_ids: Sequence[str]) -> None:
-    problems = []
-    for slot in slots:
-        jobs = slot.node.jobs  # type: ignore[union-attr]
-        for job_id in job_ids:
-            replica = jobs.get(job_id)
+    view = keepers_view(slots, job_ids)
+    problems = [f"{job_id} held by no live node" for job_id in job_ids if job_id not in view]
+    for job_id, held in view.items():
+        if not any(r is not None for _, r in held):
+            problems.append(f"{job_id} has no live keeper")
+        for slot, replica in held:
             if replica is None:
-                problems.append(f"{job_id} missing on {slot.node_id}")
+                problems.append(f"{job_id} missing on its keeper {slot.node_id}")
             elif not replica.header.state.terminal:
                 problems.append(f"{job_id} still {replica.header.state} on {slot.node_id}")
         if len(problems) > 20:

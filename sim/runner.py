@@ -184,7 +184,7 @@ class Simulation:
         invariants.check_converged(config.seed, up, job_ids)
         invariants.check_nothing_lost(config.seed, up, job_ids)
         stale = len(invariants.divergence(up, job_ids, executions=True))
-        reference = up[0].node.jobs  # type: ignore[union-attr]
+        reference = invariants.newest(up, job_ids)
         invariants.check_no_double_completion(
             config.seed, (reference[j] for j in job_ids), self.metrics.engine_completions
         )

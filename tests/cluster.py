@@ -126,6 +126,12 @@ class Cluster:
     def job(self, job_id: str, index: int = 0) -> JobReplica:
         return self.node(index).jobs[job_id]
 
+    def keepers(self, job_id: str) -> list[int]:
+        """Indexes of the up nodes the freshest record names as its keepers."""
+        held = [n.jobs[job_id] for n in self.nodes.values() if job_id in n.jobs]
+        newest = max(held, key=lambda r: r.header.order).header
+        return [i for i, c in enumerate(self.configs) if c.node_id in newest.keepers and c.node_id not in self.down]
+
     # ------------------------------------------------------------ the fake world
 
     def _boot(self, config: NodeConfig, restored: list[Any] = ()) -> None:  # type: ignore[assignment]
