@@ -135,7 +135,9 @@ class Executor:
                 self._drop(local)
                 r = local.header.spec.task.resources
                 busy = not self._free.covers(r.cpu, r.memory, r.disk, r.gpu)
-                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy))
+                node.emit_send(
+                    local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy, self._free)
+                )
             case selection.Accept():
                 resources = local.header.spec.task.resources
                 if not self._free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
@@ -147,7 +149,9 @@ class Executor:
                 self._reserve(local)
                 node.emit_cancel_timer(("probe", local.execution_id))
                 node.set_timer(("bid-hold", local.execution_id), node.now + node.config.bid_hold)
-                node.emit_send(local.leader, BidReply(local.job_id, local.execution_id, local.epoch, True, "bid"))
+                node.emit_send(
+                    local.leader, BidReply(local.job_id, local.execution_id, local.epoch, True, "bid", free=self._free)
+                )
 
     def _on_probe_timeout(self, key: tuple[Any, ...]) -> None:
         local = self.local.get(key[1])

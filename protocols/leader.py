@@ -42,6 +42,7 @@ from protocols.messages import (
     BidDecision,
     BidReply,
     CancelExecution,
+    Capacity,
     ExecutionUpdate,
     LeaderChanged,
     NodeInfo,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
 SUCCESSORS = 4  # live failover successors a job keeps (besides its leader and submitter)
 MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
+FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
 
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {
@@ -90,8 +92,12 @@ class Leader:
         # `decline_memory`.
         self._busy: set[tuple[str, str]] = set()
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
-        self._eligible_cache: dict[int, tuple[JobSpec, list[str]]] = {}
+        self._eligible_cache: dict[tuple[Any, ...], list[str]] = {}
         self._eligible_version = -1
+        self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
+        # What bidders said they have free, and when: fresher than their
+        # heartbeats, which a large network spaces out.
+        self._free_hints: dict[str, tuple[Capacity, float]] = {}
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -129,6 +135,7 @@ class Leader:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
+            self._ranked.pop(header.id, None)
 
     def resume(self) -> None:
         """After a restart, lead again once gossip had a chance to tell us
@@ -311,6 +318,8 @@ class Leader:
         state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
         if reply.busy:
             self._busy.add((reply.job_id, sender))
+        if reply.free is not None:
+            self._free_hints[sender] = (reply.free, self.node.now)
         self._record(replica, [self._moved(execution, state, reply.reason)])
         self._maybe_decide(replica)
 
@@ -485,6 +494,7 @@ class Leader:
         node.emit_cancel_timer(("queue-timeout", header.id))
         self.led.discard(header.id)
         self.waiting.discard(header.id)
+        self._ranked.pop(header.id, None)
         self.by_leader.get(header.leader, set()).discard(header.id)
         self._busy = {pair for pair in self._busy if pair[0] != header.id}
 
@@ -673,36 +683,55 @@ class Leader:
                 busy.add(e.node_id)
         if spec.type == JobType.DAEMON:
             busy.update(n for n, count in failures.items() if count > node.config.max_retries)
-        infos = self.node.membership.info  # fresh: free capacity changes with every heartbeat
-        pool = []
-        for node_id in self._eligible(spec):
+        want = None if need is None else need + max(1, need // 2)
+        first: list[str] = []
+        tried: list[str] = []  # nodes that failed this job before: asked last
+        for node_id in self._in_rank_order(replica):
             if node_id in busy or node_id in declined:
                 continue
-            info = infos(node_id) if node_id != node.node_id else node.membership.local
-            if info is not None and info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
-                pool.append(info)
-        if need is None:
-            return sorted(info.node_id for info in pool)
-        job_key = election.job_key(header.id)
-        want = need + max(1, need // 2)
-        scored = sorted(
-            pool,
-            key=lambda info: (failures[info.node_id], -election.weight(job_key, election.node_key(info.node_id))),
-        )
-        return [info.node_id for info in scored[:want]]
+            free = self._free(node_id)
+            if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                continue
+            (tried if failures[node_id] else first).append(node_id)
+            if want is not None and len(first) >= want:
+                break
+        if want is None:
+            return sorted(first + tried)
+        return (first + sorted(tried, key=lambda n: failures[n]))[:want]
+
+    def _in_rank_order(self, replica: JobReplica) -> list[str]:
+        """The job's eligible nodes, best rendezvous rank first; ranked once
+        per job while the alive set holds still, then only walked."""
+        eligible = self._eligible(replica.header.spec)
+        held = self._ranked.get(replica.id)
+        if held is None or held[0] is not eligible:
+            held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible))
+        return held[1]
+
+    def _free(self, node_id: str) -> Capacity | None:
+        """What the node has free, as far as we know: its bid if recent, else its heartbeat."""
+        node = self.node
+        if node_id == node.node_id:
+            return node.free()
+        hint = self._free_hints.get(node_id)
+        if hint is not None and hint[1] >= node.now - FREE_HINT_TTL:
+            return hint[0]
+        info = node.membership.info(node_id)
+        return None if info is None else info.free
 
     def _eligible(self, spec: JobSpec) -> list[str]:
         """Alive nodes that could ever run the spec (not counting what they
-        have free now); cached per spec while the alive set holds still."""
+        have free now); cached per shape of spec while the alive set holds
+        still."""
         membership = self.node.membership
         if membership.version != self._eligible_version:
             self._eligible_cache.clear()
             self._eligible_version = membership.version
-        held = self._eligible_cache.get(id(spec))
-        if held is not None and held[0] is spec:
-            return held[1]
-        eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info)]
-        self._eligible_cache[id(spec)] = (spec, eligible)
+        key = selection.fit_key(spec)
+        eligible = self._eligible_cache.get(key)
+        if eligible is None:
+            eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info)]
+            self._eligible_cache[key] = eligible
         return eligible
 
     def _why_no_node(self, replica: JobReplica) -> str:
@@ -725,10 +754,11 @@ class Leader:
 
     def _free_score(self, node_id: str) -> float:
         info = self.node.membership.info(node_id)
-        if info is None:
+        free = self._free(node_id)
+        if info is None or free is None:
             return 0.0
-        cpu = info.free.cpu / info.capacity.cpu if info.capacity.cpu else 0.0
-        memory = info.free.memory / info.capacity.memory if info.capacity.memory else 0.0
+        cpu = free.cpu / info.capacity.cpu if info.capacity.cpu else 0.0
+        memory = free.memory / info.capacity.memory if info.capacity.memory else 0.0
         return cpu + memory
 
     # ------------------------------------------------------------ writing

@@ -116,6 +116,7 @@ class BidReply:
     bid: bool
     reason: str
     busy: bool = False  # declined only for want of free resources now
+    free: Capacity | None = None  # the bidder's free resources after this reply
 
 
 @message("bid-decision")

@@ -276,9 +276,10 @@ class Node:
         previous = replica.header
         replica.apply(delta)
         # A new keeper, or every keeper after a failover, gets the whole record.
-        fresh = header.keepers if header.leader != previous.leader else header.keepers - previous.keepers
-        if fresh - {self.node_id}:
-            self._fresh.setdefault(header.id, set()).update(fresh - {self.node_id})
+        if header.leader != previous.leader or header.successors != previous.successors:
+            fresh = header.keepers if header.leader != previous.leader else header.keepers - previous.keepers
+            if fresh - {self.node_id}:
+                self._fresh.setdefault(header.id, set()).update(fresh - {self.node_id})
         if header.leader != previous.leader:
             self.leader.leader_moved(replica, previous.leader)
         self.out.append(JobChanged(header.id))
@@ -447,7 +448,7 @@ class Node:
 
     def keeps(self, replica: JobReplica) -> bool:
         """Whether this node keeps the job's whole record up to date."""
-        return self.node_id in replica.header.keepers
+        return replica.header.kept_by(self.node_id)
 
     def _recent(self) -> list[JobReplica]:
         """The live and recently ended jobs we keep, newest first, at most
@@ -457,7 +458,7 @@ class Node:
         recent = [
             r
             for r in self.jobs.values()
-            if (not r.header.state.terminal or r.header.modify_time >= horizon) and me in r.header.keepers
+            if (not r.header.state.terminal or r.header.modify_time >= horizon) and r.header.kept_by(me)
         ]
         if len(recent) > MAX_DIGEST:
             recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
@@ -466,7 +467,7 @@ class Node:
     def _digest(self, peer: str, recent: list[JobReplica]) -> tuple[tuple[str, int, int, int, int], ...]:
         """What we hold of the recent jobs `peer` keeps with us."""
         return tuple(
-            (r.header.id, *r.header.version_key, r.fingerprint()) for r in recent if peer in r.header.keepers
+            (r.header.id, *r.header.version_key, r.fingerprint()) for r in recent if r.header.kept_by(peer)
         )
 
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
@@ -505,7 +506,7 @@ class Node:
         for replica in self._recent():
             if len(newer) >= MAX_REPAIR_RECORDS:
                 break
-            if replica.id not in theirs and sender in replica.header.keepers:
+            if replica.id not in theirs and replica.header.kept_by(sender):
                 newer.append(replica.snapshot())
         if newer or wanted:
             self.out.append(Send(sender, DigestReply(tuple(newer), tuple(wanted[:MAX_REPAIR_RECORDS]))))
@@ -553,7 +554,7 @@ class Node:
         records = []
         for replica in self.jobs.values():
             header = replica.header
-            if peer not in header.keepers or self.node_id not in header.keepers:
+            if not header.kept_by(peer) or not header.kept_by(self.node_id):
                 continue
             order = (header.leader, *header.successors, header.submitter)
             sender = next((n for n in order if n != peer and self.is_alive(n)), None)

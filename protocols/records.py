@@ -196,6 +196,10 @@ class JobHeader:
         """Who keeps the whole record and repairs it with the others."""
         return frozenset((self.leader, *self.successors, self.submitter)) - {""}
 
+    def kept_by(self, node_id: str) -> bool:
+        """`node_id in keepers`, without building the set (a hot path)."""
+        return node_id == self.leader or node_id == self.submitter or node_id in self.successors
+
     @property
     def order(self) -> tuple[int, int, int, str, float, str]:
         """An end is final; else the newest wins; the tail breaks ties."""

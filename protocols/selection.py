@@ -191,6 +191,23 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
     return None
 
 
+def fit_key(spec: JobSpec) -> tuple[Any, ...]:
+    """Everything of the spec that `refusal` reads: specs with equal keys
+    fit the same nodes, so a leader can check each node once per shape of
+    job rather than once per job."""
+    task = spec.task
+    r = task.resources
+    return (
+        task.engine.type,
+        _publisher_type(spec),
+        tuple(_fetched_source_types(spec)),
+        repr(spec.constraints),
+        (r.cpu, r.memory, r.disk, r.gpu),
+        task.network.type,
+        repr(task.input_sources),
+    )
+
+
 def _publisher_type(spec: JobSpec) -> str:
     publisher = spec.task.publisher
     return (publisher.type or "") if publisher is not None else ""

@@ -86,6 +86,10 @@ class Cluster:
     def submit(self, index: int, job_id: str, spec: JobSpec) -> None:
         self._push(self.now, self.configs[index].node_id, SubmitJob(job_id, spec))
 
+    def inject(self, index: int, event: Any) -> None:
+        """Hand one input (a client's request, say) to a node now."""
+        self._push(self.now, self.configs[index].node_id, event)
+
     def stop(self, index: int, job_id: str, reason: str = "test") -> None:
         self._push(self.now, self.configs[index].node_id, StopJob(job_id, reason))
 

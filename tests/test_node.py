@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from protocols.events import ProbeVerdict, Received
+from protocols.events import FetchJob, ProbeVerdict, Received
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
 from protocols.node import NodeConfig
@@ -322,3 +322,100 @@ def test_a_peer_cannot_speak_for_another() -> None:
     bogus = JobUpdated(job.snapshot())
     cluster.node(1).handle(Received("n02", bogus), cluster.now)
     assert cluster.job("j", 1).header.order == job.header.order
+
+
+# ---------------------------------------------------------------- keepers
+
+
+def _index(cluster: Cluster, node_id: str) -> int:
+    return next(i for i, c in enumerate(cluster.configs) if c.node_id == node_id)
+
+
+def test_a_job_is_kept_by_its_keepers_and_any_other_node_asks_them() -> None:
+    cluster = settled(Cluster(configs(12)))
+    cluster.submit(0, "j", spec())
+    cluster.run(15)
+    keepers = cluster.keepers("j")
+    assert 0 in keepers and len(keepers) in (5, 6)  # leader, 4 successors and the submitter (maybe one of them)
+    leader = cluster.job("j").header.leader
+    done = cluster.job("j", _index(cluster, leader))
+    assert done.header.state == JobState.COMPLETED
+    outsider = next(i for i in range(12) if i not in keepers and "j" not in cluster.node(i).jobs)
+    cluster.inject(outsider, FetchJob("j"))
+    cluster.run(16)
+    fetched = cluster.job("j", outsider)
+    assert fetched.header.order == done.header.order
+    assert fetched.fingerprint() == done.fingerprint() and fetched.history == done.history
+
+
+def test_asking_after_an_unknown_job_changes_nothing() -> None:
+    cluster = settled(Cluster(configs(8)))
+    cluster.inject(3, FetchJob("no-such-job"))
+    cluster.run(5)
+    assert all("no-such-job" not in cluster.node(i).jobs for i in range(8))
+
+
+def test_a_node_that_does_not_keep_a_job_can_stop_it() -> None:
+    cluster = settled(Cluster(configs(12)))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "j", spec("service", 2))
+    cluster.run(6)
+    outsider = next(i for i in range(12) if i not in cluster.keepers("j") and "j" not in cluster.node(i).jobs)
+    cluster.stop(outsider, "j", "no longer needed")
+    cluster.run(12)
+    assert cluster.job("j").header.state == JobState.STOPPED
+    assert cluster.job("j", outsider).header.state == JobState.STOPPED  # it asked how the job stands
+    assert cluster.running("j") == []
+
+
+def test_a_lost_keeper_is_replaced_and_catches_up_when_it_returns() -> None:
+    cluster = settled(Cluster(configs(12)))
+    cluster.duration = lambda run, s: 200.0
+    cluster.submit(0, "j", spec("service", 1))
+    cluster.run(5)
+    header = cluster.job("j").header
+    lost = header.successors[1]
+    cluster.crash(lost)
+    cluster.run(30)
+    now = cluster.job("j", _index(cluster, header.leader)).header
+    assert lost in now.successors  # still listed: it may come back
+    newcomers = set(now.successors) - set(header.successors)
+    assert len(newcomers) == 1
+    newcomer = _index(cluster, newcomers.pop())
+    assert cluster.job("j", newcomer).header.order == now.order  # it got the whole record
+    assert cluster.job("j", newcomer).fingerprint() == cluster.job("j", _index(cluster, now.leader)).fingerprint()
+    cluster.restart(lost)
+    cluster.run(45)
+    leader = cluster.job("j", _index(cluster, now.leader))
+    back = cluster.job("j", _index(cluster, lost))
+    assert back.header.order == leader.header.order and back.fingerprint() == leader.fingerprint()
+
+
+def test_a_takeover_keeps_the_lost_leader_as_a_keeper() -> None:
+    cluster = settled(Cluster(configs(10)))
+    cluster.duration = lambda run, s: 200.0
+    cluster.submit(0, "j", spec("service", 1))
+    cluster.run(5)
+    header = cluster.job("j").header
+    cluster.crash(header.leader)
+    cluster.run(30)
+    survivor = _index(cluster, header.successors[0])
+    now = cluster.job("j", survivor).header
+    assert now.leader == header.successors[0] and now.epoch == header.epoch + 1
+    assert header.leader in now.successors
+    assert sum(1 for s in now.successors if s not in cluster.down) >= 4
+
+
+def test_a_bid_tells_the_leader_what_the_bidder_has_free() -> None:
+    nodes = configs(3)
+    nodes[2] = NodeConfig(node_id="n02", capacity=SMALL, engines=("docker",))  # j's leader; it cannot run wasm
+    cluster = settled(Cluster(nodes))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "j", spec("service", 1, Resources={"CPU": "1500m", "Memory": "256Mb"}))
+    cluster.run(5)
+    job = cluster.job("j")
+    leader = cluster.node(_index(cluster, job.header.leader)).leader
+    runner = next(e.node_id for e in job.executions.values() if e.state == ExecutionState.RUNNING)
+    assert job.header.leader == "n02" and runner != "n02"
+    assert leader._free_hints[runner][0].cpu == 500  # 2 cores less the 1.5 it runs, before any heartbeat says so
+    assert leader._free(runner).cpu == 500
