@@ -675,9 +675,12 @@ class Leader:
                 busy.add(e.node_id)
             elif (
                 e.state == ExecutionState.ASK_FOR_BID_REJECTED
-                and e.modify_time >= horizon
                 and (header.id, e.node_id) not in self._busy
+                and (e.modify_time >= horizon or (spec.type == JobType.DAEMON and not self._restarted(e.node_id, e.modify_time)))
             ):
+                # A daemon asks a node that said no again only once it restarted
+                # (maybe reconfigured): every matching node, every 30 s, would
+                # be thousands of asks in a large network.
                 declined.add(e.node_id)
             elif spec.type in (JobType.OPS,) or (spec.type == JobType.DAEMON and e.state == ExecutionState.COMPLETED):
                 busy.add(e.node_id)
@@ -707,6 +710,10 @@ class Leader:
         if held is None or held[0] is not eligible:
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible))
         return held[1]
+
+    def _restarted(self, node_id: str, since: float) -> bool:
+        info = self.node.membership.info(node_id)
+        return info is not None and info.started_at > since
 
     def _free(self, node_id: str) -> Capacity | None:
         """What the node has free, as far as we know: its bid if recent, else its heartbeat."""

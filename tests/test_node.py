@@ -419,3 +419,14 @@ def test_a_bid_tells_the_leader_what_the_bidder_has_free() -> None:
     assert job.header.leader == "n02" and runner != "n02"
     assert leader._free_hints[runner][0].cpu == 500  # 2 cores less the 1.5 it runs, before any heartbeat says so
     assert leader._free(runner).cpu == 500
+
+
+def test_a_daemon_does_not_ask_again_a_node_that_said_no() -> None:
+    probing = [NodeConfig(node_id=f"n{i}", capacity=SMALL, policy=SelectionPolicy(probe_exec="/bin/probe")) for i in range(4)]
+    cluster = settled(Cluster(probing, probe=lambda node, execution: ProbeVerdict(node != "n3", "n3 wants none")))
+    cluster.duration = lambda run, s: 1000.0
+    cluster.submit(0, "d", spec("daemon", None))
+    cluster.run(150)  # five times the decline memory
+    asks = Counter(e.node_id for e in cluster.job("d").executions.values())
+    assert asks["n3"] == 1
+    assert len(cluster.running("d")) == 3
