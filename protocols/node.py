@@ -90,10 +90,9 @@ from protocols.selection import SelectionPolicy
 
 VERSION = "0.1.0"
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
-MAX_REPAIR_RECORDS = 64  # records per anti-entropy message, to stay small
+REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's 1 MiB
 MAX_DIGEST = 1024  # jobs per anti-entropy digest
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
-CATCH_UP_BATCH = 16  # records per message to a keeper that came back
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
@@ -501,22 +500,21 @@ class Node:
                 continue
             if not (ours[0] >= other[0] and ours[1] >= other[1]):
                 wanted.append(job_id)
-            if not (other[0] >= ours[0] and other[1] >= ours[1]) and len(newer) < MAX_REPAIR_RECORDS:
+            if not (other[0] >= ours[0] and other[1] >= ours[1]):
                 newer.append(replica.snapshot())
         for replica in self._recent():
-            if len(newer) >= MAX_REPAIR_RECORDS:
-                break
             if replica.id not in theirs and replica.header.kept_by(sender):
                 newer.append(replica.snapshot())
-        if newer or wanted:
-            self.out.append(Send(sender, DigestReply(tuple(newer), tuple(wanted[:MAX_REPAIR_RECORDS]))))
+        first = _batches(newer)[0] if newer else ()  # the rest goes in later rounds
+        if first or wanted:
+            self.out.append(Send(sender, DigestReply(first, tuple(wanted[:MAX_DIGEST]))))
 
     def _on_digest_reply(self, sender: str, message: DigestReply) -> None:
         for delta in message.deltas:
             self._merge_repair(sender, delta)
-        records = tuple(self.jobs[job_id].snapshot() for job_id in message.wanted if job_id in self.jobs)
-        if records:
-            self.out.append(Send(sender, Records(records)))
+        records = [self.jobs[job_id].snapshot() for job_id in message.wanted if job_id in self.jobs]
+        for batch in _batches(records):
+            self.out.append(Send(sender, Records(batch)))
 
     def _on_records(self, sender: str, message: Records) -> None:
         for delta in message.deltas:
@@ -560,8 +558,8 @@ class Node:
             sender = next((n for n in order if n != peer and self.is_alive(n)), None)
             if sender == self.node_id:
                 records.append(replica.snapshot())
-        for start in range(0, len(records), CATCH_UP_BATCH):
-            self.out.append(Send(peer, Records(tuple(records[start : start + CATCH_UP_BATCH]))))
+        for batch in _batches(records):
+            self.out.append(Send(peer, Records(batch)))
 
     # ------------------------------------------------------------ answering for jobs we do not keep
 
@@ -659,3 +657,26 @@ class Node:
     def _drain(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
+
+
+def _units(delta: JobDelta) -> int:
+    """A record's rough size on the wire, in units of about 256 bytes."""
+    return 8 + len(delta.executions) + len(delta.events)
+
+
+def _batches(deltas: list[JobDelta]) -> list[tuple[JobDelta, ...]]:
+    """Whole records in messages of at most `REPAIR_BUDGET` units (a record
+    larger than that goes alone)."""
+    batches: list[tuple[JobDelta, ...]] = []
+    batch: list[JobDelta] = []
+    used = 0
+    for delta in deltas:
+        units = _units(delta)
+        if batch and used + units > REPAIR_BUDGET:
+            batches.append(tuple(batch))
+            batch, used = [], 0
+        batch.append(delta)
+        used += units
+    if batch:
+        batches.append(tuple(batch))
+    return batches
