@@ -215,7 +215,7 @@ class Leader:
         know dead, and nudge accepted bids that never started."""
         self._nudge_accepted()
         membership = self.node.membership
-        if self.node.now - self.node._started_at < self.node.config.dead_after * self.node.config.heartbeat_interval:
+        if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
             return
         for leader, job_ids in list(self.by_leader.items()):
             if leader != self.node.node_id and not membership.is_alive(leader):
@@ -737,7 +737,7 @@ class Leader:
         key = selection.fit_key(spec)
         eligible = self._eligible_cache.get(key)
         if eligible is None:
-            eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info)]
+            eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info, key)]
             self._eligible_cache[key] = eligible
         return eligible
 
@@ -818,9 +818,30 @@ class Leader:
             self.by_leader.get(replica.header.leader, set()).discard(replica.id)
 
 
-def _unfit(spec: JobSpec, info: NodeInfo) -> str | None:
+_UNFIT_LIMIT = 1 << 20
+_unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
+
+
+def _unfit(spec: JobSpec, info: NodeInfo, shape: tuple[Any, ...] | None = None) -> str | None:
     """Why this node can never take the spec (free resources aside), by the
-    node's own selection rules as far as its node info shows them."""
+    node's own selection rules as far as its node info shows them.
+
+    Cached by the spec's shape and the info object (held by the cache, so
+    its id stays its own): every leader of a large network checks every
+    member for each new shape of job, and in one process (the simulator)
+    they share the infos, so they share the answers."""
+    key = (shape or selection.fit_key(spec), id(info))
+    held = _unfit_cache.get(key)
+    if held is not None and held[0] is info:
+        return held[1]
+    if len(_unfit_cache) >= _UNFIT_LIMIT:
+        _unfit_cache.clear()
+    reason = _check_fit(spec, info)
+    _unfit_cache[key] = (info, reason)
+    return reason
+
+
+def _check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
     policy = selection.SelectionPolicy(
         locality=info.policy.locality,
         reject_stateless=info.policy.reject_stateless,

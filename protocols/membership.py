@@ -1,57 +1,56 @@
-"""Who is in the network, from the heartbeats each node publishes.
+"""Who is in the network: node info gossiped now and then, liveness watched by a few.
 
 Theory of operation
 -------------------
+Every node publishes its `NodeInfo` when it starts and then every
+`heartbeat_interval()` seconds, an interval that grows with the network so
+each node receives at most about `max_heartbeats_per_second` in all. Those
+heartbeats carry what a node *is* (labels, resources, engines) and repair a
+join someone missed; they no longer tell who is alive, which would cost every
+node N messages per detection period.
 
-Every node publishes its `NodeInfo` every `heartbeat_interval` seconds, with
-`(incarnation, seq)` growing: `seq` at each heartbeat, `incarnation` at each
-restart (when `seq` starts again). A receiver keeps, per member, the newest
-info it has seen and when it heard it; anything not newer is stale (duplicated
-or reordered by gossip) and dropped.
+Liveness is watched on a ring instead (after SWIM): members sorted by id, each
+node pings the `watchers` members that follow it, every `ping_interval`
+seconds. A watched member that leaves `suspect_after` pings in a row
+unanswered is accused on the nodes topic (`Suspect`); after `dead_after` it
+is declared `Down`, and the watcher repeats that twice more so pubsub loss
+rarely hides a death. A member's status changes only on an accusation about
+the (incarnation, seq) we hold of it, or newer::
 
-A member's liveness is a small state machine::
-
-    (new) --heard--> ALIVE --silent suspect_after x interval--> SUSPECT
-    SUSPECT --silent dead_after x interval--> DEAD --forget_after s--> (forgotten)
-    SUSPECT, DEAD --heard newer--> ALIVE
-    ALIVE, SUSPECT, DEAD --NodeLeft--> LEFT --forget_after s--> (forgotten)
+    (new) --heard--> ALIVE --Suspect--> SUSPECT --Down--> DEAD --forget_after s--> (forgotten)
+    SUSPECT, DEAD --heard a newer seq--> ALIVE        ALIVE, SUSPECT, DEAD --NodeLeft--> LEFT
     LEFT --heard a higher incarnation--> ALIVE
 
-Silences are counted in the *member's own* advertised interval, since each
-node picks its interval from its own view of the network size
-(`base_interval`, stretched so that nobody receives more than about
-`max_heartbeats_per_second` in total).
+An accused node that hears of it refutes by publishing a fresh heartbeat (its
+seq grows past the accusation). A node cut off by a partition is declared
+dead by the other side; each round a watcher also pings one dead member, and
+one that answers is told it was declared dead, so it refutes and comes back
+as soon as the partition heals.
 
-SUSPECT counts as alive (`alive_ids`, `is_alive`): a suspect member still runs
-its work and may merely be slow or behind a lossy link, and moving its jobs
-away on a suspicion would cost more than waiting for the verdict. Only DEAD and
-LEFT take a member out of the alive set, and `version` bumps exactly when that
-set changes, so callers may cache what they derive from it.
+SUSPECT counts as alive (`alive_ids`, `is_alive`); `version` bumps exactly
+when the alive set changes, so callers may cache what they derive from it.
 
-A LEFT member said goodbye for its incarnation: late heartbeats of that
-incarnation (gossip reorders) do not bring it back; only a restart does. A DEAD
-member heard again with a newer `seq` was only cut off, and is alive again.
-
-Speed: the simulator feeds `observe` millions of heartbeats, so a heartbeat
-from a live member costs a dict lookup, a comparison and a few assignments.
-Deadlines live in a heap with one entry per member, invalidated lazily: an
-entry holds a time at or before the member's real deadline, and when it comes
-up (`tick`, `next_check`) it is either acted on or moved to the real deadline.
-So `observe` pushes nothing in the common case, the heap stays at one entry
-per member, and each entry moves about once per silence period.
+Size: a simulator holds thousands of these, each knowing thousands of
+members, so the state per member is one dict entry (its `NodeInfo`, an
+object shared between nodes in one process), plus a small entry for the few
+members that are not ALIVE and the few we watch. A heartbeat that only
+refreshes a live member (a later seq, new free resources) is not stored:
+leaders learn free resources fresher from bids. A warm start shares the
+member table and the sorted id list between nodes until one changes them.
 """
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from protocols.messages import Capacity, NodeInfo, NodeLeft
+from protocols.messages import Capacity, Down, NodeInfo, NodeLeft, Suspect
 
-_LONGEST_INTERVAL = 3600.0  # a longer advertised interval is nonsense; cap it
 _SET_BY_HEARTBEAT = frozenset({"node_id", "incarnation", "seq", "heartbeat_interval"})
+_DOWN_REPEATS = 3  # rounds a watcher announces a death in
 
 
 class MemberStatus(StrEnum):
@@ -79,13 +78,15 @@ class MemberChange:
 
 @dataclass(frozen=True)
 class MembershipConfig:
-    """Timing of heartbeats and verdicts; `suspect_after` and `dead_after`
-    count the member's own advertised intervals."""
+    """Timing of heartbeats and of the watch; `suspect_after` and
+    `dead_after` count unanswered pings."""
 
     base_interval: float = 1.0
-    max_heartbeats_per_second: float = 50.0
-    suspect_after: float = 3
-    dead_after: float = 6
+    max_heartbeats_per_second: float = 1.0
+    ping_interval: float = 2.0
+    watchers: int = 2
+    suspect_after: int = 2
+    dead_after: int = 3
     forget_after: float = 600.0
 
     def __post_init__(self) -> None:
@@ -93,46 +94,68 @@ class MembershipConfig:
             raise ValueError(f"base_interval must be a positive number of seconds, not {self.base_interval}")
         if not self.max_heartbeats_per_second > 0:
             raise ValueError(f"max_heartbeats_per_second must be positive, not {self.max_heartbeats_per_second}")
+        if not self.ping_interval > 0:
+            raise ValueError(f"ping_interval must be a positive number of seconds, not {self.ping_interval}")
+        if self.watchers < 1:
+            raise ValueError(f"each node must watch at least 1 member, not {self.watchers}")
         if not 0 < self.suspect_after <= self.dead_after:
             raise ValueError(
-                f"need 0 < suspect_after <= dead_after (in intervals), got {self.suspect_after} and {self.dead_after}"
+                f"need 0 < suspect_after <= dead_after (in pings), got {self.suspect_after} and {self.dead_after}"
             )
         if not self.forget_after >= 0:
             raise ValueError(f"forget_after must be >= 0 seconds, not {self.forget_after}")
 
 
-class _Member:
-    __slots__ = ("info", "status", "heard", "since", "due", "left_incarnation")
+@dataclass(slots=True)
+class _Down:
+    """A member that is not ALIVE: its status, the key it was accused or
+    left at, and since when."""
 
-    def __init__(self, info: NodeInfo, now: float) -> None:
-        self.info = info
-        self.status = _ALIVE
-        self.heard = now  # when its newest info arrived
-        self.since = now  # when it became DEAD or LEFT
-        self.due = 0.0  # the time of its one heap entry
-        self.left_incarnation = -1
+    status: MemberStatus
+    key: tuple[int, int]
+    since: float
 
 
 class Membership:
-    """The live members as seen from `local`, fed heartbeats in virtual time."""
+    """The members as seen from `local`, in virtual time."""
 
-    def __init__(self, local: NodeInfo, config: MembershipConfig = MembershipConfig()) -> None:
+    def __init__(
+        self,
+        local: NodeInfo,
+        config: MembershipConfig = MembershipConfig(),
+        members: tuple[dict[str, NodeInfo], list[str]] | None = None,
+    ) -> None:
+        """`members`: a formed network to start in, as made by `warm_start`
+        (shared with other nodes until either changes)."""
         self.local = local
         self.config = config
         self.version = 0
-        self._members: dict[str, _Member] = {}
-        self._heap: list[tuple[float, str]] = []
-        self._alive_count = 1  # ourselves
-        self._alive_ids: list[str] | None = None
+        if members is None:
+            self._infos: dict[str, NodeInfo] = {}
+            self._ids: list[str] = [local.node_id]
+        else:
+            self._infos, self._ids = members
+        self._own_infos = members is None  # copy-on-write: ours to change?
+        self._own_ids = members is None
+        self._down: dict[str, _Down] = {}
         self._alive_infos: list[NodeInfo] | None = None
+        self._nonce = 0
+        self._awaiting: dict[str, int] = {}  # watched member -> nonce of its unanswered ping
+        self._misses: dict[str, int] = {}
+        self._announce: dict[str, list[Any]] = {}  # member -> [Down message, rounds left]
+
+    @staticmethod
+    def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
+        """A formed network's member table, to give every node at once."""
+        table = {info.node_id: info for info in infos}
+        return table, sorted(table)
 
     # ------------------------------------------------------------ our own heartbeat
 
     def heartbeat_interval(self) -> float:
         """Ours: `base_interval`, or longer so that each node receives at most
         about `max_heartbeats_per_second` from all of us together."""
-        config = self.config
-        return max(config.base_interval, self._alive_count / config.max_heartbeats_per_second)
+        return max(self.config.base_interval, len(self._ids) / self.config.max_heartbeats_per_second)
 
     def heartbeat(self, now: float, free: Capacity | None = None, **changes: Any) -> NodeInfo:
         """The next `NodeInfo` to publish (also our new `local`): the next
@@ -154,179 +177,252 @@ class Membership:
     def observe(self, info: NodeInfo, now: float) -> MemberChange | None:
         """A received `NodeInfo`. Returns the status change it causes, if any
         (newer info is stored either way; stale info and our own are ignored)."""
-        member = self._members.get(info.node_id)
-        if member is None:
-            return None if info.node_id == self.local.node_id else self._join(info, now)
-        held = member.info
-        if info.incarnation < held.incarnation or (info.incarnation == held.incarnation and info.seq <= held.seq):
+        node_id = info.node_id
+        if node_id == self.local.node_id:
             return None
-        if member.status is not _ALIVE:
-            return self._heard_again(member, info, now)
-        member.info = info
-        member.heard = now
-        self._alive_infos = None
-        if info.heartbeat_interval < held.heartbeat_interval:  # its deadline may come sooner
-            due = self._deadline(member)
-            if due < member.due:
-                self._push(member, due)
+        held = self._infos.get(node_id)
+        if held is not None and (info.incarnation, info.seq) <= (held.incarnation, held.seq):
+            return None
+        down = self._down.get(node_id)
+        if down is not None:
+            if down.status is _LEFT and info.incarnation <= down.key[0]:
+                return None  # a late heartbeat from before the goodbye
+            if (info.incarnation, info.seq) <= down.key:
+                return None  # from before the accusation
+        if held is not None and down is None and _same_but_fresher(held, info):
+            return None  # a refresh of a live member: nothing to keep (and no copy to make)
+        self._store(info)
+        if held is None:
+            self._insert(node_id)
+            return MemberChange(node_id, None, _ALIVE, info)
+        if down is not None:
+            del self._down[node_id]
+            if down.status is _SUSPECT:
+                self._alive_infos = None
+            else:
+                self._insert(node_id)
+            return MemberChange(node_id, down.status, _ALIVE, info)
         return None
+
+    def accused(self, message: Suspect | Down, now: float) -> MemberChange | None:
+        """An accusation from a watcher. Returns the change it causes; one
+        about ourselves returns nothing: the caller refutes it (`refute`)."""
+        node_id = message.node_id
+        held = self._infos.get(node_id)
+        if held is None or node_id == self.local.node_id:
+            return None
+        key = (message.incarnation, message.seq)
+        if key < (held.incarnation, held.seq):
+            return None  # we heard from it since
+        down = self._down.get(node_id)
+        previous = _ALIVE if down is None else down.status
+        status = _DEAD if isinstance(message, Down) else _SUSPECT
+        if previous is _LEFT or previous is _DEAD or previous is status:
+            if down is not None and key > down.key and previous is not _LEFT:
+                down.key = key
+            return None
+        self._down[node_id] = _Down(status, key, now)
+        if status is _DEAD:
+            self._remove(node_id)
+        else:
+            self._alive_infos = None
+        return MemberChange(node_id, previous, status, held)
+
+    def about_us(self, message: Suspect | Down) -> bool:
+        """Whether an accusation is about us, as we are now (then refute it
+        with a heartbeat)."""
+        local = self.local
+        return message.node_id == local.node_id and message.incarnation == local.incarnation
 
     def left(self, msg: NodeLeft, now: float) -> MemberChange | None:
         """A member said goodbye (ignored if about an older incarnation than
         we hold, or a member we never heard of)."""
-        member = self._members.get(msg.node_id)
-        if member is None or msg.incarnation < member.info.incarnation:
+        held = self._infos.get(msg.node_id)
+        if held is None or msg.incarnation < held.incarnation or msg.node_id == self.local.node_id:
             return None
-        previous = member.status
-        member.left_incarnation = max(member.left_incarnation, msg.incarnation)
+        down = self._down.get(msg.node_id)
+        previous = _ALIVE if down is None else down.status
         if previous is _LEFT:
+            down.key = max(down.key, (msg.incarnation, 1 << 62))  # type: ignore[union-attr]
             return None
-        member.status = _LEFT
-        member.since = now
+        self._down[msg.node_id] = _Down(_LEFT, (msg.incarnation, 1 << 62), now)
         if previous is not _DEAD:
-            self._alive_set_changed(-1)
-        self._push(member, self._deadline(member))
-        return MemberChange(msg.node_id, previous, _LEFT, member.info)
+            self._remove(msg.node_id)
+        return MemberChange(msg.node_id, previous, _LEFT, held)
+
+    def ping_round(self, now: float) -> tuple[list[tuple[str, int]], list[Suspect | Down], list[MemberChange]]:
+        """One watch round: count the pings left unanswered since the last
+        round, accuse, and ping again. Returns the pings to send (member,
+        nonce), the accusations to publish, and the changes our own verdicts
+        made."""
+        config = self.config
+        accusations: list[Suspect | Down] = []
+        changes: list[MemberChange] = []
+        for node_id in list(self._awaiting):
+            misses = self._misses.get(node_id, 0) + 1
+            self._misses[node_id] = misses
+            info = self._infos.get(node_id)
+            down = self._down.get(node_id)
+            if info is None or (down is not None and down.status is not _SUSPECT):
+                continue
+            if misses == config.suspect_after and misses < config.dead_after:
+                suspect = Suspect(node_id, info.incarnation, info.seq)
+                accusations.append(suspect)
+                change = self.accused(suspect, now)
+                if change is not None:
+                    changes.append(change)
+            elif misses >= config.dead_after:
+                down = Down(node_id, info.incarnation, info.seq)
+                self._announce[node_id] = [down, _DOWN_REPEATS]
+                change = self.accused(down, now)
+                if change is not None:
+                    changes.append(change)
+        self._awaiting.clear()
+        for node_id, held in list(self._announce.items()):
+            accusations.append(held[0])
+            held[1] -= 1
+            if held[1] <= 0:
+                del self._announce[node_id]
+        pings = []
+        for node_id in self.watched():
+            self._nonce += 1
+            self._awaiting[node_id] = self._nonce
+            pings.append((node_id, self._nonce))
+        self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
+        dead = [n for n, d in self._down.items() if d.status is _DEAD]
+        if dead:  # is one of the dead back? (a healed partition)
+            self._nonce += 1
+            pings.append((dead[self._nonce % len(dead)], self._nonce))
+        return pings, accusations, changes
+
+    def acked(self, node_id: str, nonce: int) -> Down | None:
+        """An answer to a ping. From a member we hold dead, it returns the
+        `Down` to send it, so it learns it must refute."""
+        if self._awaiting.get(node_id) == nonce:
+            del self._awaiting[node_id]
+            self._misses.pop(node_id, None)
+        down = self._down.get(node_id)
+        if down is not None and down.status is _DEAD:
+            return Down(node_id, down.key[0], down.key[1])
+        return None
 
     def tick(self, now: float) -> list[MemberChange]:
-        """Pass the verdicts due by `now`; forget members long dead or gone
-        (silently)."""
-        changes: list[MemberChange] = []
-        heap = self._heap
-        members = self._members
-        while heap and heap[0][0] <= now:
-            due, node_id = heapq.heappop(heap)
-            member = members.get(node_id)
-            if member is not None and member.due == due:  # else a superseded entry
-                self._advance(member, now, changes)
-        return changes
+        """Forget members long dead or gone (silently)."""
+        horizon = now - self.config.forget_after
+        for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since <= horizon]:
+            del self._down[node_id]
+            self._own()
+            del self._infos[node_id]
+            self._announce.pop(node_id, None)
+        return []
 
     def next_check(self) -> float:
         """When `tick` next has something to do (`inf` if never)."""
-        heap = self._heap
-        members = self._members
-        while heap:
-            due, node_id = heap[0]
-            member = members.get(node_id)
-            if member is None or member.due != due:
-                heapq.heappop(heap)
-                continue
-            real = self._deadline(member)
-            if real == due:
-                return due
-            member.due = real
-            heapq.heapreplace(heap, (real, node_id))
-        return float("inf")
+        times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
+        return min(times) + self.config.forget_after if times else float("inf")
 
     # ------------------------------------------------------------ queries
+
+    def watched(self) -> list[str]:
+        """The `watchers` alive members after us on the ring (fewer if the
+        network is smaller)."""
+        ids = self._ids
+        count = min(self.config.watchers, len(ids) - 1)
+        start = bisect_right(ids, self.local.node_id)
+        return [ids[(start + i) % len(ids)] for i in range(count)]
 
     def status(self, node_id: str) -> MemberStatus | None:
         if node_id == self.local.node_id:
             return _ALIVE
-        member = self._members.get(node_id)
-        return None if member is None else member.status
+        if node_id not in self._infos:
+            return None
+        down = self._down.get(node_id)
+        return _ALIVE if down is None else down.status
 
     def info(self, node_id: str) -> NodeInfo | None:
         if node_id == self.local.node_id:
             return self.local
-        member = self._members.get(node_id)
-        return None if member is None else member.info
+        return self._infos.get(node_id)
 
     def is_alive(self, node_id: str) -> bool:
         """ALIVE or SUSPECT (see the module notes), or ourselves."""
         if node_id == self.local.node_id:
             return True
-        member = self._members.get(node_id)
-        return member is not None and (member.status is _ALIVE or member.status is _SUSPECT)
+        if node_id not in self._infos:
+            return False
+        down = self._down.get(node_id)
+        return down is None or down.status is _SUSPECT
 
-    def alive_ids(self) -> list[str]:
-        """Sorted ids of the ALIVE and SUSPECT members and ourselves. The list
-        is cached and shared: do not modify it."""
-        if self._alive_ids is None:
-            ids = [node_id for node_id, m in self._members.items() if m.status is _ALIVE or m.status is _SUSPECT]
-            ids.append(self.local.node_id)
-            ids.sort()
-            self._alive_ids = ids
-        return self._alive_ids
+    def alive_ids(self) -> Sequence[str]:
+        """Sorted ids of the ALIVE and SUSPECT members and ourselves (shared:
+        do not modify)."""
+        return self._ids
 
     def alive_infos(self) -> list[NodeInfo]:
         """The newest info of each of `alive_ids`, in that order (shared: do
         not modify)."""
         if self._alive_infos is None:
-            local_id = self.local.node_id
-            members = self._members
-            self._alive_infos = [self.local if i == local_id else members[i].info for i in self.alive_ids()]
+            infos = self._infos
+            local = self.local
+            self._alive_infos = [local if i == local.node_id else infos[i] for i in self._ids]
         return self._alive_infos
 
     def all_members(self) -> list[tuple[NodeInfo, MemberStatus]]:
         """Everyone we know of, ourselves included, by node id."""
-        everyone = [(m.info, m.status) for m in self._members.values()]
+        local_id = self.local.node_id
+        everyone = [(info, self.status(node_id) or _ALIVE) for node_id, info in self._infos.items() if node_id != local_id]
         everyone.append((self.local, _ALIVE))
         everyone.sort(key=lambda pair: pair[0].node_id)
         return everyone
 
     # ------------------------------------------------------------ internals
 
-    def _join(self, info: NodeInfo, now: float) -> MemberChange:
-        member = self._members[info.node_id] = _Member(info, now)
-        self._alive_set_changed(+1)
-        self._push(member, self._deadline(member))
-        return MemberChange(info.node_id, None, _ALIVE, info)
+    def _own(self) -> None:
+        if not self._own_infos:
+            self._infos = dict(self._infos)
+            self._own_infos = True
 
-    def _heard_again(self, member: _Member, info: NodeInfo, now: float) -> MemberChange | None:
-        previous = member.status
-        if previous is _LEFT and info.incarnation <= member.left_incarnation:
-            return None  # a late heartbeat from before the goodbye
-        member.info = info
-        member.heard = now
-        member.status = _ALIVE
-        if previous is _SUSPECT:
-            self._alive_infos = None
-        else:
-            self._alive_set_changed(+1)
-        self._push(member, self._deadline(member))
-        return MemberChange(info.node_id, previous, _ALIVE, info)
-
-    def _advance(self, member: _Member, now: float, changes: list[MemberChange]) -> None:
-        """Act on every verdict of `member` due by `now`, then re-arm it."""
-        while True:
-            due = self._deadline(member)
-            if due > now:
-                self._push(member, due)
-                return
-            previous = member.status
-            node_id = member.info.node_id
-            if previous is _ALIVE:
-                member.status = _SUSPECT
-            elif previous is _SUSPECT:
-                member.status = _DEAD
-                member.since = now
-                self._alive_set_changed(-1)
-            else:
-                del self._members[node_id]  # long dead or gone: forget it
-                return
-            changes.append(MemberChange(node_id, previous, member.status, member.info))
-
-    def _deadline(self, member: _Member) -> float:
-        """When the member's next verdict is due if nothing is heard."""
-        status = member.status
-        config = self.config
-        if status is _ALIVE or status is _SUSPECT:
-            interval = member.info.heartbeat_interval
-            if not interval > 0.0:  # also NaN: a broken peer gets our default
-                interval = config.base_interval
-            elif interval > _LONGEST_INTERVAL:
-                interval = _LONGEST_INTERVAL
-            silences = config.suspect_after if status is _ALIVE else config.dead_after
-            return member.heard + silences * interval
-        return member.since + config.forget_after
-
-    def _push(self, member: _Member, due: float) -> None:
-        member.due = due
-        heapq.heappush(self._heap, (due, member.info.node_id))
-
-    def _alive_set_changed(self, delta: int) -> None:
-        self._alive_count += delta
-        self.version += 1
-        self._alive_ids = None
+    def _store(self, info: NodeInfo) -> None:
+        self._own()
+        self._infos[info.node_id] = info
         self._alive_infos = None
+
+    def _insert(self, node_id: str) -> None:
+        if not self._own_ids:
+            self._ids = list(self._ids)
+            self._own_ids = True
+        i = bisect_left(self._ids, node_id)
+        if i == len(self._ids) or self._ids[i] != node_id:
+            insort(self._ids, node_id)
+            self._alive_set_changed()
+
+    def _remove(self, node_id: str) -> None:
+        i = bisect_left(self._ids, node_id)
+        if i < len(self._ids) and self._ids[i] == node_id:
+            if not self._own_ids:
+                self._ids = list(self._ids)
+                self._own_ids = True
+            del self._ids[i]
+            self._alive_set_changed()
+
+    def _alive_set_changed(self) -> None:
+        self.version += 1
+        self._alive_infos = None
+
+
+def _same_but_fresher(held: NodeInfo, info: NodeInfo) -> bool:
+    """Whether `info` only repeats `held` with a later seq: same incarnation,
+    and nothing a leader places work by has changed (free resources come
+    fresher from bids; the heartbeat interval and start time do not matter)."""
+    return (
+        info.incarnation == held.incarnation
+        and info.capacity == held.capacity
+        and info.labels == held.labels
+        and info.engines == held.engines
+        and info.publishers == held.publishers
+        and info.storages == held.storages
+        and info.local_data == held.local_data
+        and info.policy == held.policy
+        and info.addresses == held.addresses
+        and info.version == held.version
+    )

@@ -54,7 +54,7 @@ class PolicySummary:
 @message("node-info")
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """What a node is; published on `NODES_TOPIC` on every heartbeat."""
+    """What a node is; published on `NODES_TOPIC` at start and on every (slow) heartbeat."""
 
     node_id: str
     labels: dict[str, str]
@@ -82,6 +82,48 @@ class NodeInfo:
 class NodeLeft:
     node_id: str
     incarnation: int
+
+
+@message("members")
+@dataclass(frozen=True, slots=True)
+class Members:
+    """The member list, sent by its watchers to a node that just joined."""
+
+    infos: tuple[NodeInfo, ...]
+
+
+@message("ping")
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A watcher asks a member it watches whether it is there."""
+
+    nonce: int
+
+
+@message("ack")
+@dataclass(frozen=True, slots=True)
+class Ack:
+    nonce: int
+
+
+@message("suspect")
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """A watcher's pings to `node_id`, as it held it at (incarnation, seq), went unanswered."""
+
+    node_id: str
+    incarnation: int
+    seq: int
+
+
+@message("down")
+@dataclass(frozen=True, slots=True)
+class Down:
+    """A watcher declares `node_id` dead (also sent to it, if it answers later, so it refutes)."""
+
+    node_id: str
+    incarnation: int
+    seq: int
 
 
 @message("job-updated")

@@ -70,11 +70,16 @@ from protocols.messages import (
     JobUpdated,
     LeaderChanged,
     NodeInfo,
+    Ack,
+    Down,
+    Members,
     NodeLeft,
+    Ping,
     RecordRequest,
     Records,
     StopRequest,
     SubmitToLeader,
+    Suspect,
 )
 from protocols.records import (
     DesiredState,
@@ -90,6 +95,7 @@ from protocols.selection import SelectionPolicy
 
 VERSION = "0.1.0"
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
+MEMBERS_PER_MESSAGE = 1000  # node infos per welcome message (a few hundred KiB)
 REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's 1 MiB
 MAX_DIGEST = 1024  # jobs per anti-entropy digest
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
@@ -107,10 +113,12 @@ class NodeConfig:
     local_data: tuple[str, ...] = ()
     policy: SelectionPolicy = SelectionPolicy()
     addresses: tuple[str, ...] = ()
-    heartbeat_interval: float = 1.0
-    max_heartbeats_per_second: float = 50.0
-    suspect_after: float = 3.0  # missed heartbeats
-    dead_after: float = 6.0  # missed heartbeats
+    heartbeat_interval: float = 1.0  # at least; stretched in a large network
+    max_heartbeats_per_second: float = 1.0  # heartbeats a node receives from all others together, at most
+    ping_interval: float = 2.0  # how often a node pings the members it watches
+    watchers: int = 2  # members each node watches (so each is watched by as many)
+    suspect_after: int = 2  # unanswered pings in a row
+    dead_after: int = 3  # unanswered pings in a row
     bid_window: float = 0.5  # how long a leader waits for bids
     bid_hold: float = 5.0  # how long a node holds resources for an undecided bid
     probe_timeout: float = 10.0  # a probe that does not answer declines
@@ -124,6 +132,27 @@ class NodeConfig:
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
 
 
+def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> NodeInfo:
+    """What a node says of itself before its first heartbeat."""
+    return NodeInfo(
+        node_id=config.node_id,
+        labels=dict(config.labels),
+        capacity=config.capacity,
+        free=config.capacity,
+        engines=tuple(config.engines),
+        publishers=tuple(config.publishers),
+        storages=tuple(config.storages),
+        local_data=tuple(config.local_data),
+        policy=config.policy.summary(),
+        version=VERSION,
+        incarnation=incarnation,
+        seq=0,
+        heartbeat_interval=config.heartbeat_interval,
+        addresses=tuple(config.addresses),
+        started_at=now,
+    )
+
+
 class Node:
     """A node's whole protocol state. Drive it with `start` and `handle`."""
 
@@ -134,7 +163,10 @@ class Node:
         rng: random.Random,
         restored: Iterable[JobDelta] = (),
         incarnation: int = 1,
+        members: tuple[dict[str, NodeInfo], list[str]] | None = None,
     ) -> None:
+        """`members`: start in a formed network (`Membership.warm_start`)
+        instead of learning it from heartbeats."""
         self.config = config
         self.node_id = config.node_id
         self.rng = rng
@@ -142,14 +174,18 @@ class Node:
         self.out: list[Effect] = []
         self.jobs: dict[str, JobReplica] = {}
         self.membership = Membership(
-            self._initial_info(incarnation),
+            initial_info(config, incarnation),
             MembershipConfig(
                 base_interval=config.heartbeat_interval,
                 max_heartbeats_per_second=config.max_heartbeats_per_second,
+                ping_interval=config.ping_interval,
+                watchers=config.watchers,
                 suspect_after=config.suspect_after,
                 dead_after=config.dead_after,
             ),
+            members,
         )
+        self._warm = members is not None
         self.executor = Executor(self)
         self.leader = Leader(self)
         self._seq = 0
@@ -163,6 +199,11 @@ class Node:
         self._handlers: dict[type, Callable[[str, Any], None]] = {
             NodeInfo: self._on_node_info,
             NodeLeft: self._on_node_left,
+            Members: self._on_members,
+            Ping: self._on_ping,
+            Ack: self._on_ack,
+            Suspect: self._on_accusation,
+            Down: self._on_accusation,
             JobUpdated: self._on_job_updated,
             SubmitToLeader: self._on_submit_to_leader,
             DigestRequest: self._on_digest_request,
@@ -179,6 +220,7 @@ class Node:
         }
         self._timers: dict[str, Callable[[Any], None]] = {
             "heartbeat": self._on_heartbeat_timer,
+            "ping": self._on_ping_timer,
             "membership": self._on_membership_timer,
             "flush": self._on_flush_timer,
             "anti-entropy": self._on_anti_entropy_timer,
@@ -192,7 +234,11 @@ class Node:
     def start(self, now: float) -> list[Effect]:
         """Announce ourselves and resume the jobs we had (after a restart)."""
         self.now = self._started_at = now
-        self._heartbeat()
+        if self._warm:  # everyone knows us already: heartbeat at a random phase
+            self.set_timer(("heartbeat",), now + self.rng.random() * self.membership.heartbeat_interval())
+        else:
+            self._heartbeat()
+        self.set_timer(("ping",), now + self._jittered(self.config.ping_interval))
         self.set_timer(("anti-entropy",), now + self._jittered(self.config.anti_entropy_interval))
         self.leader.resume()
         self.executor.resume()
@@ -583,26 +629,6 @@ class Node:
 
     # ------------------------------------------------------------ membership
 
-    def _initial_info(self, incarnation: int) -> NodeInfo:
-        config = self.config
-        return NodeInfo(
-            node_id=config.node_id,
-            labels=dict(config.labels),
-            capacity=config.capacity,
-            free=config.capacity,
-            engines=tuple(config.engines),
-            publishers=tuple(config.publishers),
-            storages=tuple(config.storages),
-            local_data=tuple(config.local_data),
-            policy=config.policy.summary(),
-            version=VERSION,
-            incarnation=incarnation,
-            seq=0,
-            heartbeat_interval=config.heartbeat_interval,
-            addresses=tuple(config.addresses),
-            started_at=self.now,
-        )
-
     def _heartbeat(self) -> None:
         info = self.membership.heartbeat(self.now, free=self.free())
         self.out.append(Publish(NODES_TOPIC, info))
@@ -634,6 +660,7 @@ class Node:
             # It restarted faster than we could miss it: what it ran died with it.
             self.leader.node_lost(info.node_id, why="restarted")
             self._catch_up(info.node_id)
+            self._welcome(info.node_id)
 
     def _on_node_left(self, sender: str, message: NodeLeft) -> None:
         if message.node_id != sender:
@@ -646,8 +673,56 @@ class Node:
         if change.status in (MemberStatus.DEAD, MemberStatus.LEFT):
             self.leader.node_lost(change.node_id)
         elif change.status == MemberStatus.ALIVE and change.previous in (None, MemberStatus.DEAD, MemberStatus.LEFT):
+            if change.previous is None:
+                self._welcome(change.node_id)
             self.leader.node_joined(change.node_id)
             self._catch_up(change.node_id)
+
+    def _welcome(self, node_id: str) -> None:
+        """A newcomer (or a node that restarted) knows nobody yet, and
+        heartbeats come slowly in a large network: its watchers (the
+        members before it on the ring) send it the member list."""
+        if node_id not in self.membership.watched():
+            return
+        infos = [info for info in self.membership.alive_infos() if info.node_id != node_id]
+        for start in range(0, len(infos), MEMBERS_PER_MESSAGE):
+            self.out.append(Send(node_id, Members(tuple(infos[start : start + MEMBERS_PER_MESSAGE]))))
+
+    def _on_members(self, sender: str, message: Members) -> None:
+        for info in message.infos:
+            change = self.membership.observe(info, self.now)
+            if change is not None and change.previous is None:
+                self.leader.node_joined(change.node_id)
+        self._schedule_membership_check()
+
+    def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
+        self.set_timer(("ping",), self.now + self._jittered(self.config.ping_interval))
+        pings, accusations, changes = self.membership.ping_round(self.now)
+        for peer, nonce in pings:
+            self.out.append(Send(peer, Ping(nonce)))
+        for accusation in accusations:
+            self.out.append(Publish(NODES_TOPIC, accusation))
+        for change in changes:
+            self._on_member_change(change)
+        if changes:
+            self._schedule_membership_check()
+
+    def _on_ping(self, sender: str, message: Ping) -> None:
+        self.out.append(Send(sender, Ack(message.nonce)))
+
+    def _on_ack(self, sender: str, message: Ack) -> None:
+        verdict = self.membership.acked(sender, message.nonce)
+        if verdict is not None:  # it was declared dead while cut off: let it refute
+            self.out.append(Send(sender, verdict))
+
+    def _on_accusation(self, sender: str, message: Suspect | Down) -> None:
+        if self.membership.about_us(message):
+            self._heartbeat()  # we are here: a newer seq clears the accusation everywhere
+            return
+        change = self.membership.accused(message, self.now)
+        if change is not None:
+            self._on_member_change(change)
+            self._schedule_membership_check()
 
     # ------------------------------------------------------------ helpers
 

@@ -35,13 +35,15 @@ def main() -> None:
 @click.option("--failure-prob", default=0.02, show_default=True, help="Probability that a task fails.")
 @click.option("--duration", default=None, type=float, help="Time limit (simulated s) for all batch/ops jobs to end.")
 @click.option("--heartbeat-rate", default=None, type=float, help="Heartbeats per second each node may receive (NodeConfig.max_heartbeats_per_second).")
+@click.option("--cold-boot", is_flag=True, help="Nodes start knowing nobody (default: a network already formed).")
 @click.option("--exact-bytes", is_flag=True, help="Encode every message to count bytes (slow); default: a sample per message type.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png", help="Draw jobs by state over time and the latency distribution.")
 def run(
     nodes: int, jobs: int, seed: int, loss: float, latency_ms: float, crash_rate: float, partition_text: str | None,
     kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float, failure_prob: float,
-    duration: float | None, heartbeat_rate: float | None, exact_bytes: bool, as_json: bool, plot_path: str | None,
+    duration: float | None, heartbeat_rate: float | None, cold_boot: bool, exact_bytes: bool, as_json: bool,
+    plot_path: str | None,
 ) -> None:
     """Run one simulation and print its report."""
     try:
@@ -59,6 +61,7 @@ def run(
             duration=duration,
             node_tuning=tuning,
             exact_bytes=exact_bytes,
+            cold_boot=cold_boot,
         )
     except (SimConfigError, ValueError) as error:
         raise click.BadParameter(str(error)) from None

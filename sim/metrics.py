@@ -8,18 +8,23 @@ from collections import Counter, defaultdict
 
 from protocols.events import StartExecution
 from protocols.messages import (
+    Ack,
     AskBid,
     DigestReply,
     DigestRequest,
+    Down,
     LeaderChanged,
+    Members,
     NodeInfo,
     NodeLeft,
+    Ping,
     Records,
+    Suspect,
 )
 
 from sim.world import Observer, Run
 
-HEARTBEAT_TYPES = frozenset({NodeInfo, NodeLeft})
+HEARTBEAT_TYPES = frozenset({NodeInfo, NodeLeft, Members, Ping, Ack, Suspect, Down})  # membership
 REPAIR_TYPES = frozenset({DigestRequest, DigestReply, Records})
 
 

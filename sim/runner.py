@@ -2,8 +2,10 @@
 
 A run goes through phases, each ended by a condition or a time limit:
 
-1. boot: every node starts within the first half second; jobs begin arriving
-   once a few heartbeats have made everyone known;
+1. boot: every node starts within the first half second, in a network that
+   has formed already (each node is given the member list), or with
+   `cold_boot` knowing nobody: then jobs begin arriving once heartbeats and
+   welcomes have made everyone known;
 2. work: jobs arrive (Poisson) while faults strike (crashes and restarts,
    killed leaders, a partition that heals); it ends when faults have stopped
    and every batch and ops job is terminal (else: invariant violated);
@@ -15,9 +17,9 @@ A run goes through phases, each ended by a condition or a time limit:
 5. converge: anti-entropy runs until every live node holds the same
    (epoch, revision) of every job, and every job is present and terminal.
 
-Faults detected through heartbeats take `dead_after` of the members'
-heartbeat intervals, which grow with the network (`max_heartbeats_per_second`),
-so the time limits scale with `detection_time`.
+A death is noticed by the dead node's watchers after `dead_after` unanswered
+pings, whatever the network's size; the time limits scale with that
+`detection_time`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.events import StopJob, SubmitJob
-from protocols.node import Node, NodeConfig
+from protocols.membership import Membership
+from protocols.node import Node, NodeConfig, initial_info
 from protocols.records import JobReplica, JobState
 from protocols.wire import OutgoingMessageTooLarge, encoded_size
 
@@ -66,6 +69,7 @@ class SimConfig:
     sample_interval: float = 1.0  # how often states are sampled and invariants checked
     node_tuning: dict[str, Any] = field(default_factory=dict)  # NodeConfig timing fields
     exact_bytes: bool = False  # encode every message (slow) rather than a sample per type
+    cold_boot: bool = False  # nodes start knowing nobody (else: a formed network)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -111,9 +115,10 @@ class Simulation:
         )
         self.configs = node_configs(config.nodes, self.rng, **config.node_tuning)
         probe = self.configs[0]
-        interval = max(probe.heartbeat_interval, config.nodes / probe.max_heartbeats_per_second)
-        self.detection_time = probe.dead_after * interval  # how long a death goes unnoticed
+        # how long a death goes unnoticed: the pings, then a slow watcher's round
+        self.detection_time = (probe.dead_after + 2) * probe.ping_interval + 2 * config.network.latency_median
         self.heartbeat_interval = probe.heartbeat_interval
+        self.members = None if config.cold_boot else Membership.warm_start(initial_info(c) for c in self.configs)
         self.tracks: dict[str, _Track] = {}
         self.active: set[str] = set()  # submitted, not yet seen terminal
         self.terminal_states: Counter[str] = Counter()
@@ -134,7 +139,7 @@ class Simulation:
             world.add_node(node_config.node_id, self._factory(index, node_config))
         for node_config in self.configs:
             world.call_at(self.rng.uniform(0.0, 0.5), lambda n=node_config.node_id: world.start(n))
-        warm = 0.5 + 2.5 * self.heartbeat_interval
+        warm = 0.5 + (2.5 * self.heartbeat_interval if config.cold_boot else 0.5)
         jobs = arrivals(config.workload, self.rng, config.seed, warm)
         for arrival in jobs:
             world.call_at(arrival.at, lambda a=arrival: self._submit(a))
@@ -204,7 +209,8 @@ class Simulation:
 
         def make(incarnation: int, restored: list[Any]) -> Node:
             rng = random.Random(f"{seed}/{index}/{incarnation}")
-            return Node(node_config, rng=rng, restored=restored, incarnation=incarnation)
+            members = self.members if incarnation == 1 else None  # a restart knows only what it is told
+            return Node(node_config, rng=rng, restored=restored, incarnation=incarnation, members=members)
 
         return make
 
