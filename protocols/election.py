@@ -18,6 +18,8 @@ import hashlib
 import heapq
 from collections.abc import Iterable
 
+import numpy as np
+
 _MASK = (1 << 64) - 1
 _MAX_CACHED_KEYS = 1 << 18  # a crude bound: ids are few, but anyone can invent one
 _node_keys: dict[str, int] = {}
@@ -57,7 +59,11 @@ def rank(job_id: str, node_ids: Iterable[str], k: int | None = None) -> list[str
     given. (Equal weights need a 64-bit key collision; the greater id wins.)"""
     if k is not None and k < 0:
         raise ValueError(f"rank wants k >= 0 nodes (or None for all), not {k}")
-    ids = list(node_ids)
+    ids = node_ids if isinstance(node_ids, list) else list(node_ids)
+    if len(ids) >= _VECTOR_FROM:
+        ranked = _rank_vectorised(job_key(job_id), ids, k)
+        if ranked is not None:
+            return ranked
     weights = _weights(job_key(job_id), ids)
     if k is not None and k < len(ids):
         top = heapq.nlargest(k, zip(weights, ids))
@@ -65,6 +71,39 @@ def rank(job_id: str, node_ids: Iterable[str], k: int | None = None) -> list[str
             return [node_id for _, node_id in top]
     # All of them, or duplicates in the input: rank the distinct ones.
     return [node_id for _, node_id in sorted(set(zip(weights, ids)), reverse=True)[:k]]
+
+
+_VECTOR_FROM = 64  # below this many nodes, plain Python is as fast
+_MAX_CACHED_ARRAYS = 64
+_key_arrays: dict[int, tuple[list[str], np.ndarray]] = {}
+
+
+def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | None:
+    """`rank` for a large sorted list of distinct ids (an alive list, an
+    eligible list), with numpy: the same weights, the same order. None if
+    `ids` is not such a list (the caller ranks it the slow way)."""
+    held = _key_arrays.get(id(ids))
+    if held is None or held[0] is not ids or len(held[1]) != len(ids):
+        if any(a >= b for a, b in zip(ids, ids[1:])):
+            return None  # not sorted, or duplicates: the general path handles it
+        if len(_key_arrays) >= _MAX_CACHED_ARRAYS:
+            _key_arrays.clear()
+        held = _key_arrays[id(ids)] = (ids, np.fromiter((node_key(n) for n in ids), dtype=np.uint64, count=len(ids)))
+    z = held[1] ^ np.uint64(job)
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    weights = z ^ (z >> np.uint64(31))
+    # Ties (a 64-bit collision) go to the greater id: ids are sorted, so
+    # sorting (weight, index) descending does it.
+    if k is not None and k < len(ids):
+        if k == 0:
+            return []
+        top = np.argpartition(weights, len(ids) - k)[len(ids) - k :]
+        order = top[np.lexsort((top, weights[top]))][::-1]
+    else:
+        order = np.lexsort((np.arange(len(ids)), weights))[::-1]
+    return [ids[i] for i in order.tolist()]
 
 
 def _weights(job_key: int, node_ids: list[str]) -> list[int]:

@@ -128,7 +128,7 @@ class Leader:
         """Keep the by-leader index right; step down when deposed."""
         header = replica.header
         if previous is not None:
-            self.by_leader.get(previous, set()).discard(header.id)
+            self.unindex(header.id, previous)
         if not header.state.terminal:
             self.by_leader.setdefault(header.leader, set()).add(header.id)
         if header.leader != self.node.node_id:
@@ -136,6 +136,14 @@ class Leader:
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
             self._ranked.pop(header.id, None)
+
+    def unindex(self, job_id: str, leader: str) -> None:
+        """The job is no longer `leader`'s, or has ended: drop it from the index."""
+        held = self.by_leader.get(leader)
+        if held is not None:
+            held.discard(job_id)
+            if not held:
+                del self.by_leader[leader]
 
     def resume(self) -> None:
         """After a restart, lead again once gossip had a chance to tell us
@@ -495,7 +503,7 @@ class Leader:
         self.led.discard(header.id)
         self.waiting.discard(header.id)
         self._ranked.pop(header.id, None)
-        self.by_leader.get(header.leader, set()).discard(header.id)
+        self.unindex(header.id, header.leader)
         self._busy = {pair for pair in self._busy if pair[0] != header.id}
 
     # ------------------------------------------------------------ the scheduling step
@@ -815,7 +823,7 @@ class Leader:
         event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
         self.node.write(replica, state=state, message=message, events=(event,), urgent=True)
         if state.terminal:
-            self.by_leader.get(replica.header.leader, set()).discard(replica.id)
+            self.unindex(replica.id, replica.header.leader)
 
 
 _UNFIT_LIMIT = 1 << 20

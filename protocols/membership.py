@@ -41,7 +41,7 @@ member table and the sorted id list between nodes until one changes them.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -135,8 +135,7 @@ class Membership:
             self._ids: list[str] = [local.node_id]
         else:
             self._infos, self._ids = members
-        self._own_infos = members is None  # copy-on-write: ours to change?
-        self._own_ids = members is None
+        self._own_infos = members is None  # copy-on-write: ours to change? (`_ids` is never changed in place)
         self._down: dict[str, _Down] = {}
         self._alive_infos: list[NodeInfo] | None = None
         self._nonce = 0
@@ -388,21 +387,17 @@ class Membership:
         self._alive_infos = None
 
     def _insert(self, node_id: str) -> None:
-        if not self._own_ids:
-            self._ids = list(self._ids)
-            self._own_ids = True
-        i = bisect_left(self._ids, node_id)
-        if i == len(self._ids) or self._ids[i] != node_id:
-            insort(self._ids, node_id)
+        ids = self._ids
+        i = bisect_left(ids, node_id)
+        if i == len(ids) or ids[i] != node_id:
+            self._ids = [*ids[:i], node_id, *ids[i:]]  # a new list: others may hold (or cache by) the old one
             self._alive_set_changed()
 
     def _remove(self, node_id: str) -> None:
-        i = bisect_left(self._ids, node_id)
-        if i < len(self._ids) and self._ids[i] == node_id:
-            if not self._own_ids:
-                self._ids = list(self._ids)
-                self._own_ids = True
-            del self._ids[i]
+        ids = self._ids
+        i = bisect_left(ids, node_id)
+        if i < len(ids) and ids[i] == node_id:
+            self._ids = [*ids[:i], *ids[i + 1 :]]
             self._alive_set_changed()
 
     def _alive_set_changed(self) -> None:

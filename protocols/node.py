@@ -130,6 +130,7 @@ class NodeConfig:
     anti_entropy_interval: float = 5.0
     recent_window: float = 30.0  # terminal jobs younger than this are repaired too
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
+    check_in_interval: float = 30.0  # how often an executor tells each leader what it still runs
 
 
 def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> NodeInfo:
@@ -192,10 +193,12 @@ class Node:
         self._pending: dict[str, JobDelta] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
         self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
+        self._kept_live: set[str] = set()  # jobs we keep that are live or ended lately (see `_recent`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
         self._started_at = 0.0
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
+            self._kept_live.add(delta.header.id)
         self._handlers: dict[type, Callable[[str, Any], None]] = {
             NodeInfo: self._on_node_info,
             NodeLeft: self._on_node_left,
@@ -224,6 +227,7 @@ class Node:
             "membership": self._on_membership_timer,
             "flush": self._on_flush_timer,
             "anti-entropy": self._on_anti_entropy_timer,
+            "check-in": self._on_check_in_timer,
             "stop-retry": self._on_stop_retry,
             **self.leader.timers(),
             **self.executor.timers(),
@@ -240,6 +244,7 @@ class Node:
             self._heartbeat()
         self.set_timer(("ping",), now + self._jittered(self.config.ping_interval))
         self.set_timer(("anti-entropy",), now + self._jittered(self.config.anti_entropy_interval))
+        self.set_timer(("check-in",), now + self._jittered(self.config.check_in_interval))
         self.leader.resume()
         self.executor.resume()
         return self._drain()
@@ -390,6 +395,7 @@ class Node:
         delta = JobDelta(header, (), (created,))
         replica = JobReplica.from_delta(delta)
         self.jobs[job_id] = replica
+        self._kept_live.add(job_id)
         self.out.append(JobChanged(job_id))
         for keeper in header.successors:  # the leader gets it in `SubmitToLeader`
             if keeper != self.node_id:
@@ -445,6 +451,10 @@ class Node:
             self.out.append(JobChanged(job_id))
             if replica.header.leader != previous_leader:
                 self.leader.leader_moved(replica, previous_leader)
+            if replica.header.state.terminal:
+                self.leader.unindex(job_id, replica.header.leader)
+            if replica.header.kept_by(self.node_id):
+                self._kept_live.add(job_id)
             self.executor.reconcile(replica)
             if replica.header.leader == self.node_id:
                 self.leader.reconcile(replica)
@@ -500,11 +510,13 @@ class Node:
         `MAX_DIGEST`: repair is for what was just lost."""
         horizon = self.now - self.config.recent_window
         me = self.node_id
-        recent = [
-            r
-            for r in self.jobs.values()
-            if (not r.header.state.terminal or r.header.modify_time >= horizon) and r.header.kept_by(me)
-        ]
+        recent = []
+        for job_id in sorted(self._kept_live):
+            r = self.jobs.get(job_id)
+            if r is not None and (not r.header.state.terminal or r.header.modify_time >= horizon) and r.header.kept_by(me):
+                recent.append(r)
+            else:
+                self._kept_live.discard(job_id)  # until a merge brings it back
         if len(recent) > MAX_DIGEST:
             recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
         return recent
@@ -518,7 +530,6 @@ class Node:
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))
         self._resync()
-        self.executor.check_in()
         recent = self._recent()
         alive = self.membership.is_alive
         peers = sorted({k for r in recent for k in r.header.keepers if k != self.node_id and alive(k)})
@@ -526,6 +537,10 @@ class Node:
             peer = self.rng.choice(peers)
             self.out.append(Send(peer, DigestRequest(self._digest(peer, recent))))
         self.leader.check_leaders()
+
+    def _on_check_in_timer(self, key: tuple[Any, ...]) -> None:
+        self.set_timer(("check-in",), self.now + self._jittered(self.config.check_in_interval))
+        self.executor.check_in()
 
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
         """Send what the asker lacks, ask for what we lack. Replicas that

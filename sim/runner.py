@@ -161,7 +161,8 @@ class Simulation:
         # settle, then count service replicas in the engines
         self._phase = "settle"
         faulty = config.crash_rate > 0 or config.kill_leaders > 0 or config.partition is not None
-        quiet = 2 * self.detection_time if faulty else 0.0  # time to notice who died
+        # time to notice who died, and for runs orphaned by a partition to check in and be cancelled
+        quiet = 2 * self.detection_time + max(c.check_in_interval for c in self.configs) if faulty else 0.0
         world.run(max(world.now, self.faults_end) + quiet + 10)
         services = {job_id for job_id, t in self.tracks.items() if t.kind == "service"}
         running = invariants.service_replicas(world.all_slots(), services)

@@ -109,3 +109,16 @@ def test_keys_and_weights_are_pinned() -> None:
     assert election.weight(election.job_key("job-1"), election.node_key("node-1")) == 0xC4AC7B36586D0E23
     assert election.rank("job-1", ["a", "b", "c", "d", "e"]) == ["d", "c", "e", "b", "a"]
     assert election.leader_of("ünïcødé-job", ["α", "β", "γ"]) == "β"
+
+
+def test_large_rankings_take_the_fast_path_and_agree_with_the_plain_one() -> None:
+    rng = random.Random(3)
+    for trial in range(100):
+        n = rng.choice([64, 65, 300, 2000])
+        ids = sorted({f"node-{rng.getrandbits(40):x}" for _ in range(n)})
+        job = f"j{rng.getrandbits(30)}"
+        k = rng.choice([None, 0, 1, 5, len(ids), len(ids) + 3])
+        weights = election._weights(election.job_key(job), ids)
+        plain = [n for _, n in sorted(zip(weights, ids), reverse=True)][:k]
+        assert election.rank(job, ids, k) == plain, (trial, n, k)
+        assert election.rank(job, list(reversed(ids)), k) == plain  # unsorted input: the plain path

@@ -133,3 +133,9 @@ def _no_failures() -> Any:
     from sim.engine import EngineConfig
 
     return EngineConfig(failure_prob=0.0)
+
+
+def test_a_network_that_boots_from_nothing_forms_and_works() -> None:
+    report = run(nodes=30, jobs=40, seed=5, mix=BATCH_ONLY, engine=_no_failures(), cold_boot=True)
+    assert report.jobs_by_state == {"Completed": report.jobs}
+    assert report.leader_failovers == 0  # nobody was taken for dead while the network formed
