@@ -31,7 +31,7 @@ merge) is cancelled, so the invariants hold once the network settles.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +92,6 @@ class Leader:
         # `decline_memory`.
         self._busy: set[tuple[str, str]] = set()
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
-        self._eligible_cache: dict[tuple[Any, ...], list[str]] = {}
-        self._eligible_version = -1
         self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
@@ -736,17 +734,20 @@ class Leader:
 
     def _eligible(self, spec: JobSpec) -> list[str]:
         """Alive nodes that could ever run the spec (not counting what they
-        have free now); cached per shape of spec while the alive set holds
-        still."""
+        have free now). Cached per shape of spec and membership table (which
+        nodes of one process share until their views differ)."""
         membership = self.node.membership
-        if membership.version != self._eligible_version:
-            self._eligible_cache.clear()
-            self._eligible_version = membership.version
-        key = selection.fit_key(spec)
-        eligible = self._eligible_cache.get(key)
-        if eligible is None:
-            eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info, key)]
-            self._eligible_cache[key] = eligible
+        ids = membership.alive_ids()
+        table, changes = membership.table()
+        shape = selection.fit_key(spec)
+        key = (shape, id(ids), id(table), changes)
+        held = _eligible_cache.get(key)
+        if held is not None and held[0] is ids and held[1] is table:
+            return held[2]
+        if len(_eligible_cache) >= _ELIGIBLE_LIMIT:
+            _eligible_cache.clear()
+        eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info, shape)]
+        _eligible_cache[key] = (ids, table, eligible)  # held, so their ids stay theirs
         return eligible
 
     def _why_no_node(self, replica: JobReplica) -> str:
@@ -826,6 +827,8 @@ class Leader:
             self.unindex(replica.id, replica.header.leader)
 
 
+_ELIGIBLE_LIMIT = 4096
+_eligible_cache: dict[tuple[Any, ...], tuple[Sequence[str], Mapping[str, NodeInfo], list[str]]] = {}
 _UNFIT_LIMIT = 1 << 20
 _unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
 

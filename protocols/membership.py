@@ -42,7 +42,7 @@ member table and the sorted id list between nodes until one changes them.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -136,6 +136,7 @@ class Membership:
         else:
             self._infos, self._ids = members
         self._own_infos = members is None  # copy-on-write: ours to change? (`_ids` is never changed in place)
+        self._table_changes = 0
         self._down: dict[str, _Down] = {}
         self._alive_infos: list[NodeInfo] | None = None
         self._nonce = 0
@@ -312,6 +313,7 @@ class Membership:
             del self._down[node_id]
             self._own()
             del self._infos[node_id]
+            self._table_changes += 1
             self._announce.pop(node_id, None)
         return []
 
@@ -357,6 +359,13 @@ class Membership:
         do not modify)."""
         return self._ids
 
+    def table(self) -> tuple[Mapping[str, NodeInfo], int]:
+        """Every member's info, by id (shared: do not modify), and a count
+        of its changes: while both hold, so does everything derived from the
+        infos, so callers may cache by them (the table object is shared by
+        nodes that started warm until one changes it)."""
+        return self._infos, self._table_changes
+
     def alive_infos(self) -> list[NodeInfo]:
         """The newest info of each of `alive_ids`, in that order (shared: do
         not modify)."""
@@ -384,6 +393,7 @@ class Membership:
     def _store(self, info: NodeInfo) -> None:
         self._own()
         self._infos[info.node_id] = info
+        self._table_changes += 1
         self._alive_infos = None
 
     def _insert(self, node_id: str) -> None:
