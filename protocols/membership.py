@@ -82,7 +82,7 @@ class MembershipConfig:
     `dead_after` count unanswered pings."""
 
     base_interval: float = 1.0
-    max_heartbeats_per_second: float = 1.0
+    max_heartbeats_per_second: float = 0.5
     ping_interval: float = 2.0
     watchers: int = 2
     suspect_after: int = 2

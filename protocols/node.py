@@ -114,7 +114,7 @@ class NodeConfig:
     policy: SelectionPolicy = SelectionPolicy()
     addresses: tuple[str, ...] = ()
     heartbeat_interval: float = 1.0  # at least; stretched in a large network
-    max_heartbeats_per_second: float = 1.0  # heartbeats a node receives from all others together, at most
+    max_heartbeats_per_second: float = 0.5  # heartbeats a node receives from all others together, at most
     ping_interval: float = 2.0  # how often a node pings the members it watches
     watchers: int = 2  # members each node watches (so each is watched by as many)
     suspect_after: int = 2  # unanswered pings in a row
@@ -127,7 +127,7 @@ class NodeConfig:
     decline_memory: float = 30.0  # a node that declined is not asked again for this long
     queue_retry_interval: float = 2.0  # how often queued jobs look for nodes again
     flush_interval: float = 0.25  # execution-only writes to one job within this leave as one update
-    anti_entropy_interval: float = 5.0
+    anti_entropy_interval: float = 10.0  # a backstop: undelivered writes go again, whole, after resend_interval
     recent_window: float = 30.0  # terminal jobs younger than this are repaired too
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
     check_in_interval: float = 30.0  # how often an executor tells each leader what it still runs
@@ -228,6 +228,7 @@ class Node:
             "flush": self._on_flush_timer,
             "anti-entropy": self._on_anti_entropy_timer,
             "check-in": self._on_check_in_timer,
+            "resync": self._resync,
             "stop-retry": self._on_stop_retry,
             **self.leader.timers(),
             **self.executor.timers(),
@@ -486,10 +487,12 @@ class Node:
 
     def _on_write_failed(self, peer: str, message: object) -> None:
         if isinstance(message, (JobUpdated, Records)):
+            if not self._unsynced:
+                self.set_timer(("resync",), self.now + self.config.resend_interval)
             for delta in getattr(message, "deltas", None) or (message.delta,):  # type: ignore[union-attr]
                 self._unsynced.setdefault(delta.header.id, set()).add(peer)
 
-    def _resync(self) -> None:
+    def _resync(self, key: tuple[Any, ...] = ()) -> None:
         """Send whole records to the live holders a write did not reach."""
         unsynced, self._unsynced = self._unsynced, {}
         for job_id, peers in sorted(unsynced.items()):
@@ -529,7 +532,6 @@ class Node:
 
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))
-        self._resync()
         recent = self._recent()
         alive = self.membership.is_alive
         peers = sorted({k for r in recent for k in r.header.keepers if k != self.node_id and alive(k)})
