@@ -50,12 +50,13 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.jobspec import JobSpec
-from protocols.messages import NODES_TOPIC
+from protocols.messages import NODES_TOPIC, JobUpdated, SubmitToLeader
 from protocols.node import Node
 from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
 FETCH_WAIT = 3.0  # seconds to wait for the keepers of a job this node does not keep
+HANDOVER_WAIT = 10.0  # seconds a submit waits for another peer to hold the new job
 
 
 class JobNotFound(LookupError):
@@ -122,6 +123,7 @@ class Runtime:
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
+        self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
         self.executions = ExecutionRunner(
@@ -170,7 +172,16 @@ class Runtime:
     # ------------------------------------------------------------ what clients ask
 
     async def submit(self, job_id: str, spec: JobSpec) -> None:
-        await self._inputs_send.send(SubmitJob(job_id, spec))
+        """Return once another peer holds the job too (if any peer is up),
+        so the death of this one right after cannot lose it."""
+        held = self._handed_over[job_id] = trio.Event()
+        try:
+            await self._inputs_send.send(SubmitJob(job_id, spec))
+            if self.node is not None and len(self.node.membership.alive_ids()) > 1:
+                with trio.move_on_after(HANDOVER_WAIT):  # unreachable peers: it is saved here and resent
+                    await held.wait()
+        finally:
+            self._handed_over.pop(job_id, None)
 
     async def stop_job(self, job_id: str, reason: str) -> None:
         await self._inputs_send.send(StopJob(job_id, reason))
@@ -337,6 +348,9 @@ class Runtime:
                 await self._request(peer, data)
             except PeerUnreachable as error:
                 await self._inputs_send.send(SendFailed(peer, message, str(error)))
+                continue
+            if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
+                self._handed_over[message.delta.header.id].set()
 
     async def _request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
         if peer not in self.transport.connected_peers():

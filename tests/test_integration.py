@@ -134,6 +134,18 @@ def test_a_killed_leaders_job_still_completes(network: Network) -> None:
         assert final["Job"]["Epoch"] >= 2
 
 
+def test_a_job_outlives_the_peer_it_was_submitted_to(network: Network) -> None:
+    for index in range(3):
+        network.start(index)
+    network.converge(3)
+    with network.client(0) as client:
+        job_id = client.submit(wasm_job(data_url(HELLO_WAT), "outlived"))["JobID"]
+    network.kill(network.peers[0].node_id)  # at once: the submit's answer must mean another peer holds it
+    with network.client(1) as client:
+        final = client.wait(job_id, timeout=90)
+        assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
+
+
 def test_a_restarted_peer_keeps_its_identity_and_state(network: Network) -> None:
     network.start(0)
     peer = network.start(1)

@@ -232,7 +232,7 @@ def test_a_warm_start_shares_the_table_until_it_changes() -> None:
     m1 = Membership(info("me", seq=0), MembershipConfig(), table)
     m2 = Membership(info("a", seq=0), MembershipConfig(), table)
     assert list(m1.alive_ids()) == ["a", "b", "c", "me"] and m1.alive_ids() is m2.alive_ids()
-    assert m1.is_alive("b") and m1.heartbeat_interval() == 4.0
+    assert m1.is_alive("b") and m1.heartbeat_interval() == 4 / MembershipConfig().max_heartbeats_per_second
     assert m1.observe(info("b", seq=1), 1.0) is None  # a refresh: shared still
     m1.accused(Down("b", 1, 0), 1.0)
     assert m1.status("b") == DEAD and m2.status("b") == ALIVE
