@@ -36,7 +36,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from protocols import election, selection
-from protocols.jobspec import JobSpec, JobType
+from protocols.jobspec import JobSpec, JobType, Resources
 from protocols.messages import (
     AskBid,
     BidDecision,
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 SUCCESSORS = 4  # live failover successors a job keeps (besides its leader and submitter)
 MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
+BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
+BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
 
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {
@@ -87,10 +89,10 @@ class Leader:
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
         self.waiting: set[str] = set()  # led jobs looking for nodes
-        # (job, node) pairs declined only for want of free resources: asked
-        # again as soon as the node's heartbeat shows room, not after
-        # `decline_memory`.
-        self._busy: set[tuple[str, str]] = set()
+        # Nodes that declined a job only for want of free resources: asked
+        # again after a back-off that doubles while they stay full, or as
+        # soon as a fresher bid shows room. job -> node -> (ask after, times).
+        self._busy: dict[str, dict[str, tuple[float, int]]] = {}
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
         self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
         # What bidders said they have free, and when: fresher than their
@@ -323,7 +325,9 @@ class Leader:
             return
         state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
         if reply.busy:
-            self._busy.add((reply.job_id, sender))
+            full = self._busy.setdefault(reply.job_id, {})
+            times = full[sender][1] + 1 if sender in full else 1
+            full[sender] = (self.node.now + min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
         if reply.free is not None:
             self._free_hints[sender] = (reply.free, self.node.now)
         self._record(replica, [self._moved(execution, state, reply.reason)])
@@ -502,7 +506,7 @@ class Leader:
         self.waiting.discard(header.id)
         self._ranked.pop(header.id, None)
         self.unindex(header.id, header.leader)
-        self._busy = {pair for pair in self._busy if pair[0] != header.id}
+        self._busy.pop(header.id, None)
 
     # ------------------------------------------------------------ the scheduling step
 
@@ -676,12 +680,15 @@ class Leader:
         declined: set[str] = set()
         failures = self._failures(replica)
         horizon = node.now - node.config.decline_memory
+        full = self._busy.get(header.id, {})
         for e in replica.executions.values():
             if not e.state.terminal:
                 busy.add(e.node_id)
+            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.node_id in full:
+                if full[e.node_id][0] > node.now and not self._room_since(e.node_id, e.modify_time, resources):
+                    declined.add(e.node_id)  # still full, as far as we know
             elif (
                 e.state == ExecutionState.ASK_FOR_BID_REJECTED
-                and (header.id, e.node_id) not in self._busy
                 and (e.modify_time >= horizon or (spec.type == JobType.DAEMON and not self._restarted(e.node_id, e.modify_time)))
             ):
                 # A daemon asks a node that said no again only once it restarted
@@ -716,6 +723,13 @@ class Leader:
         if held is None or held[0] is not eligible:
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible))
         return held[1]
+
+    def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
+        """Whether a bid after `since` showed room for `resources`."""
+        hint = self._free_hints.get(node_id)
+        return hint is not None and hint[1] > since and hint[0].covers(
+            resources.cpu, resources.memory, resources.disk, resources.gpu
+        )
 
     def _restarted(self, node_id: str, since: float) -> bool:
         info = self.node.membership.info(node_id)

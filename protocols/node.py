@@ -192,6 +192,7 @@ class Node:
         self._seq = 0
         self._pending: dict[str, JobDelta] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
+        self._unflushed: dict[str, JobHeader] = {}  # each pending job's header as last sent
         self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
         self._kept_live: set[str] = set()  # jobs we keep that are live or ended lately (see `_recent`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
@@ -338,6 +339,7 @@ class Node:
         held = self._pending.get(header.id)
         if held is None:
             self._pending[header.id] = delta
+            self._unflushed[header.id] = previous
         else:
             merged = {e.id: e for e in held.executions}
             merged.update((e.id, e) for e in delta.executions)
@@ -469,13 +471,26 @@ class Node:
         for job_id, delta in pending.items():
             replica = self.jobs[job_id]
             fresh = self._fresh.pop(job_id, ())
+            before, header = self._unflushed.pop(job_id), delta.header
+            news_for_runners = (header.epoch, header.leader, header.state.terminal) != (
+                before.epoch, before.leader, before.state.terminal
+            )
+            own: dict[str, list[ExecutionRecord]] = {}
+            for execution in delta.executions:
+                own.setdefault(execution.node_id, []).append(execution)
             snapshot: JobDelta | None = None
             for peer in self._targets(replica, delta):
                 if peer in fresh:
                     snapshot = snapshot or replica.snapshot()
                     self.out.append(Send(peer, Records((snapshot,))))
-                else:
+                elif header.kept_by(peer):
                     self.out.append(Send(peer, JobUpdated(delta)))
+                else:
+                    # A node that only runs the job needs its own executions
+                    # and who leads; the whole write would make an ops job
+                    # on N nodes cost N² records.
+                    if peer in own or news_for_runners:
+                        self.out.append(Send(peer, JobUpdated(JobDelta(header, tuple(own.get(peer, ()))))))
 
     def _targets(self, replica: JobReplica, delta: JobDelta) -> list[str]:
         """Who a write goes to: the holders, and the nodes whose executions

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from protocols.events import FetchJob, ProbeVerdict, Received
+from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
 from protocols.node import NodeConfig
@@ -430,3 +430,42 @@ def test_a_daemon_does_not_ask_again_a_node_that_said_no() -> None:
     asks = Counter(e.node_id for e in cluster.job("d").executions.values())
     assert asks["n3"] == 1
     assert len(cluster.running("d")) == 3
+
+
+def test_a_full_node_is_asked_again_after_a_back_off_that_grows() -> None:
+    # Heartbeats rare, as in a large network: the leader learns a node is
+    # full only from its declines.
+    cluster = settled(Cluster(configs(3, max_heartbeats_per_second=0.01)))
+    cluster.duration = lambda run, s: 10_000.0
+    cluster.submit(0, "big", spec("daemon", None, Resources={"CPU": "1500m", "Memory": "64Mb"}))
+    cluster.run(10)
+    cluster.submit(0, "d", spec("daemon", None, Resources={"CPU": "1", "Memory": "64Mb"}))
+    cluster.run(160)
+    job = cluster.job("d")
+    asks = Counter(e.node_id for e in job.executions.values())
+    others = {"n00", "n01", "n02"} - {job.header.leader}  # the leader knows it is full itself
+    assert set(asks) == others and not cluster.running("d")
+    assert all(3 <= count <= 5 for count in asks.values()), asks  # after 10, 20, 40, 80 s: not every retry
+    cluster.stop(0, "big")
+    cluster.run(600)
+    assert len(cluster.running("d")) == 3  # room again: the next ask finds it
+
+
+def test_a_node_that_only_runs_a_job_is_sent_its_own_executions() -> None:
+    cluster = settled(Cluster(configs(10)))
+    sent: list[tuple[str, JobUpdated]] = []
+    apply = cluster._apply
+
+    def recording(node_id: str, effects: list[Any]) -> None:
+        sent.extend((e.peer, e.message) for e in effects if isinstance(e, Send) and isinstance(e.message, JobUpdated))
+        apply(node_id, effects)
+
+    cluster._apply = recording  # type: ignore[method-assign]
+    cluster.submit(0, "ops", spec("ops", None))
+    cluster.run(30)
+    job = cluster.job("ops")
+    assert job.header.state == JobState.COMPLETED and len(job.executions) == 10
+    to_runners = [(peer, m.delta) for peer, m in sent if m.delta.header.id == "ops" and not job.header.kept_by(peer)]
+    assert {peer for peer, _ in to_runners} == {f"n{i:02d}" for i in range(10)} - job.header.keepers
+    for peer, delta in to_runners:
+        assert {e.node_id for e in delta.executions} <= {peer} and not delta.events
