@@ -73,6 +73,7 @@ class Executor:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.local: dict[str, _Local] = {}
+        self._by_job: dict[str, dict[str, _Local]] = {}  # `local`, by job: merges look here
         # Final reports not yet seen in the record, with how often they went.
         self._unconfirmed: dict[str, tuple[ExecutionUpdate, int]] = {}
         config = node.config
@@ -128,7 +129,7 @@ class Executor:
         match decision:
             case selection.Probe(kind, target, document):
                 local.probe_kind, local.probe_document = kind, document
-                self.local[local.execution_id] = local
+                self._hold(local)
                 node.emit(RunProbe(local.execution_id, kind, target, document))
                 node.set_timer(("probe", local.execution_id), node.now + node.config.probe_timeout)
             case selection.Decline(reason):
@@ -145,7 +146,7 @@ class Executor:
                     return
                 local.stage = BID
                 local.state = ExecutionState.ASK_FOR_BID_ACCEPTED
-                self.local[local.execution_id] = local
+                self._hold(local)
                 self._reserve(local)
                 node.emit_cancel_timer(("probe", local.execution_id))
                 node.set_timer(("bid-hold", local.execution_id), node.now + node.config.bid_hold)
@@ -334,7 +335,7 @@ class Executor:
         )
 
     def _of_job(self, job_id: str) -> list[_Local]:
-        return [local for local in self.local.values() if local.job_id == job_id]
+        return list(self._by_job.get(job_id, {}).values())
 
     def _current_view(self) -> selection.LocalNode:
         if self._view.free is not self._free:
@@ -353,6 +354,15 @@ class Executor:
             self._free = self._free.plus(r.cpu, r.memory, r.disk, r.gpu)
             local.reserved = False
         self.local.pop(local.execution_id, None)
+        of_job = self._by_job.get(local.job_id)
+        if of_job is not None:
+            of_job.pop(local.execution_id, None)
+            if not of_job:
+                del self._by_job[local.job_id]
+
+    def _hold(self, local: _Local) -> None:
+        self.local[local.execution_id] = local
+        self._by_job.setdefault(local.job_id, {})[local.execution_id] = local
 
 
 def _with_free(view: selection.LocalNode, free: Capacity) -> selection.LocalNode:
