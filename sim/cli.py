@@ -14,6 +14,8 @@ from sim.report import Report
 from sim.runner import SimConfig, simulate
 from sim.workload import JobMix, WorkloadConfig
 
+ARRIVALS_PER_NODE = 0.1  # jobs per simulated second per node, when --arrival-rate is not given
+
 
 @click.group()
 def main() -> None:
@@ -31,7 +33,7 @@ def main() -> None:
 @click.option("--kill-leaders", default=0, show_default=True, help="Leaders of running jobs to kill for good.")
 @click.option("--slow-nodes", default=0.0, show_default=True, help="Fraction of nodes that process every event ~0.3 s late.")
 @click.option("--job-mix", "job_mix", default=None, metavar="TYPE=W,...", help="Job type weights, e.g. batch=0.7,ops=0.1,service=0.1,daemon=0.1.")
-@click.option("--arrival-rate", default=20.0, show_default=True, help="Jobs per simulated second (Poisson).")
+@click.option("--arrival-rate", default=None, type=float, help="Jobs per simulated second (Poisson); default 0.1 per node (at least 10), so each node is as busy whatever the network's size.")
 @click.option("--failure-prob", default=0.02, show_default=True, help="Probability that a task fails.")
 @click.option("--duration", default=None, type=float, help="Time limit (simulated s) for all batch/ops jobs to end.")
 @click.option("--heartbeat-rate", default=None, type=float, help="Heartbeats per second each node may receive (NodeConfig.max_heartbeats_per_second).")
@@ -41,11 +43,13 @@ def main() -> None:
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png", help="Draw jobs by state over time and the latency distribution.")
 def run(
     nodes: int, jobs: int, seed: int, loss: float, latency_ms: float, crash_rate: float, partition_text: str | None,
-    kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float, failure_prob: float,
+    kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float | None, failure_prob: float,
     duration: float | None, heartbeat_rate: float | None, cold_boot: bool, exact_bytes: bool, as_json: bool,
     plot_path: str | None,
 ) -> None:
     """Run one simulation and print its report."""
+    if arrival_rate is None:
+        arrival_rate = max(10.0, nodes * ARRIVALS_PER_NODE)
     try:
         tuning = {} if heartbeat_rate is None else {"max_heartbeats_per_second": heartbeat_rate}
         config = SimConfig(

@@ -12,6 +12,7 @@ class Report:
     seed: int
     nodes: int
     jobs: int
+    arrival_rate: float  # jobs per simulated second
     sim_time: float  # simulated seconds, all phases
     work_phase_end: float  # when every batch/ops job had ended
     wall_time: float
@@ -57,7 +58,7 @@ class Report:
 
     def text(self) -> str:
         lines = [
-            f"seed {self.seed}: {self.nodes} nodes, {self.jobs} jobs, "
+            f"seed {self.seed}: {self.nodes} nodes, {self.jobs} jobs at {self.arrival_rate:g}/s, "
             f"{self.sim_time:.1f} s simulated in {self.wall_time:.1f} s wall "
             f"({self.events:,} events, {self.events_per_second:,.0f} events/s)",
             "jobs by final state: " + _pairs(self.jobs_by_state),

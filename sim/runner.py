@@ -388,6 +388,7 @@ class Simulation:
             seed=self.config.seed,
             nodes=self.config.nodes,
             jobs=len(job_ids),
+            arrival_rate=self.config.workload.arrival_rate,
             sim_time=world.now,
             work_phase_end=work_end,
             wall_time=wall,

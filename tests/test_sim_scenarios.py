@@ -117,6 +117,7 @@ def test_cli_reports_and_plots(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "jobs by final state" in out.stdout and "bids per job" in out.stdout
+    assert "20 jobs at 10/s" in out.stdout  # 0.1 per node, at least 10
     assert plot.stat().st_size > 10_000
 
 
