@@ -30,6 +30,7 @@ merge) is cancelled, so the invariants hold once the network settles.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -65,6 +66,7 @@ MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
 BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
 BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
+DAEMON_LOOK_INTERVAL = 10.0  # how often a daemon looks for room on nodes that lacked it (joins: at once)
 
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {
@@ -93,6 +95,7 @@ class Leader:
         # again after a back-off that doubles while they stay full, or as
         # soon as a fresher bid shows room. job -> node -> (ask after, times).
         self._busy: dict[str, dict[str, tuple[float, int]]] = {}
+        self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
         self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
         # What bidders said they have free, and when: fresher than their
@@ -334,7 +337,7 @@ class Leader:
         self._maybe_decide(replica)
 
     def _maybe_decide(self, replica: JobReplica) -> None:
-        if not any(e.state == ExecutionState.ASK_FOR_BID for e in replica.executions.values()):
+        if not replica.asking:
             self.node.emit_cancel_timer(("bid-window", replica.id))
             self._windows.discard(replica.id)
             self._decide(replica)
@@ -507,6 +510,7 @@ class Leader:
         self._ranked.pop(header.id, None)
         self.unindex(header.id, header.leader)
         self._busy.pop(header.id, None)
+        self._daemon_looked.pop(header.id, None)
 
     # ------------------------------------------------------------ the scheduling step
 
@@ -525,7 +529,7 @@ class Leader:
         if header.state.terminal or header.leader != self.node.node_id:
             return
         executions = replica.executions.values()
-        if any(e.state == ExecutionState.ASK_FOR_BID for e in executions):
+        if replica.asking:
             self._arm_window(replica.id)  # a round is open, maybe a previous leader's
             return
         if self._cancel_surplus(replica):
@@ -614,9 +618,16 @@ class Leader:
         """Look for nodes again, the most important waiting job first."""
         jobs = self.node.jobs
         order = sorted(self.waiting, key=lambda j: (-jobs[j].header.spec.priority, jobs[j].header.create_time, j))
+        now = self.node.now
         for job_id in order:
-            if job_id in self.waiting:
-                self._schedule(jobs[job_id])
+            if job_id not in self.waiting:
+                continue
+            replica = jobs[job_id]
+            if replica.header.spec.type == JobType.DAEMON:
+                if self._daemon_looked.get(job_id, -math.inf) > now - DAEMON_LOOK_INTERVAL:
+                    continue
+                self._daemon_looked[job_id] = now
+            self._schedule(replica)
 
     def _on_queue_timeout(self, key: tuple[Any, ...]) -> None:
         replica = self._led_replica(key[1])
@@ -682,6 +693,8 @@ class Leader:
         horizon = node.now - node.config.decline_memory
         full = self._busy.get(header.id, {})
         for e in replica.executions.values():
+            if e.node_id in busy or e.node_id in declined:
+                continue  # ruled out already: a daemon's record asks some nodes many times
             if not e.state.terminal:
                 busy.add(e.node_id)
             elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.node_id in full:

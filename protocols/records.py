@@ -230,6 +230,7 @@ class JobReplica:
     history: list[HistoryEvent] = field(default_factory=list)
     _seen: set[tuple[float, int, str, str, str, str]] = field(default_factory=set, repr=False)
     _weight: int = field(default=0, repr=False)  # see fingerprint(); kept as executions merge
+    asking: int = field(default=0, repr=False)  # executions in AskForBid: a bid round is open
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -255,6 +256,9 @@ class JobReplica:
             if held is None or execution.order > held.order:
                 executions[execution.id] = execution
                 self._weight += _weight(execution) - (_weight(held) if held is not None else -1)
+                self.asking += (execution.state == ExecutionState.ASK_FOR_BID) - (
+                    held is not None and held.state == ExecutionState.ASK_FOR_BID
+                )
                 changed = True
         events = delta.events
         history = self.history
