@@ -245,7 +245,7 @@ class JobReplica:
     def apply(self, delta: JobDelta) -> bool:
         """Merge a delta in; return True when anything changed."""
         changed = False
-        if delta.header.order > self.header.order:
+        if delta.header is not self.header and delta.header.order > self.header.order:
             self.header = delta.header
             changed = True
         executions = self.executions
