@@ -96,7 +96,7 @@ from protocols.selection import SelectionPolicy
 VERSION = "0.1.0"
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
 MEMBERS_PER_MESSAGE = 1000  # node infos per welcome message (a few hundred KiB)
-REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's 1 MiB
+REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's limit
 MAX_DIGEST = 1024  # jobs per anti-entropy digest
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most

@@ -53,7 +53,11 @@ from pydantic import PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB, whole envelope, both directions
+# Whole envelope, both directions: as large as a stream frame may be
+# (`p2pnode.transport.MAX_FRAME_BYTES`), since the record of a job on
+# thousands of nodes holds thousands of executions. Pubsub has its own,
+# smaller limit, which the transport enforces on publish.
+MAX_MESSAGE_BYTES = 4 << 20
 MAX_DEPTH = 64  # nested maps and arrays, envelope included
 
 __all__ = [

@@ -36,6 +36,7 @@ from p2pnode.transport import (
     Transport,
 )
 from p2pnode.transport._framing import Envelope
+from protocols import wire
 
 TOPIC = "p2pnode/test"
 PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
@@ -202,6 +203,16 @@ async def test_oversized_payloads_are_refused_with_a_clear_error() -> None:
             await a.publish(TOPIC, b"x" * (MAX_PUBLISH_BYTES + 1))
         with pytest.raises(PayloadTooLarge, match="limit"):
             await a.request(a.peer_id, b"x" * (MAX_FRAME_BYTES + 1))
+
+
+async def test_the_largest_message_the_wire_allows_crosses_a_stream() -> None:
+    assert wire.MAX_MESSAGE_BYTES <= MAX_FRAME_BYTES  # a job's whole record must fit one request
+    async with running() as a, running(bootstrap=a.listen_addrs) as b:
+        b.on_request(echo_with_name)
+        await eventually(lambda: b.peer_id in a.connected_peers(), "a is connected to b")
+        big = bytes(wire.MAX_MESSAGE_BYTES - 100)
+        with trio.fail_after(PATIENCE):
+            assert await a.request(b.peer_id, big) == b"in-process got " + big
 
 
 async def test_a_taken_port_is_refused_instead_of_shared() -> None:
