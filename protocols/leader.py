@@ -465,7 +465,9 @@ class Leader:
         """Retry failed work within the job's limit, or fail the job."""
         header = replica.header
         spec = header.spec
-        if spec.type == JobType.OPS:
+        if spec.type in (JobType.OPS, JobType.DAEMON):
+            # One per node: a node that failed it more than `max_retries`
+            # times is given up (see `_candidates`), the others carry on.
             self._schedule(replica)
             return
         if counted:

@@ -469,3 +469,16 @@ def test_a_node_that_only_runs_a_job_is_sent_its_own_executions() -> None:
     assert {peer for peer, _ in to_runners} == {f"n{i:02d}" for i in range(10)} - job.header.keepers
     for peer, delta in to_runners:
         assert {e.node_id for e in delta.executions} <= {peer} and not delta.events
+
+
+def test_a_daemon_gives_up_a_node_where_it_keeps_failing_and_runs_on_the_rest() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.duration = lambda run, s: 1.0 if run.node == "n05" else 10_000.0
+    cluster.outcome = lambda run, s: run.node != "n05"
+    cluster.submit(0, "d", spec("daemon", None))
+    cluster.run(120)
+    job = cluster.job("d")
+    assert job.header.state == JobState.RUNNING
+    assert sorted(run.node for run in cluster.running("d")) == ["n00", "n01", "n02", "n03", "n04"]
+    failed = [e for e in job.executions.values() if e.node_id == "n05" and e.state == ExecutionState.FAILED]
+    assert len(failed) == 4  # the first try and 3 retries, then never again
