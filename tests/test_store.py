@@ -25,6 +25,7 @@ from protocols.records import (
     JobHeader,
     JobState,
 )
+from protocols.wire import MAX_MESSAGE_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +103,7 @@ def test_a_record_too_big_for_the_wire_is_logged_and_the_rest_saved(
     db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     huge = make_delta("huge")
-    huge = JobDelta(huge.header, (), (HistoryEvent(1.0, 1, "a", "Note", "x" * (2 << 20)),))
+    huge = JobDelta(huge.header, (), (HistoryEvent(1.0, 1, "a", "Note", "x" * MAX_MESSAGE_BYTES),))
     store = Store(db_path)
     store.save_jobs([make_delta("small"), huge])
     assert [delta.header.id for delta in store.load_jobs()] == ["small"]
