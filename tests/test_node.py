@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +15,7 @@ from protocols.records import ExecutionState, JobState
 from protocols.selection import SelectionPolicy
 from tests.cluster import Cluster
 
+T = TypeVar("T")
 SMALL = Capacity(cpu=2000, memory=2 << 30, disk=10 << 30)
 
 
@@ -46,6 +47,19 @@ def configs(n: int, **overrides: Any) -> list[NodeConfig]:
 def settled(cluster: Cluster, until: float = 3.0) -> Cluster:
     cluster.run(until)  # a few heartbeats: everyone knows everyone
     return cluster
+
+
+def sends(cluster: Cluster, kind: type[T]) -> list[tuple[str, T]]:
+    """From now on, every message of `kind` any node sends, with its addressee."""
+    sent: list[tuple[str, T]] = []
+    apply = cluster._apply
+
+    def recording(node_id: str, effects: list[Any]) -> None:
+        sent.extend((e.peer, e.message) for e in effects if isinstance(e, Send) and isinstance(e.message, kind))
+        apply(node_id, effects)
+
+    cluster._apply = recording  # type: ignore[method-assign]
+    return sent
 
 
 def completed_partitions(cluster: Cluster, job_id: str) -> Counter[int]:
@@ -439,10 +453,11 @@ def test_a_full_node_is_asked_again_after_a_back_off_that_grows() -> None:
     cluster.duration = lambda run, s: 10_000.0
     cluster.submit(0, "big", spec("daemon", None, Resources={"CPU": "1500m", "Memory": "64Mb"}))
     cluster.run(10)
+    sent = sends(cluster, AskBid)
     cluster.submit(0, "d", spec("daemon", None, Resources={"CPU": "1", "Memory": "64Mb"}))
     cluster.run(160)
     job = cluster.job("d")
-    asks = Counter(e.node_id for e in job.executions.values())
+    asks = Counter(peer for peer, ask in sent if ask.header.id == "d")
     others = {"n00", "n01", "n02"} - {job.header.leader}  # the leader knows it is full itself
     assert set(asks) == others and not cluster.running("d")
     assert all(3 <= count <= 5 for count in asks.values()), asks  # after 10, 20, 40, 80 s: not every retry
@@ -453,14 +468,7 @@ def test_a_full_node_is_asked_again_after_a_back_off_that_grows() -> None:
 
 def test_a_node_that_only_runs_a_job_is_sent_its_own_executions() -> None:
     cluster = settled(Cluster(configs(10)))
-    sent: list[tuple[str, JobUpdated]] = []
-    apply = cluster._apply
-
-    def recording(node_id: str, effects: list[Any]) -> None:
-        sent.extend((e.peer, e.message) for e in effects if isinstance(e, Send) and isinstance(e.message, JobUpdated))
-        apply(node_id, effects)
-
-    cluster._apply = recording  # type: ignore[method-assign]
+    sent = sends(cluster, JobUpdated)
     cluster.submit(0, "ops", spec("ops", None))
     cluster.run(30)
     job = cluster.job("ops")
