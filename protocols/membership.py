@@ -17,12 +17,16 @@ is declared `Down`, and the watcher repeats that twice more so pubsub loss
 rarely hides a death. A member's status changes only on an accusation about
 the (incarnation, seq) we hold of it, or newer::
 
-    (new) --heard--> ALIVE --Suspect--> SUSPECT --Down--> DEAD --forget_after s--> (forgotten)
+    (new) --heard--> ALIVE --Suspect--> SUSPECT --Down, or no word for suspicion_timeout s--> DEAD
+    DEAD --forget_after s--> (forgotten)
     SUSPECT, DEAD --heard a newer seq--> ALIVE        ALIVE, SUSPECT, DEAD --NodeLeft--> LEFT
     LEFT --heard a higher incarnation--> ALIVE
 
 An accused node that hears of it refutes by publishing a fresh heartbeat (its
-seq grows past the accusation). A node cut off by a partition is declared
+seq grows past the accusation). A suspicion that neither a `Down` nor a
+refutation settles (both lost, or sent while we were cut off) ends as a death
+after `suspicion_timeout`: else a dead member could stay "alive" here, and
+its work unreplaced, for ever. A node cut off by a partition is declared
 dead by the other side; each round a watcher also pings one dead member, and
 one that answers is told it was declared dead, so it refutes and comes back
 as soon as the partition heals.
@@ -88,6 +92,12 @@ class MembershipConfig:
     suspect_after: int = 2
     dead_after: int = 3
     forget_after: float = 600.0
+
+    @property
+    def suspicion_timeout(self) -> float:
+        """Long enough for the watchers' `Down` (said three times) or the
+        accused's refutation to arrive many times over."""
+        return 4 * self.dead_after * self.ping_interval
 
     def __post_init__(self) -> None:
         if not self.base_interval > 0:
@@ -307,20 +317,31 @@ class Membership:
         return None
 
     def tick(self, now: float) -> list[MemberChange]:
-        """Forget members long dead or gone (silently)."""
-        horizon = now - self.config.forget_after
-        for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since <= horizon]:
+        """Settle suspicions that went unanswered (as deaths), and forget
+        members long dead or gone (silently)."""
+        changes = []
+        config = self.config  # times as `next_check` computes them, so a due one is never missed
+        for node_id in [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]:
+            key = self._down[node_id].key
+            change = self.accused(Down(node_id, key[0], key[1]), now)
+            if change is not None:
+                changes.append(change)
+        for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
             self._own()
             del self._infos[node_id]
             self._table_changes += 1
             self._announce.pop(node_id, None)
-        return []
+        return changes
 
     def next_check(self) -> float:
         """When `tick` next has something to do (`inf` if never)."""
-        times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
-        return min(times) + self.config.forget_after if times else float("inf")
+        config = self.config
+        times = [
+            d.since + (config.suspicion_timeout if d.status is _SUSPECT else config.forget_after)
+            for d in self._down.values()
+        ]
+        return min(times) if times else float("inf")
 
     # ------------------------------------------------------------ queries
 

@@ -136,6 +136,19 @@ def test_a_refutation_brings_an_accused_member_back() -> None:
     assert m.observe(info("b", seq=3), 3.5) == MemberChange("b", SUSPECT, ALIVE, info("b", seq=3))
 
 
+def test_a_suspicion_nobody_settles_ends_as_a_death() -> None:
+    m = joined("b", "c")
+    m.accused(Suspect("b", 1, 1), 10.0)
+    m.accused(Suspect("c", 1, 1), 10.0)
+    m.observe(info("c", seq=2), 12.0)  # c refuted; b's Down never reached us
+    timeout = MembershipConfig().suspicion_timeout
+    assert m.next_check() == 10.0 + timeout
+    assert m.tick(10.0 + timeout - 0.1) == [] and m.status("b") == SUSPECT
+    assert m.tick(10.0 + timeout) == [MemberChange("b", SUSPECT, DEAD, info("b"))]
+    assert not m.is_alive("b") and m.is_alive("c")
+    assert m.next_check() == 10.0 + timeout + MembershipConfig().forget_after
+
+
 def test_we_know_an_accusation_about_us() -> None:
     m = membership()
     m.heartbeat(0.0)
