@@ -17,16 +17,17 @@ is declared `Down`, and the watcher repeats that twice more so pubsub loss
 rarely hides a death. A member's status changes only on an accusation about
 the (incarnation, seq) we hold of it, or newer::
 
-    (new) --heard--> ALIVE --Suspect--> SUSPECT --Down, or no word for suspicion_timeout s--> DEAD
-    DEAD --forget_after s--> (forgotten)
+    (new) --heard--> ALIVE --Suspect--> SUSPECT --Down--> DEAD --forget_after s--> (forgotten)
     SUSPECT, DEAD --heard a newer seq--> ALIVE        ALIVE, SUSPECT, DEAD --NodeLeft--> LEFT
+    SUSPECT --answered our own ping--> ALIVE
     LEFT --heard a higher incarnation--> ALIVE
 
 An accused node that hears of it refutes by publishing a fresh heartbeat (its
 seq grows past the accusation). A suspicion that neither a `Down` nor a
-refutation settles (both lost, or sent while we were cut off) ends as a death
-after `suspicion_timeout`: else a dead member could stay "alive" here, and
-its work unreplaced, for ever. A node cut off by a partition is declared
+refutation settles within `suspicion_timeout` (both lost, or sent while we
+were cut off) we check ourselves: we ping the member each round like one we
+watch, and it is alive again if it answers, dead after `dead_after` misses.
+Else a dead member could stay "alive" here, its work never replaced. A node cut off by a partition is declared
 dead by the other side; each round a watcher also pings one dead member, and
 one that answers is told it was declared dead, so it refutes and comes back
 as soon as the partition heals.
@@ -294,7 +295,8 @@ class Membership:
             if held[1] <= 0:
                 del self._announce[node_id]
         pings = []
-        for node_id in self.watched():
+        stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
+        for node_id in dict.fromkeys([*self.watched(), *stale]):
             self._nonce += 1
             self._awaiting[node_id] = self._nonce
             pings.append((node_id, self._nonce))
@@ -311,37 +313,29 @@ class Membership:
         if self._awaiting.get(node_id) == nonce:
             del self._awaiting[node_id]
             self._misses.pop(node_id, None)
+            if node_id in self._down and self._down[node_id].status is _SUSPECT:
+                del self._down[node_id]  # it answered us: alive (as it counted all along)
+                self._alive_infos = None
         down = self._down.get(node_id)
         if down is not None and down.status is _DEAD:
             return Down(node_id, down.key[0], down.key[1])
         return None
 
     def tick(self, now: float) -> list[MemberChange]:
-        """Settle suspicions that went unanswered (as deaths), and forget
-        members long dead or gone (silently)."""
-        changes = []
+        """Forget members long dead or gone (silently)."""
         config = self.config  # times as `next_check` computes them, so a due one is never missed
-        for node_id in [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]:
-            key = self._down[node_id].key
-            change = self.accused(Down(node_id, key[0], key[1]), now)
-            if change is not None:
-                changes.append(change)
         for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
             self._own()
             del self._infos[node_id]
             self._table_changes += 1
             self._announce.pop(node_id, None)
-        return changes
+        return []
 
     def next_check(self) -> float:
         """When `tick` next has something to do (`inf` if never)."""
-        config = self.config
-        times = [
-            d.since + (config.suspicion_timeout if d.status is _SUSPECT else config.forget_after)
-            for d in self._down.values()
-        ]
-        return min(times) if times else float("inf")
+        times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
+        return min(times) + self.config.forget_after if times else float("inf")
 
     # ------------------------------------------------------------ queries
 

@@ -136,17 +136,21 @@ def test_a_refutation_brings_an_accused_member_back() -> None:
     assert m.observe(info("b", seq=3), 3.5) == MemberChange("b", SUSPECT, ALIVE, info("b", seq=3))
 
 
-def test_a_suspicion_nobody_settles_ends_as_a_death() -> None:
-    m = joined("b", "c")
+def test_a_suspicion_nobody_settles_is_checked_by_our_own_pings() -> None:
+    m = joined("a", "b", "c", node_id="z")  # z watches a and b; c is not ours to watch
     m.accused(Suspect("b", 1, 1), 10.0)
-    m.accused(Suspect("c", 1, 1), 10.0)
-    m.observe(info("c", seq=2), 12.0)  # c refuted; b's Down never reached us
+    m.accused(Suspect("c", 1, 1), 10.0)  # neither Down nor refutation ever reaches us
     timeout = MembershipConfig().suspicion_timeout
-    assert m.next_check() == 10.0 + timeout
-    assert m.tick(10.0 + timeout - 0.1) == [] and m.status("b") == SUSPECT
-    assert m.tick(10.0 + timeout) == [MemberChange("b", SUSPECT, DEAD, info("b"))]
-    assert not m.is_alive("b") and m.is_alive("c")
-    assert m.next_check() == 10.0 + timeout + MembershipConfig().forget_after
+    pinged = [peer for peer, _ in m.ping_round(10.0 + timeout - 0.1)[0]]
+    assert "c" not in pinged and m.status("c") == SUSPECT
+    pings, _, _ = m.ping_round(10.0 + timeout)
+    nonces = dict(pings)
+    assert set(nonces) == {"a", "b", "c"}
+    assert m.acked("b", nonces["b"]) is None and m.status("b") == ALIVE  # it answered: alive
+    changes: list[MemberChange] = []
+    for round_ in range(1, 4):
+        changes += m.ping_round(10.0 + timeout + 2.0 * round_)[2]
+    assert MemberChange("c", SUSPECT, DEAD, info("c")) in changes and not m.is_alive("c")
 
 
 def test_we_know_an_accusation_about_us() -> None:
