@@ -418,7 +418,7 @@ class Node:
         # a node that does not keep the job asks its keepers how it stands.
         self._stops[job_id] = (reason, attempt)
         if replica is None or not self.keeps(replica):
-            self.fetch(job_id)
+            self.fetch(job_id, attempt)
         if replica is not None:
             self.out.append(Send(replica.header.leader, StopRequest(job_id, reason)))
         self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
@@ -641,17 +641,19 @@ class Node:
 
     # ------------------------------------------------------------ answering for jobs we do not keep
 
-    def fetch(self, job_id: str) -> None:
+    def fetch(self, job_id: str, attempt: int = 0) -> None:
         """Ask the job's likely keepers: those it names if we hold an old
         copy, else the top of the rendezvous ranking (its keepers, unless
-        the membership changed a lot since it was submitted)."""
+        the membership changed a lot since it was submitted: each further
+        attempt asks the next few down the ranking)."""
         replica = self.jobs.get(job_id)
         if replica is not None:
             ranked = [replica.header.leader, *replica.header.successors, replica.header.submitter]
+            asked = [n for n in dict.fromkeys(ranked) if n and n != self.node_id][:FETCH_FROM]
         else:
-            ranked = election.rank(job_id, self.membership.alive_ids(), k=1 + SUCCESSORS)
-        asked = [n for n in dict.fromkeys(ranked) if n and n != self.node_id]
-        for peer in asked[:FETCH_FROM]:
+            ranked = election.rank(job_id, self.membership.alive_ids(), k=FETCH_FROM * (attempt + 1) + 1)
+            asked = [n for n in ranked if n != self.node_id][FETCH_FROM * attempt : FETCH_FROM * (attempt + 1)]
+        for peer in asked:
             self.out.append(Send(peer, RecordRequest(job_id)))
 
     def _on_record_request(self, sender: str, message: RecordRequest) -> None:

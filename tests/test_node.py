@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from protocols import election
 from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
@@ -490,3 +491,22 @@ def test_a_daemon_gives_up_a_node_where_it_keeps_failing_and_runs_on_the_rest() 
     assert sorted(run.node for run in cluster.running("d")) == ["n00", "n01", "n02", "n03", "n04"]
     failed = [e for e in job.executions.values() if e.node_id == "n05" and e.state == ExecutionState.FAILED]
     assert len(failed) == 4  # the first try and 3 retries, then never again
+
+
+def test_a_stop_finds_the_keepers_after_the_ranking_moved_on() -> None:
+    cluster = settled(Cluster(configs(12)))
+    cluster.duration = lambda run, s: 1000.0
+    first = election.rank("j", [f"n{i:02d}" for i in range(12)])[:4]  # down when the job comes
+    for node_id in first:
+        cluster.crash(node_id)
+    cluster.run(30)
+    submitter = next(i for i in range(12) if f"n{i:02d}" not in first)
+    cluster.submit(submitter, "j", spec())
+    cluster.run(40)
+    for node_id in first:  # back, on top of the ranking, and none of them keeps the job
+        cluster.restart(node_id)
+    cluster.run(60)
+    assert not any(cluster.nodes[n].keeps(cluster.nodes[n].jobs["j"]) for n in first if "j" in cluster.nodes[n].jobs)
+    cluster.stop(int(first[0][1:]), "j")
+    cluster.run(90)
+    assert cluster.job("j", submitter).header.state == JobState.STOPPED and not cluster.running("j")
