@@ -48,6 +48,8 @@ from sim.topology import node_configs
 from sim.workload import Arrival, WorkloadConfig, arrivals
 from sim.world import World
 
+SUBMIT_ANSWER_WITHIN = 2.0  # simulated seconds a client waits for its node to take a job
+
 Progress = Callable[[float, int, int, str], None]
 """(simulated time, jobs terminal, jobs submitted so far, phase)."""
 
@@ -231,6 +233,16 @@ class Simulation:
         self.tracks[arrival.job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
         self.active.add(arrival.job_id)
         self.world.inject(slot.node_id, SubmitJob(arrival.job_id, arrival.spec))
+        self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, lambda: self._check_accepted(arrival, slot.node_id))
+
+    def _check_accepted(self, arrival: Arrival, node_id: str) -> None:
+        """A client whose node died before taking its job (a slow node that
+        crashed with the request unread) gets an error and submits again."""
+        slot = self.world.slots[node_id]
+        if slot.up and arrival.job_id in slot.node.jobs:  # type: ignore[union-attr]
+            return
+        if not any(arrival.job_id in s.node.jobs for s in self.world.up_slots()):  # type: ignore[union-attr]
+            self._submit(arrival)
 
     def view(self, job_id: str) -> JobReplica | None:
         """The job as its leader (as far as we can tell) holds it."""
