@@ -486,6 +486,21 @@ class Leader:
 
     # ------------------------------------------------------------ stop
 
+    def _cancel_unfinished(self, replica: JobReplica, why: str, message: str) -> None:
+        """Cancel every execution of the job that has not ended."""
+        node = self.node
+        header = replica.header
+        cancelled = []
+        for execution in replica.executions.values():
+            if execution.state.terminal:
+                continue
+            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
+            if execution.state != ExecutionState.ASK_FOR_BID_ACCEPTED and execution.state != ExecutionState.ASK_FOR_BID:
+                node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
+            else:
+                node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
+        self._record(replica, cancelled)
+
     def stop(self, replica: JobReplica, reason: str) -> None:
         self._finish(replica, JobState.STOPPED, reason or "stopped by user")
 
@@ -493,16 +508,7 @@ class Leader:
         """End the job and cancel whatever of it still runs."""
         node = self.node
         header = replica.header
-        cancelled = []
-        for execution in replica.executions.values():
-            if execution.state.terminal:
-                continue
-            cancelled.append(self._moved(execution, ExecutionState.CANCELLED, f"job {state.lower()}", DesiredState.STOPPED))
-            if execution.state != ExecutionState.ASK_FOR_BID_ACCEPTED and execution.state != ExecutionState.ASK_FOR_BID:
-                node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
-            else:
-                node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
-        self._record(replica, cancelled)
+        self._cancel_unfinished(replica, f"job {state.lower()}", message)
         self._set_state(replica, state, message, urgent=True)
         node.emit_cancel_timer(("bid-window", header.id))
         self._windows.discard(header.id)
@@ -518,8 +524,11 @@ class Leader:
 
     def reconcile(self, replica: JobReplica) -> None:
         """Someone else's write merged into a job we lead: look again."""
-        if replica.header.state.terminal:
+        header = replica.header
+        if header.state.terminal:
             self._cancel_surplus(replica)  # a healed split may bring a second completion
+            # ... or work a deposed leader started after the job ended here
+            self._cancel_unfinished(replica, f"job {header.state.lower()}", header.message)
             return
         if replica.id in self.led:
             self._schedule(replica)

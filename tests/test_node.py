@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -12,7 +13,7 @@ from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
 from protocols.node import NodeConfig
-from protocols.records import ExecutionState, JobState
+from protocols.records import DesiredState, ExecutionState, JobDelta, JobState
 from protocols.selection import SelectionPolicy
 from tests.cluster import Cluster
 
@@ -510,3 +511,21 @@ def test_a_stop_finds_the_keepers_after_the_ranking_moved_on() -> None:
     cluster.stop(int(first[0][1:]), "j")
     cluster.run(90)
     assert cluster.job("j", submitter).header.state == JobState.STOPPED and not cluster.running("j")
+
+
+def test_work_a_deposed_leader_started_after_the_job_ended_is_cancelled() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.outcome = lambda run, s: False
+    cluster.submit(0, "j", spec())
+    cluster.run(30)
+    job = cluster.job("j")
+    assert job.header.state == JobState.FAILED  # no completion: nothing marks the late run surplus
+    ran = next(e for e in job.executions.values() if e.state == ExecutionState.FAILED)
+    late = replace(ran, id="e-late", node_id="n05", state=ExecutionState.RUNNING, desired=DesiredState.RUNNING, revision=1)
+    leader = int(job.header.leader[1:])
+    cluster.inject(leader, Received("n05", JobUpdated(JobDelta(job.header, (late,)))))  # a healed split brings it
+    cluster.run(60)
+    for index in cluster.keepers("j"):
+        record = cluster.job("j", index).executions["e-late"]
+        assert record.state == ExecutionState.CANCELLED and record.desired == DesiredState.STOPPED
+    assert cluster.job("j").header.state == JobState.FAILED
