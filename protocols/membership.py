@@ -27,10 +27,11 @@ seq grows past the accusation). A suspicion that neither a `Down` nor a
 refutation settles within `suspicion_timeout` (both lost, or sent while we
 were cut off) we check ourselves: we ping the member each round like one we
 watch, and it is alive again if it answers, dead after `dead_after` misses.
-Else a dead member could stay "alive" here, its work never replaced. A node cut off by a partition is declared
-dead by the other side; each round a watcher also pings one dead member, and
-one that answers is told it was declared dead, so it refutes and comes back
-as soon as the partition heals.
+Else a dead member could stay "alive" here, its work never replaced.
+
+A node cut off by a partition is declared dead by the other side; each round
+a watcher also pings one dead member, and one that answers is told it was
+declared dead, so it refutes and comes back as soon as the partition heals.
 
 SUSPECT counts as alive (`alive_ids`, `is_alive`); `version` bumps exactly
 when the alive set changes, so callers may cache what they derive from it.
