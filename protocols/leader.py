@@ -66,6 +66,7 @@ MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
 BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
 BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
+RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
 DAEMON_LOOK_INTERVAL = 10.0  # how often a daemon looks for room on nodes that lacked it (joins: at once)
 
 # The order an execution moves in; an update never moves it backwards.
@@ -558,6 +559,8 @@ class Leader:
         self._place(replica)
 
     def _settle_ops(self, replica: JobReplica) -> None:
+        if replica.active:
+            return  # still running somewhere (and counted as records merge: no scan per update)
         placed = [e for e in replica.executions.values() if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED]
         if not placed:
             reasons = Counter(e.message for e in replica.executions.values())
@@ -724,29 +727,37 @@ class Leader:
         if spec.type == JobType.DAEMON:
             busy.update(n for n, count in failures.items() if count > node.config.max_retries)
         want = None if need is None else need + max(1, need // 2)
-        first: list[str] = []
-        tried: list[str] = []  # nodes that failed this job before: asked last
-        for node_id in self._in_rank_order(replica):
-            if node_id in busy or node_id in declined:
-                continue
-            free = self._free(node_id)
-            if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
-                continue
-            (tried if failures[node_id] else first).append(node_id)
-            if want is not None and len(first) >= want:
+        # Most asks are met near the top of the ranking: rank a prefix, and
+        # all of it only if the prefix falls short.
+        ranked, complete = self._in_rank_order(replica, None if want is None else RANK_AHEAD * want)
+        while True:
+            first: list[str] = []
+            tried: list[str] = []  # nodes that failed this job before: asked last
+            for node_id in ranked:
+                if node_id in busy or node_id in declined:
+                    continue
+                free = self._free(node_id)
+                if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                    continue
+                (tried if failures[node_id] else first).append(node_id)
+                if want is not None and len(first) >= want:
+                    break
+            if complete or want is None or len(first) >= want:
                 break
+            ranked, complete = self._in_rank_order(replica, None)
         if want is None:
             return sorted(first + tried)
         return (first + sorted(tried, key=lambda n: failures[n]))[:want]
 
-    def _in_rank_order(self, replica: JobReplica) -> list[str]:
-        """The job's eligible nodes, best rendezvous rank first; ranked once
-        per job while the alive set holds still, then only walked."""
+    def _in_rank_order(self, replica: JobReplica, k: int | None) -> tuple[list[str], bool]:
+        """The job's first `k` (or all) eligible nodes, best rendezvous rank
+        first, and whether that is all of them; ranked once per job while
+        the alive set holds still, then only walked."""
         eligible = self._eligible(replica.header.spec)
         held = self._ranked.get(replica.id)
-        if held is None or held[0] is not eligible:
-            held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible))
-        return held[1]
+        if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
+            held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
+        return held[1], len(held[1]) == len(eligible)
 
     def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
         """Whether a bid after `since` showed room for `resources`."""
@@ -777,7 +788,7 @@ class Leader:
         membership = self.node.membership
         ids = membership.alive_ids()
         table, changes = membership.table()
-        shape = selection.fit_key(spec)
+        shape = _shape(spec)
         key = (shape, id(ids), id(table), changes)
         held = _eligible_cache.get(key)
         if held is not None and held[0] is ids and held[1] is table:
@@ -868,6 +879,19 @@ class Leader:
 _ELIGIBLE_LIMIT = 4096
 _eligible_cache: dict[tuple[Any, ...], tuple[Sequence[str], Mapping[str, NodeInfo], list[str]]] = {}
 _UNFIT_LIMIT = 1 << 20
+_shapes: dict[int, tuple[JobSpec, tuple[Any, ...]]] = {}
+
+
+def _shape(spec: JobSpec) -> tuple[Any, ...]:
+    """`selection.fit_key(spec)`, kept per spec object (held, so its id
+    stays its own): a spec is asked for its shape at every placement."""
+    held = _shapes.get(id(spec))
+    if held is not None and held[0] is spec:
+        return held[1]
+    if len(_shapes) >= _ELIGIBLE_LIMIT:
+        _shapes.clear()
+    shape = _shapes[id(spec)] = (spec, selection.fit_key(spec))
+    return shape[1]
 _unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
 
 
@@ -879,7 +903,7 @@ def _unfit(spec: JobSpec, info: NodeInfo, shape: tuple[Any, ...] | None = None) 
     its id stays its own): every leader of a large network checks every
     member for each new shape of job, and in one process (the simulator)
     they share the infos, so they share the answers."""
-    key = (shape or selection.fit_key(spec), id(info))
+    key = (shape or _shape(spec), id(info))
     held = _unfit_cache.get(key)
     if held is not None and held[0] is info:
         return held[1]

@@ -102,6 +102,16 @@ FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
+@dataclass(slots=True)
+class _PendingWrite:
+    """The writes to one job since the last flush, coalesced: one delta goes."""
+
+    sent: JobHeader  # the header as last sent
+    header: JobHeader  # the newest
+    executions: dict[str, ExecutionRecord] = field(default_factory=dict)
+    events: list[HistoryEvent] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     node_id: str
@@ -190,9 +200,8 @@ class Node:
         self.executor = Executor(self)
         self.leader = Leader(self)
         self._seq = 0
-        self._pending: dict[str, JobDelta] = {}  # unsent writes, by job
+        self._pending: dict[str, _PendingWrite] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
-        self._unflushed: dict[str, JobHeader] = {}  # each pending job's header as last sent
         self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
         self._kept_live: set[str] = set()  # jobs we keep that are live or ended lately (see `_recent`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
@@ -338,12 +347,10 @@ class Node:
         first = not self._pending
         held = self._pending.get(header.id)
         if held is None:
-            self._pending[header.id] = delta
-            self._unflushed[header.id] = previous
-        else:
-            merged = {e.id: e for e in held.executions}
-            merged.update((e.id, e) for e in delta.executions)
-            self._pending[header.id] = JobDelta(header, tuple(merged.values()), held.events + delta.events)
+            held = self._pending[header.id] = _PendingWrite(previous, header)
+        held.header = header
+        held.executions.update((e.id, e) for e in delta.executions)
+        held.events.extend(delta.events)
         if urgent:
             self.set_timer(("flush",), self.now)
         elif first:
@@ -468,16 +475,18 @@ class Node:
 
     def _on_flush_timer(self, key: tuple[Any, ...]) -> None:
         pending, self._pending = self._pending, {}
-        for job_id, delta in pending.items():
+        for job_id, write in pending.items():
             replica = self.jobs[job_id]
             fresh = self._fresh.pop(job_id, ())
-            before, header = self._unflushed.pop(job_id), delta.header
+            before, header = write.sent, write.header
+            delta = JobDelta(header, tuple(write.executions.values()), tuple(write.events))
             news_for_runners = (header.epoch, header.leader, header.state.terminal) != (
                 before.epoch, before.leader, before.state.terminal
             )
-            own: dict[str, list[ExecutionRecord]] = {}
+            own: dict[str, list[ExecutionRecord]] = {}  # what each runner must hear of its own work
             for execution in delta.executions:
-                own.setdefault(execution.node_id, []).append(execution)
+                if execution.state.terminal or execution.desired == DesiredState.STOPPED:
+                    own.setdefault(execution.node_id, []).append(execution)
             snapshot: JobDelta | None = None
             for peer in self._targets(replica, delta):
                 if peer in fresh:
@@ -486,9 +495,10 @@ class Node:
                 elif header.kept_by(peer):
                     self.out.append(Send(peer, JobUpdated(delta)))
                 else:
-                    # A node that only runs the job needs its own executions
-                    # and who leads; the whole write would make an ops job
-                    # on N nodes cost N² records.
+                    # A node that only runs the job needs who leads, and its
+                    # executions' ends (they stop its resends) and stops; the
+                    # whole write would make an ops job on N nodes cost N²
+                    # records, and echoing its own progress tells it nothing.
                     if peer in own or news_for_runners:
                         self.out.append(Send(peer, JobUpdated(JobDelta(header, tuple(own.get(peer, ()))))))
 

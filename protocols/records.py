@@ -145,13 +145,14 @@ class ExecutionRecord:
     modify_time: float
     message: str = ""
     result: ExecutionResult | None = None
+    # Which copy wins a merge: a newer leader; within one leader's epoch an
+    # end is final (a leader that restarted with stale state cannot undo it);
+    # the tail breaks ties. Computed once: merges compare it often.
+    order: tuple[int, int, int, float, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def order(self) -> tuple[int, int, int, float, str]:
-        """A newer leader wins; within one leader's epoch an end is final (a
-        leader that restarted with stale state cannot undo it); the tail
-        breaks ties."""
-        return (self.epoch, _FINALITY.get(self.state, 0), self.revision, self.modify_time, self.state.value)
+    def __post_init__(self) -> None:
+        key = (self.epoch, _FINALITY.get(self.state, 0), self.revision, self.modify_time, self.state.value)
+        object.__setattr__(self, "order", key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +167,12 @@ class HistoryEvent:
     execution_id: str = ""
     previous: str = ""
     new: str = ""
+    # Sorts by time; the whole event is the key, so merging is exact.
+    order: tuple[float, int, str, str, str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def order(self) -> tuple[float, int, str, str, str, str]:
-        """Sorts by time; the whole event is the key, so merging is exact."""
-        return (self.time, self.seq, self.node_id, self.execution_id, self.kind, self.message)
+    def __post_init__(self) -> None:
+        key = (self.time, self.seq, self.node_id, self.execution_id, self.kind, self.message)
+        object.__setattr__(self, "order", key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,13 @@ class JobHeader:
     modify_time: float
     retries: int = 0
     submitter: str = ""  # the node it was submitted to: it keeps the record too
+    # Which header wins a merge: an end is final; else the newest; the tail
+    # breaks ties. Computed once: merges compare it often.
+    order: tuple[int, int, int, str, float, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+        object.__setattr__(self, "order", key)
 
     @property
     def keepers(self) -> frozenset[str]:
@@ -201,10 +210,6 @@ class JobHeader:
         """`node_id in keepers`, without building the set (a hot path)."""
         return node_id == self.leader or node_id == self.submitter or node_id in self.successors
 
-    @property
-    def order(self) -> tuple[int, int, int, str, float, str]:
-        """An end is final; else the newest wins; the tail breaks ties."""
-        return (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
 
     @property
     def version_key(self) -> tuple[int, int, int]:
@@ -231,6 +236,7 @@ class JobReplica:
     _seen: set[tuple[float, int, str, str, str, str]] = field(default_factory=set, repr=False)
     _weight: int = field(default=0, repr=False)  # see fingerprint(); kept as executions merge
     asking: int = field(default=0, repr=False)  # executions in AskForBid: a bid round is open
+    active: int = field(default=0, repr=False)  # executions holding resources on their nodes
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -259,23 +265,24 @@ class JobReplica:
                 self.asking += (execution.state == ExecutionState.ASK_FOR_BID) - (
                     held is not None and held.state == ExecutionState.ASK_FOR_BID
                 )
+                self.active += execution.state.active - (held is not None and held.state.active)
                 changed = True
         events = delta.events
         history = self.history
         if events and len(events) <= len(history) and all(map(operator.is_, events, history[-len(events) :])):
             return changed  # the tail of the history we hold (the same objects: one process)
-        fresh = [(event.order, event) for event in events]
-        fresh = [item for item in fresh if item[0] not in self._seen]
+        seen = self._seen
+        fresh = [event for event in events if event.order not in seen]
         if fresh:
-            fresh.sort(key=_first)
-            self._seen.update(order for order, _ in fresh)
-            in_order = not self.history or self.history[-1].order <= fresh[0][0]
-            self.history.extend(event for _, event in fresh)
+            fresh.sort(key=_event_order)
+            seen.update(event.order for event in fresh)
+            in_order = not history or history[-1].order <= fresh[0].order
+            history.extend(fresh)
             if not in_order:  # a late delta: rare, and the list is short
-                self.history.sort(key=_event_order)
-            for dropped in self.history[:-HISTORY_LIMIT]:
-                self._seen.discard(dropped.order)
-            del self.history[:-HISTORY_LIMIT]
+                history.sort(key=_event_order)
+            for dropped in history[:-HISTORY_LIMIT]:
+                seen.discard(dropped.order)
+            del history[:-HISTORY_LIMIT]
             changed = True
         return changed
 
@@ -302,9 +309,4 @@ def _weight(execution: ExecutionRecord) -> int:
     return (execution.epoch << 48) + (_FINALITY.get(execution.state, 0) << 40) + execution.revision
 
 
-def _first(item: tuple[object, ...]) -> object:
-    return item[0]
-
-
-def _event_order(event: HistoryEvent) -> tuple[float, int, str, str, str, str]:
-    return event.order
+_event_order = operator.attrgetter("order")

@@ -53,6 +53,10 @@ deltas = st.builds(
 
 
 def state_of(replica: JobReplica) -> tuple[object, ...]:
+    """What a replica holds, and its running counts checked against a recount."""
+    executions = replica.executions.values()
+    assert replica.asking == sum(e.state == ExecutionState.ASK_FOR_BID for e in executions)
+    assert replica.active == sum(e.state.active for e in executions)
     return (replica.header, sorted(replica.executions.items()), replica.history)
 
 
