@@ -11,10 +11,13 @@ node N messages per detection period.
 
 Liveness is watched on a ring instead (after SWIM): members sorted by id, each
 node pings the `watchers` members that follow it, every `ping_interval`
-seconds. A watched member that leaves `suspect_after` pings in a row
-unanswered is accused on the nodes topic (`Suspect`); after `dead_after` it
-is declared `Down`, and the watcher repeats that twice more so pubsub loss
-rarely hides a death. A member's status changes only on an accusation about
+seconds. When a ping goes unanswered, the next round's ping goes with
+`helpers` indirect probes: other members asked to ping the member for us
+(`PingReq`) and to pass its answer on (`IndirectAck`), so that one lost
+message or one bad link does not make a live member suspect. A watched member
+that leaves `suspect_after` rounds in a row unanswered is accused on the nodes
+topic (`Suspect`); after `dead_after` it is declared `Down`, and the watcher
+repeats that twice more so pubsub loss rarely hides a death. A member's status changes only on an accusation about
 the (incarnation, seq) we hold of it, or newer::
 
     (new) --heard--> ALIVE --Suspect--> SUSPECT --Down--> DEAD --forget_after s--> (forgotten)
@@ -51,12 +54,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocols.messages import Capacity, Down, NodeInfo, NodeLeft, Suspect
 
 _SET_BY_HEARTBEAT = frozenset({"node_id", "incarnation", "seq", "heartbeat_interval"})
 _DOWN_REPEATS = 3  # rounds a watcher announces a death in
+MAX_RELAYS = 256  # indirect probes a node runs for others at once; more are refused
 
 
 class MemberStatus(StrEnum):
@@ -90,7 +94,8 @@ class MembershipConfig:
     base_interval: float = 1.0
     max_heartbeats_per_second: float = 0.5
     ping_interval: float = 2.0
-    watchers: int = 2
+    watchers: int = 1
+    helpers: int = 2
     suspect_after: int = 2
     dead_after: int = 3
     forget_after: float = 600.0
@@ -110,12 +115,23 @@ class MembershipConfig:
             raise ValueError(f"ping_interval must be a positive number of seconds, not {self.ping_interval}")
         if self.watchers < 1:
             raise ValueError(f"each node must watch at least 1 member, not {self.watchers}")
+        if self.helpers < 0:
+            raise ValueError(f"helpers (indirect probes per unanswered ping) must be >= 0, not {self.helpers}")
         if not 0 < self.suspect_after <= self.dead_after:
             raise ValueError(
                 f"need 0 < suspect_after <= dead_after (in pings), got {self.suspect_after} and {self.dead_after}"
             )
         if not self.forget_after >= 0:
             raise ValueError(f"forget_after must be >= 0 seconds, not {self.forget_after}")
+
+
+class WatchRound(NamedTuple):
+    """What one watch round wants done."""
+
+    pings: list[tuple[str, int]]  # (member, nonce)
+    accusations: list[Suspect | Down]  # to publish
+    changes: list[MemberChange]  # our own verdicts
+    requests: list[tuple[str, str, int]] = []  # (helper, member, nonce): indirect probes to ask for
 
 
 @dataclass(slots=True)
@@ -154,6 +170,8 @@ class Membership:
         self._nonce = 0
         self._awaiting: dict[str, int] = {}  # watched member -> nonce of its unanswered ping
         self._misses: dict[str, int] = {}
+        self._relays: dict[int, tuple[str, str, int]] = {}  # our ping's nonce -> (asker, member, its nonce)
+        self._old_relays: dict[int, tuple[str, str, int]] = {}  # the previous round's: still answerable
         self._announce: dict[str, list[Any]] = {}  # member -> [Down message, rounds left]
 
     @staticmethod
@@ -262,11 +280,10 @@ class Membership:
             self._remove(msg.node_id)
         return MemberChange(msg.node_id, previous, _LEFT, held)
 
-    def ping_round(self, now: float) -> tuple[list[tuple[str, int]], list[Suspect | Down], list[MemberChange]]:
+    def ping_round(self, now: float) -> WatchRound:
         """One watch round: count the pings left unanswered since the last
-        round, accuse, and ping again. Returns the pings to send (member,
-        nonce), the accusations to publish, and the changes our own verdicts
-        made."""
+        round, accuse, and ping again, asking helpers to probe the members
+        that did not answer."""
         config = self.config
         accusations: list[Suspect | Down] = []
         changes: list[MemberChange] = []
@@ -296,17 +313,21 @@ class Membership:
             if held[1] <= 0:
                 del self._announce[node_id]
         pings = []
+        requests = []
         stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
         for node_id in dict.fromkeys([*self.watched(), *stale]):
             self._nonce += 1
             self._awaiting[node_id] = self._nonce
             pings.append((node_id, self._nonce))
+            if node_id in self._misses:
+                requests += [(helper, node_id, self._nonce) for helper in self._helpers(node_id)]
         self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
+        self._old_relays, self._relays = self._relays, {}
         dead = [n for n, d in self._down.items() if d.status is _DEAD]
         if dead:  # is one of the dead back? (a healed partition)
             self._nonce += 1
             pings.append((dead[self._nonce % len(dead)], self._nonce))
-        return pings, accusations, changes
+        return WatchRound(pings, accusations, changes, requests)
 
     def acked(self, node_id: str, nonce: int) -> Down | None:
         """An answer to a ping. From a member we hold dead, it returns the
@@ -320,6 +341,25 @@ class Membership:
         down = self._down.get(node_id)
         if down is not None and down.status is _DEAD:
             return Down(node_id, down.key[0], down.key[1])
+        return None
+
+    def relay(self, asker: str, node_id: str, nonce: int) -> int | None:
+        """A `PingReq` from `asker`: the nonce of the ping to send `node_id`
+        for it, or None (a member we do not know, or too many asks at once)."""
+        if node_id not in self._infos or len(self._relays) >= MAX_RELAYS:
+            return None
+        self._nonce += 1
+        self._relays[self._nonce] = (asker, node_id, nonce)
+        return self._nonce
+
+    def relayed(self, node_id: str, nonce: int) -> tuple[str, int] | None:
+        """An answer to a ping we sent for someone: (who asked, its nonce),
+        to send it the `IndirectAck`; None if it was no such ping."""
+        for relays in (self._relays, self._old_relays):
+            held = relays.get(nonce)
+            if held is not None and held[1] == node_id:
+                del relays[nonce]
+                return held[0], held[2]
         return None
 
     def tick(self, now: float) -> list[MemberChange]:
@@ -340,13 +380,30 @@ class Membership:
 
     # ------------------------------------------------------------ queries
 
-    def watched(self) -> list[str]:
-        """The `watchers` alive members after us on the ring (fewer if the
-        network is smaller)."""
+    def watched(self, count: int | None = None) -> list[str]:
+        """The `count` (default `watchers`) alive members after us on the
+        ring (fewer if the network is smaller)."""
         ids = self._ids
-        count = min(self.config.watchers, len(ids) - 1)
+        count = min(self.config.watchers if count is None else count, len(ids) - 1)
         start = bisect_right(ids, self.local.node_id)
         return [ids[(start + i) % len(ids)] for i in range(count)]
+
+    def _helpers(self, node_id: str) -> list[str]:
+        """`helpers` alive members other than us and `node_id`, a different
+        draw each round (from our nonce: no randomness in here)."""
+        ids = self._ids
+        at = bisect_left(ids, node_id)
+        listed = at < len(ids) and ids[at] == node_id
+        count = min(self.config.helpers, len(ids) - 1 - listed)
+        helpers: list[str] = []
+        index = self._nonce * 2654435761  # Knuth's multiplicative hash: spread over the ring
+        me = self.local.node_id
+        while len(helpers) < count:
+            candidate = ids[index % len(ids)]
+            if candidate != me and candidate != node_id and candidate not in helpers:
+                helpers.append(candidate)
+            index += 1
+        return helpers
 
     def status(self, node_id: str) -> MemberStatus | None:
         if node_id == self.local.node_id:

@@ -106,6 +106,26 @@ class Ack:
     nonce: int
 
 
+@message("ping-req")
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    """A watcher whose ping went unanswered asks another member to ping
+    `node_id` for it (SWIM's indirect probe): a lost message or a bad link
+    between the two alone should not make a live member suspect."""
+
+    node_id: str
+    nonce: int  # the watcher's, returned in the `IndirectAck`
+
+
+@message("indirect-ack")
+@dataclass(frozen=True, slots=True)
+class IndirectAck:
+    """`node_id` answered the ping a `PingReq` asked for."""
+
+    node_id: str
+    nonce: int
+
+
 @message("suspect")
 @dataclass(frozen=True, slots=True)
 class Suspect:

@@ -67,6 +67,7 @@ from protocols.messages import (
     DigestReply,
     DigestRequest,
     ExecutionUpdate,
+    IndirectAck,
     JobUpdated,
     LeaderChanged,
     NodeInfo,
@@ -75,6 +76,7 @@ from protocols.messages import (
     Members,
     NodeLeft,
     Ping,
+    PingReq,
     RecordRequest,
     Records,
     StopRequest,
@@ -98,6 +100,8 @@ _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, Exe
 MEMBERS_PER_MESSAGE = 1000  # node infos per welcome message (a few hundred KiB)
 REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's limit
 MAX_DIGEST = 1024  # jobs per anti-entropy digest
+REFUTE_REPEATS = 3  # rounds a node says it is alive in after it was accused
+WELCOMERS = 2  # members before a newcomer on the ring that send it the member list
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
@@ -126,7 +130,8 @@ class NodeConfig:
     heartbeat_interval: float = 1.0  # at least; stretched in a large network
     max_heartbeats_per_second: float = 0.5  # heartbeats a node receives from all others together, at most
     ping_interval: float = 2.0  # how often a node pings the members it watches
-    watchers: int = 2  # members each node watches (so each is watched by as many)
+    watchers: int = 1  # members each node watches (so each is watched by as many)
+    helpers: int = 2  # members asked to ping a watched member that did not answer (indirect probes)
     suspect_after: int = 2  # unanswered pings in a row
     dead_after: int = 3  # unanswered pings in a row
     bid_window: float = 0.5  # how long a leader waits for bids
@@ -191,6 +196,7 @@ class Node:
                 max_heartbeats_per_second=config.max_heartbeats_per_second,
                 ping_interval=config.ping_interval,
                 watchers=config.watchers,
+                helpers=config.helpers,
                 suspect_after=config.suspect_after,
                 dead_after=config.dead_after,
             ),
@@ -206,6 +212,7 @@ class Node:
         self._kept_live: set[str] = set()  # jobs we keep that are live or ended lately (see `_recent`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
         self._started_at = 0.0
+        self._refutations = 0  # ping rounds left that repeat our refutation of an accusation
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
             self._kept_live.add(delta.header.id)
@@ -215,6 +222,8 @@ class Node:
             Members: self._on_members,
             Ping: self._on_ping,
             Ack: self._on_ack,
+            PingReq: self._on_ping_req,
+            IndirectAck: self._on_indirect_ack,
             Suspect: self._on_accusation,
             Down: self._on_accusation,
             JobUpdated: self._on_job_updated,
@@ -726,7 +735,7 @@ class Node:
         """A newcomer (or a node that restarted) knows nobody yet, and
         heartbeats come slowly in a large network: its watchers (the
         members before it on the ring) send it the member list."""
-        if node_id not in self.membership.watched():
+        if node_id not in self.membership.watched(WELCOMERS):
             return
         infos = [info for info in self.membership.alive_infos() if info.node_id != node_id]
         for start in range(0, len(infos), MEMBERS_PER_MESSAGE):
@@ -741,9 +750,14 @@ class Node:
 
     def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("ping",), self.now + self._jittered(self.config.ping_interval))
-        pings, accusations, changes = self.membership.ping_round(self.now)
+        if self._refutations:
+            self._refutations -= 1
+            self._heartbeat()
+        pings, accusations, changes, requests = self.membership.ping_round(self.now)
         for peer, nonce in pings:
             self.out.append(Send(peer, Ping(nonce)))
+        for helper, peer, nonce in requests:
+            self.out.append(Send(helper, PingReq(peer, nonce)))
         for accusation in accusations:
             self.out.append(Publish(NODES_TOPIC, accusation))
         for change in changes:
@@ -754,14 +768,36 @@ class Node:
     def _on_ping(self, sender: str, message: Ping) -> None:
         self.out.append(Send(sender, Ack(message.nonce)))
 
+    def _on_ping_req(self, sender: str, message: PingReq) -> None:
+        if message.node_id == self.node_id:  # asked to ping ourselves: we are here
+            self.out.append(Send(sender, IndirectAck(self.node_id, message.nonce)))
+            return
+        nonce = self.membership.relay(sender, message.node_id, message.nonce)
+        if nonce is not None:
+            self.out.append(Send(message.node_id, Ping(nonce)))
+
     def _on_ack(self, sender: str, message: Ack) -> None:
-        verdict = self.membership.acked(sender, message.nonce)
+        relayed = self.membership.relayed(sender, message.nonce)
+        if relayed is not None:  # a ping we sent for another watcher
+            asker, nonce = relayed
+            self.out.append(Send(asker, IndirectAck(sender, nonce)))
+            return
+        self._acked(sender, message.nonce)
+
+    def _on_indirect_ack(self, sender: str, message: IndirectAck) -> None:
+        self._acked(message.node_id, message.nonce)
+
+    def _acked(self, node_id: str, nonce: int) -> None:
+        verdict = self.membership.acked(node_id, nonce)
         if verdict is not None:  # it was declared dead while cut off: let it refute
-            self.out.append(Send(sender, verdict))
+            self.out.append(Send(node_id, verdict))
 
     def _on_accusation(self, sender: str, message: Suspect | Down) -> None:
         if self.membership.about_us(message):
-            self._heartbeat()  # we are here: a newer seq clears the accusation everywhere
+            # We are here: a newer seq clears the accusation everywhere; said
+            # again in the next rounds, as a death is, so loss rarely hides it.
+            self._heartbeat()
+            self._refutations = REFUTE_REPEATS - 1
             return
         change = self.membership.accused(message, self.now)
         if change is not None:

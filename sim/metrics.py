@@ -13,18 +13,20 @@ from protocols.messages import (
     DigestReply,
     DigestRequest,
     Down,
+    IndirectAck,
     LeaderChanged,
     Members,
     NodeInfo,
     NodeLeft,
     Ping,
+    PingReq,
     Records,
     Suspect,
 )
 
 from sim.world import Observer, Run
 
-HEARTBEAT_TYPES = frozenset({NodeInfo, NodeLeft, Members, Ping, Ack, Suspect, Down})  # membership
+HEARTBEAT_TYPES = frozenset({NodeInfo, NodeLeft, Members, Ping, Ack, PingReq, IndirectAck, Suspect, Down})  # membership
 REPAIR_TYPES = frozenset({DigestRequest, DigestReply, Records})
 
 

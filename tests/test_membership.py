@@ -74,15 +74,15 @@ def test_each_node_watches_the_next_members_on_the_ring() -> None:
 
 def test_unanswered_pings_make_a_member_suspect_then_dead() -> None:
     m = joined("b", watchers=1, suspect_after=2, dead_after=3)
-    pings, accusations, changes = m.ping_round(0.0)
+    pings, accusations, changes, _ = m.ping_round(0.0)
     assert [peer for peer, _ in pings] == ["b"] and accusations == [] and changes == []
     m.ping_round(1.0)  # the first went unanswered
-    pings, accusations, changes = m.ping_round(2.0)  # the second too
+    pings, accusations, changes, _ = m.ping_round(2.0)  # the second too
     assert accusations == [Suspect("b", 1, 1)]
     assert changes == [MemberChange("b", ALIVE, SUSPECT, info("b"))]
     assert m.is_alive("b") and "b" in m.alive_ids()  # a suspect still counts as alive
     version = m.version
-    pings, accusations, changes = m.ping_round(3.0)
+    pings, accusations, changes, _ = m.ping_round(3.0)
     assert accusations == [Down("b", 1, 1)]
     assert changes == [MemberChange("b", SUSPECT, DEAD, info("b"))]
     assert not m.is_alive("b") and list(m.alive_ids()) == ["me"] and m.version == version + 1
@@ -95,7 +95,7 @@ def test_unanswered_pings_make_a_member_suspect_then_dead() -> None:
 def test_an_answer_resets_the_count() -> None:
     m = joined("b", watchers=1, suspect_after=2, dead_after=3)
     for second in range(20):
-        pings, accusations, changes = m.ping_round(float(second))
+        pings, accusations, changes, _ = m.ping_round(float(second))
         if second % 2:  # every other ping is answered
             for peer, nonce in pings:
                 assert m.acked(peer, nonce) is None
@@ -109,6 +109,63 @@ def test_a_late_or_forged_answer_does_not_count() -> None:
     m.ping_round(1.0)
     m.acked("b", nonce)  # the answer to the previous round
     assert m.ping_round(2.0)[1] == [Suspect("b", 1, 1)]
+
+
+def test_an_unanswered_ping_is_probed_through_helpers_whose_answers_count() -> None:
+    m = joined("b", "c", "d", "e", node_id="a", watchers=1, helpers=2, suspect_after=2, dead_after=3)
+    first = m.ping_round(0.0)
+    assert [peer for peer, _ in first.pings] == ["b"] and first.requests == []  # answered so far: no helpers
+    probed = 0
+    for second in range(1, 20):  # the direct pings are lost every time; the helpers get through
+        round_ = m.ping_round(float(second))
+        assert round_.accusations == [] and round_.changes == []
+        if not round_.requests:
+            continue  # answered last round: only the (lost) direct ping
+        (peer, nonce), = round_.pings
+        helpers = [helper for helper, _, _ in round_.requests]
+        assert len(helpers) == 2 and set(helpers) <= {"c", "d", "e"}
+        assert all(member == "b" and asked == nonce for _, member, asked in round_.requests)
+        assert m.acked("b", nonce) is None  # a helper's `IndirectAck`
+        probed += 1
+    assert probed == 10 and m.status("b") == ALIVE  # rounds 1, 3, ... 19
+
+
+def test_helpers_differ_from_round_to_round() -> None:
+    m = joined("b", "c", "d", "e", "f", "g", node_id="a", watchers=1, helpers=2, suspect_after=9, dead_after=9)
+    m.ping_round(0.0)
+    drawn = {tuple(helper for helper, _, _ in m.ping_round(float(s)).requests) for s in range(1, 9)}
+    assert len(drawn) > 1 and all("a" not in d and "b" not in d for d in drawn)
+
+
+def test_a_member_nobody_can_reach_is_still_declared_dead() -> None:
+    m = joined("b", "c", "d", node_id="a", watchers=1, helpers=2, suspect_after=2, dead_after=3)
+    accusations = [a for s in range(5) for a in m.ping_round(float(s)).accusations]
+    assert accusations[:2] == [Suspect("b", 1, 1), Down("b", 1, 1)] and m.status("b") == DEAD
+
+
+def test_a_helper_passes_on_only_the_answer_to_the_ping_it_sent() -> None:
+    m = joined("a", "b", node_id="c")
+    nonce = m.relay("a", "b", 7)
+    assert nonce is not None
+    assert m.relayed("a", nonce) is None  # not the member it pinged
+    assert m.relayed("b", nonce + 1) is None  # not a ping it sent
+    assert m.relayed("b", nonce) == ("a", 7)
+    assert m.relayed("b", nonce) is None  # once
+    assert m.relay("a", "stranger", 8) is None  # nobody it knows
+    old = m.relay("a", "b", 9)
+    m.ping_round(0.0)
+    m.ping_round(1.0)
+    assert old is not None and m.relayed("b", old) is None  # two rounds on: too late
+
+
+def test_a_helper_runs_a_bounded_number_of_probes_for_others() -> None:
+    from protocols.membership import MAX_RELAYS
+
+    m = joined("a", "b", node_id="c")
+    assert all(m.relay("a", "b", n) is not None for n in range(MAX_RELAYS))
+    assert m.relay("a", "b", MAX_RELAYS) is None
+    m.ping_round(0.0)
+    assert m.relay("a", "b", 0) is not None  # a new round, room again
 
 
 def test_accusations_from_others_change_status_unless_stale() -> None:
@@ -143,7 +200,7 @@ def test_a_suspicion_nobody_settles_is_checked_by_our_own_pings() -> None:
     timeout = MembershipConfig().suspicion_timeout
     pinged = [peer for peer, _ in m.ping_round(10.0 + timeout - 0.1)[0]]
     assert "c" not in pinged and m.status("c") == SUSPECT
-    pings, _, _ = m.ping_round(10.0 + timeout)
+    pings, _, _, _ = m.ping_round(10.0 + timeout)
     nonces = dict(pings)
     assert set(nonces) == {"a", "b", "c"}
     assert m.acked("b", nonces["b"]) is None and m.status("b") == ALIVE  # it answered: alive
@@ -164,7 +221,7 @@ def test_we_know_an_accusation_about_us() -> None:
 def test_a_dead_member_that_answers_is_told_to_refute() -> None:
     m = joined("b", "c", watchers=1)
     m.accused(Down("c", 1, 1), 1.0)
-    pings, _, _ = m.ping_round(2.0)
+    pings, _, _, _ = m.ping_round(2.0)
     assert [peer for peer, _ in pings] == ["b", "c"]  # the watched one, and one of the dead
     nonce = dict(pings)["c"]
     assert m.acked("c", nonce) == Down("c", 1, 1)
@@ -308,7 +365,7 @@ class LossyNetwork:
                 continue
             member = self.members[node_id]
             if kind == "round":
-                pings, accusations, changes = member.ping_round(now)
+                pings, accusations, changes, _ = member.ping_round(now)
                 self._note(now, node_id, changes)
                 for peer, nonce in pings:
                     self._send(now, peer, ("ping", node_id, nonce))
