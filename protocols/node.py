@@ -497,12 +497,19 @@ class Node:
                 if execution.state.terminal or execution.desired == DesiredState.STOPPED:
                     own.setdefault(execution.node_id, []).append(execution)
             snapshot: JobDelta | None = None
+            # The write that ends a job carries the whole record to its
+            # keepers: an earlier write one of them lost is mended now, not
+            # left for anti-entropy (which stops digesting a job soon after
+            # it ends).
+            ending = header.state.terminal and not before.state.terminal
             for peer in self._targets(replica, delta):
                 if peer in fresh:
                     snapshot = snapshot or replica.snapshot()
                     self.out.append(Send(peer, Records((snapshot,))))
                 elif header.kept_by(peer):
-                    self.out.append(Send(peer, JobUpdated(delta)))
+                    if ending:
+                        snapshot = snapshot or replica.snapshot()
+                    self.out.append(Send(peer, JobUpdated(snapshot if ending else delta)))
                 else:
                     # A node that only runs the job needs who leads, and its
                     # executions' ends (they stop its resends) and stops; the

@@ -250,6 +250,39 @@ def test_stop_cancels_every_execution() -> None:
     assert all(e.state.terminal for e in job.executions.values())
 
 
+def test_the_write_that_ends_a_job_mends_a_write_a_keeper_lost() -> None:
+    cluster = settled(Cluster(configs(7, anti_entropy_interval=1000.0)))  # no repair but this
+    cluster.duration = lambda run, s: 5.0
+    job_id = "j"
+    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=5)
+    leader, keeper = ranked[0], ranked[-1]
+    lost: list[JobUpdated] = []
+    apply = cluster._apply
+
+    def losing(node_id: str, effects: list[Any]) -> None:
+        # The first of the leader's writes to one keeper that carries
+        # executions vanishes without a word (taken, then lost).
+        def kept(effect: Any) -> bool:
+            message = effect.message if isinstance(effect, Send) else None
+            if lost or node_id != leader or not isinstance(message, JobUpdated) or effect.peer != keeper:
+                return True
+            if not message.delta.executions:
+                return True
+            lost.append(message)
+            return False
+
+        apply(node_id, [e for e in effects if kept(e)])
+
+    cluster._apply = losing  # type: ignore[method-assign]
+    cluster.submit(0, job_id, spec(count=2))
+    cluster.run(30)
+    assert lost and cluster.job(job_id).header.leader == leader
+    index = next(i for i, c in enumerate(cluster.configs) if c.node_id == keeper)
+    theirs, ours = cluster.job(job_id, index), cluster.job(job_id)
+    assert ours.header.state == JobState.COMPLETED
+    assert theirs.header.order == ours.header.order and theirs.executions == ours.executions
+
+
 def test_a_dead_leaders_job_is_taken_over_and_completes() -> None:
     cluster = settled(Cluster(configs(5)))
     cluster.duration = lambda run, s: 6.0
