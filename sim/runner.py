@@ -259,13 +259,14 @@ class Simulation:
             else:
                 return None
         leader = slots.get(replica.header.leader)
-        if leader is not None and leader.up and leader.node_id != track.where:
-            theirs = leader.node.jobs.get(job_id)  # type: ignore[union-attr]
-            if theirs is not None and (theirs.header.epoch, theirs.header.revision) >= (
-                replica.header.epoch,
-                replica.header.revision,
-            ):
-                track.where = leader.node_id
+        if leader is not None and leader.up:
+            named = [leader]
+        else:  # our copy names a dead leader: a stale copy? ask the keepers it names
+            named = [k for n in sorted(replica.header.keepers) if (k := slots.get(n)) is not None and k.up]
+        for slot in named:
+            theirs = slot.node.jobs.get(job_id) if slot.node_id != track.where else None  # type: ignore[union-attr]
+            if theirs is not None and theirs.header.order > replica.header.order:
+                track.where = slot.node_id
                 replica = theirs
         return replica
 
