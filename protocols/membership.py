@@ -94,7 +94,7 @@ class MembershipConfig:
     base_interval: float = 1.0
     max_heartbeats_per_second: float = 0.5
     ping_interval: float = 2.0
-    watchers: int = 1
+    watchers: int = 2
     helpers: int = 2
     suspect_after: int = 2
     dead_after: int = 3

@@ -301,7 +301,7 @@ def test_a_dead_leaders_job_is_taken_over_and_completes() -> None:
 def test_a_member_its_watcher_cannot_reach_stays_alive_through_helpers() -> None:
     cluster = settled(Cluster(configs(5)))
     watcher, member = "n00", "n01"
-    assert cluster.nodes[watcher].membership.watched() == [member]
+    assert member in cluster.nodes[watcher].membership.watched()
     cluster.cut = {frozenset((watcher, member))}  # only this link fails
     for second in range(4, 60, 2):
         cluster.run(second)
