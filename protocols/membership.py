@@ -131,7 +131,7 @@ class WatchRound(NamedTuple):
     pings: list[tuple[str, int]]  # (member, nonce)
     accusations: list[Suspect | Down]  # to publish
     changes: list[MemberChange]  # our own verdicts
-    requests: list[tuple[str, str, int]] = []  # (helper, member, nonce): indirect probes to ask for
+    requests: list[tuple[str, str, int]]  # (helper, member, nonce): indirect probes to ask for
 
 
 @dataclass(slots=True)
