@@ -63,7 +63,7 @@ from sim.network import NetworkConfig
 
 _BCAST, _SEND, _INPUT, _TIMER, _ENGINE, _CALL = range(6)
 _PUBLISHING, _END = 0, 1
-_EXACT_FIRST, _SAMPLE_EVERY = 32, 64  # bytes: which messages of a type are encoded
+_EXACT_FIRST, _SAMPLE_EVERY = 32, 512  # bytes: which messages of a type are encoded
 
 
 class NodeLike(Protocol):
