@@ -91,6 +91,9 @@ class Leader:
         self.node = node
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
+        # `check_leaders` rescans `by_leader` only when the alive set changed
+        # (a new list each time) or a job was indexed under a dead leader.
+        self._leaders_checked: Sequence[str] | None = None
         self.waiting: set[str] = set()  # led jobs looking for nodes
         # Nodes that declined a job only for want of free resources: asked
         # again after a back-off that doubles while they stay full, or as
@@ -135,6 +138,8 @@ class Leader:
             self.unindex(header.id, previous)
         if not header.state.terminal:
             self.by_leader.setdefault(header.leader, set()).add(header.id)
+            if not self.node.is_alive(header.leader):
+                self._leaders_checked = None
         if header.leader != self.node.node_id:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
@@ -229,6 +234,10 @@ class Leader:
         membership = self.node.membership
         if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
             return
+        alive = membership.alive_ids()
+        if alive is self._leaders_checked:
+            return
+        self._leaders_checked = alive
         for leader, job_ids in list(self.by_leader.items()):
             if leader != self.node.node_id and not membership.is_alive(leader):
                 for job_id in sorted(job_ids):
@@ -242,6 +251,8 @@ class Leader:
         stale = node.now - node.config.bid_hold
         for job_id in sorted(self.led):
             replica = node.jobs[job_id]
+            if not replica.accepted:
+                continue
             header = replica.header
             for e in replica.executions.values():
                 if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
@@ -459,7 +470,9 @@ class Leader:
         self._record(replica, [moved])
         if state == ExecutionState.FAILED:
             self._after_failures(replica, [moved], counted=True)
-        else:
+        elif state.terminal or header.spec.type != JobType.DAEMON:
+            # (A daemon's progress frees no node and ends nothing: looking
+            # for more nodes would walk them all for every report.)
             self._schedule(replica)
 
     def _after_failures(self, replica: JobReplica, failed: list[ExecutionRecord], *, counted: bool) -> None:

@@ -237,6 +237,7 @@ class JobReplica:
     _weight: int = field(default=0, repr=False)  # see fingerprint(); kept as executions merge
     asking: int = field(default=0, repr=False)  # executions in AskForBid: a bid round is open
     active: int = field(default=0, repr=False)  # executions holding resources on their nodes
+    accepted: int = field(default=0, repr=False)  # executions in BidAccepted: told to start, not yet started
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -266,6 +267,9 @@ class JobReplica:
                     held is not None and held.state == ExecutionState.ASK_FOR_BID
                 )
                 self.active += execution.state.active - (held is not None and held.state.active)
+                self.accepted += (execution.state == ExecutionState.BID_ACCEPTED) - (
+                    held is not None and held.state == ExecutionState.BID_ACCEPTED
+                )
                 changed = True
         events = delta.events
         history = self.history

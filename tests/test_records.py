@@ -57,6 +57,7 @@ def state_of(replica: JobReplica) -> tuple[object, ...]:
     executions = replica.executions.values()
     assert replica.asking == sum(e.state == ExecutionState.ASK_FOR_BID for e in executions)
     assert replica.active == sum(e.state.active for e in executions)
+    assert replica.accepted == sum(e.state == ExecutionState.BID_ACCEPTED for e in executions)
     return (replica.header, sorted(replica.executions.items()), replica.history)
 
 
