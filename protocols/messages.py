@@ -245,10 +245,13 @@ class DigestRequest:
 @message("digest-reply")
 @dataclass(frozen=True, slots=True)
 class DigestReply:
-    """Records newer than the requester's, and the ids the replier lacks."""
+    """Records newer than the requester's, the ids the replier lacks, and the
+    requester's entries for long-ended jobs that the replier holds alike (the
+    requester sends those only while it doubts the replier has them)."""
 
     deltas: tuple[JobDelta, ...] = ()
     wanted: tuple[str, ...] = ()
+    matched: tuple[tuple[str, int, int, int, int], ...] = ()
 
 
 @message("record-request")

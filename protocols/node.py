@@ -18,6 +18,11 @@ the local replica at once, and is sent coalesced to the job's holders (keepers
 and the nodes running it): writes to one job within `flush_interval` leave as
 one `JobUpdated`, and a holder new to the job gets the whole record. A write
 that could not be delivered goes again, whole, at the next anti-entropy round.
+Digests cover live jobs and those ended within `recent_window`; an older one
+only with a keeper that may have missed its end (it was down then, or a write
+to it was given up), until that keeper shows it holds the same record: a
+keeper's return is otherwise mended by one catch-up message, which can be
+lost, or not sent when the node meant to send it did not see the return.
 So a job costs a bounded number of messages however large the network. When a
 leader dies, its keepers see it in membership; the first live successor in the
 job's header (the rendezvous ranking made at submission) takes over with the
@@ -209,7 +214,8 @@ class Node:
         self._pending: dict[str, _PendingWrite] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
         self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
-        self._kept_live: set[str] = set()  # jobs we keep that are live or ended lately (see `_recent`)
+        self._kept_live: set[str] = set()  # jobs we keep that are live, ended lately, or in doubt (see `_recent`)
+        self._doubted: dict[str, set[str]] = {}  # keepers that may lack an ended job's record (see `_doubt`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
         self._started_at = 0.0
         self._refutations = 0  # ping rounds left that repeat our refutation of an accusation
@@ -345,6 +351,8 @@ class Node:
         delta = JobDelta(header, tuple(executions), tuple(events))
         previous = replica.header
         replica.apply(delta)
+        if header.state.terminal:
+            self._doubt_absent(replica)
         # A new keeper, or every keeper after a failover, gets the whole record.
         if header.leader != previous.leader or header.successors != previous.successors:
             fresh = header.keepers if header.leader != previous.leader else header.keepers - previous.keepers
@@ -480,7 +488,9 @@ class Node:
         return replica
 
     def _on_job_updated(self, sender: str, message: JobUpdated) -> None:
-        self._merge(message.delta)
+        replica = self._merge(message.delta)
+        if replica.header.state.terminal and self.keeps(replica):
+            self._doubt_absent(replica)  # so the leader's doubts do not die with it
 
     def _on_flush_timer(self, key: tuple[Any, ...]) -> None:
         pending, self._pending = self._pending, {}
@@ -544,38 +554,83 @@ class Node:
             for peer in sorted(peers):
                 if peer in holders and self.membership.is_alive(peer):
                     self.out.append(Send(peer, Records((replica.snapshot(),))))
+                elif replica.header.kept_by(peer):
+                    self._doubt(job_id, (peer,))
 
     def keeps(self, replica: JobReplica) -> bool:
         """Whether this node keeps the job's whole record up to date."""
         return replica.header.kept_by(self.node_id)
 
     def _recent(self) -> list[JobReplica]:
-        """The live and recently ended jobs we keep, newest first, at most
-        `MAX_DIGEST`: repair is for what was just lost."""
-        horizon = self.now - self.config.recent_window
+        """The jobs we keep that anti-entropy covers with someone (`_owes`),
+        newest first, at most `MAX_DIGEST`: repair is for what was just lost."""
         me = self.node_id
+        alive = self.membership.is_alive
         recent = []
         for job_id in sorted(self._kept_live):
             r = self.jobs.get(job_id)
-            if r is not None and (not r.header.state.terminal or r.header.modify_time >= horizon) and r.header.kept_by(me):
-                recent.append(r)
-            else:
+            if r is None or not r.header.kept_by(me):
                 self._kept_live.discard(job_id)  # until a merge brings it back
+                self._doubted.pop(job_id, None)
+            elif not self._settled(r) or any(alive(k) and r.header.kept_by(k) for k in self._doubted.get(job_id, ())):
+                recent.append(r)
+            elif job_id not in self._doubted:
+                self._kept_live.discard(job_id)
         if len(recent) > MAX_DIGEST:
             recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
         return recent
 
+    def _settled(self, replica: JobReplica, slack: float = 0.0) -> bool:
+        """Ended more than `recent_window` (and `slack`) ago."""
+        header = replica.header
+        return header.state.terminal and header.modify_time < self.now - self.config.recent_window - slack
+
+    def _owes(self, replica: JobReplica, peer: str) -> bool:
+        """Whether anti-entropy with `peer` covers the job: a live or lately
+        ended one with any fellow keeper, an older one with those in doubt."""
+        return replica.header.kept_by(peer) and (not self._settled(replica) or peer in self._doubted.get(replica.id, ()))
+
+    def _doubt(self, job_id: str, keepers: Iterable[str]) -> None:
+        """Keep the job in our digests with these keepers, ended or not, until
+        each shows it holds our record (`_confirm`); while they are down they
+        hold nothing up. Bounded: the oldest doubts go first."""
+        self._doubted.setdefault(job_id, set()).update(keepers)
+        self._kept_live.add(job_id)
+        if len(self._doubted) > MAX_DIGEST:
+            del self._doubted[next(iter(self._doubted))]
+
+    def _doubt_absent(self, replica: JobReplica) -> None:
+        """A write to an ended job cannot reach the keepers that are down."""
+        absent = [k for k in replica.header.keepers if not self.is_alive(k)]
+        if absent:
+            self._doubt(replica.id, absent)
+
+    def _confirm(self, job_id: str, peer: str) -> None:
+        doubted = self._doubted.get(job_id)
+        if doubted is not None and peer in doubted:
+            doubted.discard(peer)
+            if not doubted:
+                del self._doubted[job_id]
+
     def _digest(self, peer: str, recent: list[JobReplica]) -> tuple[tuple[str, int, int, int, int], ...]:
         """What we hold of the recent jobs `peer` keeps with us."""
-        return tuple(
-            (r.header.id, *r.header.version_key, r.fingerprint()) for r in recent if r.header.kept_by(peer)
-        )
+        return tuple(_entry(r) for r in recent if self._owes(r, peer))
 
     def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
         self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))
         recent = self._recent()
         alive = self.membership.is_alive
-        peers = sorted({k for r in recent for k in r.header.keepers if k != self.node_id and alive(k)})
+        keepers: set[str] = set()
+        for replica in recent:
+            if self._settled(replica):  # ended long ago: only the keepers in doubt
+                keepers.update(k for k in self._doubted.get(replica.id, ()) if replica.header.kept_by(k))
+            else:
+                header = replica.header
+                keepers.add(header.leader)
+                keepers.add(header.submitter)
+                keepers.update(header.successors)
+        keepers.discard(self.node_id)
+        peers = sorted(k for k in keepers if k and alive(k))
         if peers:
             peer = self.rng.choice(peers)
             self.out.append(Send(peer, DigestRequest(self._digest(peer, recent))))
@@ -588,11 +643,15 @@ class Node:
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
         """Send what the asker lacks, ask for what we lack. Replicas that
         merely differ (a healed split brain) swap both ways: merging is
-        idempotent, so sending too much costs bytes, never correctness."""
+        idempotent, so sending too much costs bytes, never correctness.
+        A long-ended job comes only from a keeper that doubts we hold it:
+        if we do, we say so (`matched`)."""
         newer: list[JobDelta] = []
         wanted: list[str] = []
+        matched: list[tuple[str, int, int, int, int]] = []
         theirs = set()
-        for job_id, finality, epoch, revision, fingerprint in message.digest[:MAX_DIGEST]:
+        for entry in message.digest[:MAX_DIGEST]:
+            job_id, finality, epoch, revision, fingerprint = entry
             theirs.add(job_id)
             replica = self.jobs.get(job_id)
             if replica is None:
@@ -601,17 +660,20 @@ class Node:
             ours = (replica.header.version_key, replica.fingerprint())
             other = ((finality, epoch, revision), fingerprint)
             if ours == other:
+                self._confirm(job_id, sender)
+                if self._settled(replica, slack=self.config.anti_entropy_interval):
+                    matched.append(entry)  # so old that it was sent only out of doubt
                 continue
             if not (ours[0] >= other[0] and ours[1] >= other[1]):
                 wanted.append(job_id)
             if not (other[0] >= ours[0] and other[1] >= ours[1]):
                 newer.append(replica.snapshot())
         for replica in self._recent():
-            if replica.id not in theirs and replica.header.kept_by(sender):
+            if replica.id not in theirs and self._owes(replica, sender):
                 newer.append(replica.snapshot())
         first = _batches(newer)[0] if newer else ()  # the rest goes in later rounds
-        if first or wanted:
-            self.out.append(Send(sender, DigestReply(first, tuple(wanted[:MAX_DIGEST]))))
+        if first or wanted or matched:
+            self.out.append(Send(sender, DigestReply(first, tuple(wanted[:MAX_DIGEST]), tuple(matched))))
 
     def _on_digest_reply(self, sender: str, message: DigestReply) -> None:
         for delta in message.deltas:
@@ -619,6 +681,10 @@ class Node:
         records = [self.jobs[job_id].snapshot() for job_id in message.wanted if job_id in self.jobs]
         for batch in _batches(records):
             self.out.append(Send(sender, Records(batch)))
+        for entry in message.matched:
+            replica = self.jobs.get(entry[0])
+            if replica is not None and _entry(replica) == entry:
+                self._confirm(replica.id, sender)
 
     def _on_records(self, sender: str, message: Records) -> None:
         for delta in message.deltas:
@@ -752,7 +818,9 @@ class Node:
         for info in message.infos:
             change = self.membership.observe(info, self.now)
             if change is not None and change.previous is None:
-                self.leader.node_joined(change.node_id)
+                self.leader.node_joined(change.node_id)  # new to us, not to the network: no welcome
+            elif change is not None:
+                self._on_member_change(change)  # one we held dead is back: it may need records
         self._schedule_membership_check()
 
     def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
@@ -819,6 +887,11 @@ class Node:
     def _drain(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
+
+
+def _entry(replica: JobReplica) -> tuple[str, int, int, int, int]:
+    """A job's line in a digest (see `DigestRequest`)."""
+    return (replica.header.id, *replica.header.version_key, replica.fingerprint())
 
 
 def _units(delta: JobDelta) -> int:

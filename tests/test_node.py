@@ -12,7 +12,7 @@ from protocols import election
 from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.membership import MemberStatus
-from protocols.messages import AskBid, BidReply, Capacity, ExecutionUpdate, JobUpdated
+from protocols.messages import AskBid, BidReply, Capacity, DigestRequest, ExecutionUpdate, JobUpdated
 from protocols.node import NodeConfig
 from protocols.records import DesiredState, ExecutionState, JobDelta, JobState
 from protocols.selection import SelectionPolicy
@@ -451,6 +451,46 @@ def test_a_lost_keeper_is_replaced_and_catches_up_when_it_returns() -> None:
     leader = cluster.job("j", _index(cluster, now.leader))
     back = cluster.job("j", _index(cluster, lost))
     assert back.header.order == leader.header.order and back.fingerprint() == leader.fingerprint()
+
+
+def test_a_keeper_cut_off_while_a_job_ended_gets_its_record_long_after_it_ended() -> None:
+    cluster = settled(Cluster(configs(7)))
+    job_id = "j"
+    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=5)
+    cut = next(n for n in reversed(ranked[1:]) if n != "n00")  # a successor, not the submitter
+    cluster.cut = {frozenset((cut, c.node_id)) for c in cluster.configs if c.node_id != cut}
+    cluster.submit(0, job_id, spec())
+    cluster.run(20)
+    assert cluster.job(job_id).header.state == JobState.COMPLETED and job_id not in cluster.node(_index(cluster, cut)).jobs
+    heal = cluster.job(job_id).header.modify_time + cluster.configs[0].recent_window + 5
+    lost: list[Any] = []
+    apply = cluster._apply
+
+    def losing(node_id: str, effects: list[Any]) -> None:
+        # What the others send it of the job as it returns (the catch-up)
+        # vanishes without a word.
+        def kept(effect: Any) -> bool:
+            if not isinstance(effect, Send) or effect.peer != cut or cluster.now >= heal + 10:
+                return True
+            message = effect.message
+            deltas = getattr(message, "deltas", None) or (getattr(message, "delta", None),)
+            if all(d is None or d.header.id != job_id for d in deltas):
+                return True
+            lost.append(message)
+            return False
+
+        apply(node_id, [e for e in effects if kept(e)])
+
+    cluster.run(heal)  # it is back only once the job has left the digests of recent jobs
+    cluster._apply = losing  # type: ignore[method-assign]
+    cluster.cut = set()
+    cluster.run(heal + 60)
+    theirs, ours = cluster.node(_index(cluster, cut)).jobs.get(job_id), cluster.job(job_id)
+    assert lost and theirs is not None
+    assert theirs.header.order == ours.header.order and theirs.executions == ours.executions
+    digests = sends(cluster, DigestRequest)  # and once all agree, the job leaves the digests
+    cluster.run(heal + 120)
+    assert not [d for _, d in digests if any(entry[0] == job_id for entry in d.digest)]
 
 
 def test_a_takeover_keeps_the_lost_leader_as_a_keeper() -> None:
