@@ -26,11 +26,19 @@ the (incarnation, seq) we hold of it, or newer::
     LEFT --heard a higher incarnation--> ALIVE
 
 An accused node that hears of it refutes by publishing a fresh heartbeat (its
-seq grows past the accusation). A suspicion that neither a `Down` nor a
-refutation settles within `suspicion_timeout` (both lost, or sent while we
-were cut off) we check ourselves: we ping the member each round like one we
-watch, and it is alive again if it answers, dead after `dead_after` misses.
-Else a dead member could stay "alive" here, its work never replaced.
+seq grows past the accusation). An accusation carries the newest seq its
+watcher heard (a refresh is not stored, so that may be newer than the info
+it holds: else those who joined later, and hold a later seq, would take
+every accusation for stale). One older than the seq we hold is not believed,
+but we ping the member ourselves for `dead_after` rounds, without publishing
+our verdict: with one watcher, a dead member whose last heartbeat reached us
+and not its watcher would otherwise stay alive here for good.
+
+A suspicion that neither a `Down` nor a refutation settles within
+`suspicion_timeout` (both lost, or sent while we were cut off) we check
+ourselves: we ping the member each round like one we watch, and it is alive
+again if it answers, dead after `dead_after` misses. Else a dead member
+could stay "alive" here, its work never replaced.
 
 A node cut off by a partition is declared dead by the other side; each round
 a watcher also pings one dead member, and one that answers is told it was
@@ -94,7 +102,7 @@ class MembershipConfig:
     base_interval: float = 1.0
     max_heartbeats_per_second: float = 0.5
     ping_interval: float = 2.0
-    watchers: int = 2
+    watchers: int = 1
     helpers: int = 2
     suspect_after: int = 2
     dead_after: int = 3
@@ -173,6 +181,10 @@ class Membership:
         self._relays: dict[int, tuple[str, str, int]] = {}  # our ping's nonce -> (asker, member, its nonce)
         self._old_relays: dict[int, tuple[str, str, int]] = {}  # the previous round's: still answerable
         self._announce: dict[str, list[Any]] = {}  # member -> [Down message, rounds left]
+        # The newest (incarnation, seq) heard of the members we ping, where it
+        # is newer than the info we keep: our accusations carry it.
+        self._heard: dict[str, tuple[int, int]] = {}
+        self._doubts: set[str] = set()  # accused under an older seq than ours: we check them, quietly
 
     @staticmethod
     def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
@@ -220,7 +232,11 @@ class Membership:
             if (info.incarnation, info.seq) <= down.key:
                 return None  # from before the accusation
         if held is not None and down is None and _same_but_fresher(held, info):
-            return None  # a refresh of a live member: nothing to keep (and no copy to make)
+            # A refresh of a live member: nothing to keep (and no copy to
+            # make), except its seq if we ping it, for our accusations.
+            if node_id in self._doubts or node_id in self.watched():
+                self._heard[node_id] = (info.incarnation, info.seq)
+            return None
         self._store(info)
         if held is None:
             self._insert(node_id)
@@ -243,7 +259,11 @@ class Membership:
             return None
         key = (message.incarnation, message.seq)
         if key < (held.incarnation, held.seq):
-            return None  # we heard from it since
+            # We heard from it since: maybe a refutation, maybe only a last
+            # heartbeat its watcher missed. Our own pings will tell.
+            if message.incarnation == held.incarnation and self.is_alive(node_id) and node_id not in self.watched():
+                self._doubts.add(node_id)
+            return None
         down = self._down.get(node_id)
         previous = _ALIVE if down is None else down.status
         status = _DEAD if isinstance(message, Down) else _SUSPECT
@@ -294,15 +314,20 @@ class Membership:
             down = self._down.get(node_id)
             if info is None or (down is not None and down.status is not _SUSPECT):
                 continue
+            key = max((info.incarnation, info.seq), self._heard.get(node_id, (0, 0)))
+            quiet = node_id in self._doubts  # a watcher said it already: our verdict is for us only
             if misses == config.suspect_after and misses < config.dead_after:
-                suspect = Suspect(node_id, info.incarnation, info.seq)
-                accusations.append(suspect)
+                suspect = Suspect(node_id, *key)
+                if not quiet:
+                    accusations.append(suspect)
                 change = self.accused(suspect, now)
                 if change is not None:
                     changes.append(change)
             elif misses >= config.dead_after:
-                down = Down(node_id, info.incarnation, info.seq)
-                self._announce[node_id] = [down, _DOWN_REPEATS]
+                down = Down(node_id, *key)
+                if not quiet:
+                    self._announce[node_id] = [down, _DOWN_REPEATS]
+                self._doubts.discard(node_id)
                 change = self.accused(down, now)
                 if change is not None:
                     changes.append(change)
@@ -315,13 +340,15 @@ class Membership:
         pings = []
         requests = []
         stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
-        for node_id in dict.fromkeys([*self.watched(), *stale]):
+        self._doubts = {n for n in self._doubts if self.is_alive(n)}
+        for node_id in dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)]):
             self._nonce += 1
             self._awaiting[node_id] = self._nonce
             pings.append((node_id, self._nonce))
             if node_id in self._misses:
                 requests += [(helper, node_id, self._nonce) for helper in self._helpers(node_id)]
         self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
+        self._heard = {n: k for n, k in self._heard.items() if n in self._awaiting}
         self._old_relays, self._relays = self._relays, {}
         dead = [n for n, d in self._down.items() if d.status is _DEAD]
         if dead:  # is one of the dead back? (a healed partition)
@@ -335,6 +362,7 @@ class Membership:
         if self._awaiting.get(node_id) == nonce:
             del self._awaiting[node_id]
             self._misses.pop(node_id, None)
+            self._doubts.discard(node_id)  # it answered: our check is over
             if node_id in self._down and self._down[node_id].status is _SUSPECT:
                 del self._down[node_id]  # it answered us: alive (as it counted all along)
                 self._alive_infos = None

@@ -135,7 +135,7 @@ class NodeConfig:
     heartbeat_interval: float = 1.0  # at least; stretched in a large network
     max_heartbeats_per_second: float = 0.5  # heartbeats a node receives from all others together, at most
     ping_interval: float = 2.0  # how often a node pings the members it watches
-    watchers: int = 2  # members each node watches (so each is watched by as many)
+    watchers: int = 1  # members each node watches (so each is watched by as many)
     helpers: int = 2  # members asked to ping a watched member that did not answer (indirect probes)
     suspect_after: int = 2  # unanswered pings in a row
     dead_after: int = 3  # unanswered pings in a row

@@ -193,6 +193,47 @@ def test_a_refutation_brings_an_accused_member_back() -> None:
     assert m.observe(info("b", seq=3), 3.5) == MemberChange("b", SUSPECT, ALIVE, info("b", seq=3))
 
 
+def test_an_accusation_carries_the_newest_seq_its_watcher_heard() -> None:
+    m = joined("b", watchers=1, suspect_after=2, dead_after=3)
+    m.observe(info("b", seq=4), 0.5)  # a refresh: not stored, but b is ours to watch
+    assert m.info("b").seq == 1  # type: ignore[union-attr]
+    accusations = [a for s in range(4) for a in m.ping_round(float(s)).accusations]
+    # else a member that joined later, and holds seq 4, would not believe it
+    assert accusations[:2] == [Suspect("b", 1, 4), Down("b", 1, 4)]
+    assert m.observe(info("b", seq=4), 5.0) is None and m.status("b") == DEAD  # a late copy changes nothing
+
+
+def test_an_accusation_older_than_what_we_heard_is_checked_by_our_own_pings() -> None:
+    # b's last heartbeat reached us and not its watcher, which accuses it at seq 1
+    m = membership("c", watchers=1, suspect_after=2, dead_after=3)
+    m.observe(info("a"), 0.0)
+    m.observe(info("b", seq=4), 0.0)
+    assert m.watched() == ["a"]  # b is not ours to watch
+    assert m.accused(Down("b", 1, 1), 1.0) is None and m.status("b") == ALIVE  # not believed...
+    pings = m.ping_round(2.0).pings
+    assert [peer for peer, _ in pings] == ["a", "b"]  # ...but checked
+    changes: list[MemberChange] = []
+    for second in (4.0, 6.0, 8.0):
+        m.acked("a", dict(pings)["a"])  # a answers; b never does
+        round_ = m.ping_round(second)
+        pings = round_.pings
+        assert round_.accusations == []  # its watcher spoke already: our verdict is ours only
+        changes += round_.changes
+    assert changes == [
+        MemberChange("b", ALIVE, SUSPECT, info("b", seq=4)),
+        MemberChange("b", SUSPECT, DEAD, info("b", seq=4)),
+    ]
+    assert not m.is_alive("b") and m.ping_round(10.0).accusations == []
+    # a member that answers stays alive, and the check ends
+    m = membership("c", watchers=1)
+    m.observe(info("a"), 0.0)
+    m.observe(info("b", seq=4), 0.0)
+    m.accused(Suspect("b", 1, 1), 1.0)  # say a refutation overtook it
+    nonce = dict(m.ping_round(2.0).pings)["b"]
+    assert m.acked("b", nonce) is None and m.status("b") == ALIVE
+    assert [peer for peer, _ in m.ping_round(4.0).pings] == ["a"]
+
+
 def test_a_suspicion_nobody_settles_is_checked_by_our_own_pings() -> None:
     m = joined("a", "b", "c", node_id="z")  # z watches a and b; c is not ours to watch
     m.accused(Suspect("b", 1, 1), 10.0)

@@ -298,6 +298,40 @@ def test_a_dead_leaders_job_is_taken_over_and_completes() -> None:
     assert max(completed_partitions(cluster, "j").values()) == 1
 
 
+def test_with_one_watcher_a_death_reaches_a_member_that_joined_later() -> None:
+    # n00 watches n01 and holds the seq it first heard of it (a refresh is
+    # not stored); n02 joined later and holds a newer one. n01 submits a job
+    # it leads, with n02 next in line, and dies at once: n02 must believe
+    # n00's Down and take over (integration: test_a_job_outlives_the_peer_...).
+    # n01 first: its welcome, with its own current seq, reaches n02 first
+    early = [NodeConfig(node_id=n, capacity=SMALL, watchers=1) for n in ("n01", "n00")]
+    cluster = Cluster(early)
+    cluster.run(10)
+    late = NodeConfig(node_id="n02", capacity=SMALL, watchers=1)
+    cluster.configs.append(late)
+    cluster._boot(late)
+    cluster.run(14)
+    watcher, heir = (cluster.nodes[n].membership for n in ("n00", "n02"))
+    assert watcher.watched() == ["n01"] and "n01" not in heir.watched()
+    assert heir.info("n01").seq > watcher.info("n01").seq  # type: ignore[union-attr]
+    ids = ["n00", "n01", "n02"]
+    job_id = next(j for j in (f"j{i}" for i in range(100)) if election.rank(j, ids, k=2) == ["n01", "n02"])
+    cluster.submit(0, job_id, spec())
+    cluster.run(cluster.now + 0.05)
+    cluster.crash("n01")
+    died: dict[str, float] = {}
+    while cluster.now < 60:
+        cluster.run(cluster.now + 0.01)
+        for name in ("n00", "n02"):
+            if name not in died and not cluster.nodes[name].membership.is_alive("n01"):
+                died[name] = cluster.now
+    assert "n02" in died, "n02 never learnt that n01 died"
+    assert died["n02"] - died["n00"] < 0.1  # the watcher's Down is believed at once
+    job = cluster.job(job_id, 2)
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    assert job.header.leader == "n02" and job.header.epoch == 2
+
+
 def test_a_member_its_watcher_cannot_reach_stays_alive_through_helpers() -> None:
     cluster = settled(Cluster(configs(5)))
     watcher, member = "n00", "n01"
