@@ -63,6 +63,7 @@ class _Local:
     probe_kind: str = ""
     probe_document: dict[str, Any] | None = None
     state: ExecutionState = ExecutionState.ASK_FOR_BID
+    partition: int = -1  # what it runs as, once started
 
     @property
     def job_id(self) -> str:
@@ -183,7 +184,7 @@ class Executor:
         if not decision.accepted:
             self._drop(local)
             return
-        local.leader, local.epoch, local.stage = sender, decision.epoch, RUNNING
+        local.leader, local.epoch, local.stage, local.partition = sender, decision.epoch, RUNNING, decision.partition
         header = local.header
         record = ExecutionRecord(
             id=local.execution_id,
@@ -198,6 +199,7 @@ class Executor:
             modify_time=node.now,
         )
         node.emit(StartExecution(record, header))
+        node.note_own(record)
         timeout = header.spec.task.timeouts.total_timeout
         if timeout > 0:
             node.set_timer(("total-timeout", local.execution_id), node.now + timeout)
@@ -243,7 +245,7 @@ class Executor:
         self.node.emit_cancel_timer(("total-timeout", local.execution_id))
         self._drop(local)
         self._report(local, state, message, result)
-        update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result)
+        update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result, local.partition)
         self._unconfirmed[local.execution_id] = (update, 0)
         self._arm_resend(local.execution_id)
 
@@ -277,7 +279,9 @@ class Executor:
                 self._cancel(local, "the job's record no longer wants this execution")
 
     def resume(self) -> None:
-        """After a restart, work we ran died with the process: say so."""
+        """After a restart, work we ran died with the process: say so, until
+        the record shows it (the leader we knew may be gone: nothing else
+        would tell its successor that the run ended)."""
         node = self.node
         for replica in node.jobs.values():
             for record in replica.executions.values():
@@ -286,6 +290,8 @@ class Executor:
                         replica.id, record.id, replica.header.epoch, ExecutionState.FAILED, "the node restarted", None
                     )
                     node.emit_send(replica.header.leader, update)
+                    self._unconfirmed[record.id] = (update, 0)
+                    self._arm_resend(record.id)
 
     def check_in(self) -> None:
         """Tell the leader, now and then, what we still run. Nodes running a
@@ -294,7 +300,9 @@ class Executor:
         deposed leader sends the record that names its successor."""
         for local in sorted(self.local.values(), key=lambda local: local.execution_id):
             if local.stage == RUNNING:
-                update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, local.state, "still running")
+                update = ExecutionUpdate(
+                    local.job_id, local.execution_id, local.epoch, local.state, "still running", partition=local.partition
+                )
                 self.node.emit_send(local.leader, update)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
@@ -302,7 +310,7 @@ class Executor:
             return
         if message.execution_id in self._unconfirmed:
             self._arm_resend(message.execution_id)
-        elif message.execution_id in self.local:
+        if message.execution_id in self._unconfirmed or message.execution_id in self.local:
             self.node.fetch(message.job_id)  # who leads it now?
 
     def _arm_resend(self, execution_id: str) -> None:
@@ -331,7 +339,8 @@ class Executor:
     ) -> None:
         local.state = state
         self.node.emit_send(
-            local.leader, ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result)
+            local.leader,
+            ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result, local.partition),
         )
 
     def _of_job(self, job_id: str) -> list[_Local]:

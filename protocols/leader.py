@@ -443,6 +443,17 @@ class Leader:
                     sender, CancelExecution(header.id, execution.id, header.epoch, "execution is no longer wanted")
                 )
             return
+        if update.partition >= 0 and execution.partition >= 0 and update.partition != execution.partition:
+            # A leader that took over (its predecessor's decision lost with
+            # it) placed this bid as another partition than the run works
+            # on: its result is not this slot's. The slot is placed again.
+            why = f"it ran as partition {update.partition}, not {execution.partition}"
+            moved = self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED)
+            self._record(replica, [moved])
+            if not update.state.terminal:
+                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
+            self._schedule(replica)
+            return
         if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
             return
         if _PROGRESS[execution.state] < _PROGRESS[ExecutionState.BID_ACCEPTED]:
@@ -482,6 +493,10 @@ class Leader:
         if spec.type in (JobType.OPS, JobType.DAEMON):
             # One per node: a node that failed it more than `max_retries`
             # times is given up (see `_candidates`), the others carry on.
+            if spec.type == JobType.OPS:
+                again = [e.node_id for e in failed if self._retry_on(replica, e)]
+                if again:
+                    self._ask(replica, sorted(set(again)))
             self._schedule(replica)
             return
         if counted:
@@ -572,9 +587,15 @@ class Leader:
         self._place(replica)
 
     def _settle_ops(self, replica: JobReplica) -> None:
-        if replica.active:
+        """Done when no node runs it: completed if each node's last run
+        completed (a failed run is retried on its node, see `_retry_on`)."""
+        if replica.active or replica.asking:
             return  # still running somewhere (and counted as records merge: no scan per update)
-        placed = [e for e in replica.executions.values() if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED]
+        last: dict[str, ExecutionRecord] = {}
+        for e in sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id)):
+            if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED:
+                last[e.node_id] = e
+        placed = list(last.values())
         if not placed:
             reasons = Counter(e.message for e in replica.executions.values())
             self._finish(replica, JobState.FAILED, "no node took the job: " + _summarise(reasons))
@@ -604,12 +625,26 @@ class Leader:
             self._no_candidates(replica, executions)
             return
         self.waiting.discard(header.id)
+        self._ask(replica, candidates)
+
+    def _ask(self, replica: JobReplica, candidates: list[str]) -> None:
         node = self.node
-        asks = [node.new_execution(header, candidate) for candidate in candidates]
+        asks = [node.new_execution(replica.header, candidate) for candidate in candidates]
         self._record(replica, asks)
         for ask in asks:
             node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
-        self._arm_window(header.id)
+        self._arm_window(replica.id)
+
+    def _retry_on(self, replica: JobReplica, failed: ExecutionRecord) -> bool:
+        """An ops job's failed run goes again on its node (ops runs once on
+        each), `max_retries` times at most, while the node is alive and no
+        later ask to it is pending or was declined."""
+        node = self.node
+        if not node.is_alive(failed.node_id) or self._failures(replica)[failed.node_id] > node.config.max_retries:
+            return False
+        return not any(
+            e.node_id == failed.node_id and e.create_time > failed.create_time for e in replica.executions.values()
+        )
 
     def _no_candidates(self, replica: JobReplica, executions: list[ExecutionRecord]) -> None:
         header = replica.header

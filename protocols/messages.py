@@ -203,6 +203,7 @@ class ExecutionUpdate:
     state: ExecutionState
     message: str = ""
     result: ExecutionResult | None = None
+    partition: int = -1  # the partition the run works on (-1: not known)
 
 
 @message("cancel-execution")

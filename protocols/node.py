@@ -373,6 +373,14 @@ class Node:
         elif first:
             self.set_timer(("flush",), self.now + self.config.flush_interval)
 
+    def note_own(self, record: ExecutionRecord) -> None:
+        """Put a run we start into our own copy of its job (a runner's copy
+        is not sent its progress; the leader's records, all newer, win any
+        merge), so after a restart we know what died with us (`Executor.resume`)."""
+        replica = self.jobs.get(record.job_id)
+        if replica is not None and replica.apply(JobDelta(replica.header, (record,))):
+            self.out.append(JobChanged(record.job_id))
+
     def new_execution(self, header: JobHeader, node_id: str) -> ExecutionRecord:
         """A fresh ask for a bid, with an id no other leader will pick."""
         execution_id = f"e-{self.rng.getrandbits(64):016x}"
@@ -621,18 +629,22 @@ class Node:
         recent = self._recent()
         alive = self.membership.is_alive
         keepers: set[str] = set()
+        doubted: set[str] = set()
         for replica in recent:
-            if self._settled(replica):  # ended long ago: only the keepers in doubt
-                keepers.update(k for k in self._doubted.get(replica.id, ()) if replica.header.kept_by(k))
-            else:
-                header = replica.header
+            header = replica.header
+            doubted.update(k for k in self._doubted.get(replica.id, ()) if header.kept_by(k))
+            if not self._settled(replica):
                 keepers.add(header.leader)
                 keepers.add(header.submitter)
                 keepers.update(header.successors)
-        keepers.discard(self.node_id)
-        peers = sorted(k for k in keepers if k and alive(k))
-        if peers:
-            peer = self.rng.choice(peers)
+        # One fellow keeper at random; and one in doubt, if any, so that it
+        # does not wait for chance to pick it among all the others.
+        chosen = []
+        for group in (keepers | doubted, doubted):
+            peers = sorted(k for k in group if k and k != self.node_id and alive(k))
+            if peers:
+                chosen.append(self.rng.choice(peers))
+        for peer in dict.fromkeys(chosen):
             self.out.append(Send(peer, DigestRequest(self._digest(peer, recent))))
         self.leader.check_leaders()
 

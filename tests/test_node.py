@@ -14,9 +14,9 @@ from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.membership import MemberStatus
 from protocols.messages import AskBid, BidReply, Capacity, DigestRequest, ExecutionUpdate, JobUpdated
 from protocols.node import NodeConfig
-from protocols.records import DesiredState, ExecutionState, JobDelta, JobState
+from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobState
 from protocols.selection import SelectionPolicy
-from tests.cluster import Cluster
+from tests.cluster import Cluster, Run
 
 T = TypeVar("T")
 SMALL = Capacity(cpu=2000, memory=2 << 30, disk=10 << 30)
@@ -110,6 +110,35 @@ def test_ops_job_runs_on_every_matching_node() -> None:
     assert job.header.state == JobState.COMPLETED, job.header.message
     ran = {e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED}
     assert ran == {"n1", "n3", "n5"}
+
+
+def test_an_ops_run_that_failed_goes_again_on_its_node() -> None:
+    cluster = settled(Cluster(configs(3)))
+    failing = {"n01": 2}  # n01 fails twice, then succeeds
+
+    def outcome(run: Run, s: JobSpec) -> bool:
+        left = failing.get(run.node, 0)
+        failing[run.node] = left - 1
+        return left <= 0
+
+    cluster.outcome = outcome
+    cluster.submit(0, "ops", spec("ops", None))
+    cluster.run(20)
+    job = cluster.job("ops")
+    assert job.header.state == JobState.COMPLETED, job.header.message
+    on_n01 = sorted((e.create_time, e.state) for e in job.executions.values() if e.node_id == "n01")
+    assert [state for _, state in on_n01] == [ExecutionState.FAILED, ExecutionState.FAILED, ExecutionState.COMPLETED]
+
+
+def test_an_ops_job_fails_when_a_node_used_up_its_retries() -> None:
+    cluster = settled(Cluster(configs(3)))
+    cluster.outcome = lambda run, s: run.node != "n01"
+    cluster.submit(0, "ops", spec("ops", None))
+    cluster.run(30)
+    job = cluster.job("ops")
+    assert job.header.state == JobState.FAILED
+    failures = [e for e in job.executions.values() if e.node_id == "n01" and e.state == ExecutionState.FAILED]
+    assert len(failures) == 1 + NodeConfig(node_id="x").max_retries
 
 
 def test_ops_job_with_no_matching_node_fails_saying_why() -> None:
@@ -649,3 +678,54 @@ def test_work_a_deposed_leader_started_after_the_job_ended_is_cancelled() -> Non
         record = cluster.job("j", index).executions["e-late"]
         assert record.state == ExecutionState.CANCELLED and record.desired == DesiredState.STOPPED
     assert cluster.job("j").header.state == JobState.FAILED
+
+
+def test_a_runner_that_restarted_unseen_tells_the_leader_that_took_over() -> None:
+    # The runner (not a keeper: its copy is not sent its progress) restarts
+    # while cut off from the job's leader, so its report that the run died
+    # with it fails; then that leader dies. Its successor knows the runner
+    # only as alive (its new incarnation): only the report, sent again to
+    # whoever leads now, ends the run.
+    nodes = configs(20)
+    nodes[5] = NodeConfig(node_id="n05", capacity=SMALL, labels={"role": "runner"})
+    cluster = settled(Cluster(nodes))
+    cluster.duration = lambda run, s: 1000.0
+    cluster.submit(0, "j", spec(Constraints=[{"Key": "role", "Operator": "=", "Values": ["runner"]}]))
+    cluster.run(5)
+    job = cluster.job("j")
+    leader = job.header.leader
+    execution = next(e for e in job.executions.values() if e.state == ExecutionState.RUNNING)
+    runner = execution.node_id
+    assert runner != leader and not job.header.kept_by(runner)
+    cluster.cut.add(frozenset({runner, leader}))
+    cluster.crash(runner)
+    cluster.restart(runner)
+    cluster.run(8)
+    cluster.crash(leader)
+    cluster.run(40)
+    survivor = cluster.keepers("j")[0]
+    record = cluster.job("j", survivor)
+    assert record.header.leader != leader
+    ended = record.executions[execution.id]
+    assert ended.state == ExecutionState.FAILED and ended.message == "the node restarted"
+
+
+def test_a_run_reported_as_another_partition_than_placed_does_not_count_for_it() -> None:
+    # As when a leader that took over placed a bid its predecessor had
+    # already accepted, as another partition: the result is not this slot's.
+    cluster = settled(Cluster(configs(3)))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "j", spec("batch", 2))
+    cluster.run(6)
+    leads = _index(cluster, cluster.job("j").header.leader)
+    job = cluster.job("j", leads)
+    placed = next(e for e in job.executions.values() if e.state == ExecutionState.RUNNING and e.partition == 0)
+    result = ExecutionResult(0, "done\n")
+    report = ExecutionUpdate("j", placed.id, job.header.epoch, ExecutionState.COMPLETED, "done", result, partition=1)
+    cluster.inject(leads, Received(placed.node_id, report))
+    cluster.run(7)
+    job = cluster.job("j", leads)
+    assert job.executions[placed.id].state == ExecutionState.CANCELLED
+    assert job.executions[placed.id].message == "it ran as partition 1, not 0"
+    assert not [e for e in job.executions.values() if e.state == ExecutionState.COMPLETED]
+    assert any(e.partition == 0 and e.state.active for e in job.executions.values() if e.id != placed.id)
