@@ -277,6 +277,13 @@ class JobReplica:
             return changed  # the tail of the history we hold (the same objects: one process)
         seen = self._seen
         fresh = [event for event in events if event.order not in seen]
+        if fresh and len(history) >= HISTORY_LIMIT:
+            # Full: an event older than all we keep would be cut at once, and
+            # is no news (it is not in `seen` only because it was cut before:
+            # counting it as a change made two replicas teach each other it
+            # forever).
+            oldest = history[0].order
+            fresh = [event for event in fresh if event.order > oldest]
         if fresh:
             fresh.sort(key=_event_order)
             seen.update(event.order for event in fresh)

@@ -103,6 +103,16 @@ def test_history_is_ordered_deduplicated_and_bounded() -> None:
     assert not replica.apply(JobDelta(header(1, 3), (), (events[-1],)))
 
 
+def test_events_older_than_a_full_history_are_no_news() -> None:
+    # Else two replicas that cut different old events pass them back and
+    # forth for ever, each merge "changing" the other.
+    events = [HistoryEvent(float(t), t, "a", "Note", str(t)) for t in range(HISTORY_LIMIT + 50)]
+    replica = JobReplica.from_delta(JobDelta(header(1, 1), (), tuple(events)))
+    kept = list(replica.history)
+    assert not replica.apply(JobDelta(header(1, 1), (), tuple(events[:50])))
+    assert replica.history == kept
+
+
 def test_snapshot_rebuilds_an_equal_replica() -> None:
     replica = JobReplica.from_delta(
         JobDelta(header(1, 4), (execution("e1", 1, 2, ExecutionState.RUNNING),),
