@@ -886,6 +886,12 @@ class Node:
             self._heartbeat()
             self._refutations = REFUTE_REPEATS - 1
             return
+        if message.node_id == self.node_id:
+            # About our life before a restart: the sender missed our return
+            # and would hold us dead until our next heartbeat, minutes away
+            # in a large network. Tell it who we are now.
+            self.out.append(Send(sender, self.membership.local))
+            return
         change = self.membership.accused(message, self.now)
         if change is not None:
             self._on_member_change(change)

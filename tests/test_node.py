@@ -729,3 +729,19 @@ def test_a_run_reported_as_another_partition_than_placed_does_not_count_for_it()
     assert job.executions[placed.id].message == "it ran as partition 1, not 0"
     assert not [e for e in job.executions.values() if e.state == ExecutionState.COMPLETED]
     assert any(e.partition == 0 and e.state.active for e in job.executions.values() if e.id != placed.id)
+
+
+def test_a_member_that_missed_a_restart_hears_of_it_from_the_restarted_node() -> None:
+    # Heartbeats minutes apart, as in a large network: only the restarted
+    # node's answer to a ping for a dead member can tell n02 it is back.
+    cluster = settled(Cluster(configs(4, max_heartbeats_per_second=0.01)))
+    cluster.crash("n01")
+    cluster.run(25)
+    assert cluster.node(2).membership.status("n01") == MemberStatus.DEAD
+    cluster.cut.add(frozenset({"n01", "n02"}))  # n02 misses the return
+    cluster.restart("n01")
+    cluster.run(27)
+    cluster.cut.clear()
+    assert cluster.node(2).membership.status("n01") == MemberStatus.DEAD
+    cluster.run(40)
+    assert cluster.node(2).membership.status("n01") == MemberStatus.ALIVE
