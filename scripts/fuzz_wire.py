@@ -38,6 +38,8 @@ from pydantic import BaseModel, ConfigDict  # noqa: E402
 from pydantic.alias_generators import to_pascal  # noqa: E402
 
 from protocols import wire  # noqa: E402
+from protocols.jobspec import JobSpec, job_spec_from_data  # noqa: E402
+from sim.workload import JOB_TYPES, spec_document  # noqa: E402
 
 MESSAGE_MODULES = ("protocols.messages", "p2pnode.execution")  # where the network's messages live
 
@@ -169,6 +171,8 @@ def random_value(tp: Any, rng: random.Random, depth: int = 0) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = typing.get_type_hints(tp)
         return tp(**{f.name: random_value(hints[f.name], rng, depth + 1) for f in dataclasses.fields(tp) if f.init})
+    if tp is JobSpec:  # too constrained to fill field by field: the simulator's valid random jobs
+        return job_spec_from_data(spec_document(rng.choice(JOB_TYPES), rng)).spec
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         values = {
             (info.alias or name): random_value(info.annotation, rng, depth + 1)
