@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.jobspec import JobSpec
+from protocols.quickinit import quick_init_module
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
 
 # ---------------------------------------------------------------- inputs
@@ -177,3 +178,6 @@ Effect = (
     | StopExecution
     | JobChanged
 )
+
+
+quick_init_module(globals())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from protocols.quickinit import quick_init_module
 from protocols.records import ExecutionResult, ExecutionState, JobDelta, JobHeader
 from protocols.wire import message
 
@@ -270,3 +271,6 @@ class Records:
     """Whole job records, pushed to a node that lacks them."""
 
     deltas: tuple[JobDelta, ...] = field(default=())
+
+
+quick_init_module(globals())

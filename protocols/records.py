@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from protocols.jobspec import JobSpec
+from protocols.quickinit import quick_init_module
 
 HISTORY_LIMIT = 200
 
@@ -321,3 +322,6 @@ def _weight(execution: ExecutionRecord) -> int:
 
 
 _event_order = operator.attrgetter("order")
+
+
+quick_init_module(globals())
