@@ -589,7 +589,7 @@ class Leader:
     def _settle_ops(self, replica: JobReplica) -> None:
         """Done when no node runs it: completed if each node's last run
         completed (a failed run is retried on its node, see `_retry_on`)."""
-        if replica.active or replica.asking:
+        if replica.active:
             return  # still running somewhere (and counted as records merge: no scan per update)
         last: dict[str, ExecutionRecord] = {}
         for e in sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id)):
