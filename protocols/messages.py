@@ -260,7 +260,8 @@ class DigestReply:
 @dataclass(frozen=True, slots=True)
 class RecordRequest:
     """Asked of a job's keepers by a node that does not keep it: answered
-    with `Records` if the asked node holds it."""
+    with `Records`, the whole record from a keeper, only the header (which
+    names the keepers) from a node that merely holds a copy."""
 
     job_id: str
 

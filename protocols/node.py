@@ -746,24 +746,29 @@ class Node:
     # ------------------------------------------------------------ answering for jobs we do not keep
 
     def fetch(self, job_id: str, attempt: int = 0) -> None:
-        """Ask the job's likely keepers: those it names if we hold an old
-        copy, else the top of the rendezvous ranking (its keepers, unless
-        the membership changed a lot since it was submitted: each further
-        attempt asks the next few down the ranking)."""
+        """Ask the job's likely keepers: those it names if we hold a copy,
+        and (without one, or when asking again) the top of the rendezvous
+        ranking: its keepers, unless the membership changed a lot since it
+        was submitted, so each further attempt asks the next few down the
+        ranking. A node there that holds a copy answers with its header."""
         replica = self.jobs.get(job_id)
+        asked: list[str] = []
         if replica is not None:
-            ranked = [replica.header.leader, *replica.header.successors, replica.header.submitter]
-            asked = [n for n in dict.fromkeys(ranked) if n and n != self.node_id][:FETCH_FROM]
-        else:
+            named = [replica.header.leader, *replica.header.successors, replica.header.submitter]
+            asked = [n for n in dict.fromkeys(named) if n and n != self.node_id][:FETCH_FROM]
+        if replica is None or attempt > 0:  # (the keepers it names may be gone, or their answers lost)
             ranked = election.rank(job_id, self.membership.alive_ids(), k=FETCH_FROM * (attempt + 1) + 1)
-            asked = [n for n in ranked if n != self.node_id][FETCH_FROM * attempt : FETCH_FROM * (attempt + 1)]
-        for peer in asked:
+            asked += [n for n in ranked if n != self.node_id][FETCH_FROM * attempt : FETCH_FROM * (attempt + 1)]
+        for peer in dict.fromkeys(asked):
             self.out.append(Send(peer, RecordRequest(job_id)))
 
     def _on_record_request(self, sender: str, message: RecordRequest) -> None:
+        """A keeper answers with the record; a node that only holds a copy
+        (it ran the job, say) with its header, which names the keepers."""
         replica = self.jobs.get(message.job_id)
-        if replica is not None and self.keeps(replica):
-            self.out.append(Send(sender, Records((replica.snapshot(),))))
+        if replica is not None:
+            answer = replica.snapshot() if self.keeps(replica) else JobDelta(replica.header)
+            self.out.append(Send(sender, Records((answer,))))
 
     # ------------------------------------------------------------ membership
 

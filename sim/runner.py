@@ -271,7 +271,11 @@ class Simulation:
             named = [k for n in sorted(replica.header.keepers) if (k := slots.get(n)) is not None and k.up]
         for slot in named:
             theirs = slot.node.jobs.get(job_id) if slot.node_id != track.where else None  # type: ignore[union-attr]
-            if theirs is not None and theirs.header.order > replica.header.order:
+            # The leader's copy wins a tie: a keeper may hold, for a moment,
+            # what a deposed leader wrote and the leader has yet to overrule.
+            if theirs is not None and (theirs.header.order > replica.header.order or (
+                slot is leader and theirs.header.order == replica.header.order
+            )):
                 track.where = slot.node_id
                 replica = theirs
         return replica

@@ -12,7 +12,16 @@ from protocols import election
 from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.membership import MemberStatus
-from protocols.messages import AskBid, BidReply, Capacity, DigestRequest, ExecutionUpdate, JobUpdated
+from protocols.messages import (
+    AskBid,
+    BidReply,
+    Capacity,
+    DigestRequest,
+    ExecutionUpdate,
+    JobUpdated,
+    RecordRequest,
+    Records,
+)
 from protocols.node import NodeConfig
 from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobState
 from protocols.selection import SelectionPolicy
@@ -471,6 +480,20 @@ def test_a_job_is_kept_by_its_keepers_and_any_other_node_asks_them() -> None:
     fetched = cluster.job("j", outsider)
     assert fetched.header.order == done.header.order
     assert fetched.fingerprint() == done.fingerprint() and fetched.history == done.history
+
+
+def test_a_node_that_only_holds_a_copy_answers_with_the_header_that_names_the_keepers() -> None:
+    cluster = settled(Cluster(configs(12)))
+    cluster.duration = lambda run, s: 1000.0
+    cluster.submit(0, "j", spec("ops", None))  # on every node, so on some that do not keep it
+    cluster.run(10)
+    header = cluster.job("j").header
+    runner = next(e.node_id for e in cluster.job("j").executions.values() if e.state == ExecutionState.RUNNING
+                  and not header.kept_by(e.node_id))
+    node = cluster.node(_index(cluster, runner))
+    answers = [e.message for e in node.handle(Received("n19", RecordRequest("j")), cluster.now) if isinstance(e, Send)]
+    assert answers == [Records((JobDelta(node.jobs["j"].header),))]
+    assert answers[0].deltas[0].header.leader == header.leader and answers[0].deltas[0].header.successors == header.successors
 
 
 def test_asking_after_an_unknown_job_changes_nothing() -> None:
