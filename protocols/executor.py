@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocols import selection
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
+from protocols.jobspec import JobType
 from protocols.messages import (
     AskBid,
     BidDecision,
@@ -33,6 +34,7 @@ from protocols.messages import (
     Capacity,
     ExecutionUpdate,
     LeaderChanged,
+    RoomFreed,
 )
 from protocols.records import (
     DesiredState,
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 
 PROBING, BID, RUNNING = "probing", "bid", "running"
 MAX_RESENDS = 100
+ROOM_WAITS = 256  # daemons remembered as waiting for room here, the newest
+ROOM_MEMORY = 600.0  # seconds one is remembered (its leader asks again anyway, rarely)
 
 
 @dataclass(slots=True)
@@ -88,6 +92,9 @@ class Executor:
             local_data=frozenset(config.local_data),
         )
         self._free = config.capacity
+        # Daemons declined only for want of room, by job: (when, header).
+        # Their leaders hear when room frees (`_offer_room`).
+        self._wanting_room: dict[str, tuple[float, JobHeader]] = {}
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -137,6 +144,8 @@ class Executor:
                 self._drop(local)
                 r = local.header.spec.task.resources
                 busy = not self._free.covers(r.cpu, r.memory, r.disk, r.gpu)
+                if busy and local.header.spec.type == JobType.DAEMON:
+                    self._wait_for_room(local.header)
                 node.emit_send(
                     local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy, self._free)
                 )
@@ -362,12 +371,40 @@ class Executor:
             r = local.header.spec.task.resources
             self._free = self._free.plus(r.cpu, r.memory, r.disk, r.gpu)
             local.reserved = False
+            if self._wanting_room:
+                self._offer_room()
         self.local.pop(local.execution_id, None)
         of_job = self._by_job.get(local.job_id)
         if of_job is not None:
             of_job.pop(local.execution_id, None)
             if not of_job:
                 del self._by_job[local.job_id]
+
+    def _wait_for_room(self, header: JobHeader) -> None:
+        self._wanting_room.pop(header.id, None)
+        self._wanting_room[header.id] = (self.node.now, header)
+        if len(self._wanting_room) > ROOM_WAITS:
+            del self._wanting_room[next(iter(self._wanting_room))]
+
+    def _offer_room(self) -> None:
+        """Room freed: tell the leaders of the daemons we turned away for
+        want of it, the most important first, as many as it fits (each
+        leader asks again, and we bid then)."""
+        node = self.node
+        room = self._free
+        forgotten = node.now - ROOM_MEMORY
+        waiting = sorted(self._wanting_room.items(), key=lambda item: (-item[1][1].spec.priority, item[1][0], item[0]))
+        for job_id, (since, header) in waiting:
+            r = header.spec.task.resources
+            if since < forgotten:
+                del self._wanting_room[job_id]
+            elif room.covers(r.cpu, r.memory, r.disk, r.gpu):
+                room = room.minus(r.cpu, r.memory, r.disk, r.gpu)
+                del self._wanting_room[job_id]
+                replica = node.jobs.get(job_id)
+                current = header if replica is None else replica.header
+                if not current.state.terminal:
+                    node.emit_send(current.leader, RoomFreed(job_id, self._free))
 
     def _hold(self, local: _Local) -> None:
         self.local[local.execution_id] = local

@@ -48,6 +48,7 @@ from protocols.messages import (
     LeaderChanged,
     NodeInfo,
     Records,
+    RoomFreed,
     SubmitToLeader,
 )
 from protocols.records import (
@@ -61,11 +62,12 @@ from protocols.records import (
 if TYPE_CHECKING:
     from protocols.node import Node
 
-SUCCESSORS = 4  # live failover successors a job keeps (besides its leader and submitter)
+SUCCESSORS = 2  # live failover successors a job keeps (besides its leader and submitter); lost ones are replaced
 MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
 BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
 BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
+BUSY_NOTICED = 6  # ...times this for daemons: a full node tells their leaders when it has room (`RoomFreed`)
 RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
 DAEMON_LOOK_INTERVAL = 10.0  # how often a daemon looks for room on nodes that lacked it (joins: at once)
 
@@ -342,11 +344,33 @@ class Leader:
         if reply.busy:
             full = self._busy.setdefault(reply.job_id, {})
             times = full[sender][1] + 1 if sender in full else 1
-            full[sender] = (self.node.now + min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
+            noticed = BUSY_NOTICED if replica.header.spec.type == JobType.DAEMON else 1
+            full[sender] = (self.node.now + noticed * min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
+        elif reply.job_id in self._busy:
+            self._busy[reply.job_id].pop(sender, None)
         if reply.free is not None:
             self._free_hints[sender] = (reply.free, self.node.now)
         self._record(replica, [self._moved(execution, state, reply.reason)])
         self._maybe_decide(replica)
+
+    def on_room_freed(self, sender: str, notice: RoomFreed) -> None:
+        """A node that was full for a daemon we lead has room now: ask it
+        again, unless it has an ask pending, runs the daemon, or failed it
+        too often."""
+        replica = self._led_replica(notice.job_id)
+        if replica is None or replica.header.spec.type != JobType.DAEMON:
+            return
+        self._free_hints[sender] = (notice.free, self.node.now)
+        newest = max(
+            (e for e in replica.executions.values() if e.node_id == sender),
+            key=lambda e: (e.create_time, e.id),
+            default=None,
+        )
+        if newest is None or newest.state != ExecutionState.ASK_FOR_BID_REJECTED:
+            return
+        if self._failures(replica)[sender] > self.node.config.max_retries:
+            return
+        self._ask(replica, [sender])
 
     def _maybe_decide(self, replica: JobReplica) -> None:
         if not replica.asking:
@@ -784,8 +808,10 @@ class Leader:
             for node_id in ranked:
                 if node_id in busy or node_id in declined:
                     continue
-                free = self._free(node_id)
-                if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                # Ops and daemon jobs ask every matching node, full or not (it
+                # knows best); a full one tells a daemon when it has room.
+                free = self._free(node_id) if want is not None else None
+                if want is not None and (free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu)):
                     continue
                 (tried if failures[node_id] else first).append(node_id)
                 if want is not None and len(first) >= want:
@@ -919,7 +945,7 @@ class Leader:
         if previous == state and replica.header.message == message:
             return
         event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
-        self.node.write(replica, state=state, message=message, events=(event,), urgent=True)
+        self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent)
         if state.terminal:
             self.unindex(replica.id, replica.header.leader)
 

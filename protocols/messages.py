@@ -182,6 +182,16 @@ class BidReply:
     free: Capacity | None = None  # the bidder's free resources after this reply
 
 
+@message("room-freed")
+@dataclass(frozen=True, slots=True)
+class RoomFreed:
+    """A node that declined a daemon for want of room has room for it now:
+    the leader asks it again, instead of polling full nodes."""
+
+    job_id: str
+    free: Capacity
+
+
 @message("bid-decision")
 @dataclass(frozen=True, slots=True)
 class BidDecision:

@@ -84,6 +84,7 @@ from protocols.messages import (
     PingReq,
     RecordRequest,
     Records,
+    RoomFreed,
     StopRequest,
     SubmitToLeader,
     Suspect,
@@ -245,6 +246,7 @@ class Node:
             LeaderChanged: self.executor.on_leader_changed,
             BidReply: self.leader.on_bid_reply,
             ExecutionUpdate: self.leader.on_execution_update,
+            RoomFreed: self.leader.on_room_freed,
         }
         self._timers: dict[str, Callable[[Any], None]] = {
             "heartbeat": self._on_heartbeat_timer,

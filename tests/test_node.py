@@ -11,6 +11,7 @@ import pytest
 from protocols import election
 from protocols.events import FetchJob, ProbeVerdict, Received, Send
 from protocols.jobspec import JobSpec, job_spec_from_data
+from protocols.leader import SUCCESSORS
 from protocols.membership import MemberStatus
 from protocols.messages import (
     AskBid,
@@ -21,6 +22,7 @@ from protocols.messages import (
     JobUpdated,
     RecordRequest,
     Records,
+    RoomFreed,
 )
 from protocols.node import NodeConfig
 from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobState
@@ -91,7 +93,7 @@ def test_batch_job_runs_each_partition_once_and_completes() -> None:
     nodes = [e.node_id for e in job.executions.values() if e.state == ExecutionState.COMPLETED]
     assert len(set(nodes)) == 3
     keepers = cluster.keepers("j1")
-    assert len(keepers) == 5  # the leader, 4 successors and the submitter (here one of them)
+    assert len(job.header.successors) == 2 and len(keepers) == len(job.header.keepers)  # and the leader, the submitter
     for other in keepers:  # every keeper converged on the same record
         assert cluster.job("j1", other).header.order == job.header.order
 
@@ -292,7 +294,7 @@ def test_the_write_that_ends_a_job_mends_a_write_a_keeper_lost() -> None:
     cluster = settled(Cluster(configs(7, anti_entropy_interval=1000.0)))  # no repair but this
     cluster.duration = lambda run, s: 5.0
     job_id = "j"
-    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=5)
+    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=1 + SUCCESSORS)
     leader, keeper = ranked[0], ranked[-1]
     lost: list[JobUpdated] = []
     apply = cluster._apply
@@ -470,7 +472,7 @@ def test_a_job_is_kept_by_its_keepers_and_any_other_node_asks_them() -> None:
     cluster.submit(0, "j", spec())
     cluster.run(15)
     keepers = cluster.keepers("j")
-    assert 0 in keepers and len(keepers) in (5, 6)  # leader, 4 successors and the submitter (maybe one of them)
+    assert 0 in keepers and len(keepers) in (1 + SUCCESSORS, 2 + SUCCESSORS)  # leader, successors, submitter (maybe one of them)
     leader = cluster.job("j").header.leader
     done = cluster.job("j", _index(cluster, leader))
     assert done.header.state == JobState.COMPLETED
@@ -542,7 +544,7 @@ def test_a_lost_keeper_is_replaced_and_catches_up_when_it_returns() -> None:
 def test_a_keeper_cut_off_while_a_job_ended_gets_its_record_long_after_it_ended() -> None:
     cluster = settled(Cluster(configs(7)))
     job_id = "j"
-    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=5)
+    ranked = election.rank(job_id, [c.node_id for c in cluster.configs], k=1 + SUCCESSORS)
     cut = next(n for n in reversed(ranked[1:]) if n != "n00")  # a successor, not the submitter
     cluster.cut = {frozenset((cut, c.node_id)) for c in cluster.configs if c.node_id != cut}
     cluster.submit(0, job_id, spec())
@@ -591,7 +593,7 @@ def test_a_takeover_keeps_the_lost_leader_as_a_keeper() -> None:
     now = cluster.job("j", survivor).header
     assert now.leader == header.successors[0] and now.epoch == header.epoch + 1
     assert header.leader in now.successors
-    assert sum(1 for s in now.successors if s not in cluster.down) >= 4
+    assert sum(1 for s in now.successors if s not in cluster.down) >= SUCCESSORS
 
 
 def test_a_bid_tells_the_leader_what_the_bidder_has_free() -> None:
@@ -620,9 +622,9 @@ def test_a_daemon_does_not_ask_again_a_node_that_said_no() -> None:
     assert len(cluster.running("d")) == 3
 
 
-def test_a_full_node_is_asked_again_after_a_back_off_that_grows() -> None:
+def test_a_full_node_says_when_it_has_room_and_is_asked_again_only_rarely_until_then() -> None:
     # Heartbeats rare, as in a large network: the leader learns a node is
-    # full only from its declines.
+    # full only from its declines, and that it has room from its notice.
     cluster = settled(Cluster(configs(3, max_heartbeats_per_second=0.01)))
     cluster.duration = lambda run, s: 10_000.0
     cluster.submit(0, "big", spec("daemon", None, Resources={"CPU": "1500m", "Memory": "64Mb"}))
@@ -632,12 +634,28 @@ def test_a_full_node_is_asked_again_after_a_back_off_that_grows() -> None:
     cluster.run(160)
     job = cluster.job("d")
     asks = Counter(peer for peer, ask in sent if ask.header.id == "d")
-    others = {"n00", "n01", "n02"} - {job.header.leader}  # the leader knows it is full itself
-    assert set(asks) == others and not cluster.running("d")
-    assert all(3 <= count <= 5 for count in asks.values()), asks  # after 10, 20, 40, 80 s: not every retry
+    assert set(asks) == {"n00", "n01", "n02"} and not cluster.running("d")  # each node judges its own room
+    assert all(count == 2 for count in asks.values()), asks  # at once, and after the 60 s back-off: no polling
+    notices = sends(cluster, RoomFreed)
     cluster.stop(0, "big")
-    cluster.run(600)
-    assert len(cluster.running("d")) == 3  # room again: the next ask finds it
+    cluster.run(165)
+    assert len(cluster.running("d")) == 3  # room again: each node said so, and was asked at once
+    assert sorted(peer for peer, notice in notices if notice.job_id == "d") == [job.header.leader] * 3
+
+
+def test_room_is_offered_to_the_most_important_waiting_job_first_and_no_more_than_fits() -> None:
+    cluster = settled(Cluster(configs(2, max_heartbeats_per_second=0.01)))
+    cluster.duration = lambda run, s: 10_000.0
+    cluster.submit(0, "big", spec("daemon", None, Resources={"CPU": "1500m", "Memory": "64Mb"}))
+    cluster.run(10)
+    for name, priority in (("low", 0), ("high", 90), ("mid", 50)):
+        cluster.submit(0, name, spec("daemon", None, Resources={"CPU": "1500m", "Memory": "64Mb"}, Priority=priority))
+    cluster.run(20)
+    notices = sends(cluster, RoomFreed)
+    cluster.stop(0, "big")
+    cluster.run(21)
+    # each node has room for one of the three: it tells the leader of "high" only
+    assert sorted(notice.job_id for _, notice in notices) == ["high", "high"]
 
 
 def test_a_node_that_only_runs_a_job_is_sent_its_own_executions() -> None:
