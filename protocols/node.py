@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import election
@@ -89,6 +89,7 @@ from protocols.messages import (
     SubmitToLeader,
     Suspect,
 )
+from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
     ExecutionRecord,
@@ -279,11 +280,17 @@ class Node:
 
     def handle(self, event: Input, now: float) -> list[Effect]:
         self.now = now
+        if type(event) is Received:  # most inputs: a peer's message
+            handler = self._handlers.get(type(event.message))
+            if handler is not None:
+                handler(event.sender, event.message)
+        else:
+            self._handle_local(event)
+        out, self.out = self.out, []
+        return out
+
+    def _handle_local(self, event: Input) -> None:
         match event:
-            case Received(sender, message):
-                handler = self._handlers.get(type(message))
-                if handler is not None:
-                    handler(sender, message)
             case TimerFired(key):
                 if isinstance(key, tuple) and key and key[0] in self._timers:
                     self._timers[key[0]](key)
@@ -303,7 +310,6 @@ class Node:
                 self.executor.on_progress(execution_id, state, message)
             case ExecutionEnded(execution_id, ok, result, message):
                 self.executor.on_ended(execution_id, ok, result, message)
-        return self._drain()
 
     def leave(self, now: float) -> list[Effect]:
         """Say goodbye, so others do not wait for our heartbeats to stop."""
@@ -344,7 +350,7 @@ class Node:
     ) -> None:
         """Write to a job this node leads: bump its revision, apply, and send
         it (coalesced) to the job's holders."""
-        header = replace(
+        header = quick_replace(
             replica.header,
             revision=replica.header.revision + 1,
             modify_time=self.now,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from protocols.quickinit import quick_init
+from protocols.quickinit import quick_init, quick_replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,18 @@ def test_quick_init_keeps_signature_values_post_init_and_frozenness() -> None:
         again[0].number = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         Sample()  # type: ignore[call-arg]
+
+
+def test_quick_replace_builds_what_replace_builds() -> None:
+    quick_init(Sample)
+    sample = Sample(1, "y")
+    for changes in ({}, {"number": 2}, {"name": "z"}, {"number": 3, "name": "w"}):
+        again = quick_replace(sample, **changes)
+        assert again == dataclasses.replace(sample, **changes) and again.pair == (again.number, again.name)
+    with pytest.raises(TypeError):
+        quick_replace(sample, colour="red")
+    with pytest.raises(ValueError):
+        quick_replace(sample, pair=(0, ""))  # a field that is not an init argument, as replace says
 
 
 def test_classes_it_cannot_speed_up_keep_their_init() -> None:
