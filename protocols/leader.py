@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from protocols import election, selection
@@ -51,10 +50,12 @@ from protocols.messages import (
     RoomFreed,
     SubmitToLeader,
 )
+from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
     ExecutionRecord,
     ExecutionState,
+    HistoryEvent,
     JobReplica,
     JobState,
 )
@@ -103,6 +104,10 @@ class Leader:
         self._busy: dict[str, dict[str, tuple[float, int]]] = {}
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
+        # Answers to the open bid round, by job, with the transition each
+        # records: written in one go when the round is decided (an ops job
+        # asks every matching node: one write, not one per answer).
+        self._answers: dict[str, dict[str, tuple[ExecutionRecord, HistoryEvent]]] = {}
         self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
@@ -147,6 +152,7 @@ class Leader:
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
             self._ranked.pop(header.id, None)
+            self._answers.pop(header.id, None)
 
     def unindex(self, job_id: str, leader: str) -> None:
         """The job is no longer `leader`'s, or has ended: drop it from the index."""
@@ -340,6 +346,9 @@ class Leader:
         execution = replica.executions.get(reply.execution_id)
         if execution is None or execution.node_id != sender or execution.state != ExecutionState.ASK_FOR_BID:
             return
+        answers = self._answers.setdefault(replica.id, {})
+        if execution.id in answers:
+            return
         state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
         if reply.busy:
             full = self._busy.setdefault(reply.job_id, {})
@@ -350,7 +359,8 @@ class Leader:
             self._busy[reply.job_id].pop(sender, None)
         if reply.free is not None:
             self._free_hints[sender] = (reply.free, self.node.now)
-        self._record(replica, [self._moved(execution, state, reply.reason)])
+        answered = self._moved(execution, state, reply.reason)
+        answers[execution.id] = (answered, self._transition(execution, answered))
         self._maybe_decide(replica)
 
     def on_room_freed(self, sender: str, notice: RoomFreed) -> None:
@@ -373,7 +383,7 @@ class Leader:
         self._ask(replica, [sender])
 
     def _maybe_decide(self, replica: JobReplica) -> None:
-        if not replica.asking:
+        if replica.asking <= len(self._answers.get(replica.id, ())):
             self.node.emit_cancel_timer(("bid-window", replica.id))
             self._windows.discard(replica.id)
             self._decide(replica)
@@ -392,6 +402,9 @@ class Leader:
 
     def _decide(self, replica: JobReplica) -> None:
         node = self.node
+        answers = self._answers.pop(replica.id, None)
+        if answers:
+            node.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
         header = replica.header
         changes: list[ExecutionRecord] = []
         for execution in replica.executions.values():
@@ -413,7 +426,7 @@ class Leader:
         bids.sort(key=lambda e: (failures[e.node_id], -self._free_score(e.node_id), node.rng.random()))
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
-            accepted = replace(
+            accepted = quick_replace(
                 self._moved(execution, ExecutionState.BID_ACCEPTED, "bid accepted", DesiredState.RUNNING),
                 partition=partition,
             )
@@ -501,7 +514,7 @@ class Leader:
         ):
             state, message = ExecutionState.CANCELLED, f"partition {execution.partition} had already completed"
         desired = DesiredState.STOPPED if state.terminal else execution.desired
-        moved = replace(self._moved(execution, state, message, desired), result=update.result or execution.result)
+        moved = quick_replace(self._moved(execution, state, message, desired), result=update.result or execution.result)
         self._record(replica, [moved])
         if state == ExecutionState.FAILED:
             self._after_failures(replica, [moved], counted=True)
@@ -572,6 +585,7 @@ class Leader:
         self.unindex(header.id, header.leader)
         self._busy.pop(header.id, None)
         self._daemon_looked.pop(header.id, None)
+        self._answers.pop(header.id, None)
 
     # ------------------------------------------------------------ the scheduling step
 
@@ -909,7 +923,7 @@ class Leader:
         self, execution: ExecutionRecord, state: ExecutionState, message: str, desired: DesiredState | None = None
     ) -> ExecutionRecord:
         header = self.node.jobs[execution.job_id].header
-        return replace(
+        return quick_replace(
             execution,
             state=state,
             message=message,
@@ -923,22 +937,24 @@ class Leader:
         executions = list(executions)
         if not executions:
             return
-        node = self.node
+        answers = self._answers.get(replica.id)
         events = []
         for e in executions:
-            held = replica.executions.get(e.id)
-            previous = held.state if held is not None else ""
-            if previous != e.state:
-                events.append(
-                    node.event(
-                        "ExecutionStateChanged",
-                        e.message or f"{e.state}",
-                        execution_id=e.id,
-                        previous=str(previous),
-                        new=str(e.state),
-                    )
-                )
-        node.write(replica, executions=executions, events=events)
+            if answers:
+                answers.pop(e.id, None)  # overtaken (the node was lost, say) before the round was decided
+            event = self._transition(replica.executions.get(e.id), e)
+            if event is not None:
+                events.append(event)
+        self.node.write(replica, executions=executions, events=events)
+
+    def _transition(self, held: ExecutionRecord | None, moved: ExecutionRecord) -> HistoryEvent | None:
+        previous = held.state if held is not None else ""
+        if previous == moved.state:
+            return None
+        return self.node.event(
+            "ExecutionStateChanged", moved.message or f"{moved.state}", execution_id=moved.id,
+            previous=str(previous), new=str(moved.state),
+        )
 
     def _set_state(self, replica: JobReplica, state: JobState, message: str, urgent: bool = False) -> None:
         previous = replica.header.state
