@@ -70,7 +70,7 @@ BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again fo
 BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
 BUSY_NOTICED = 6  # ...times this for daemons: a full node tells their leaders when it has room (`RoomFreed`)
 RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
-DAEMON_LOOK_INTERVAL = 10.0  # how often a daemon looks for room on nodes that lacked it (joins: at once)
+DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins and RoomFreed: at once)
 
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {

@@ -340,15 +340,18 @@ class Membership:
         pings = []
         requests = []
         stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
-        self._doubts = {n for n in self._doubts if self.is_alive(n)}
+        if self._doubts:
+            self._doubts = {n for n in self._doubts if self.is_alive(n)}
         for node_id in dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)]):
             self._nonce += 1
             self._awaiting[node_id] = self._nonce
             pings.append((node_id, self._nonce))
             if node_id in self._misses:
                 requests += [(helper, node_id, self._nonce) for helper in self._helpers(node_id)]
-        self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
-        self._heard = {n: k for n, k in self._heard.items() if n in self._awaiting}
+        if self._misses:
+            self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
+        if self._heard:
+            self._heard = {n: k for n, k in self._heard.items() if n in self._awaiting}
         self._old_relays, self._relays = self._relays, {}
         dead = [n for n, d in self._down.items() if d.status is _DEAD]
         if dead:  # is one of the dead back? (a healed partition)
