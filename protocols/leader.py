@@ -824,9 +824,10 @@ class Leader:
                     continue
                 # Ops and daemon jobs ask every matching node, full or not (it
                 # knows best); a full one tells a daemon when it has room.
-                free = self._free(node_id) if want is not None else None
-                if want is not None and (free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu)):
-                    continue
+                if want is not None:
+                    free = self._free(node_id)
+                    if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+                        continue
                 (tried if failures[node_id] else first).append(node_id)
                 if want is not None and len(first) >= want:
                     break
