@@ -11,7 +11,9 @@ holds whatever the engine does.
 The executor obeys only the newest leader it has heard of (the highest epoch)
 and reports every state change to it. A report that cannot be delivered is
 retried, to whoever leads the job by then, until the replicated record shows
-the leader has it; running work checks in with the leader now and then. And
+the leader has it; running work checks in with the leader after anything
+that may have cut it off from the record (a membership change, an accusation
+of this node, a report that did not go through), and rarely otherwise. And
 the executor converges on the record: work the record says should stop (the
 job ended, or the leader gave the partition to someone else while we were cut
 off) is stopped.
@@ -52,6 +54,7 @@ PROBING, BID, RUNNING = "probing", "bid", "running"
 MAX_RESENDS = 100
 ROOM_WAITS = 256  # daemons remembered as waiting for room here, the newest
 ROOM_MEMORY = 600.0  # seconds one is remembered (its leader asks again anyway, rarely)
+CALM_CHECK_INS = 10  # with nothing to doubt, running work checks in once in this many rounds
 
 
 @dataclass(slots=True)
@@ -95,6 +98,8 @@ class Executor:
         # Daemons declined only for want of room, by job: (when, header).
         # Their leaders hear when room frees (`_offer_room`).
         self._wanting_room: dict[str, tuple[float, JobHeader]] = {}
+        self._doubtful = True  # something may have parted a run from its record: check in
+        self._calm_rounds = 0
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -302,11 +307,24 @@ class Executor:
                     self._unconfirmed[record.id] = (update, 0)
                     self._arm_resend(record.id)
 
+    def doubt(self) -> None:
+        """Something happened that can part a run from its record (a member
+        came or went, this node was accused, a report was lost): the next
+        check-in round goes out."""
+        self._doubtful = True
+
     def check_in(self) -> None:
-        """Tell the leader, now and then, what we still run. Nodes running a
-        job do not keep its record, so this is how a run the record gave up
-        on (its node was cut off) hears of it: the leader cancels it, or a
-        deposed leader sends the record that names its successor."""
+        """Tell the leader what we still run. Nodes running a job do not keep
+        its record, so this is how a run the record gave up on (its node was
+        cut off) hears of it: the leader cancels it, or a deposed leader sends
+        the record that names its successor. A record gives up on a run only
+        when the membership moves, which this node sees too (`doubt`); in a
+        calm network a round goes out only once in `CALM_CHECK_INS`."""
+        if not self._doubtful and self._calm_rounds < CALM_CHECK_INS - 1:
+            self._calm_rounds += 1
+            return
+        self._doubtful = False
+        self._calm_rounds = 0
         for local in sorted(self.local.values(), key=lambda local: local.execution_id):
             if local.stage == RUNNING:
                 update = ExecutionUpdate(
@@ -317,6 +335,7 @@ class Executor:
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         if not isinstance(message, ExecutionUpdate):
             return
+        self._doubtful = True
         if message.execution_id in self._unconfirmed:
             self._arm_resend(message.execution_id)
         if message.execution_id in self._unconfirmed or message.execution_id in self.local:

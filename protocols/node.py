@@ -152,7 +152,7 @@ class NodeConfig:
     anti_entropy_interval: float = 10.0  # a backstop: undelivered writes go again, whole, after resend_interval
     recent_window: float = 30.0  # terminal jobs younger than this are repaired too
     resend_interval: float = 2.0  # an executor's undelivered report is retried this often
-    check_in_interval: float = 30.0  # how often an executor tells each leader what it still runs
+    check_in_interval: float = 30.0  # how often an executor may tell each leader what it still runs (see Executor.check_in)
 
 
 def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> NodeInfo:
@@ -821,6 +821,7 @@ class Node:
             self._on_member_change(change)
 
     def _on_member_change(self, change: MemberChange) -> None:
+        self.executor.doubt()
         if change.status in (MemberStatus.DEAD, MemberStatus.LEFT):
             self.leader.node_lost(change.node_id)
         elif change.status == MemberStatus.ALIVE and change.previous in (None, MemberStatus.DEAD, MemberStatus.LEFT):
@@ -898,6 +899,7 @@ class Node:
             # again in the next rounds, as a death is, so loss rarely hides it.
             self._heartbeat()
             self._refutations = REFUTE_REPEATS - 1
+            self.executor.doubt()  # a leader may have given up on our runs
             return
         if message.node_id == self.node_id:
             # About our life before a restart: the sender missed our return

@@ -671,6 +671,25 @@ def test_a_node_that_only_runs_a_job_is_sent_its_own_executions() -> None:
         assert {e.node_id for e in delta.executions} <= {peer} and not delta.events
 
 
+def test_running_work_checks_in_after_the_membership_moves_and_rarely_otherwise() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.duration = lambda run, s: 10_000.0
+    cluster.submit(0, "s", spec("service", 1))
+    cluster.run(10)
+    (run,) = cluster.running("s")
+    sent = sends(cluster, ExecutionUpdate)
+    cluster.run(400)  # thirteen check-in intervals of a calm network
+    check_ins = [m for _, m in sent if m.message == "still running"]
+    assert len(check_ins) == 2, check_ins  # one round in ten goes out: the first, and the eleventh (~330 s)
+    job = cluster.job("s")
+    bystander = next(n for n in cluster.nodes if n != run.node and not job.header.kept_by(n))
+    cluster.crash(bystander)
+    sent.clear()
+    cluster.run(400 + 15 + 35)  # the death is noticed (~10 s), then one check-in interval
+    check_ins = [(peer, m) for peer, m in sent if m.message == "still running"]
+    assert check_ins == [(job.header.leader, check_ins[0][1])] and check_ins[0][1].execution_id == run.execution_id
+
+
 def test_a_daemon_gives_up_a_node_where_it_keeps_failing_and_runs_on_the_rest() -> None:
     cluster = settled(Cluster(configs(6)))
     cluster.duration = lambda run, s: 1.0 if run.node == "n05" else 10_000.0
