@@ -121,10 +121,10 @@ class Executor:
         replica = self.node.jobs.get(header.id)
         if replica is not None and replica.header.epoch > header.epoch:
             return  # a deposed leader asks
-        if replica is None:
-            self.node.merge_header(header)
         local = _Local(ask.execution_id, header, sender, header.epoch, PROBING)
         decision = selection.decide(self.node.config.policy, self._current_view(), header.id, header.spec)
+        if replica is None and not isinstance(decision, selection.Decline):
+            self.node.merge_header(header)  # a node that may run it keeps a copy; one that says no, none
         self._follow(local, decision)
 
     def on_probe_answered(self, execution_id: str, verdict: ProbeVerdict) -> None:
