@@ -457,8 +457,8 @@ class Node:
         # Until the record shows the job ended, keep asking whoever leads it;
         # a node that does not keep the job asks its keepers how it stands.
         self._stops[job_id] = (reason, attempt)
-        if replica is None or not self.keeps(replica):
-            self.fetch(job_id, attempt)
+        if replica is None or (attempt > 0 and not self.keeps(replica)):
+            self.fetch(job_id, attempt)  # (the leader we know may be gone: ask again on retries)
         if replica is not None:
             self.out.append(Send(replica.header.leader, StopRequest(job_id, reason)))
         self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
@@ -470,6 +470,10 @@ class Node:
 
     def _on_stop_request(self, sender: str, message: StopRequest) -> None:
         self._stop(message.job_id, message.reason)
+        replica = self.jobs.get(message.job_id)
+        if replica is not None and replica.header.state.terminal and not replica.header.kept_by(sender):
+            # The asker gets no writes of the job: show it the end, or it asks again.
+            self.out.append(Send(sender, Records((JobDelta(replica.header),))))
 
     def _on_submit_to_leader(self, sender: str, message: SubmitToLeader) -> None:
         self._merge(message.delta)
@@ -708,7 +712,11 @@ class Node:
 
     def _on_records(self, sender: str, message: Records) -> None:
         for delta in message.deltas:
+            job_id = delta.header.id
+            first = job_id not in self.jobs
             self._merge_repair(sender, delta)
+            if first and job_id in self._stops:  # the answer a stop waited for: it names the leader
+                self._stop(job_id, *self._stops[job_id])
 
     def _merge_repair(self, sender: str, delta: JobDelta) -> None:
         """Merge a record repaired by another node. If it taught us something,
@@ -721,14 +729,13 @@ class Node:
         if before is None:
             return
         after = (replica.header, replica.fingerprint())
-        incoming = JobReplica.from_delta(delta)
         targets: set[str] = set()
         if after != before:
             leader = replica.header.leader
             targets.update(replica.header.keepers if leader == self.node_id else {leader})
             targets.discard(sender)
-        if after != (incoming.header, incoming.fingerprint()):
-            targets.add(sender)  # we knew more than the sender
+        if (delta.executions or delta.events) and after != (delta.header, JobReplica.from_delta(delta).fingerprint()):
+            targets.add(sender)  # we knew more than the sender (a header alone says it only holds a copy)
         targets.discard(self.node_id)
         if targets:
             snapshot = replica.snapshot()

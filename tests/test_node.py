@@ -24,7 +24,7 @@ from protocols.messages import (
     Records,
     RoomFreed,
 )
-from protocols.node import NodeConfig
+from protocols.node import FETCH_FROM, NodeConfig
 from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobState
 from protocols.selection import SelectionPolicy
 from tests.cluster import Cluster, Run
@@ -511,11 +511,15 @@ def test_a_node_that_does_not_keep_a_job_can_stop_it() -> None:
     cluster.submit(0, "j", spec("service", 2))
     cluster.run(6)
     outsider = next(i for i in range(12) if i not in cluster.keepers("j") and "j" not in cluster.node(i).jobs)
+    asked = sends(cluster, RecordRequest)
     cluster.stop(outsider, "j", "no longer needed")
-    cluster.run(12)
+    cluster.run(7)  # well before the stop would be retried
     assert cluster.job("j").header.state == JobState.STOPPED
-    assert cluster.job("j", outsider).header.state == JobState.STOPPED  # it asked how the job stands
+    assert cluster.job("j", outsider).header.state == JobState.STOPPED  # the leader showed it the end
     assert cluster.running("j") == []
+    assert len(asked) == FETCH_FROM  # one round of asking how the job stands, at the start
+    cluster.run(20)
+    assert len(asked) == FETCH_FROM and not cluster.node(outsider)._stops
 
 
 def test_a_lost_keeper_is_replaced_and_catches_up_when_it_returns() -> None:
