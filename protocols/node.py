@@ -508,6 +508,12 @@ class Node:
         return replica
 
     def _on_job_updated(self, sender: str, message: JobUpdated) -> None:
+        held = self.jobs.get(message.delta.header.id)
+        if held is not None and message.delta.header.epoch < held.header.epoch:
+            # A deposed leader's write (a healed split): what it teaches us,
+            # the leader and the other keepers may lack too.
+            self._merge_repair(sender, message.delta)
+            return
         replica = self._merge(message.delta)
         if replica.header.state.terminal and self.keeps(replica):
             self._doubt_absent(replica)  # so the leader's doubts do not die with it

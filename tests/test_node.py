@@ -402,6 +402,21 @@ def test_a_deposed_leader_steps_down_after_a_partition_heals() -> None:
     assert len(cluster.running("j")) == 1  # no more than Count replicas once settled
 
 
+def test_what_a_deposed_leaders_write_teaches_the_leader_reaches_every_keeper() -> None:
+    cluster = settled(Cluster(configs(8)))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "j", spec("service", 1))
+    cluster.run(5)
+    header = cluster.job("j").header
+    leader = cluster.nodes[header.leader]
+    deposed = next(n for n in cluster.nodes if n != header.leader)
+    # a write from the other side of a healed split: an epoch behind, with work we never saw
+    stale = replace(header, epoch=header.epoch - 1, leader=deposed)
+    effects = leader.handle(Received(deposed, JobUpdated(JobDelta(stale, (leader.new_execution(stale, deposed),)))), 6.0)
+    told = {e.peer for e in effects if isinstance(e, Send) and isinstance(e.message, Records)}
+    assert told >= header.keepers - {header.leader}
+
+
 def test_a_restarted_node_keeps_its_jobs() -> None:
     cluster = settled(Cluster(configs(3)))
     cluster.submit(0, "j", spec())
