@@ -55,6 +55,7 @@ MAX_RESENDS = 100
 ROOM_WAITS = 256  # daemons remembered as waiting for room here, the newest
 ROOM_MEMORY = 600.0  # seconds one is remembered (its leader asks again anyway, rarely)
 CALM_CHECK_INS = 10  # with nothing to doubt, running work checks in once in this many rounds
+DOUBTFUL_CHECK_INS = 3  # rounds that go out after a doubt (a reply to the first may be lost)
 
 
 @dataclass(slots=True)
@@ -98,7 +99,7 @@ class Executor:
         # Daemons declined only for want of room, by job: (when, header).
         # Their leaders hear when room frees (`_offer_room`).
         self._wanting_room: dict[str, tuple[float, JobHeader]] = {}
-        self._doubtful = True  # something may have parted a run from its record: check in
+        self._doubtful = DOUBTFUL_CHECK_INS  # check-in rounds still to go out (see `doubt`)
         self._calm_rounds = 0
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
@@ -310,8 +311,8 @@ class Executor:
     def doubt(self) -> None:
         """Something happened that can part a run from its record (a member
         came or went, this node was accused, a report was lost): the next
-        check-in round goes out."""
-        self._doubtful = True
+        `DOUBTFUL_CHECK_INS` check-in rounds go out (a reply may be lost too)."""
+        self._doubtful = DOUBTFUL_CHECK_INS
 
     def check_in(self) -> None:
         """Tell the leader what we still run. Nodes running a job do not keep
@@ -320,10 +321,11 @@ class Executor:
         the record that names its successor. A record gives up on a run only
         when the membership moves, which this node sees too (`doubt`); in a
         calm network a round goes out only once in `CALM_CHECK_INS`."""
-        if not self._doubtful and self._calm_rounds < CALM_CHECK_INS - 1:
+        if self._doubtful:
+            self._doubtful -= 1
+        elif self._calm_rounds < CALM_CHECK_INS - 1:
             self._calm_rounds += 1
             return
-        self._doubtful = False
         self._calm_rounds = 0
         for local in sorted(self.local.values(), key=lambda local: local.execution_id):
             if local.stage == RUNNING:
@@ -335,7 +337,7 @@ class Executor:
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         if not isinstance(message, ExecutionUpdate):
             return
-        self._doubtful = True
+        self.doubt()
         if message.execution_id in self._unconfirmed:
             self._arm_resend(message.execution_id)
         if message.execution_id in self._unconfirmed or message.execution_id in self.local:

@@ -304,6 +304,10 @@ class Leader:
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
                 self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
+            case CancelExecution() if self.node.is_alive(peer):
+                # A run the record gave up on hears of it only from us (its
+                # node gets no more writes of the job): say it again.
+                self.node.emit_send(peer, message)
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""

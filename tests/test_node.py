@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 import pytest
 
 from protocols import election
-from protocols.events import FetchJob, ProbeVerdict, Received, Send
+from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, StopExecution
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.leader import SUCCESSORS
 from protocols.membership import MemberStatus
 from protocols.messages import (
     AskBid,
+    BidDecision,
     BidReply,
+    CancelExecution,
     Capacity,
     DigestRequest,
     ExecutionUpdate,
@@ -417,6 +419,18 @@ def test_what_a_deposed_leaders_write_teaches_the_leader_reaches_every_keeper() 
     assert told >= header.keepers - {header.leader}
 
 
+def test_a_lost_cancel_goes_again_while_its_node_is_alive() -> None:
+    cluster = settled(Cluster(configs(4)))
+    leader = cluster.node(0)
+    cancel = CancelExecution("j", "e-1", 1, "surplus")
+    effects = leader.handle(SendFailed("n01", cancel, "stream reset"), cluster.now)
+    assert [e for e in effects if isinstance(e, Send)] == [Send("n01", cancel)]
+    cluster.crash("n01")
+    cluster.run(30)  # declared dead
+    effects = cluster.node(0).handle(SendFailed("n01", cancel, "stream reset"), cluster.now)
+    assert not [e for e in effects if isinstance(e, Send)]
+
+
 def test_a_restarted_node_keeps_its_jobs() -> None:
     cluster = settled(Cluster(configs(3)))
     cluster.submit(0, "j", spec())
@@ -697,14 +711,14 @@ def test_running_work_checks_in_after_the_membership_moves_and_rarely_otherwise(
     cluster.run(10)
     (run,) = cluster.running("s")
     sent = sends(cluster, ExecutionUpdate)
-    cluster.run(400)  # thirteen check-in intervals of a calm network
+    cluster.run(450)  # fifteen check-in intervals of a calm network
     check_ins = [m for _, m in sent if m.message == "still running"]
-    assert len(check_ins) == 2, check_ins  # one round in ten goes out: the first, and the eleventh (~330 s)
+    assert len(check_ins) == 4, check_ins  # the first three rounds (after starting), then one in ten (~390 s)
     job = cluster.job("s")
     bystander = next(n for n in cluster.nodes if n != run.node and not job.header.kept_by(n))
     cluster.crash(bystander)
     sent.clear()
-    cluster.run(400 + 15 + 35)  # the death is noticed (~10 s), then one check-in interval
+    cluster.run(450 + 15 + 35)  # the death is noticed (~10 s), then one check-in interval
     check_ins = [(peer, m) for peer, m in sent if m.message == "still running"]
     assert check_ins == [(job.header.leader, check_ins[0][1])] and check_ins[0][1].execution_id == run.execution_id
 
