@@ -368,6 +368,7 @@ class Node:
                 self._fresh.setdefault(header.id, set()).update(fresh - {self.node_id})
         if header.leader != previous.leader:
             self.leader.leader_moved(replica, previous.leader)
+        self.executor.reconcile(replica)  # work of ours the write touches (we took over; it gave up a run here)
         self.out.append(JobChanged(header.id))
         first = not self._pending
         held = self._pending.get(header.id)

@@ -431,6 +431,26 @@ def test_a_lost_cancel_goes_again_while_its_node_is_alive() -> None:
     assert not [e for e in effects if isinstance(e, Send)]
 
 
+def test_a_run_its_own_leader_gives_up_on_is_stopped_at_once() -> None:
+    for attempt in range(40):  # a job whose replica runs on its leader
+        cluster = settled(Cluster(configs(5)))
+        cluster.duration = lambda run, s: 1000.0
+        job_id = f"j{attempt}"
+        cluster.submit(0, job_id, spec("service", 1))
+        cluster.run(5)
+        (run,) = cluster.running(job_id)
+        header = cluster.job(job_id).header
+        if run.node == header.leader:
+            break
+    else:
+        pytest.fail("no job ran on its leader")
+    # the acceptance it sent itself "did not arrive": the record gives the run up
+    lost = BidDecision(job_id, run.execution_id, header.epoch, True, "bid accepted")
+    effects = cluster.nodes[run.node].handle(SendFailed(run.node, lost, "stream reset"), cluster.now)
+    assert cluster.nodes[run.node].jobs[job_id].executions[run.execution_id].state == ExecutionState.FAILED
+    assert StopExecution(run.execution_id, "the job's record no longer wants this execution") in effects
+
+
 def test_a_restarted_node_keeps_its_jobs() -> None:
     cluster = settled(Cluster(configs(3)))
     cluster.submit(0, "j", spec())
