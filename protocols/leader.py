@@ -602,6 +602,8 @@ class Leader:
             self._cancel_unfinished(replica, f"job {header.state.lower()}", header.message)
             return
         if replica.id in self.led:
+            # The merge may bring work on a node that died before we heard of the work.
+            self._fail_lost(replica, lambda n: not self.node.is_alive(n), "was lost")
             self._schedule(replica)
         elif not replica.header.state.terminal:
             self.adopt(replica)

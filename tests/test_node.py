@@ -451,6 +451,23 @@ def test_a_run_its_own_leader_gives_up_on_is_stopped_at_once() -> None:
     assert StopExecution(run.execution_id, "the job's record no longer wants this execution") in effects
 
 
+def test_work_a_repair_brings_on_a_node_already_dead_is_failed() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.duration = lambda run, s: 1000.0
+    cluster.submit(0, "j", spec("service", 1))
+    cluster.run(5)
+    header = cluster.job("j").header
+    leader = cluster.nodes[header.leader]
+    dead = next(n for n in cluster.nodes if n != header.leader and n not in {r.node for r in cluster.running("j")})
+    cluster.crash(dead)
+    cluster.run(30)  # the leader holds it dead
+    # a keeper's repair shows a run there that the leader never heard of
+    unheard = replace(leader.new_execution(header, dead), state=ExecutionState.RUNNING, partition=0, revision=2)
+    keeper = next(n for n in header.keepers if n not in (header.leader, dead))
+    leader.handle(Received(keeper, Records((JobDelta(header, (unheard,)),))), cluster.now)
+    assert leader.jobs["j"].executions[unheard.id].state == ExecutionState.FAILED
+
+
 def test_a_restarted_node_keeps_its_jobs() -> None:
     cluster = settled(Cluster(configs(3)))
     cluster.submit(0, "j", spec())
