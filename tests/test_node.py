@@ -27,7 +27,7 @@ from protocols.messages import (
     RoomFreed,
 )
 from protocols.node import FETCH_FROM, NodeConfig
-from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobState
+from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobHeader, JobState
 from protocols.selection import SelectionPolicy
 from tests.cluster import Cluster, Run
 
@@ -63,6 +63,15 @@ def configs(n: int, **overrides: Any) -> list[NodeConfig]:
 def settled(cluster: Cluster, until: float = 3.0) -> Cluster:
     cluster.run(until)  # a few heartbeats: everyone knows everyone
     return cluster
+
+
+def one_service(nodes: int, job_id: str = "j", duration: float = 1000.0) -> tuple[Cluster, JobHeader]:
+    """A settled cluster of `nodes` running service `job_id` (Count 1), 5 s in."""
+    cluster = settled(Cluster(configs(nodes)))
+    cluster.duration = lambda run, s: duration
+    cluster.submit(0, job_id, spec("service", 1))
+    cluster.run(5)
+    return cluster, cluster.job(job_id).header
 
 
 def sends(cluster: Cluster, kind: type[T]) -> list[tuple[str, T]]:
@@ -405,11 +414,7 @@ def test_a_deposed_leader_steps_down_after_a_partition_heals() -> None:
 
 
 def test_what_a_deposed_leaders_write_teaches_the_leader_reaches_every_keeper() -> None:
-    cluster = settled(Cluster(configs(8)))
-    cluster.duration = lambda run, s: 100.0
-    cluster.submit(0, "j", spec("service", 1))
-    cluster.run(5)
-    header = cluster.job("j").header
+    cluster, header = one_service(8, duration=100.0)
     leader = cluster.nodes[header.leader]
     deposed = next(n for n in cluster.nodes if n != header.leader)
     # a write from the other side of a healed split: an epoch behind, with work we never saw
@@ -433,13 +438,9 @@ def test_a_lost_cancel_goes_again_while_its_node_is_alive() -> None:
 
 def test_a_run_its_own_leader_gives_up_on_is_stopped_at_once() -> None:
     for attempt in range(40):  # a job whose replica runs on its leader
-        cluster = settled(Cluster(configs(5)))
-        cluster.duration = lambda run, s: 1000.0
         job_id = f"j{attempt}"
-        cluster.submit(0, job_id, spec("service", 1))
-        cluster.run(5)
+        cluster, header = one_service(5, job_id)
         (run,) = cluster.running(job_id)
-        header = cluster.job(job_id).header
         if run.node == header.leader:
             break
     else:
@@ -452,11 +453,7 @@ def test_a_run_its_own_leader_gives_up_on_is_stopped_at_once() -> None:
 
 
 def test_work_a_repair_brings_on_a_node_already_dead_is_failed() -> None:
-    cluster = settled(Cluster(configs(6)))
-    cluster.duration = lambda run, s: 1000.0
-    cluster.submit(0, "j", spec("service", 1))
-    cluster.run(5)
-    header = cluster.job("j").header
+    cluster, header = one_service(6)
     leader = cluster.nodes[header.leader]
     dead = next(n for n in cluster.nodes if n != header.leader and n not in {r.node for r in cluster.running("j")})
     cluster.crash(dead)
@@ -589,11 +586,7 @@ def test_a_node_that_does_not_keep_a_job_can_stop_it() -> None:
 
 
 def test_a_lost_keeper_is_replaced_and_catches_up_when_it_returns() -> None:
-    cluster = settled(Cluster(configs(12)))
-    cluster.duration = lambda run, s: 200.0
-    cluster.submit(0, "j", spec("service", 1))
-    cluster.run(5)
-    header = cluster.job("j").header
+    cluster, header = one_service(12, duration=200.0)
     lost = header.successors[1]
     cluster.crash(lost)
     cluster.run(30)
@@ -652,11 +645,7 @@ def test_a_keeper_cut_off_while_a_job_ended_gets_its_record_long_after_it_ended(
 
 
 def test_a_takeover_keeps_the_lost_leader_as_a_keeper() -> None:
-    cluster = settled(Cluster(configs(10)))
-    cluster.duration = lambda run, s: 200.0
-    cluster.submit(0, "j", spec("service", 1))
-    cluster.run(5)
-    header = cluster.job("j").header
+    cluster, header = one_service(10, duration=200.0)
     cluster.crash(header.leader)
     cluster.run(30)
     survivor = _index(cluster, header.successors[0])
