@@ -42,6 +42,7 @@ from pydantic import (
 )
 
 from protocols.errors import FieldError, JobSpecError, TemplateError
+from protocols.paths import mount_point, relative_name
 from protocols.templating import render
 from protocols.units import format_cpu, parse_bytes, parse_cpu, parse_gpu
 
@@ -381,10 +382,8 @@ class _Source(_Model):
 
     @field_validator("target")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if value and not value.startswith("/"):
-            raise ValueError(f"Target {value!r} is not an absolute path; write it like /data")
-        return value
+    def _inside_the_task(cls, value: str) -> str:
+        return value and mount_point(value, "Target")
 
 
 class InputSource(_Source):
@@ -403,12 +402,15 @@ class ResultPath(_Model):
     name: str = Field(min_length=1)
     path: str
 
+    @field_validator("name")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return relative_name(value, "Name")
+
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"Path {value!r} is not an absolute path; write it like /outputs")
-        return value
+    def _inside_the_task(cls, value: str) -> str:
+        return mount_point(value, "Path")
 
 
 class Publisher(_Model):
@@ -538,6 +540,15 @@ class Task(_Model):
     _meta = field_validator("meta", mode="before")(lambda cls, v: _text_map(v))
     _parts = field_validator("publisher", "resources", "network", "timeouts", mode="before")(_empty_if_none({}))
     _lists = field_validator("input_sources", "result_paths", mode="before")(_empty_if_none(()))
+
+    @field_validator("result_paths")
+    @classmethod
+    def _one_folder_each(cls, value: tuple[ResultPath, ...]) -> tuple[ResultPath, ...]:
+        names = [result_path.name for result_path in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two ResultPaths are named {name!r}; each needs a Name of its own")
+        return value
 
 
 # ---------------------------------------------------------------- the job
