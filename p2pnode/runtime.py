@@ -24,6 +24,7 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
+from p2pnode.netkey import load_key
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -113,6 +114,7 @@ class Runtime:
             bootstrap=list(settings.peers),
             topics=[NODES_TOPIC],
             mdns=settings.mdns,
+            network_key=load_key(settings.network_key_file) if settings.network_key_file else None,
         )
         self.node_id = self.transport.peer_id
         self.node: Node | None = None

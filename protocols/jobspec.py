@@ -46,6 +46,10 @@ from protocols.paths import mount_point, relative_name
 from protocols.templating import render
 from protocols.units import format_cpu, parse_bytes, parse_cpu, parse_gpu
 
+# A job's record carries its spec to every keeper in one message (see
+# `protocols.wire.MAX_MESSAGE_BYTES`, 4 MiB) beside its executions and history;
+# a quarter of it for the spec leaves the rest room to grow.
+MAX_SPEC_BYTES = 1 << 20
 GENERATED_FIELDS = ("ID", "State", "Version", "Revision", "CreateTime", "ModifyTime")
 _ACRONYMS = {"cpu": "CPU", "gpu": "GPU", "cid": "CID", "url": "URL"}
 
