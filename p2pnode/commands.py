@@ -19,7 +19,7 @@ from rich.table import Table
 from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, TOKEN_ENV, ApiClient, ApiClientError
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error's paths stay whole, on one line
 
 api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
@@ -131,7 +131,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    trio.run(serve_node, settings)
+    from p2pnode.store import StoreError
+
+    try:
+        trio.run(serve_node, settings)
+    except StoreError as error:  # a damaged database: say which file and the way out
+        _fail(error)
 
 
 @click.command("devstack")
