@@ -52,12 +52,13 @@ def build_app(runtime: Runtime) -> Starlette:
             parsed = job_spec_from_data(body["Job"])
         except JobSpecError as error:
             raise ApiError(400, str(error), "fix the job document; `p2pnode job validate FILE` shows every error")
-        size = len(json.dumps(parsed.spec.to_document()))
+        spec = parsed.spec.with_node_defaults(runtime.settings.job_defaults)
+        size = len(json.dumps(spec.to_document()))
         if size > MAX_SPEC_BYTES:
             raise ApiError(413, f"the job is {size} bytes as JSON; a job may hold at most {MAX_SPEC_BYTES}",
                            "put large data in an input source (ipfs, s3, url) rather than inline in the job")
         job_id = f"j-{uuid.uuid4()}"
-        await runtime.submit(job_id, parsed.spec)
+        await runtime.submit(job_id, spec)
         return JSONResponse({"JobID": job_id, "EvaluationID": f"ev-{uuid.uuid4()}", "Warnings": list(parsed.warnings)})
 
     async def list_jobs(request: Request) -> Response:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from protocols import units
+from protocols.jobspec import JobDefaults
 from protocols.messages import Capacity, Locality
 from protocols.node import NodeConfig
 from protocols.selection import SelectionPolicy
@@ -48,6 +49,7 @@ MACHINE_SHARE = 0.8  # of cores, memory and free disk the node offers by default
 KNOWN_ENGINES = ("wasm", "docker")
 KNOWN_PUBLISHERS = ("local", "ipfs", "s3")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_MAX_TOTAL_TIMEOUT = 86400  # seconds: a day; Node.Compute.JobSelection.MaxTotalTimeout
 
 
 class ConfigError(ValueError):
@@ -70,7 +72,7 @@ class NodeSettings:
     publishers: tuple[str, ...] = ("local",)
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     capacity: Capacity | None = None
-    policy: SelectionPolicy = SelectionPolicy()
+    policy: SelectionPolicy = SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     heartbeat_interval: float = 1.0
     log_level: str = "info"
     network_key_file: Path | None = None  # None: an open network, allowed on loopback or with network_open
@@ -78,6 +80,7 @@ class NodeSettings:
     api_token: str | None = None  # required of API clients when set
     api_insecure: bool = False
     api_max_body: int = 4 << 20
+    job_defaults: JobDefaults = JobDefaults()
 
     def __post_init__(self) -> None:
         if self.capacity is None:
@@ -290,6 +293,11 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobSelection.ProbeHttp", "policy.probe_http", _url, "a URL, e.g. http://127.0.0.1:9000/probe"),
         ("Node.Compute.JobSelection.RejectStatelessJobs", "policy.reject_stateless", _bool, "true or false"),
         ("Node.Compute.JobSelection.AcceptNetworkedJobs", "policy.accept_networked", _bool, "true or false"),
+        ("Node.Compute.JobSelection.MaxTotalTimeout", "policy.max_total_timeout", _integer,
+         "whole seconds, e.g. 86400; 0 takes jobs of any length"),
+        ("Node.Compute.JobDefaults.CPU", "defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
+        ("Node.Compute.JobDefaults.Memory", "defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
+        ("Node.Compute.JobDefaults.TotalTimeout", "defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
         ("Node.Heartbeat.Interval", "heartbeat_interval", _seconds, "seconds, e.g. 1 or 0.5"),
         ("Node.LogLevel", "log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
     )
@@ -325,6 +333,10 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--job-selection-probe-http": "Node.Compute.JobSelection.ProbeHttp",
     "--job-selection-reject-stateless": "Node.Compute.JobSelection.RejectStatelessJobs",
     "--job-selection-accept-networked": "Node.Compute.JobSelection.AcceptNetworkedJobs",
+    "--job-selection-max-total-timeout": "Node.Compute.JobSelection.MaxTotalTimeout",
+    "--default-cpu": "Node.Compute.JobDefaults.CPU",
+    "--default-memory": "Node.Compute.JobDefaults.Memory",
+    "--default-total-timeout": "Node.Compute.JobDefaults.TotalTimeout",
     "--heartbeat-interval": "Node.Heartbeat.Interval",
     "--log-level": "Node.LogLevel",
 }
@@ -360,15 +372,17 @@ def _settings(values: Mapping[str, Any]) -> NodeSettings:
     plain: dict[str, Any] = {}
     capacity: dict[str, int] = {}
     policy: dict[str, Any] = {}
+    defaults: dict[str, int] = {}
     for path, value in values.items():
         group, _, name = PROPERTIES[path].target.rpartition(".")
-        {"": plain, "capacity": capacity, "policy": policy}[group][name] = value
+        {"": plain, "capacity": capacity, "policy": policy, "defaults": defaults}[group][name] = value
     data_dir = plain.pop("data_dir", DEFAULT_DATA_DIR.expanduser())
     machine = machine_capacity(data_dir)
     return NodeSettings(
         data_dir=data_dir,
         capacity=replace(machine, **capacity),
-        policy=SelectionPolicy(**policy),
+        policy=SelectionPolicy(**{"max_total_timeout": DEFAULT_MAX_TOTAL_TIMEOUT, **policy}),
+        job_defaults=JobDefaults(**defaults),
         **plain,
     )
 

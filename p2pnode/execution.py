@@ -25,6 +25,7 @@ import trio
 
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
 from p2pnode.paths import inside
+from protocols.jobspec import JobDefaults
 from protocols.paths import mount_point
 from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
@@ -58,8 +59,11 @@ class InputError(Exception):
 
 
 class ExecutionRunner:
-    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (), defaults: JobDefaults = JobDefaults()
+    ) -> None:
         self.root = root
+        self.defaults = defaults  # for a spec that came without them (a node that fills none)
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.wasm = WasmEngine(cache_dir)
         self._cancels: dict[str, threading.Event] = {}
@@ -102,7 +106,7 @@ class ExecutionRunner:
                 environment=dict(params.environment_variables),
                 mounts=tuple(mounts),
                 import_modules=tuple(imports),
-                memory_limit=task.resources.memory or None,
+                memory_limit=task.resources.memory or self.defaults.memory or None,
                 timeout=float(task.timeouts.total_timeout) or None,
                 output_dir=workdir,
             )

@@ -129,7 +129,8 @@ class Runtime:
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
         self.executions = ExecutionRunner(
-            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
+            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            settings.job_defaults,
         )
         self.started = trio.Event()
 

@@ -558,6 +558,16 @@ class Task(_Model):
 # ---------------------------------------------------------------- the job
 
 
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a node gives a job that asks for nothing (`Node.Compute.JobDefaults.*`):
+    millicores, bytes, seconds; 0 leaves the field unset."""
+
+    cpu: int = 100
+    memory: int = 512 << 20
+    total_timeout: int = 1800
+
+
 class JobType(StrEnum):
     BATCH = "batch"
     OPS = "ops"
@@ -636,6 +646,22 @@ class JobSpec(_Model):
     def with_defaults(self, job_id: str) -> JobSpec:
         """This spec as submitted under `job_id`: a job without a Name is named by its ID."""
         return self if self.name else self.model_copy(update={"name": job_id})
+
+    def with_node_defaults(self, defaults: JobDefaults) -> JobSpec:
+        """This spec with the submitting node's defaults where it asks for
+        nothing: CPU, memory, and (for batch and ops jobs, which end) a
+        TotalTimeout. Filled once, at submit, so the record carries them and
+        every node places and runs the job alike."""
+        task = self.task
+        resources = task.resources.model_copy(
+            update={"cpu": task.resources.cpu or defaults.cpu, "memory": task.resources.memory or defaults.memory}
+        )
+        timeouts = task.timeouts
+        if self.type in (JobType.BATCH, JobType.OPS) and not timeouts.total_timeout:
+            timeouts = timeouts.model_copy(update={"total_timeout": defaults.total_timeout})
+        if resources == task.resources and timeouts == task.timeouts:
+            return self
+        return self.model_copy(update={"tasks": (task.model_copy(update={"resources": resources, "timeouts": timeouts}),)})
 
     def to_document(self) -> dict[str, Any]:
         """PascalCase and JSON-safe, as a job file says it; it parses back to an equal spec."""
