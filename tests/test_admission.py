@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,31 @@ async def test_peers_with_the_key_talk_and_a_peer_without_it_reaches_nothing() -
                     pytest.fail(f"the rogue heard {heard!r}")
         with trio.fail_after(PATIENCE):  # and the members still talk
             assert await a.request(b.peer_id, b"still here") == b"in-process got still here"
+
+
+def test_a_rogue_peer_with_another_key_or_none_sees_nothing_and_changes_nothing(tmp_path: Path) -> None:
+    from p2pnode.client import ApiClient, ApiClientError
+    from p2pnode.devstack import devstack, start_peer, stop_peer
+    from tests.integration_support import alive_count, data_url, eventually, wasm_job
+    from tests.test_api_cli import HELLO_WAT
+
+    with devstack(2, tmp_path / "net") as peers, ApiClient(peers[0].api) as member:
+        eventually(lambda: alive_count(member) == 2, what="the members see each other")
+        job_id = member.submit(wasm_job(data_url(HELLO_WAT), "members"))["JobID"]
+        assert member.wait(job_id, timeout=60)["Job"]["State"]["StateType"] == "Completed"
+        new_key(tmp_path / "other.key")
+        for index, extra in enumerate((["--network-key", str(tmp_path / "other.key")], [])):
+            rogue = start_peer(9 + index, tmp_path / f"rogue-{index}", list(peers[0].addresses[:1]), extra)
+            try:
+                with ApiClient(rogue.api) as outsider:
+                    time.sleep(3.0)  # let it try to join: members see each other well within this
+                    assert [n["Info"]["NodeID"] for n in outsider.nodes()["Items"]] == [rogue.node_id]
+                    with pytest.raises(ApiClientError) as unknown:
+                        outsider.get_job(job_id)
+                    assert unknown.value.status == 404
+                    outsider.submit(wasm_job(data_url(HELLO_WAT), "rogue"))  # runs on the rogue alone, if anywhere
+                assert alive_count(member) == 2
+                assert len(member.list_jobs()["Items"]) == 1
+                assert member.get_job(job_id)["Job"]["State"]["StateType"] == "Completed"
+            finally:
+                stop_peer(rogue)
