@@ -72,6 +72,9 @@ class NodeSettings:
     policy: SelectionPolicy = SelectionPolicy()
     heartbeat_interval: float = 1.0
     log_level: str = "info"
+    log_keep_bytes: int = 1 << 20  # of each of stdout and stderr, once an execution ended
+    probe_timeout: float = 10.0  # a probe that does not answer declines
+    probe_wait_timeout: float = 300.0  # a bid held by "shouldWait" declines after this
 
     def __post_init__(self) -> None:
         if self.capacity is None:
@@ -274,6 +277,9 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobSelection.ProbeHttp", "policy.probe_http", _url, "a URL, e.g. http://127.0.0.1:9000/probe"),
         ("Node.Compute.JobSelection.RejectStatelessJobs", "policy.reject_stateless", _bool, "true or false"),
         ("Node.Compute.JobSelection.AcceptNetworkedJobs", "policy.accept_networked", _bool, "true or false"),
+        ("Node.Compute.JobSelection.ProbeTimeout", "probe_timeout", _seconds, "seconds, e.g. 10"),
+        ("Node.Compute.JobSelection.ProbeWaitTimeout", "probe_wait_timeout", _seconds, "seconds a held bid waits for the operator, e.g. 300"),
+        ("Node.Compute.Logs.KeepBytes", "log_keep_bytes", _unit(units.parse_bytes), "an amount like 1Mb (of stdout and of stderr)"),
         ("Node.Heartbeat.Interval", "heartbeat_interval", _seconds, "seconds, e.g. 1 or 0.5"),
         ("Node.LogLevel", "log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
     )
@@ -304,6 +310,9 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--job-selection-probe-http": "Node.Compute.JobSelection.ProbeHttp",
     "--job-selection-reject-stateless": "Node.Compute.JobSelection.RejectStatelessJobs",
     "--job-selection-accept-networked": "Node.Compute.JobSelection.AcceptNetworkedJobs",
+    "--job-selection-probe-timeout": "Node.Compute.JobSelection.ProbeTimeout",
+    "--job-selection-probe-wait-timeout": "Node.Compute.JobSelection.ProbeWaitTimeout",
+    "--logs-keep-bytes": "Node.Compute.Logs.KeepBytes",
     "--heartbeat-interval": "Node.Heartbeat.Interval",
     "--log-level": "Node.LogLevel",
 }
@@ -504,4 +513,6 @@ def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...]
         policy=settings.policy,
         addresses=addresses,
         heartbeat_interval=settings.heartbeat_interval,
+        probe_timeout=settings.probe_timeout,
+        probe_wait_timeout=settings.probe_wait_timeout,
     )

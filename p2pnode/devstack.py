@@ -48,13 +48,18 @@ def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     ready = data_dir / READY_FILE
-    while not ready.exists():
-        if process.poll() is not None:
-            raise DevstackError(f"node {index} exited with {process.returncode}; see {data_dir / 'node.log'}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
-        time.sleep(0.05)
+    try:
+        while not ready.exists():
+            if process.poll() is not None:
+                raise DevstackError(f"node {index} exited with {process.returncode}; see {data_dir / 'node.log'}")
+            if time.monotonic() > deadline:
+                raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
+            time.sleep(0.05)
+    except BaseException:  # also Ctrl-C or SIGTERM while it starts: leave no process behind
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        raise
     info = json.loads(ready.read_text())
     return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
 

@@ -118,6 +118,7 @@ class ExecutionRunner:
                 publisher=task.publisher.type if task.publisher is not None else "",
                 location=f"local:{execution.node_id}/{execution.id}",
                 error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
+                job_fault=not outcome.ok and not _node_fault(outcome.error),
             )
             ok = outcome.error is None and outcome.exit_code == 0
             return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
@@ -216,6 +217,11 @@ async def _download(url: str) -> bytes:
                 return b"".join(chunks)
     except httpx.HTTPError as error:
         raise InputError(f"could not download {url}: {error}") from error
+
+
+def _node_fault(error: str | None) -> bool:
+    """An engine error that is this node's, not the job's: another node may run it."""
+    return bool(error) and error.startswith(("engine failure", "cannot mount"))
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:
