@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from protocols.jobspec import JobSpec
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -178,7 +180,7 @@ class GetJobResponse(_Open):
 
 
 class PutJobRequest(_Open):
-    Job: dict[str, Any]
+    Job: JobSpec  # the job file's document (`protocols.jobspec`); the server checks more than the schema says
 
 
 class PutJobResponse(_Open):
@@ -280,7 +282,7 @@ def openapi_document(operations: list[Operation], *, title: str, version: str) -
     schemas: dict[str, Any] = {}
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="validation")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
         return {"$ref": f"#/components/schemas/{model.__name__}"}

@@ -240,6 +240,8 @@ class Runtime:
         if replica is not None and self.node is not None and self.node.keeps(replica):
             return replica
         job_id = ref if replica is None else replica.id
+        if replica is None and (self.node is None or len(self.node.membership.alive_ids()) <= 1):
+            raise JobNotFound(f"no job {ref!r} is known to this node, and no other node is up to ask")
         await self._inputs_send.send(FetchJob(job_id))
         if replica is None:
             with trio.move_on_after(FETCH_WAIT):

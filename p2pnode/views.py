@@ -32,7 +32,31 @@ def job_view(replica: JobReplica) -> dict[str, Any]:
         Leader=header.leader,
         Epoch=header.epoch,
     )
+    for task in document.get("Tasks", ()):
+        if isinstance(task.get("Resources"), dict):
+            task["Resources"] = _resources_config(task["Resources"])
     return document
+
+
+def _resources_config(resources: dict[str, Any]) -> dict[str, Any]:
+    """A task's resources as the reference's models.ResourcesConfig writes
+    them: strings (100m, 64Mb), which parse back to the same amounts."""
+    shown = dict(resources)
+    for key in ("Memory", "Disk"):
+        if isinstance(shown.get(key), int):
+            shown[key] = _bytes_text(shown[key])
+    if isinstance(shown.get("GPU"), int):
+        shown["GPU"] = str(shown["GPU"])
+    if isinstance(shown.get("CPU"), int):
+        shown["CPU"] = f"{shown['CPU']}m"
+    return shown
+
+
+def _bytes_text(amount: int) -> str:
+    for unit, size in (("Tb", 1 << 40), ("Gb", 1 << 30), ("Mb", 1 << 20), ("Kb", 1 << 10)):
+        if amount and amount % size == 0:
+            return f"{amount // size}{unit}"
+    return str(amount)
 
 
 def execution_view(execution: ExecutionRecord) -> dict[str, Any]:
