@@ -140,7 +140,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 @click.command("devstack")
 @click.option("--nodes", "-n", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Base directory (default: a temporary one).")
-def devstack_command(nodes: int, data_dir: Path | None) -> None:
+@click.option("--api-port", type=click.IntRange(0, 65535), default=0,
+              help="The first peer's API port (1234 is what the CLI talks to by default); 0 picks a free one.")
+def devstack_command(nodes: int, data_dir: Path | None, api_port: int) -> None:
     """Start N connected peers on loopback; Ctrl-C stops them all."""
     import tempfile
 
@@ -149,7 +151,7 @@ def devstack_command(nodes: int, data_dir: Path | None) -> None:
     base = data_dir or Path(tempfile.mkdtemp(prefix="p2pnode-devstack-"))
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the peers as Ctrl-C does
     try:
-        with devstack(nodes, base) as peers:
+        with devstack(nodes, base, api_port=api_port) as peers:
             sheet = Sheet(("PEER", "NODE ID", "API", "LIBP2P"))
             for peer in peers:
                 sheet.add(peer.index, peer.node_id, peer.api, peer.addresses[0] if peer.addresses else "")

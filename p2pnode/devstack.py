@@ -31,14 +31,15 @@ class Peer:
     process: subprocess.Popen[bytes]
 
 
-def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str] | None = None, timeout: float = 60) -> Peer:
+def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str] | None = None, timeout: float = 60,
+               api_port: int = 0) -> Peer:
     """Start one node process and wait until it says it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / READY_FILE).unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "p2pnode", "serve",
         "--data-dir", str(data_dir),
-        "--api-port", str(free_port()),
+        "--api-port", str(api_port or free_port()),
         "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}",
     ]
     for address in bootstrap:
@@ -76,13 +77,14 @@ def stop_peer(peer: Peer, timeout: float = 10) -> None:
 
 
 @contextmanager
-def devstack(nodes: int, base: Path, extra: list[str] | None = None) -> Iterator[list[Peer]]:
-    """N connected peers; all stopped on the way out, whatever happens."""
+def devstack(nodes: int, base: Path, extra: list[str] | None = None, api_port: int = 0) -> Iterator[list[Peer]]:
+    """N connected peers; all stopped on the way out, whatever happens. The
+    first one's API listens on `api_port` if given (the others on free ports)."""
     if nodes < 1:
         raise DevstackError("a network needs at least one node")
     peers: list[Peer] = []
     try:
-        first = start_peer(0, base / "node-0", [], extra)
+        first = start_peer(0, base / "node-0", [], extra, api_port=api_port)
         peers.append(first)
         for index in range(1, nodes):
             peers.append(start_peer(index, base / f"node-{index}", list(first.addresses[:1]), extra))
