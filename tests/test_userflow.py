@@ -210,7 +210,8 @@ def test_devstack_stops_its_peers_on_sigterm(tmp_path: Path) -> None:
 
 def test_logs_stream_live_through_another_peer_and_remain_after_stop(peers: list[Peer]) -> None:
     with ApiClient(peers[0].api) as submitter, ApiClient(peers[2].api) as watcher:
-        job = on("1", wasm_job(data_url(TICKER_WAT), timeout=0))
+        job = on("1", wasm_job(data_url(TICKER_WAT), job_type="service", timeout=0))  # a service had no logs at all
+        del job["Tasks"][0]["ResultPaths"]
         job_id = submitter.submit(job)["JobID"]
         pieces: list[dict[str, Any]] = []
         states_seen: list[str] = []
