@@ -131,6 +131,14 @@ class ApiClient:
     def agent_node(self) -> dict[str, Any]:
         return self._call("GET", "/agent/node")
 
+    # ------------------------------------------------------------ held bids
+
+    def bids(self, held_only: bool = False) -> dict[str, Any]:
+        return self._call("GET", "/compute/bids", params={"all": "false"} if held_only else None)
+
+    def decide_bid(self, execution_id: str, accept: bool, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/compute/bids/{execution_id}", json={"Accept": accept, "Reason": reason})
+
     # ------------------------------------------------------------ plumbing
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

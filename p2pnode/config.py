@@ -81,6 +81,9 @@ class NodeSettings:
     api_insecure: bool = False
     api_max_body: int = 4 << 20
     job_defaults: JobDefaults = JobDefaults()
+    log_keep_bytes: int = 1 << 20  # of each of stdout and stderr, once an execution ended
+    probe_timeout: float = 10.0  # a probe that does not answer declines
+    probe_wait_timeout: float = 300.0  # a bid held by "shouldWait" declines after this
 
     def __post_init__(self) -> None:
         if self.capacity is None:
@@ -298,6 +301,9 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobDefaults.CPU", "defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
         ("Node.Compute.JobDefaults.Memory", "defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
         ("Node.Compute.JobDefaults.TotalTimeout", "defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
+        ("Node.Compute.JobSelection.ProbeTimeout", "probe_timeout", _seconds, "seconds, e.g. 10"),
+        ("Node.Compute.JobSelection.ProbeWaitTimeout", "probe_wait_timeout", _seconds, "seconds a held bid waits for the operator, e.g. 300"),
+        ("Node.Compute.Logs.KeepBytes", "log_keep_bytes", _unit(units.parse_bytes), "an amount like 1Mb (of stdout and of stderr)"),
         ("Node.Heartbeat.Interval", "heartbeat_interval", _seconds, "seconds, e.g. 1 or 0.5"),
         ("Node.LogLevel", "log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
     )
@@ -337,6 +343,9 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--default-cpu": "Node.Compute.JobDefaults.CPU",
     "--default-memory": "Node.Compute.JobDefaults.Memory",
     "--default-total-timeout": "Node.Compute.JobDefaults.TotalTimeout",
+    "--job-selection-probe-timeout": "Node.Compute.JobSelection.ProbeTimeout",
+    "--job-selection-probe-wait-timeout": "Node.Compute.JobSelection.ProbeWaitTimeout",
+    "--logs-keep-bytes": "Node.Compute.Logs.KeepBytes",
     "--heartbeat-interval": "Node.Heartbeat.Interval",
     "--log-level": "Node.LogLevel",
 }
@@ -577,4 +586,6 @@ def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...]
         policy=settings.policy,
         addresses=addresses,
         heartbeat_interval=settings.heartbeat_interval,
+        probe_timeout=settings.probe_timeout,
+        probe_wait_timeout=settings.probe_wait_timeout,
     )

@@ -121,6 +121,7 @@ class ExecutionRunner:
                 publisher=task.publisher.type if task.publisher is not None else "",
                 location=f"local:{execution.node_id}/{execution.id}",
                 error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
+                job_fault=not outcome.ok and not _node_fault(outcome.error),
             )
             ok = outcome.error is None and outcome.exit_code == 0
             return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
@@ -230,6 +231,9 @@ def _result_mounts(result_paths: object, outputs: Path) -> list[Mount]:
         folder.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(folder, mount_point(result_path.path, "ResultPaths Path"), read_only=False))
     return mounts
+def _node_fault(error: str | None) -> bool:
+    """An engine error that is this node's, not the job's: another node may run it."""
+    return bool(error) and error.startswith(("engine failure", "cannot mount"))
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:

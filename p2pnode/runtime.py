@@ -25,6 +25,7 @@ from p2pnode.config import NodeSettings, node_config
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
 from p2pnode.netkey import load_key
+from p2pnode.logs import LogChunk, LogFiles, LogRead
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -51,7 +52,8 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.jobspec import JobSpec
-from protocols.messages import NODES_TOPIC, JobUpdated, SubmitToLeader
+from protocols.executor import HeldBid
+from protocols.messages import NODES_TOPIC, BidReply, JobUpdated, SubmitToLeader
 from protocols.node import Node
 from protocols.records import ExecutionResult, JobReplica
 
@@ -66,6 +68,14 @@ class JobNotFound(LookupError):
 
 class AmbiguousJobRef(LookupError):
     """Several jobs start with this prefix: give more of the id."""
+
+
+class BidNotHeld(LookupError):
+    """No bid of that execution is held here for the operator."""
+
+
+class BidDecided(RuntimeError):
+    """The held bid was decided already (by the operator, its wait, or the job's end)."""
 
 
 @dataclass
@@ -132,6 +142,7 @@ class Runtime:
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
             settings.job_defaults,
         )
+        self.logs = LogFiles(settings.data_dir / "executions", settings.log_keep_bytes)
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -189,9 +200,21 @@ class Runtime:
     async def stop_job(self, job_id: str, reason: str) -> None:
         await self._inputs_send.send(StopJob(job_id, reason))
 
-    async def answer_probe(self, execution_id: str, verdict: ProbeVerdict) -> None:
-        """A held ("shouldWait") bid is decided later, through the API."""
-        await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
+    def held_bids(self) -> list[HeldBid]:
+        """Bids a probe held for the operator (newest last), decided ones too."""
+        return [] if self.node is None else list(self.node.executor.holds.values())
+
+    async def decide_bid(self, execution_id: str, accept: bool, reason: str) -> HeldBid:
+        """The operator decides a held ("shouldWait") bid."""
+        held = None if self.node is None else self.node.executor.holds.get(execution_id)
+        if held is None:
+            raise BidNotHeld(f"no bid of execution {execution_id!r} is held on this node")
+        if held.outcome:
+            raise BidDecided(f"the bid of execution {execution_id} was already decided: {held.outcome}")
+        log.info("operator %s the bid of execution %s (job %s): %s", "approved" if accept else "rejected",
+                 execution_id, held.job_id, reason)
+        await self._inputs_send.send(ProbeAnswered(execution_id, ProbeVerdict(bid=accept, reason=reason)))
+        return held
 
     def find_job(self, ref: str) -> JobReplica:
         jobs = self._jobs()
@@ -220,6 +243,8 @@ class Runtime:
         if replica is not None and self.node is not None and self.node.keeps(replica):
             return replica
         job_id = ref if replica is None else replica.id
+        if replica is None and (self.node is None or len(self.node.membership.alive_ids()) <= 1):
+            raise JobNotFound(f"no job {ref!r} is known to this node, and no other node is up to ask")
         await self._inputs_send.send(FetchJob(job_id))
         if replica is None:
             with trio.move_on_after(FETCH_WAIT):
@@ -251,6 +276,19 @@ class Runtime:
                 found.append(wire.decode(reply).message)
         return found
 
+    async def read_log(self, execution: Any, request: LogRead) -> LogChunk | None:
+        """What an execution wrote past the offsets, from the node running it;
+        None if that node cannot be reached."""
+        if execution.node_id == self.node_id:
+            return self.logs.read(request)
+        try:
+            reply = await self._request(execution.node_id, wire.encode(request, self.node_id), 10)
+            chunk = wire.decode(reply).message
+        except (PeerUnreachable, wire.WireError) as error:
+            log.debug("no logs of %s from %s: %s", execution.id, execution.node_id, error)
+            return None
+        return chunk if isinstance(chunk, LogChunk) and chunk.execution_id == request.execution_id else None
+
     def _jobs(self) -> dict[str, JobReplica]:
         return self.node.jobs if self.node is not None else {}
 
@@ -280,6 +318,8 @@ class Runtime:
                 case Publish(topic, message):
                     self._publish_send.send_nowait((topic, wire.encode(message, self.node_id)))
                 case Send(peer, message):
+                    if isinstance(message, BidReply) and not message.bid:
+                        log.info("declined job %s (execution %s): %s", message.job_id, message.execution_id, message.reason)
                     self._send(peer, message)
                 case SetTimer(key, at):
                     self._timers.set(key, at)
@@ -375,6 +415,8 @@ class Runtime:
         envelope = wire.decode(data)  # a WireError resets the stream; the transport logs it
         if envelope.sender != sender:
             raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
+        if isinstance(envelope.message, LogRead):
+            return wire.encode(self.logs.read(envelope.message), self.node_id)
         if isinstance(envelope.message, ResultFetch):
             files = self.executions.result_files(envelope.message.execution_id)
             return wire.encode(files, self.node_id)
@@ -402,10 +444,11 @@ class Runtime:
     # ------------------------------------------------------------ probes and executions
 
     async def _probe(self, execution_id: str, kind: str, target: str, document: dict[str, Any]) -> None:
+        timeout = self.settings.probe_timeout
         if kind == "exec":
-            verdict = await run_exec_probe(target, document)
+            verdict = await run_exec_probe(target, document, timeout=timeout)
         else:
-            verdict = await run_http_probe(target, document)
+            verdict = await run_http_probe(target, document, timeout=timeout)
         await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
 
     async def _execute(self, execution: Any, header: Any) -> None:
@@ -418,5 +461,6 @@ class Runtime:
             log.exception("execution %s crashed", execution.id)
             result = ExecutionResult(exit_code=-1, error=f"the node failed to run it: {error}")
             ended = ExecutionEnded(execution.id, False, result, result.error)
+        self.logs.seal(execution.id)
         await self._inputs_send.send(ended)
 

@@ -57,13 +57,19 @@ class SelectionPolicy:
                 f"job selection locality must be 'local' or 'anywhere', not {self.locality!r}"
             ) from None
 
-    def summary(self) -> PolicySummary:
-        """The part a leader may pre-filter on, published in node info."""
+    def summary(self, probe_timeout: float = 0.0, probe_wait_timeout: float = 0.0) -> PolicySummary:
+        """The part a leader may pre-filter on, published in node info, with
+        how long this node may take to answer an ask: each probe's time-out,
+        and for an http probe (which may hold the bid) the operator's wait."""
+        bid_wait = probe_timeout * (bool(self.probe_exec) + bool(self.probe_http))
+        if self.probe_http:
+            bid_wait += probe_wait_timeout
         return PolicySummary(
             locality=self.locality,
             reject_stateless=self.reject_stateless,
             accept_networked=self.accept_networked,
             probes=bool(self.probe_exec or self.probe_http),
+            bid_wait=bid_wait,
         )
 
 
