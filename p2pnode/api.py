@@ -6,7 +6,6 @@ Every error is JSON: {"error": what went wrong, "hint": what to do, "code"}.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
+from p2pnode.results import ResultsUnavailable
 from p2pnode.runtime import AmbiguousJobRef, JobNotFound, Runtime
 from p2pnode.views import execution_view, history_view, job_view, node_view
 from protocols.events import ProbeVerdict
@@ -137,26 +137,54 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def result_files(request: Request) -> Response:
         """
-        summary: 'The result files themselves, fetched from the peers that ran the job'
-        description: 'Base64 contents, by execution; what `job get` writes to disk.'
+        summary: 'What each completed execution published: names, sizes, sha256'
+        description: 'Asked of the nodes that hold the results; `job get` then streams each file from results/files/{execution_id}/{path}.'
         """
         replica = await _job(request)
+        items = [
+            {"ExecutionID": found.execution_id, "NodeID": found.node_id, "Error": found.error,
+             "Files": [{"Path": f.name, "Size": f.size, "SHA256": f.sha256} for f in found.files]}
+            for found in await runtime.result_manifests(replica.id)
+        ]
+        return JSONResponse({"Items": items})
+
+    async def result_file(request: Request) -> Response:
+        """
+        summary: 'One result file, streamed from the node that holds it'
+        description: 'Query offset resumes a cut transfer; the body is the bytes from there.'
+        """
+        replica = await _job(request)
+        execution = replica.executions.get(request.path_params["execution_id"])
+        if execution is None or execution.result is None or not execution.result.location:
+            raise ApiError(404, f"job {replica.id} has no published execution {request.path_params['execution_id']}")
         try:
-            fetched = await runtime.fetch_results(replica.id)
-        except Exception as error:  # noqa: BLE001 - the peer's failure becomes the client's error
-            raise ApiError(502, f"could not fetch results: {error}", "the node that ran it may be down; try again")
-        return JSONResponse(
-            {
-                "Items": [
-                    {
-                        "ExecutionID": f.execution_id,
-                        "Error": f.error,
-                        "Files": [{"Path": p, "Data": base64.b64encode(d).decode()} for p, d in f.files],
-                    }
-                    for f in fetched
-                ]
-            }
-        )
+            offset = int(request.query_params.get("offset", "0") or 0)
+        except ValueError:
+            raise ApiError(400, "offset must be a whole number of bytes") from None
+        found = await runtime.result_manifests(replica.id)
+        files = next((f for f in found if f.execution_id == execution.id), None)
+        if files is None or files.error:
+            raise ApiError(502, files.error if files else "no results", "the node that ran it may be down; try again")
+        path = request.path_params["path"]
+        entry = next((f for f in files.files if f.name == path), None)
+        if entry is None:
+            raise ApiError(404, f"execution {execution.id} published no file {path!r}")
+        if not 0 <= offset <= entry.size:
+            raise ApiError(416, f"offset {offset} is outside {path} ({entry.size} bytes)")
+        chunks = runtime.result_stream(files.node_id, execution.id, entry, offset)
+        try:
+            first = await anext(chunks, b"")
+        except ResultsUnavailable as error:
+            raise ApiError(502, str(error), "try again later") from None
+
+        async def body() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in chunks:  # a failure now cuts the body short: the client resumes at its offset
+                yield chunk
+
+        headers = {"Content-Length": str(entry.size - offset), "X-Content-SHA256": entry.sha256}
+        return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
     async def logs(request: Request) -> Response:
         """
@@ -244,6 +272,7 @@ def build_app(runtime: Runtime) -> Starlette:
         Route(jobs + "/{job_id}/history", history, methods=["GET"]),
         Route(jobs + "/{job_id}/results", results, methods=["GET"]),
         Route(jobs + "/{job_id}/results/files", result_files, methods=["GET"]),
+        Route(jobs + "/{job_id}/results/files/{execution_id}/{path:path}", result_file, methods=["GET"]),
         Route(jobs + "/{job_id}/logs", logs, methods=["GET"]),
         Route(f"{PREFIX}/orchestrator/nodes", nodes, methods=["GET"]),
         Route(f"{PREFIX}/orchestrator/nodes/{{node_id}}", get_node, methods=["GET"]),

@@ -100,6 +100,14 @@ def _history_table(items: list[dict[str, Any]]) -> Table:
 @click.option("--job-selection-reject-stateless/--no-job-selection-reject-stateless", default=None)
 @click.option("--job-selection-accept-networked/--no-job-selection-accept-networked", default=None)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--results-retention", type=float, help="Seconds the local publisher keeps results (default 7 days).")
+@click.option("--results-quota", help="Disk the local publisher's results may use, e.g. 10Gb.")
+@click.option("--url-allow-networks", help="Non-public networks url inputs may reach, e.g. 127.0.0.0/8 (comma-separated).")
+@click.option("--input-max-size", help="Largest url input (and S3 input in all), e.g. 1Gb.")
+@click.option("--url-timeout", type=float, help="Seconds a url input may take (default 300).")
+@click.option("--s3-credentials-file", help="AWS shared credentials file (default: the AWS chain's).")
+@click.option("--s3-config-file", help="AWS config file (default: the AWS chain's).")
+@click.option("--s3-profile", help="AWS profile to use.")
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run a node until Ctrl-C."""
     import trio

@@ -22,7 +22,11 @@ from typing import Any
 import trio
 
 from p2pnode.config import NodeSettings, node_config
-from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
+from p2pnode.execution import ExecutionRunner
+from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
+from p2pnode.storage.local import FileEntry, LocalResults
+from p2pnode.storage.s3 import S3Access
+from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
@@ -126,9 +130,17 @@ class Runtime:
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
-        self.executions = ExecutionRunner(
-            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
+        self.local_results = LocalResults(
+            settings.data_dir / "executions", settings.results_retention, settings.results_quota
         )
+        self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
+        self.executions = ExecutionRunner(
+            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            self.local_results, self.s3,
+            UrlPolicy(settings.url_allow_networks, settings.input_max_bytes, settings.url_timeout),
+        )
+        self.result_server = ResultServer(self.local_results, self.s3)
+        self.results = ResultFetcher(self.transport.peer_id, self._request, self.result_server, self._is_gone)
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -140,7 +152,10 @@ class Runtime:
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
-                config = node_config(self.settings, self.node_id, addresses)
+                s3_missing = self.s3.missing()
+                if s3_missing is not None:
+                    log.info("this node does not take S3 jobs: %s", s3_missing)
+                config = node_config(self.settings, self.node_id, addresses, s3=s3_missing is None)
                 self.node = Node(
                     config,
                     rng=random.Random(),
@@ -150,6 +165,7 @@ class Runtime:
                 nursery.start_soon(self._read_pubsub)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._expire_results)
                 self._apply(self.node.start(time.time()))
                 nursery.start_soon(self._drive)
                 self.started.set()
@@ -234,19 +250,23 @@ class Runtime:
             async with self._changed:
                 await self._changed.wait()
 
-    async def fetch_results(self, job_id: str) -> list[ResultFiles]:
-        """Every completed execution's result files, from whichever peer ran it."""
+    async def result_manifests(self, job_id: str) -> list[ExecutionFiles]:
+        """Every completed execution's published files (names, sizes, sha256),
+        as the node that holds them describes them."""
         replica = self.find_job(job_id)
-        found = []
-        for execution in replica.executions.values():
-            if execution.result is None or not execution.result.location:
-                continue
-            if execution.node_id == self.node_id:
-                found.append(self.executions.result_files(execution.id))
-            else:
-                reply = await self._request(execution.node_id, wire.encode(ResultFetch(execution.id), self.node_id), 60)
-                found.append(wire.decode(reply).message)
-        return found
+        ordered = sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id))
+        return [
+            await self.results.manifest(execution.node_id, execution.id)
+            for execution in ordered
+            if execution.result is not None and execution.result.location and str(execution.state) == "Completed"
+        ]
+
+    def result_stream(self, node_id: str, execution_id: str, entry: FileEntry, offset: int) -> Any:
+        """One file's bytes from `offset`, streamed from the node that holds it."""
+        return self.results.stream(node_id, execution_id, entry, offset)
+
+    def _is_gone(self, node_id: str) -> bool:
+        return self.node is not None and not self.node.membership.is_alive(node_id)
 
     def _jobs(self) -> dict[str, JobReplica]:
         return self.node.jobs if self.node is not None else {}
@@ -372,9 +392,8 @@ class Runtime:
         envelope = wire.decode(data)  # a WireError resets the stream; the transport logs it
         if envelope.sender != sender:
             raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
-        if isinstance(envelope.message, ResultFetch):
-            files = self.executions.result_files(envelope.message.execution_id)
-            return wire.encode(files, self.node_id)
+        if isinstance(envelope.message, ResultManifestAsk | ResultChunkAsk):
+            return wire.encode(await self.result_server.answer(envelope.message), self.node_id)
         await self._inputs_send.send(Received(sender, envelope.message))
         return b""
 
@@ -389,6 +408,15 @@ class Runtime:
                     await self._timers.wakeup.wait()
             for key in self._timers.due(time.time()):
                 await self._inputs_send.send(TimerFired(key))
+
+    async def _expire_results(self) -> None:
+        """The local publisher's retention and quota, checked once a minute."""
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.local_results.sweep, time.time())
+            except OSError:
+                log.warning("could not expire old results", exc_info=True)
+            await trio.sleep(60)
 
     def _persist_now(self) -> None:
         if not self._dirty or self.node is None:
