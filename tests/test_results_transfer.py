@@ -1,0 +1,99 @@
+"""Results of any size from any peer: real `p2pnode serve` processes on
+loopback, a wasm job writing 100 MiB, fetched through a peer that did not
+run it, also across a restart of the node that holds them."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from p2pnode.client import ApiClient, ApiClientError
+from tests.integration_support import data_url, eventually, wasm_job
+from tests.test_integration import Network, network  # noqa: F401 - the fixture
+from tests.wasm_fixtures import WRITE_MIB, mib_pattern
+
+pytestmark = pytest.mark.timeout(300)
+MIB = 100
+WORKER = [{"Key": "role", "Operator": "=", "Values": ["worker"]}]
+
+
+def _expected_sha256(mib: int) -> str:
+    digest, block = hashlib.sha256(), mib_pattern()
+    for _ in range(mib):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _big_job(network: Network) -> tuple[str, str]:
+    """Three peers; a 100 MiB result made on the worker. (job id, execution id)"""
+    network.start(0, "--labels", "role=front")
+    network.start(1, "--labels", "role=worker")
+    network.start(2, "--labels", "role=front")
+    network.converge(3)
+    job = wasm_job(data_url(WRITE_MIB), str(MIB), constraints=WORKER, timeout=240)
+    job["Tasks"][0]["Resources"]["Memory"] = "128Mb"
+    with network.client(0) as client:
+        for _ in range(3):
+            job_id = client.submit(job)["JobID"]
+            final = client.wait(job_id, timeout=180)
+            # On a loaded 2-core machine a bid can miss its 0.5 s window; that is
+            # not what this test is about, so such a run is submitted again.
+            if "no answer within" not in final["Job"]["State"].get("Message", ""):
+                break
+    assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
+    (execution,) = [e for e in final["Executions"]["Items"] if e["ComputeState"]["StateType"] == "Completed"]
+    return job_id, execution["ID"]
+
+
+def test_a_100_mib_result_comes_back_byte_exact_through_a_peer_that_did_not_run_it(
+    network: Network, tmp_path: Path  # noqa: F811
+) -> None:
+    job_id, execution_id = _big_job(network)
+    with network.client(2) as client:
+        written = client.download(job_id, tmp_path / "out")
+    folder = tmp_path / "out" / execution_id
+    assert sorted(str(p.relative_to(folder)) for p in written) == ["exitCode", "outputs/big.bin", "stderr", "stdout"]
+    assert (folder / "exitCode").read_text() == "0\n"
+    big = folder / "outputs" / "big.bin"
+    assert big.stat().st_size == MIB << 20
+    assert _sha256(big) == _expected_sha256(MIB)
+    assert not list(folder.rglob("*.part"))
+
+
+def test_a_transfer_survives_a_restart_of_the_node_holding_the_results(network: Network, tmp_path: Path) -> None:  # noqa: F811
+    job_id, execution_id = _big_job(network)
+    worker = next(p for p in network.peers if p.index == 1)
+    partial = tmp_path / "out" / execution_id / "outputs" / "big.bin.part"
+    outcome: dict[str, object] = {}
+
+    def fetch() -> None:
+        try:
+            with network.client(2) as client:
+                outcome["files"] = client.download(job_id, tmp_path / "out")
+        except ApiClientError as error:  # reported below, with what the test saw
+            outcome["error"] = error
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    eventually(lambda: partial.exists() and partial.stat().st_size > (5 << 20), 120, "the transfer under way")
+    network.kill(worker.node_id)
+    cut_at = partial.stat().st_size if partial.exists() else 0
+    network.start(1, "--labels", "role=worker")  # same data dir, same identity
+    thread.join(timeout=200)
+    assert not thread.is_alive(), "the download hung"
+    assert "error" not in outcome, outcome
+    big = tmp_path / "out" / execution_id / "outputs" / "big.bin"
+    assert 0 < cut_at < MIB << 20, f"the restart came at {cut_at} bytes: not mid-transfer"
+    assert _sha256(big) == _expected_sha256(MIB)
