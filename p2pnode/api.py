@@ -161,8 +161,7 @@ def build_app(runtime: Runtime) -> Starlette:
             offset = int(request.query_params.get("offset", "0") or 0)
         except ValueError:
             raise ApiError(400, "offset must be a whole number of bytes") from None
-        found = await runtime.result_manifests(replica.id)
-        files = next((f for f in found if f.execution_id == execution.id), None)
+        files = next(iter(await runtime.result_manifests(replica.id, execution.id)), None)
         if files is None or files.error:
             raise ApiError(502, files.error if files else "no results", "the node that ran it may be down; try again")
         path = request.path_params["path"]

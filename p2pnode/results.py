@@ -122,8 +122,10 @@ class ResultFetcher:
     """Any peer's side: manifests and file streams from the node that holds them."""
 
     def __init__(self, node_id: str, request: Request, server: ResultServer,
-                 is_gone: Callable[[str], bool] = lambda node: False) -> None:
+                 is_gone: Callable[[str], bool] = lambda node: False,
+                 patience: float = PATIENCE, gone_patience: float = GONE_PATIENCE) -> None:
         self.node_id = node_id
+        self.patience, self.gone_patience = patience, gone_patience
         self._request = request
         self._server = server
         self._is_gone = is_gone
@@ -166,10 +168,10 @@ class ResultFetcher:
                 reply = wire.decode(await self._request(node_id, data, REQUEST_TIMEOUT))
             except (TransportError, wire.WireError, trio.TooSlowError) as error:
                 waited = trio.current_time() - started
-                if self._is_gone(node_id) and waited > GONE_PATIENCE:
+                if self._is_gone(node_id) and waited > self.gone_patience:
                     raise ResultsUnavailable(_gone(node_id, f"the network counts it as gone ({error})")) from None
-                if waited > PATIENCE:
-                    raise ResultsUnavailable(_gone(node_id, f"it did not answer for {PATIENCE:g} s ({error})")) from None
+                if waited > self.patience:
+                    raise ResultsUnavailable(_gone(node_id, f"it did not answer for {self.patience:g} s ({error})")) from None
                 log.info("node %s did not answer a result request (%s); asking again", node_id, error)
                 await trio.sleep(RETRY_EVERY)
                 continue

@@ -250,15 +250,16 @@ class Runtime:
             async with self._changed:
                 await self._changed.wait()
 
-    async def result_manifests(self, job_id: str) -> list[ExecutionFiles]:
-        """Every completed execution's published files (names, sizes, sha256),
-        as the node that holds them describes them."""
+    async def result_manifests(self, job_id: str, execution_id: str | None = None) -> list[ExecutionFiles]:
+        """The published files (names, sizes, sha256) of each execution that
+        published any (or of `execution_id` only), as their node describes them."""
         replica = self.find_job(job_id)
         ordered = sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id))
         return [
             await self.results.manifest(execution.node_id, execution.id)
             for execution in ordered
-            if execution.result is not None and execution.result.location and str(execution.state) == "Completed"
+            if execution.result is not None and execution.result.location
+            and execution_id in (None, execution.id)
         ]
 
     def result_stream(self, node_id: str, execution_id: str, entry: FileEntry, offset: int) -> Any:

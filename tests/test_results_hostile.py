@@ -71,6 +71,23 @@ async def test_a_peer_sending_more_than_the_file_holds_is_refused() -> None:
     await _hostile_peer(lambda ask: ResultChunk("e-1", "outputs/a", 0, b"x" * 100), check)
 
 
+async def test_a_node_that_is_gone_gets_a_clear_error_after_some_patience() -> None:
+    me = Transport(create_new_key_pair(), topics=[])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(me.run)
+
+        async def request(peer: str, data: bytes, timeout: float) -> bytes:
+            return await me.request(peer, data, timeout=timeout)
+
+        fetcher = ResultFetcher(me.peer_id, request, server=None, patience=2.0)  # type: ignore[arg-type]
+        gone = Transport(create_new_key_pair(), topics=[]).peer_id  # never started: nobody answers for it
+        found = await fetcher.manifest(gone, "e-1")
+        assert found.files == ()
+        assert f"the node {gone} that holds these results cannot be reached" in found.error
+        assert "did not answer for 2 s" in found.error and "publish to s3 or ipfs" in found.error
+        nursery.cancel_scope.cancel()
+
+
 # ---------------------------------------------------------------- the client against an HTTP node
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from p2pnode.client import ApiClient, ApiClientError
 from tests.integration_support import data_url, eventually, wasm_job
+from tests.test_integration import HELLO_WAT
 from tests.test_integration import Network, network  # noqa: F401 - the fixture
 from tests.wasm_fixtures import WRITE_MIB, mib_pattern
 
@@ -97,3 +98,19 @@ def test_a_transfer_survives_a_restart_of_the_node_holding_the_results(network: 
     big = tmp_path / "out" / execution_id / "outputs" / "big.bin"
     assert 0 < cut_at < MIB << 20, f"the restart came at {cut_at} bytes: not mid-transfer"
     assert _sha256(big) == _expected_sha256(MIB)
+
+
+def test_expired_results_say_so_through_any_peer(network: Network, tmp_path: Path) -> None:  # noqa: F811
+    network.start(0, "--labels", "role=worker", "--results-retention", "1")
+    network.start(1)
+    network.converge(2)
+    with network.client(0) as runner, network.client(1) as other:
+        first = runner.submit(wasm_job(data_url(HELLO_WAT), "first", constraints=WORKER))["JobID"]
+        other.wait(first, timeout=60)
+        assert other.download(first, tmp_path / "before")  # kept for now
+        time.sleep(1.5)
+        # the next publish on a node sweeps what is past its retention
+        second = runner.submit(wasm_job(data_url(HELLO_WAT), "second", constraints=WORKER))["JobID"]
+        runner.wait(second, timeout=60)
+        with pytest.raises(ApiClientError, match="expired: this node keeps results for 1 s"):
+            other.download(first, tmp_path / "after")
