@@ -126,6 +126,11 @@ class ExecutionRunner:
             await trio.to_thread.run_sync(self.results.publish_here, execution.id)
             return f"local:{execution.node_id}/{execution.id}"
         params = dict(publisher.params)
+        if params.get("Endpoint"):
+            try:
+                await url.check_endpoint(str(params["Endpoint"]), self.url_policy)
+            except url.UrlError as error:
+                raise s3.S3Error(f"the s3 publisher's {error}") from None
         prefix = s3.resolve_key(str(params["Key"]), header.id, execution.id, execution.node_id)
 
         def upload() -> str:
@@ -171,9 +176,11 @@ class ExecutionRunner:
             return False
         if kind == "s3":
             try:
+                if params.get("Endpoint"):
+                    await url.check_endpoint(str(params["Endpoint"]), self.url_policy)
                 return await trio.to_thread.run_sync(
                     s3.fetch_input, self.s3, dict(params), destination, self.url_policy.max_bytes)
-            except (s3.S3Error, UnsafePath, OSError) as error:
+            except (s3.S3Error, url.UrlError, UnsafePath, OSError) as error:
                 raise InputError(str(error)) from None
         raise InputError(f"{kind} sources are not available on this node")
 

@@ -40,9 +40,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Network,
             credentials = str(s3_server.credentials_file(base / "credentials"))
             network = Network(base)
             try:
-                network.start(0, "--labels", "s3=yes", "--s3-credentials-file", credentials)
-                network.start(1, "--labels", "s3=yes", "--s3-credentials-file", credentials)
-                network.start(2, "--labels", "s3=no")
+                loopback = ("--url-allow-networks", "127.0.0.1/32")  # the S3 server's address, not public
+                network.start(0, "--labels", "s3=yes", "--s3-credentials-file", credentials, *loopback)
+                network.start(1, "--labels", "s3=yes", "--s3-credentials-file", credentials, *loopback)
+                network.start(2, "--labels", "s3=no", *loopback)
                 network.converge(3)
                 yield network, endpoint
             finally:
@@ -131,6 +132,15 @@ def test_the_access_check_reads_only_the_nodes_own_chain(tmp_path: Path, monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     assert s3.S3Access().missing() is None
+
+
+def test_an_endpoint_on_a_network_not_allowed_fails_the_execution(cluster: tuple[Network, str]) -> None:
+    network, endpoint = cluster
+    port = endpoint.rsplit(":", 1)[1]
+    final = _run(network, _s3_job(f"http://127.0.0.2:{port}", {"Bucket": "inputs", "Key": "one/data.txt"}))
+    assert final["Job"]["State"]["StateType"] == "Failed"
+    ran = [e["ComputeState"]["Message"] for e in final["Executions"]["Items"] if e["ComputeState"]["Message"].startswith("inputs")]
+    assert ran and all("127.0.0.2 is a loopback" in m for m in ran), ran
 
 
 def test_publisher_keys_fill_the_references_placeholders() -> None:

@@ -68,6 +68,15 @@ async def _check_host(host: str, port: int, allowed: tuple[Network, ...]) -> Non
             raise UrlError(f"{host} resolves to {why}")
 
 
+async def check_endpoint(url: str, policy: UrlPolicy) -> None:
+    """Refuse an endpoint a job names (an S3 Endpoint) on the same terms as
+    a url input: the node's credentials sign what is sent there."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UrlError(f"endpoint {url!r} is not an http(s) URL")
+    await _check_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), policy.networks())
+
+
 async def download(url: str, destination: Path, policy: UrlPolicy, checksum: str | None = None) -> int:
     """Fetch `url` into `destination` (a file); the number of bytes."""
     allowed = policy.networks()
