@@ -58,11 +58,11 @@ def _big_job(network: Network) -> tuple[str, str]:
     return job_id, execution["ID"]
 
 
-def test_a_100_mib_result_comes_back_byte_exact_through_a_peer_that_did_not_run_it(
+def test_a_100_mib_result_comes_back_byte_exact_through_another_peer_also_across_a_restart_of_its_node(
     network: Network, tmp_path: Path  # noqa: F811
 ) -> None:
     job_id, execution_id = _big_job(network)
-    with network.client(2) as client:
+    with network.client(2) as client:  # peer 2 did not run it: the worker did
         written = client.download(job_id, tmp_path / "out")
     folder = tmp_path / "out" / execution_id
     assert sorted(str(p.relative_to(folder)) for p in written) == ["exitCode", "outputs/big.bin", "stderr", "stdout"]
@@ -72,17 +72,15 @@ def test_a_100_mib_result_comes_back_byte_exact_through_a_peer_that_did_not_run_
     assert _sha256(big) == _expected_sha256(MIB)
     assert not list(folder.rglob("*.part"))
 
-
-def test_a_transfer_survives_a_restart_of_the_node_holding_the_results(network: Network, tmp_path: Path) -> None:  # noqa: F811
-    job_id, execution_id = _big_job(network)
+    # Again, into another folder, with the worker killed and restarted mid-way.
     worker = next(p for p in network.peers if p.index == 1)
-    partial = tmp_path / "out" / execution_id / "outputs" / "big.bin.part"
+    partial = tmp_path / "again" / execution_id / "outputs" / "big.bin.part"
     outcome: dict[str, object] = {}
 
     def fetch() -> None:
         try:
             with network.client(2) as client:
-                outcome["files"] = client.download(job_id, tmp_path / "out")
+                outcome["files"] = client.download(job_id, tmp_path / "again")
         except ApiClientError as error:  # reported below, with what the test saw
             outcome["error"] = error
 
@@ -95,9 +93,8 @@ def test_a_transfer_survives_a_restart_of_the_node_holding_the_results(network: 
     thread.join(timeout=200)
     assert not thread.is_alive(), "the download hung"
     assert "error" not in outcome, outcome
-    big = tmp_path / "out" / execution_id / "outputs" / "big.bin"
     assert 0 < cut_at < MIB << 20, f"the restart came at {cut_at} bytes: not mid-transfer"
-    assert _sha256(big) == _expected_sha256(MIB)
+    assert _sha256(tmp_path / "again" / execution_id / "outputs" / "big.bin") == _expected_sha256(MIB)
 
 
 def test_expired_results_say_so_through_any_peer(network: Network, tmp_path: Path) -> None:  # noqa: F811
