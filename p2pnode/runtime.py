@@ -24,7 +24,9 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.execution import ExecutionRunner
 from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
-from p2pnode.storage.local import FileEntry, LocalResults
+from p2pnode.storage import s3 as s3_storage
+from p2pnode.storage.local import FileEntry, LocalResults, ResultsGone
+from p2pnode.storage.paths import UnsafePath
 from p2pnode.storage.s3 import S3Access
 from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
@@ -139,6 +141,7 @@ class Runtime:
             self.local_results, self.s3,
             UrlPolicy(settings.url_allow_networks, settings.input_max_bytes, settings.url_timeout),
         )
+        self.s3_ready = False  # known once the node starts
         self.result_server = ResultServer(self.local_results, self.s3)
         self.results = ResultFetcher(self.transport.peer_id, self._request, self.result_server, self._is_gone)
         self.started = trio.Event()
@@ -155,7 +158,8 @@ class Runtime:
                 s3_missing = self.s3.missing()
                 if s3_missing is not None:
                     log.info("this node does not take S3 jobs: %s", s3_missing)
-                config = node_config(self.settings, self.node_id, addresses, s3=s3_missing is None)
+                self.s3_ready = s3_missing is None
+                config = node_config(self.settings, self.node_id, addresses, s3=self.s3_ready)
                 self.node = Node(
                     config,
                     rng=random.Random(),
@@ -255,12 +259,30 @@ class Runtime:
         published any (or of `execution_id` only), as their node describes them."""
         replica = self.find_job(job_id)
         ordered = sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id))
-        return [
-            await self.results.manifest(execution.node_id, execution.id)
-            for execution in ordered
-            if execution.result is not None and execution.result.location
-            and execution_id in (None, execution.id)
-        ]
+        found = []
+        for execution in ordered:
+            if execution.result is None or not execution.result.location or execution_id not in (None, execution.id):
+                continue
+            if execution.result.publisher == "s3" and self.s3_ready:
+                found.append(await self._s3_manifest(replica, execution))
+            else:
+                found.append(await self.results.manifest(execution.node_id, execution.id))
+        return found
+
+    async def _s3_manifest(self, replica: JobReplica, execution: Any) -> ExecutionFiles:
+        """Results in S3, read by this node itself (it has access): no need
+        for the node that published them to be up. Kept as a manifest in
+        this node's store, so its result server streams them like any other."""
+        params = replica.header.spec.task.publisher.params
+        region, endpoint = str(params.get("Region") or ""), str(params.get("Endpoint") or "")
+        try:
+            manifest = await trio.to_thread.run_sync(
+                s3_storage.list_manifest, self.s3, execution.result.location, region, endpoint)
+            (self.local_results.root / execution.id).mkdir(parents=True, exist_ok=True)
+            self.local_results.write_manifest(execution.id, manifest)
+        except (s3_storage.S3Error, UnsafePath, ResultsGone, OSError) as error:
+            return ExecutionFiles(execution.id, self.node_id, (), f"{execution.result.location}: {error}")
+        return ExecutionFiles(execution.id, self.node_id, manifest.files)
 
     def result_stream(self, node_id: str, execution_id: str, entry: FileEntry, offset: int) -> Any:
         """One file's bytes from `offset`, streamed from the node that holds it."""

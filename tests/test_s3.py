@@ -41,9 +41,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Network,
             network = Network(base)
             try:
                 loopback = ("--url-allow-networks", "127.0.0.1/32")  # the S3 server's address, not public
-                network.start(0, "--labels", "s3=yes", "--s3-credentials-file", credentials, *loopback)
-                network.start(1, "--labels", "s3=yes", "--s3-credentials-file", credentials, *loopback)
-                network.start(2, "--labels", "s3=no", *loopback)
+                flags = {index: ("--labels", "s3=yes", "--s3-credentials-file", credentials, *loopback) for index in (0, 1)}
+                flags[2] = ("--labels", "s3=no", *loopback)
+                network.flags = flags  # type: ignore[attr-defined]
+                for index, given in flags.items():
+                    network.start(index, *given)
                 network.converge(3)
                 yield network, endpoint
             finally:
@@ -91,6 +93,27 @@ def test_a_single_object_input_with_its_checksum_and_an_s3_result_round_trip(clu
         client.download(job_id, tmp_path)
     assert (tmp_path / execution["ID"] / "outputs" / "copy.txt").read_bytes() == DATA
     assert (tmp_path / execution["ID"] / "exitCode").read_text() == "0\n"
+
+
+def test_s3_results_come_back_through_a_node_with_access_when_their_publisher_is_gone(
+    cluster: tuple[Network, str], tmp_path: Path
+) -> None:
+    network, endpoint = cluster
+    publisher = {"Type": "s3", "Params": {"Bucket": "results", "Key": "gone/{executionID}", "Endpoint": endpoint}}
+    final = _run(network, _s3_job(endpoint, {"Bucket": "inputs", "Key": "one/data.txt"}, publisher=publisher))
+    assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
+    (execution,) = [e for e in final["Executions"]["Items"] if e["ComputeState"]["StateType"] == "Completed"]
+    publisher_peer = next(p for p in network.peers if p.node_id == execution["NodeID"])
+    other = next(p for p in network.peers if p.index in (0, 1) and p is not publisher_peer)
+    network.kill(publisher_peer.node_id)
+    try:
+        with network.client(other.index) as client:
+            client.wait(final["Job"]["ID"], timeout=30)
+            (copy,) = [p for p in client.download(final["Job"]["ID"], tmp_path) if p.name == "copy.txt"]
+        assert copy.read_bytes() == DATA
+    finally:
+        network.start(publisher_peer.index, *network.flags[publisher_peer.index])  # type: ignore[attr-defined]
+        network.converge(3)
 
 
 def test_a_prefix_input_fetches_every_object_under_it(cluster: tuple[Network, str], tmp_path: Path) -> None:

@@ -204,6 +204,30 @@ def publish(access: S3Access, params: dict[str, Any], prefix: str, files: list[t
     return f"s3://{bucket}/{prefix}"
 
 
+def list_manifest(access: S3Access, location: str, region: str, endpoint: str) -> Manifest:
+    """What an s3 publisher put at `location`, read from S3 itself: for a
+    node that reaches the bucket when the publishing node is gone."""
+    from p2pnode.storage.local import FileEntry, Manifest
+
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    client = access.client(region, endpoint)
+    entries = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                name = item["Key"][len(prefix):]
+                safe_relative(name)
+                digest = client.head_object(Bucket=bucket, Key=item["Key"]).get("Metadata", {}).get(SHA_META, "")
+                if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                    raise S3Error(f"s3://{bucket}/{item['Key']} carries no sha256 to check it by")
+                entries.append(FileEntry(name, int(item["Size"]), digest))
+    except (S3Error, UnsafePath):
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise _failure(f"cannot list {location}", error) from None
+    return Manifest("s3", tuple(entries), time.time(), location, region, endpoint)
+
+
 def read_range(access: S3Access, manifest: Manifest, name: str, offset: int, length: int) -> bytes:
     """Bytes of one published file, read back from S3 by range."""
     safe_relative(name)
