@@ -129,8 +129,10 @@ class ApiClient:
                             digest.update(block)
             except (httpx.TransportError, ApiClientError) as error:
                 failures += 1
-                if failures >= attempts or (isinstance(error, ApiClientError) and error.status in (400, 404, 416)):
-                    raise error if isinstance(error, ApiClientError) else self._unreachable(error) from error
+                if isinstance(error, ApiClientError) and (error.status < 500 or failures >= 3):
+                    raise  # the node has waited for the results' node already: say why, now
+                if failures >= attempts:
+                    raise self._unreachable(error) from error
                 time.sleep(min(5.0, 0.5 * failures))  # then resume at the offset reached
         if partial.stat().st_size != size or digest.hexdigest() != expected:
             partial.unlink()
