@@ -6,7 +6,6 @@ Every error is JSON: {"error": what went wrong, "hint": what to do, "code"}.
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 import uuid
@@ -27,8 +26,10 @@ from p2pnode import api_models as models
 from p2pnode.api_models import Operation, Query, openapi_document
 from p2pnode.api_guard import ApiGuard
 from p2pnode.logs import stream_job_logs
+from p2pnode.results import ResultsUnavailable
 from p2pnode.runtime import AmbiguousJobRef, BidDecided, BidNotHeld, JobNotFound, Runtime
 from p2pnode.views import execution_view, history_view, job_view, nanos, node_view
+from protocols.events import ProbeVerdict
 from protocols.jobspec import MAX_SPEC_BYTES, JobSpecError, job_spec_from_data
 from protocols.node import VERSION
 
@@ -147,26 +148,53 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def result_files(request: Request) -> Response:
         """
-        summary: 'The result files themselves, fetched from the peers that ran the job'
-        description: 'Base64 contents, by execution; what `job get` writes to disk.'
+        summary: 'What each completed execution published: names, sizes, sha256'
+        description: 'Asked of the nodes that hold the results; `job get` then streams each file from results/files/{execution_id}/{path}.'
         """
         replica = await _job(request)
+        items = [
+            {"ExecutionID": found.execution_id, "NodeID": found.node_id, "Error": found.error,
+             "Files": [{"Path": f.name, "Size": f.size, "SHA256": f.sha256} for f in found.files]}
+            for found in await runtime.result_manifests(replica.id)
+        ]
+        return JSONResponse({"Items": items})
+
+    async def result_file(request: Request) -> Response:
+        """
+        summary: 'One result file, streamed from the node that holds it'
+        description: 'Query offset resumes a cut transfer; the body is the bytes from there.'
+        """
+        replica = await _job(request)
+        execution = replica.executions.get(request.path_params["execution_id"])
+        if execution is None or execution.result is None or not execution.result.location:
+            raise ApiError(404, f"job {replica.id} has no published execution {request.path_params['execution_id']}")
         try:
-            fetched = await runtime.fetch_results(replica.id)
-        except Exception as error:  # noqa: BLE001 - the peer's failure becomes the client's error
-            raise ApiError(502, f"could not fetch results: {error}", "the node that ran it may be down; try again")
-        return JSONResponse(
-            {
-                "Items": [
-                    {
-                        "ExecutionID": f.execution_id,
-                        "Error": f.error,
-                        "Files": [{"Path": p, "Data": base64.b64encode(d).decode()} for p, d in f.files],
-                    }
-                    for f in fetched
-                ]
-            }
-        )
+            offset = int(request.query_params.get("offset", "0") or 0)
+        except ValueError:
+            raise ApiError(400, "offset must be a whole number of bytes") from None
+        files = next(iter(await runtime.result_manifests(replica.id, execution.id)), None)
+        if files is None or files.error:
+            raise ApiError(502, files.error if files else "no results", "the node that ran it may be down; try again")
+        path = request.path_params["path"]
+        entry = next((f for f in files.files if f.name == path), None)
+        if entry is None:
+            raise ApiError(404, f"execution {execution.id} published no file {path!r}")
+        if not 0 <= offset <= entry.size:
+            raise ApiError(416, f"offset {offset} is outside {path} ({entry.size} bytes)")
+        chunks = runtime.result_stream(files.node_id, execution.id, entry, offset)
+        try:
+            first = await anext(chunks, b"")
+        except ResultsUnavailable as error:
+            raise ApiError(502, str(error), "try again later") from None
+
+        async def body() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in chunks:  # a failure now cuts the body short: the client resumes at its offset
+                yield chunk
+
+        headers = {"Content-Length": str(entry.size - offset), "X-Content-SHA256": entry.sha256}
+        return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
     def _log_pieces(request: Request | WebSocket, job_id: str) -> AsyncIterator[dict[str, Any]]:
         query = request.query_params
@@ -304,8 +332,8 @@ def build_app(runtime: Runtime) -> Starlette:
     paging = (Query("limit", "integer", "at most this many"), Query("next_token", "string", "NextToken of the page before"))
     follow = Query("follow", "boolean", "keep the stream open until the job ends")
     operations = [
-        Operation("PUT", jobs, "Submit a job", models.PutJobResponse, models.PutJobRequest, errors=(400,)),
-        Operation("POST", jobs, "Submit a job (as PUT)", models.PutJobResponse, models.PutJobRequest, errors=(400,)),
+        Operation("PUT", jobs, "Submit a job", models.PutJobResponse, models.PutJobRequest, errors=(400, 413)),
+        Operation("POST", jobs, "Submit a job (as PUT)", models.PutJobResponse, models.PutJobRequest, errors=(400, 413)),
         Operation("GET", jobs, "List the jobs this node keeps", models.ListJobsResponse, query=(
             *paging, Query("order_by", enum=("created_at", "modified_at", "id", "name")),
             Query("reverse", "boolean"), Query("namespace"), Query("labels", description="k=v,k2"),
@@ -321,6 +349,9 @@ def build_app(runtime: Runtime) -> Starlette:
                   errors=(400, 404)),
         Operation("GET", job + "/results/files", "A job's result files, fetched from the peers that ran it",
                   models.ResultFilesResponse, errors=(400, 404, 502)),
+        Operation("GET", job + "/results/files/{execution_id}/{path}", "One result file, streamed from its node",
+                  None, query=(Query("offset", "integer", "resume a cut transfer at this byte"),),
+                  errors=(400, 404, 416, 502), media_type="application/octet-stream"),
         Operation("GET", job + "/logs", "A job's output as it is written", models.LogLine,
                   query=(follow, Query("execution_id"), Query("tail", "boolean")), errors=(400, 404),
                   media_type="application/x-ndjson",
@@ -348,6 +379,7 @@ def build_app(runtime: Runtime) -> Starlette:
         _route(job + "/history", GET=history),
         _route(job + "/results", GET=results),
         _route(job + "/results/files", GET=result_files),
+        _route(job + "/results/files/{execution_id}/{path:path}", GET=result_file),
         _route(job + "/logs", GET=logs),
         WebSocketRoute(job + "/logs", logs_websocket),
         _route(f"{PREFIX}/orchestrator/nodes", GET=nodes),

@@ -200,11 +200,13 @@ class ListJobResultsResponse(_Open):
 
 class ResultFile(_Open):
     Path: str
-    Data: str  # base64
+    Size: int
+    SHA256: str
 
 
 class ExecutionFiles(_Open):
     ExecutionID: str
+    NodeID: str
     Error: str
     Files: list[ResultFile]
 
@@ -305,6 +307,8 @@ def openapi_document(operations: list[Operation], *, title: str, version: str) -
         responses: dict[str, Any] = {}
         if op.response is not None:
             responses["200"] = {"description": "OK", "content": {op.media_type: {"schema": ref(op.response)}}}
+        elif op.media_type != "application/json":
+            responses["200"] = {"description": "OK", "content": {op.media_type: {"schema": {"type": "string", "format": "binary"}}}}
         for status in sorted({*op.errors, 500}):
             responses[str(status)] = {"description": _REASONS.get(status, "error"),
                                       "content": {"application/json": {"schema": error}}}

@@ -36,6 +36,8 @@ EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
 ENDING = (JobType.BATCH, JobType.OPS)  # the types a TotalTimeout bounds; daemons and services run on
 NO_PUBLISHER = frozenset({"", "none", "noop"})
+# Why a node may lack a storage it knows: a node offers s3 only with AWS credentials.
+_WHY_NOT = {"s3": " without AWS credentials"}
 
 
 @dataclass(frozen=True)
@@ -159,13 +161,15 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
     publisher = _publisher_type(spec)
     if publisher.lower() not in NO_PUBLISHER and publisher not in node.publishers:
         return (
-            f"this node cannot publish to {publisher} (it publishes to {_listing(node.publishers)}); "
+            f"this node cannot publish to {publisher}{_WHY_NOT.get(publisher, '')} "
+            f"(it publishes to {_listing(node.publishers)}); "
             f"choose one of those publishers or a node that has {publisher}"
         )
     for source_type in _fetched_source_types(spec):
         if source_type not in node.storages:
             return (
-                f"this node cannot fetch {source_type} inputs (it fetches {_listing(node.storages)}); "
+                f"this node cannot fetch {source_type} inputs{_WHY_NOT.get(source_type, '')} "
+                f"(it fetches {_listing(node.storages)}); "
                 f"enable {source_type} on the node or use another input source"
             )
     for constraint in spec.constraints or ():
