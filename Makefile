@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) -m p2pnode demo
 
 test: $(STAMP)
+	scripts/setup_js_unixfs.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
