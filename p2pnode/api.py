@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
+from p2pnode.ipfs.api import ipfs_routes
 from p2pnode.runtime import AmbiguousJobRef, JobNotFound, Runtime
 from p2pnode.views import execution_view, history_view, job_view, node_view
 from protocols.events import ProbeVerdict
@@ -252,6 +253,7 @@ def build_app(runtime: Runtime) -> Starlette:
         Route(f"{PREFIX}/agent/node", agent_node, methods=["GET"]),
         Route(f"{PREFIX}/compute/bids/{{execution_id}}", decide_bid, methods=["POST"]),
         Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        *ipfs_routes(runtime, ApiError),
     ]
 
     async def api_error(request: Request, error: Exception) -> Response:

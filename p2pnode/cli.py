@@ -14,6 +14,7 @@ import click
 import yaml
 
 from p2pnode import commands
+from p2pnode.ipfs import cli as ipfs_commands
 from protocols.jobspec import JobSpecError, ParsedJob, parse_job
 
 
@@ -162,5 +163,6 @@ def wasm_run(module: Path, arguments: tuple[str, ...], entrypoint: str, api: str
 
 
 main.add_command(commands.serve)
+main.add_command(ipfs_commands.ipfs)
 main.add_command(commands.devstack_command)
 main.add_command(commands.demo)

@@ -24,6 +24,7 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
+from p2pnode.ipfs.service import IpfsService
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -129,6 +130,7 @@ class Runtime:
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
         )
+        self.ipfs = IpfsService(settings.data_dir / "ipfs")
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -139,6 +141,7 @@ class Runtime:
                 self._nursery = nursery
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
+                await nursery.start(self.ipfs.run, self.transport.host)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
                 config = node_config(self.settings, self.node_id, addresses)
                 self.node = Node(
