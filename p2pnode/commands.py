@@ -16,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from p2pnode.ipfs import cli as ipfs_commands
 from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, ApiClient, ApiClientError
 
 console = Console()
@@ -320,8 +321,12 @@ def job_get(job_id: str, api: str, output_dir: Path) -> None:
     """Download a job's results, from whichever peers ran it."""
     try:
         with _client(api) as client:
-            files = client.download(job_id, output_dir)
-    except ApiClientError as error:
+            executions = client.executions(job_id)["Items"]
+            if any((e.get("PublishedResult") or {}).get("Type") == "ipfs" for e in executions):
+                files = ipfs_commands.get_results(api, executions, output_dir)
+            else:
+                files = client.download(job_id, output_dir)
+    except (ApiClientError, LookupError, OSError, ValueError) as error:
         _fail(error)
     for path in files:
         console.print(str(path))

