@@ -10,7 +10,8 @@ every peer says it lacks a block. What Kubo needs from us is small:
   other opened: an answer never goes back on the stream the question came on.
 - To fetch, we send want-have (send-dont-have set) to every connected peer,
   want-block to the first that says Have (or straight to a named provider),
-  and re-ask every RETRY seconds. A fetch fails as soon as every peer asked
+  and re-ask every RETRY seconds; a peer that said Have and sent nothing
+  valid by then counts as lacking the block. A fetch fails as soon as every peer asked
   has said DontHave, and at its deadline otherwise. When it ends we cancel.
 - A block is accepted only if we want it and it hashes to the CID we want;
   nothing unsolicited is stored.
@@ -107,6 +108,7 @@ class Bitswap:
         self._wants: dict[bytes, _Want] = {}
         self._news = trio.Event()
         self.blocks_sent = self.blocks_received = self.bytes_received = self.bytes_sent = 0
+        self.blocks_ignored = 0
 
     async def run(self, host: IHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -147,7 +149,8 @@ class Bitswap:
                                 await news.wait()
                     if all(w.done.is_set() for w in wants):
                         return
-                    for want in wants:  # ask again from scratch
+                    for want in wants:  # ask again; a peer that said Have but sent nothing lacks it
+                        want.lacks |= want.blocked
                         want.asked.clear()
                         want.blocked.clear()
             missing = [str(w.cid) for w in wants if not w.done.is_set()]
@@ -288,7 +291,8 @@ class Bitswap:
     def _received(self, peer: ID, digest: bytes, data: bytes) -> None:
         want = self._wants.get(digest)
         if want is None or want.done.is_set():
-            return  # unsolicited or already had: never stored
+            self.blocks_ignored += 1  # unsolicited, forged or already had: never stored
+            return
         try:
             self.store.put(want.cid, data)
         except CorruptBlock as error:

@@ -44,6 +44,10 @@ class BlockStore:
             raise CorruptBlock(f"block {cid} is {len(block)} bytes, over the {MAX_BLOCK_BYTES}-byte limit")
         if not cid.verifies(block):
             raise CorruptBlock(f"the bytes given for {cid} do not hash to it")
+        self.put_made(cid, block)
+
+    def put_made(self, cid: CID, block: bytes) -> None:
+        """Store a block whose CID the caller just computed from it (the importer)."""
         path = self._path(cid)
         if path.is_file():
             return

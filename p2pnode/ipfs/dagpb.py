@@ -41,8 +41,12 @@ class Node:
     data: bytes | None = None
 
 
+def _key(number: int, length: int) -> bytes:
+    return varint(number << 3 | 2) + varint(length)
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
+    return b"".join((_key(number, len(payload)), payload))
 
 
 def _uint(number: int, value: int) -> bytes:
@@ -50,24 +54,23 @@ def _uint(number: int, value: int) -> bytes:
 
 
 def encode_node(links: list[Link] | tuple[Link, ...], data: bytes | None) -> bytes:
-    out = bytearray()
+    parts = []
     for link in links:
         body = _field(1, link.cid.to_bytes()) + _field(2, link.name.encode()) + _uint(3, link.tsize)
-        out += _field(2, body)
+        parts += (_key(2, len(body)), body)
     if data is not None:
-        out += _field(1, data)
-    return bytes(out)
+        parts += (_key(1, len(data)), data)
+    return b"".join(parts)  # one copy of a chunk's bytes, however large
 
 
 def encode_unixfs(meta: UnixFS) -> bytes:
-    out = bytearray(_uint(1, meta.type))
+    parts = [_uint(1, meta.type)]
     if meta.data:
-        out += _field(2, meta.data)
+        parts += (_key(2, len(meta.data)), meta.data)
     if meta.filesize is not None:
-        out += _uint(3, meta.filesize)
-    for size in meta.blocksizes:
-        out += _uint(4, size)
-    return bytes(out)
+        parts.append(_uint(3, meta.filesize))
+    parts += (_uint(4, size) for size in meta.blocksizes)
+    return b"".join(parts)
 
 
 def _fields(data: bytes):

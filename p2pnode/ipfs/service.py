@@ -26,7 +26,7 @@ class IpfsService:
 
     async def add(self, path: Path, options: Options = Options()) -> Added:
         """Import a file or directory into the store (in a thread: it reads and hashes)."""
-        return await trio.to_thread.run_sync(add_path, path, self.store.put, options)
+        return await trio.to_thread.run_sync(add_path, path, self.store.put_made, options)
 
     async def fetch(self, cids: Sequence[CID]) -> list[bytes]:
         """Verified blocks, from the store or the network."""

@@ -61,14 +61,14 @@ async def publish(ipfs: IpfsService | None, workdir: Path, exit_code: int, resul
         entries: list[tuple[str, Added]] = []
         for name in ("stdout", "stderr"):
             path = workdir / name
-            entries.append((name, add_path(path, ipfs.store.put, OPTIONS) if path.is_file()
-                            else add_bytes(b"", ipfs.store.put, OPTIONS)))
-        entries.append(("exitCode", add_bytes(f"{exit_code}".encode(), ipfs.store.put, OPTIONS)))
+            entries.append((name, add_path(path, ipfs.store.put_made, OPTIONS) if path.is_file()
+                            else add_bytes(b"", ipfs.store.put_made, OPTIONS)))
+        entries.append(("exitCode", add_bytes(f"{exit_code}".encode(), ipfs.store.put_made, OPTIONS)))
         for name in sorted(set(result_names)):
             folder = workdir / "results" / name
             if folder.is_dir():
-                entries.append((name, add_path(folder, ipfs.store.put, OPTIONS)))
-        return add_directory_entries(entries, ipfs.store.put, OPTIONS)
+                entries.append((name, add_path(folder, ipfs.store.put_made, OPTIONS)))
+        return add_directory_entries(entries, ipfs.store.put_made, OPTIONS)
 
     try:
         added = await trio.to_thread.run_sync(build)
