@@ -9,7 +9,8 @@ every peer says it lacks a block. What Kubo needs from us is small:
   schema). Each side sends on streams it opened and reads on streams the
   other opened: an answer never goes back on the stream the question came on.
 - To fetch, we send want-have (send-dont-have set) to every connected peer,
-  want-block to the first that says Have (or straight to a named provider),
+  want-block to the first that says Have (or straight to a named provider,
+  or to the peer that gave us the last block: a DAG's blocks travel together),
   and re-ask every RETRY seconds; a peer that said Have and sent nothing
   valid by then counts as lacking the block. A fetch fails as soon as every peer asked
   has said DontHave, and at its deadline otherwise. When it ends we cancel.
@@ -107,6 +108,7 @@ class Bitswap:
         self._locks: dict[ID, trio.Lock] = {}
         self._wants: dict[bytes, _Want] = {}
         self._news = trio.Event()
+        self._last_giver: ID | None = None
         self.blocks_sent = self.blocks_received = self.bytes_received = self.bytes_sent = 0
         self.blocks_ignored = 0
 
@@ -173,7 +175,10 @@ class Bitswap:
         return [peer for peer in host.get_network().connections if peer != host.get_id()]
 
     async def _ask(self, wants: list[_Want], providers: list[ID]) -> None:
-        peers = providers + [p for p in self._peers() if p not in providers]
+        connected = self._peers()
+        if not providers and self._last_giver in connected:  # whoever gave the last block likely has the next
+            providers = [self._last_giver]
+        peers = providers + [p for p in connected if p not in providers]
         if not peers:
             raise BlockUnavailable("this node is connected to no peer to fetch blocks from; connect to one first")
         for index, peer in enumerate(peers):
@@ -293,12 +298,12 @@ class Bitswap:
         if want is None or want.done.is_set():
             self.blocks_ignored += 1  # unsolicited, forged or already had: never stored
             return
-        try:
-            self.store.put(want.cid, data)
-        except CorruptBlock as error:
-            log.warning("refused a block from %s: %s", peer, error)
+        if len(data) > MAX_BLOCK_BYTES:
+            log.warning("refused a %d-byte block from %s", len(data), peer)
             want.lacks.add(peer)
             return
+        self.store.put_made(want.cid, data)  # its digest is the one we want: verified already
+        self._last_giver = peer
         self.blocks_received += 1
         self.bytes_received += len(data)
         want.done.set()

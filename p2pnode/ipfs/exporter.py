@@ -17,7 +17,7 @@ from typing import BinaryIO
 from p2pnode.ipfs.cid import CID, RAW
 from p2pnode.ipfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, RAW as UNIXFS_RAW, SYMLINK, DagError, decode_node, decode_unixfs
 
-WINDOW = 16  # sibling blocks fetched together (4 MiB of 256 KiB chunks)
+WINDOW = 32  # sibling blocks fetched together (8 MiB of 256 KiB chunks)
 
 Fetch = Callable[[Sequence[CID]], Awaitable[list[bytes]]]
 
