@@ -100,6 +100,7 @@ def _history_table(items: list[dict[str, Any]]) -> Table:
 @click.option("--job-selection-probe-http", help="URL POSTed to decide whether to take a job.")
 @click.option("--job-selection-reject-stateless/--no-job-selection-reject-stateless", default=None)
 @click.option("--job-selection-accept-networked/--no-job-selection-accept-networked", default=None)
+@click.option("--ipfs-connect", metavar="MULTIADDR", help="Use this IPFS daemon's HTTP API instead of the embedded store.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run a node until Ctrl-C."""

@@ -24,6 +24,7 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
+from p2pnode.ipfs.external import ExternalIpfsService
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
@@ -127,7 +128,8 @@ class Runtime:
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
-        self.ipfs = IpfsService(settings.data_dir / "ipfs")
+        self.ipfs = (ExternalIpfsService(settings.ipfs_connect) if settings.ipfs_connect
+                     else IpfsService(settings.data_dir / "ipfs"))
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
             ipfs=self.ipfs,

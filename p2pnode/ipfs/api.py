@@ -60,7 +60,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             raise api_error(400, "timeout must be a number of seconds")
         providers = []
         provider = request.query_params.get("provider", "")
-        if provider:  # a hint: the node that published it (from the execution record)
+        if provider and provider != runtime.node_id:  # a hint: the node that published it (from its execution)
             try:
                 providers.append(ID.from_base58(provider))
             except Exception:  # noqa: BLE001 - any bad text
@@ -68,7 +68,9 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             if provider not in runtime.transport.connected_peers():
                 await runtime._dial(provider)  # by the addresses its node info gossips
         try:
-            [block] = await runtime.ipfs.bitswap.fetch([cid], timeout=timeout, providers=providers)
+            [block] = await runtime.ipfs.fetch([cid], timeout=timeout, providers=providers)
+        except CorruptBlock as error:
+            raise api_error(502, str(error), "the block is being fetched again; retry")
         except BlockUnavailable as error:
             raise api_error(404, str(error), "connect this node to a peer that holds it: `p2pnode ipfs connect MULTIADDR`")
         return Response(block, media_type="application/octet-stream")

@@ -11,7 +11,7 @@ every peer says it lacks a block. What Kubo needs from us is small:
 - To fetch, we send want-have (send-dont-have set) to every connected peer,
   want-block to the first that says Have (or straight to a named provider,
   or to the peer that gave us the last block: a DAG's blocks travel together),
-  and re-ask every RETRY seconds; a peer that said Have and sent nothing
+  and re-ask every RETRY seconds (peers that connect meanwhile too); a peer that said Have and sent nothing
   valid by then counts as lacking the block. A fetch fails as soon as every peer asked
   has said DontHave, and at its deadline otherwise. When it ends we cancel.
 - A block is accepted only if we want it and it hashes to the CID we want;
@@ -156,14 +156,20 @@ class Bitswap:
                         want.asked.clear()
                         want.blocked.clear()
             missing = [str(w.cid) for w in wants if not w.done.is_set()]
-            raise BlockUnavailable(f"no peer gave {len(missing)} block(s) within {timeout:g} s, e.g. {missing[0]}")
+            peers = len(self._peers())
+            hint = "" if peers else "; this node is connected to no peer: connect it to one that holds them"
+            raise BlockUnavailable(f"no peer gave {len(missing)} block(s) within {timeout:g} s, e.g. {missing[0]}{hint}")
         finally:
             for want in wants:
                 want.users -= 1
                 if want.users == 0:
                     self._wants.pop(want.cid.digest, None)
-            if self._nursery is not None:
-                self._nursery.start_soon(self._cancel, [w for w in wants if w.blocked])
+            cancels = [w for w in wants if w.blocked]
+            if cancels and self._nursery is not None:
+                try:
+                    self._nursery.start_soon(self._cancel, cancels)
+                except RuntimeError:  # shutting down: the peers forget us anyway
+                    pass
 
     def _check_lacking(self, wants: list[_Want]) -> None:
         for want in wants:
@@ -179,8 +185,6 @@ class Bitswap:
         if not providers and self._last_giver in connected:  # whoever gave the last block likely has the next
             providers = [self._last_giver]
         peers = providers + [p for p in connected if p not in providers]
-        if not peers:
-            raise BlockUnavailable("this node is connected to no peer to fetch blocks from; connect to one first")
         for index, peer in enumerate(peers):
             entries = []
             for want in wants:

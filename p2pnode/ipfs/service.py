@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 from libp2p.abc import IHost
+from libp2p.peer.id import ID
 
 from p2pnode.ipfs.bitswap import Bitswap
 from p2pnode.ipfs.blockstore import BlockStore
@@ -28,9 +29,10 @@ class IpfsService:
         """Import a file or directory into the store (in a thread: it reads and hashes)."""
         return await trio.to_thread.run_sync(add_path, path, self.store.put_made, options)
 
-    async def fetch(self, cids: Sequence[CID]) -> list[bytes]:
-        """Verified blocks, from the store or the network."""
-        return await self.bitswap.fetch(cids, timeout=self.fetch_timeout)
+    async def fetch(self, cids: Sequence[CID], *, timeout: float | None = None,
+                    providers: Sequence[ID] = ()) -> list[bytes]:
+        """Verified blocks, from the store or the network (asking `providers` first)."""
+        return await self.bitswap.fetch(cids, timeout=timeout or self.fetch_timeout, providers=providers)
 
     async def get(self, cid: CID, dest: Path) -> None:
         await export(cid, self.fetch, dest)
