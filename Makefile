@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/setup_js_unixfs.sh
+	scripts/setup_js_ipfs.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

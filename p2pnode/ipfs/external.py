@@ -36,13 +36,6 @@ class ExternalBlockStore:
         self._client = ipfshttpclient.Client(api, timeout=timeout)
         self._errors = (ipfshttpclient.exceptions.Error,)
 
-    def has(self, cid: CID) -> bool:
-        try:
-            self._client.block.stat(str(cid), offline=True)
-            return True
-        except self._errors:
-            return False
-
     def get(self, cid: CID) -> bytes:
         try:
             block = self._client.block.get(str(cid))
