@@ -11,9 +11,11 @@ every peer says it lacks a block. What Kubo needs from us is small:
 - To fetch, we send want-have (send-dont-have set) to every connected peer,
   want-block to the first that says Have (or straight to a named provider,
   or to the peer that gave us the last block: a DAG's blocks travel together),
-  and re-ask every RETRY seconds (peers that connect meanwhile too); a peer that said Have and sent nothing
-  valid by then counts as lacking the block. A fetch fails as soon as every peer asked
-  has said DontHave, and at its deadline otherwise. When it ends we cancel.
+  and re-ask every RETRY seconds (peers that connect meanwhile too). A peer
+  that said Have and sent no valid block at all in that time counts as
+  lacking (a busy peer still sending others is asked again). A fetch fails as
+  soon as every peer asked lacks the block, at its deadline otherwise, and
+  cancels its wants when it ends.
 - A block is accepted only if we want it and it hashes to the CID we want;
   nothing unsolicited is stored.
 - We answer want-have with Have/DontHave and want-block with the block (or
@@ -109,6 +111,7 @@ class Bitswap:
         self._wants: dict[bytes, _Want] = {}
         self._news = trio.Event()
         self._last_giver: ID | None = None
+        self._last_block_from: dict[ID, float] = {}  # when each peer last gave a block we wanted
         self.blocks_sent = self.blocks_received = self.bytes_received = self.bytes_sent = 0
         self.blocks_ignored = 0
 
@@ -141,6 +144,7 @@ class Bitswap:
         try:
             with trio.move_on_after(timeout):
                 while True:
+                    round_started = trio.current_time()
                     await self._ask(wants, providers)
                     with trio.move_on_after(RETRY):
                         while not all(w.done.is_set() for w in wants):
@@ -151,8 +155,10 @@ class Bitswap:
                                 await news.wait()
                     if all(w.done.is_set() for w in wants):
                         return
-                    for want in wants:  # ask again; a peer that said Have but sent nothing lacks it
-                        want.lacks |= want.blocked
+                    silent = {peer for want in wants for peer in want.blocked
+                              if self._last_block_from.get(peer, -1.0) < round_started}
+                    for want in wants:  # ask again; a peer that said Have but sent nothing valid lacks it
+                        want.lacks |= want.blocked & silent
                         want.asked.clear()
                         want.blocked.clear()
             missing = [str(w.cid) for w in wants if not w.done.is_set()]
@@ -308,6 +314,7 @@ class Bitswap:
             return
         self.store.put_made(want.cid, data)  # its digest is the one we want: verified already
         self._last_giver = peer
+        self._last_block_from[peer] = trio.current_time()
         self.blocks_received += 1
         self.bytes_received += len(data)
         want.done.set()
