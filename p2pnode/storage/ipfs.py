@@ -15,14 +15,16 @@ they are published as symlinks.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError
 from p2pnode.ipfs.importer import Added, Options, add_bytes, add_directory_entries, add_path
-from p2pnode.ipfs.service import IpfsService
+
+if TYPE_CHECKING:  # the CLI reads locations without loading libp2p
+    from p2pnode.ipfs.service import IpfsService
 
 SCHEME = "ipfs://"
 OPTIONS = Options(hidden=True)  # a result keeps every file the task wrote
