@@ -5,6 +5,8 @@
 - `p2pnode ipfs add` to peer A through its API (import here, blocks uploaded);
 - `p2pnode ipfs get` through peer B, which fetches every block from A over
   bitswap (Noise + yamux on py-libp2p), verifies it, and hands it on;
+- the ceiling under it: bytes written on one plain py-libp2p stream
+  (Noise + yamux) between two hosts in this process;
 - peak resident memory of the client and of each peer.
 
 Run: .venv/bin/python scripts/bench_ipfs.py [--size-mib 1024]
@@ -40,6 +42,36 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+async def raw_stream(size: int) -> None:
+    """Write `size` bytes on one libp2p stream and wait until all are read."""
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from p2pnode.transport._settings import build_host
+
+    listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    reader, writer = (build_host(create_new_key_pair(), listen, mdns=False) for _ in range(2))
+    done = trio.Event()
+
+    async def drain(stream) -> None:
+        got = 0
+        while got < size and (data := await stream.read(1 << 20)):
+            got += len(data)
+        done.set()
+
+    reader.set_stream_handler("/bench/raw/1", drain)
+    async with reader.run(listen), writer.run(listen):
+        await writer.connect(info_from_p2p_addr(Multiaddr(str(reader.get_addrs()[0]))))
+        stream = await writer.new_stream(reader.get_id(), ["/bench/raw/1"])
+        chunk = bytes(256 << 10)
+        for _ in range(size // len(chunk)):
+            await stream.write(chunk)
+        await done.wait()
+        for host in (reader, writer):
+            await host.close()
+
+
 def timed(label: str, size: int, action) -> float:
     start = time.perf_counter()
     result = action()
@@ -62,6 +94,8 @@ def main() -> None:
         print(f"file: {args.size_mib} MiB; {os.cpu_count()} cores")
         timed("disk copy (shutil.copyfile)", size, lambda: shutil.copyfile(source, base / "copy.bin"))
         (base / "copy.bin").unlink()
+        raw = min(size, 64 << 20)
+        timed(f"plain libp2p stream, {raw >> 20} MiB (the ceiling)", raw, lambda: trio.run(raw_stream, raw))
         local = BlockStore(base / "local-store")
         timed("import into a local block store", size, lambda: add_path(source, local.put_made))
         shutil.rmtree(base / "local-store")
