@@ -26,6 +26,9 @@ import trio
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.storage import ipfs as ipfs_storage
+from p2pnode.paths import inside
+from protocols.jobspec import JobDefaults
+from protocols.paths import mount_point
 from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
 from protocols.wire import message
@@ -58,10 +61,13 @@ class InputError(Exception):
 
 
 class ExecutionRunner:
-    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (),
-                 ipfs: IpfsService | None = None) -> None:
+    def __init__(
+        self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (), defaults: JobDefaults = JobDefaults(),
+        ipfs: IpfsService | None = None,
+    ) -> None:
         self.root = root
         self.ipfs = ipfs
+        self.defaults = defaults  # for a spec that came without them (a node that fills none)
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.wasm = WasmEngine(cache_dir)
         self._cancels: dict[str, threading.Event] = {}
@@ -94,12 +100,9 @@ class ExecutionRunner:
                     name = source.alias or PurePosixPath(source.target).stem or f"import{index}"
                     imports.append((name, await self._fetch_bytes(source)))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
-            except (InputError, ipfs_storage.IpfsStorageError) as error:
+                mounts += _result_mounts(task.result_paths, workdir / "results")
+            except (InputError, ipfs_storage.IpfsStorageError, ValueError) as error:  # ValueError: a name that leaves its folder
                 return _failed(execution, f"inputs: {error}")
-            outputs = workdir / "results"
-            for result_path in task.result_paths:
-                (outputs / result_path.name).mkdir(parents=True, exist_ok=True)
-                mounts.append(Mount(outputs / result_path.name, result_path.path, read_only=False))
             run = WasmRun(
                 module=module,
                 entrypoint=params.entrypoint or "_start",
@@ -107,7 +110,7 @@ class ExecutionRunner:
                 environment=dict(params.environment_variables),
                 mounts=tuple(mounts),
                 import_modules=tuple(imports),
-                memory_limit=task.resources.memory or None,
+                memory_limit=task.resources.memory or self.defaults.memory or None,
                 timeout=float(task.timeouts.total_timeout) or None,
                 output_dir=workdir,
             )
@@ -193,16 +196,16 @@ class ExecutionRunner:
                 mounts.append(Mount(path, source.target, read_only=not read_write))
                 continue
             data = b"" if kind == "ipfs" else await self._fetch_bytes(source)
-            target = PurePosixPath(source.target)
+            target = PurePosixPath(mount_point(source.target, "Target"))
             parent = str(target.parent)
             if parent not in by_parent:
                 by_parent[parent] = root / str(index)
                 by_parent[parent].mkdir(parents=True, exist_ok=True)
                 mounts.append(Mount(by_parent[parent], parent, read_only=True))
-            if kind == "ipfs":
-                fetched.replace(by_parent[parent] / target.name)  # a file of any size, never in memory
+            if kind == "ipfs":  # a file of any size, never in memory
+                fetched.replace(inside(by_parent[parent], target.name, "Target"))
             else:
-                (by_parent[parent] / target.name).write_bytes(data)
+                inside(by_parent[parent], target.name, "Target").write_bytes(data)
         return mounts
 
     def _allowed(self, source_path: str) -> Path:
@@ -235,6 +238,17 @@ async def _download(url: str) -> bytes:
                 return b"".join(chunks)
     except httpx.HTTPError as error:
         raise InputError(f"could not download {url}: {error}") from error
+
+
+def _result_mounts(result_paths: object, outputs: Path) -> list[Mount]:
+    """A writable folder per ResultPath, each checked to stay in `outputs`."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    mounts = []
+    for result_path in result_paths:  # type: ignore[attr-defined]
+        folder = inside(outputs, result_path.name, "ResultPaths Name")
+        folder.mkdir(parents=True, exist_ok=True)
+        mounts.append(Mount(folder, mount_point(result_path.path, "ResultPaths Path"), read_only=False))
+    return mounts
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:

@@ -26,6 +26,7 @@ from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
 from p2pnode.ipfs.external import ExternalIpfsService
 from p2pnode.ipfs.service import IpfsService
+from p2pnode.netkey import load_key
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -115,6 +116,7 @@ class Runtime:
             bootstrap=list(settings.peers),
             topics=[NODES_TOPIC],
             mdns=settings.mdns,
+            network_key=load_key(settings.network_key_file) if settings.network_key_file else None,
         )
         self.node_id = self.transport.peer_id
         self.node: Node | None = None
@@ -132,6 +134,7 @@ class Runtime:
                      else IpfsService(settings.data_dir / "ipfs"))
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            settings.job_defaults,
             ipfs=self.ipfs,
         )
         self.started = trio.Event()

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.events import ProbeVerdict
-from protocols.jobspec import JobSpec, constraints_match
+from protocols.jobspec import JobSpec, JobType, constraints_match
 from protocols.messages import Capacity, Locality, PolicySummary
 
 EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
+ENDING = (JobType.BATCH, JobType.OPS)  # the types a TotalTimeout bounds; daemons and services run on
 NO_PUBLISHER = frozenset({"", "none", "noop"})
 
 
@@ -46,6 +47,7 @@ class SelectionPolicy:
     probe_http: str | None = None
     reject_stateless: bool = False
     accept_networked: bool = False
+    max_total_timeout: int = 0  # seconds a batch or ops run may ask for; 0: no cap
 
     def __post_init__(self) -> None:
         try:
@@ -175,6 +177,14 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
             f"the job needs network access ({network}) and this node refuses networked jobs; "
             "its operator can allow them with --job-selection-accept-networked"
         )
+    timeout = task.timeouts.total_timeout
+    if policy.max_total_timeout and spec.type in ENDING and not 0 < timeout <= policy.max_total_timeout:
+        asked = f"a TotalTimeout of {timeout} s" if timeout else "no TotalTimeout"
+        return (
+            f"the job asks for {asked} and this node runs jobs for at most {policy.max_total_timeout} s; "
+            "set Timeouts.TotalTimeout within that, or its operator can raise "
+            "--job-selection-max-total-timeout"
+        )
     if not task.input_sources and policy.reject_stateless:
         return (
             "the job names no input data and this node rejects stateless jobs; "
@@ -205,6 +215,8 @@ def fit_key(spec: JobSpec) -> tuple[Any, ...]:
         (r.cpu, r.memory, r.disk, r.gpu),
         task.network.type,
         repr(task.input_sources),
+        spec.type,
+        task.timeouts.total_timeout,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from p2pnode.client import ApiClient
-from p2pnode.devstack import Peer, devstack
+from p2pnode.devstack import Peer, start_peer, stop_peer
 from p2pnode.ipfs.importer import add_path, discard
 from tests.test_ipfs_importer import write_random
 from tests.test_ipfs_jobs import ipfs_job
@@ -63,8 +63,13 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KuboPeer]:
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
-    with devstack(1, tmp_path_factory.mktemp("net")) as peers:
-        yield peers[0]
+    # An open network: py-libp2p's private-network cipher (Salsa20) is not
+    # go-libp2p's (XSalsa20), so a keyed p2pnode peer cannot meet any Kubo.
+    peer = start_peer(0, tmp_path_factory.mktemp("net"), [], ["--network-open"])
+    try:
+        yield peer
+    finally:
+        stop_peer(peer)
 
 
 @pytest.mark.parametrize("version", ["0", "1"])

@@ -18,7 +18,7 @@ import click
 import httpx
 import trio
 
-from p2pnode.client import API_ENV, DEFAULT_API
+from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError, export
 from p2pnode.ipfs.importer import Options, add_path, discard
@@ -30,6 +30,13 @@ api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
     help="URL of the node's API to talk to.",
 )
+
+
+def _headers() -> dict[str, str]:
+    """The API token given to `p2pnode --token` (or $P2PNODE_API_TOKEN), as a header."""
+    context = click.get_current_context(silent=True)
+    token = (context.find_root().params.get("token") if context is not None else None) or os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _fail(message: str) -> None:
@@ -49,7 +56,7 @@ class _Uploader:
     """A `Put` that sends blocks to the node, a few at a time."""
 
     def __init__(self, api: str) -> None:
-        self._http = httpx.Client(base_url=api.rstrip("/"), timeout=60)
+        self._http = httpx.Client(base_url=api.rstrip("/"), timeout=60, headers=_headers())
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT)
         self._pending: list[Future[None]] = []
 
@@ -115,7 +122,7 @@ def get(cid: str, output: Path | None, timeout: float, api: str) -> None:
         _fail(str(error))
     dest = output or Path(cid)
     try:
-        trio.run(_get, api, root, dest, timeout)
+        trio.run(_get, api, root, dest, timeout, "", _headers())
     except httpx.TransportError as error:
         _fail(f"cannot reach a node at {api}: {error}")
     except (ExportError, OSError, LookupError) as error:
@@ -136,13 +143,14 @@ def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, ti
             continue
         dest = output_dir / execution["ID"]
         output_dir.mkdir(parents=True, exist_ok=True)
-        trio.run(_get, api, root, dest, timeout, execution.get("NodeID", ""))
+        trio.run(_get, api, root, dest, timeout, execution.get("NodeID", ""), _headers())
         written += sorted(p for p in dest.rglob("*") if p.is_file())
     return written
 
 
-async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "") -> None:
-    async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10) as http:
+async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
+               headers: dict[str, str] | None = None) -> None:
+    async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
 
         async def one(cid: CID, slot: list[Any], index: int) -> None:
             try:
@@ -186,7 +194,7 @@ def identity(api: str) -> None:
 
 def _call(api: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
     try:
-        response = httpx.request(method, api.rstrip("/") + path, timeout=60, **kwargs)
+        response = httpx.request(method, api.rstrip("/") + path, timeout=60, headers=_headers(), **kwargs)
     except httpx.TransportError as error:
         _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`)")
     if response.status_code >= 400:
