@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from p2pnode.cli import main
-from p2pnode.devstack import Peer, devstack
+from p2pnode.devstack import Peer, devstack, start_peer, stop_peer
 from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID
 from p2pnode.ipfs.importer import Options, add_path, discard
@@ -112,3 +112,16 @@ def test_blockstore_refuses_wrong_bytes_and_keys_by_digest(tmp_path: Path) -> No
     with pytest.raises(CorruptBlock):
         store.put(CID.of(b"x"), b"y")
     assert hashlib.sha256(store.get(raw)).digest() == raw.digest
+
+
+def test_the_ipfs_commands_send_the_api_token(tmp_path: Path) -> None:
+    peer = start_peer(0, tmp_path / "node", [], ["--api-token", "s3cret"])
+    try:
+        source = tmp_path / "f.txt"
+        source.write_bytes(b"behind a token\n")
+        assert "needs a token" in cli_fails("ipfs", "add", str(source), "--api", peer.api)
+        root = cli("--token", "s3cret", "ipfs", "add", str(source), "--api", peer.api).splitlines()[-1]
+        cli("--token", "s3cret", "ipfs", "get", root, "-o", str(tmp_path / "back.txt"), "--api", peer.api)
+        assert (tmp_path / "back.txt").read_bytes() == b"behind a token\n"
+    finally:
+        stop_peer(peer)
