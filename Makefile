@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(PY) -m p2pnode demo
 
 test: $(STAMP)
+	scripts/setup_js_unixfs.sh
+	scripts/setup_js_ipfs.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from p2pnode import api_models as models
 from p2pnode.api_models import Operation, Query, openapi_document
 from p2pnode.api_guard import ApiGuard
+from p2pnode.ipfs.api import ipfs_routes
 from p2pnode.logs import stream_job_logs
 from p2pnode.results import ResultsUnavailable
 from p2pnode.runtime import AmbiguousJobRef, BidDecided, BidNotHeld, JobNotFound, Runtime
@@ -391,6 +392,7 @@ def build_app(runtime: Runtime) -> Starlette:
         _route(f"{PREFIX}/compute/bids", GET=list_bids),
         _route(f"{PREFIX}/compute/bids/{{execution_id}}", POST=decide_bid),
         _route(f"{PREFIX}/openapi.json", GET=openapi),
+        *ipfs_routes(runtime, ApiError),
     ]
 
     async def api_error(request: Request, error: Exception) -> Response:

@@ -16,6 +16,7 @@ import yaml
 from p2pnode import commands
 from p2pnode.bid_commands import bid_group
 from p2pnode.config_commands import config_group
+from p2pnode.ipfs import cli as ipfs_commands
 from protocols.jobspec import JobSpecError, ParsedJob, parse_job
 
 
@@ -191,5 +192,6 @@ main.add_command(commands.serve)
 main.add_command(commands.version)
 main.add_command(config_group)
 main.add_command(bid_group)
+main.add_command(ipfs_commands.ipfs)
 main.add_command(commands.devstack_command)
 main.add_command(commands.demo)

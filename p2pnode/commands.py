@@ -17,6 +17,7 @@ import yaml
 from rich.console import Console
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV, ApiClient, ApiClientError
+from p2pnode.ipfs import cli as ipfs_commands
 from p2pnode.tables import Sheet, show
 
 console = Console()
@@ -402,8 +403,12 @@ def job_get(job_id: str, api: str, output_dir: Path) -> None:
     try:
         with _client(api) as client:
             job = client.get_job(job_id)["Job"]
-            files = client.download(job["ID"], output_dir)
-    except ApiClientError as error:
+            executions = client.executions(job["ID"])["Items"]
+            if any((e.get("PublishedResult") or {}).get("Type") == "ipfs" for e in executions):
+                files = ipfs_commands.get_results(api, executions, output_dir)
+            else:
+                files = client.download(job["ID"], output_dir)
+    except (ApiClientError, LookupError, OSError, ValueError) as error:
         _fail(error)
     for path in files:
         click.echo(str(path))

@@ -69,8 +69,9 @@ class NodeSettings:
     api_port: int = 1234  # 0 picks a free port
     labels: Mapping[str, str] = field(default_factory=dict)
     engines: tuple[str, ...] = ("wasm",)
-    publishers: tuple[str, ...] = ("local",)
+    publishers: tuple[str, ...] = ("local", "ipfs")  # IPFS is embedded in every node
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
+    ipfs_connect: str = ""  # an IPFS daemon's HTTP RPC API to use instead of the embedded store
     capacity: Capacity | None = None
     policy: SelectionPolicy = SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     heartbeat_interval: float = 1.0
@@ -305,6 +306,7 @@ _PROPERTIES = tuple(
         ("Node.Compute.Engines", "engines", _choices(KNOWN_ENGINES), f"some of {', '.join(KNOWN_ENGINES)}"),
         ("Node.Compute.Publishers", "publishers", _choices(KNOWN_PUBLISHERS), f"some of {', '.join(KNOWN_PUBLISHERS)}"),
         ("Node.Compute.AllowedLocalPaths", "allowed_local_paths", _strings, "directory paths, e.g. /data/shared"),
+        ("Node.IPFS.Connect", "ipfs_connect", _optional_text, "an IPFS API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),
         ("Node.Compute.Capacity.Memory", "capacity.memory", _unit(units.parse_bytes), "an amount like 4Gb or 512Mb"),
         ("Node.Compute.Capacity.Disk", "capacity.disk", _unit(units.parse_bytes), "an amount like 100Gb"),
@@ -356,6 +358,7 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--engines": "Node.Compute.Engines",
     "--publishers": "Node.Compute.Publishers",
     "--allowed-local-paths": "Node.Compute.AllowedLocalPaths",
+    "--ipfs-connect": "Node.IPFS.Connect",
     "--cpu": "Node.Compute.Capacity.CPU",
     "--memory": "Node.Compute.Capacity.Memory",
     "--disk": "Node.Compute.Capacity.Disk",

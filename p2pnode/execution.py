@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 import trio
 
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
+from p2pnode.ipfs.service import IpfsService
+from p2pnode.storage import ipfs as ipfs_storage
 from p2pnode.storage import s3, url
 from p2pnode.storage.local import FileEntry, LocalResults, Manifest, result_files, sha256_file
 from p2pnode.storage.paths import UnsafePath, inside, safe_relative
@@ -44,8 +46,10 @@ class InputError(Exception):
 class ExecutionRunner:
     def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (),
                  results: LocalResults | None = None, s3_access: s3.S3Access | None = None,
-                 url_policy: url.UrlPolicy | None = None, defaults: JobDefaults = JobDefaults()) -> None:
+                 url_policy: url.UrlPolicy | None = None, defaults: JobDefaults = JobDefaults(),
+                 ipfs: IpfsService | None = None) -> None:
         self.root = root
+        self.ipfs = ipfs
         self.defaults = defaults  # for a spec that came without them (a node that fills none)
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.results = results or LocalResults(root, retention=7 * 86400, quota=10 << 30)
@@ -83,7 +87,7 @@ class ExecutionRunner:
                     imports.append((name, await self._fetch_bytes(source, workdir / "modules" / str(index))))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
                 mounts += _result_mounts(task.result_paths, workdir / "results")
-            except (InputError, ValueError) as error:  # ValueError: a name that leaves its folder
+            except (InputError, ipfs_storage.IpfsStorageError, ValueError) as error:  # ValueError: a name that leaves its folder
                 return _failed(execution, f"inputs: {error}")
             run = WasmRun(
                 module=module,
@@ -102,8 +106,8 @@ class ExecutionRunner:
             await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
             (workdir / "exitCode").write_text(f"{outcome.exit_code}\n")
             try:
-                location = await self._publish(execution, header, workdir)
-            except (s3.S3Error, OSError) as error:
+                location = await self._publish(execution, header, workdir, outcome.exit_code)
+            except (s3.S3Error, ipfs_storage.IpfsStorageError, OSError) as error:
                 return _failed(execution, f"publishing: {error}")
             result = ExecutionResult(
                 exit_code=outcome.exit_code,
@@ -120,9 +124,14 @@ class ExecutionRunner:
             self._cancels.pop(execution.id, None)
             self._reasons.pop(execution.id, None)
 
-    async def _publish(self, execution: ExecutionRecord, header: JobHeader, workdir: Path) -> str:
+    async def _publish(self, execution: ExecutionRecord, header: JobHeader, workdir: Path, exit_code: int) -> str:
         """Publish the result layout; the location peers ask for it by."""
         publisher = header.spec.task.publisher
+        if publisher is not None and publisher.type == "ipfs":
+            names = [result_path.name for result_path in header.spec.task.result_paths]
+            location = await ipfs_storage.publish(self.ipfs, workdir, exit_code, names)
+            await trio.to_thread.run_sync(self.results.publish_here, execution.id)  # kept and swept as local ones
+            return location
         if publisher is None or publisher.type != "s3":
             await trio.to_thread.run_sync(self.results.publish_here, execution.id)
             return f"local:{execution.node_id}/{execution.id}"
@@ -183,6 +192,13 @@ class ExecutionRunner:
                     s3.fetch_input, self.s3, dict(params), destination, self.url_policy.max_bytes)
             except (s3.S3Error, url.UrlError, UnsafePath, OSError) as error:
                 raise InputError(str(error)) from None
+        if kind == "ipfs":
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fetched = await ipfs_storage.fetch_input(self.ipfs, params, destination)
+            except ipfs_storage.IpfsStorageError as error:
+                raise InputError(str(error)) from None
+            return fetched.is_dir()
         raise InputError(f"{kind} sources are not available on this node")
 
     async def _mount_inputs(self, sources: object, root: Path) -> list[Mount]:

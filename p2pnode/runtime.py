@@ -30,6 +30,8 @@ from p2pnode.storage.paths import UnsafePath
 from p2pnode.storage.s3 import S3Access
 from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
+from p2pnode.ipfs.external import ExternalIpfsService
+from p2pnode.ipfs.service import IpfsService
 from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
 from p2pnode.probes import run_exec_probe, run_http_probe
@@ -149,11 +151,14 @@ class Runtime:
             settings.data_dir / "executions", settings.results_retention, settings.results_quota
         )
         self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
+        self.ipfs = (ExternalIpfsService(settings.ipfs_connect) if settings.ipfs_connect
+                     else IpfsService(settings.data_dir / "ipfs"))
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
             self.local_results, self.s3,
             UrlPolicy(settings.url_allow_networks, settings.input_max_bytes, settings.url_timeout),
             settings.job_defaults,
+            ipfs=self.ipfs,
         )
         self.s3_ready = False  # known once the node starts
         self.result_server = ResultServer(self.local_results, self.s3)
@@ -168,6 +173,7 @@ class Runtime:
                 self._nursery = nursery
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
+                await nursery.start(self.ipfs.run, self.transport.host)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
                 s3_missing = self.s3.missing()
                 if s3_missing is not None:

@@ -76,7 +76,7 @@ def test_a_rogue_peer_with_another_key_or_none_sees_nothing_and_changes_nothing(
             try:
                 with ApiClient(rogue.api) as outsider:
                     time.sleep(3.0)  # let it try to join: members see each other well within this
-                    assert [n["Info"]["NodeID"] for n in outsider.nodes()["Items"]] == [rogue.node_id]
+                    assert [n["Info"]["NodeID"] for n in outsider.nodes()["Nodes"]] == [rogue.node_id]
                     with pytest.raises(ApiClientError) as unknown:
                         outsider.get_job(job_id)
                     assert unknown.value.status == 404

@@ -255,7 +255,7 @@ def test_defaults_are_sane_on_this_machine(tmp_path: Path) -> None:
     assert capacity.gpu == 0
     assert settings.listen == ("/ip4/127.0.0.1/tcp/0",)
     assert (settings.api_host, settings.api_port, settings.mdns) == ("127.0.0.1", 1234, False)
-    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm",), ("local",), ())
+    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm",), ("local", "ipfs"), ())
     assert settings.policy == SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     assert (settings.heartbeat_interval, settings.log_level) == (1.0, "info")
 
@@ -289,7 +289,7 @@ def test_node_config_carries_labels_policy_and_derived_storages(tmp_path: Path) 
     assert config.addresses == ("/ip4/127.0.0.1/tcp/4001",)
 
     plain = node_config(load(tmp_path), "node-2", ())
-    assert set(plain.storages) == {"inline", "url"}
+    assert set(plain.storages) == {"inline", "url", "ipfs"}  # IPFS is embedded by default
 
 
 def test_a_configured_label_overrides_an_automatic_one_with_a_warning(

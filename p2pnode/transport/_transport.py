@@ -456,6 +456,11 @@ class Transport:
 
     # ------------------------------------------------------------ guards
 
+    @property
+    def host(self) -> IHost:
+        """The running libp2p host, for protocols of their own (bitswap)."""
+        return self._require_host()
+
     def _require_host(self) -> IHost:
         if not self._running or self._host is None:
             raise NotRunning("the transport is not running: start Transport.run() first")

@@ -1,0 +1,109 @@
+"""The node's IPFS routes: blocks in and out (verified), connect, id.
+
+`ipfs add` imports on the client's side and uploads blocks; `ipfs get` walks
+the DAG on the client's side and downloads blocks, which the node fetches
+over bitswap when it lacks them. So the client verifies every block itself,
+and neither side ever holds a whole file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libp2p.peer.id import ID
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from p2pnode.ipfs.bitswap import BlockUnavailable
+from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock
+from p2pnode.ipfs.cid import CID, CIDError
+
+PREFIX = "/api/v1/ipfs"
+
+
+def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
+    """The routes, raising the API's own error type (status, error, hint)."""
+
+    def parse(request: Request) -> CID:
+        try:
+            return CID.parse(request.path_params["cid"])
+        except CIDError as error:
+            raise api_error(400, str(error), "give a CID such as Qm… or bafy…")
+
+    async def put_block(request: Request) -> Response:
+        """
+        summary: 'Store a block'
+        description: 'The body is the block; it must hash to the CID in the path.'
+        """
+        cid = parse(request)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BLOCK_BYTES:
+                raise api_error(413, f"a block is at most {MAX_BLOCK_BYTES} bytes", "chunk the file: use `p2pnode ipfs add`")
+        try:
+            runtime.ipfs.store.put(cid, bytes(body))
+        except CorruptBlock as error:
+            raise api_error(400, str(error), "send the block's exact bytes")
+        return JSONResponse({"Cid": str(cid), "Size": len(body)})
+
+    async def get_block(request: Request) -> Response:
+        """
+        summary: 'A block, fetched from peers over bitswap if this node lacks it'
+        description: 'Query timeout (seconds, default 60), provider (a peer ID to ask first).'
+        """
+        cid = parse(request)
+        try:
+            timeout = float(request.query_params.get("timeout", "60"))
+        except ValueError:
+            raise api_error(400, "timeout must be a number of seconds")
+        providers = []
+        provider = request.query_params.get("provider", "")
+        if provider and provider != runtime.node_id:  # a hint: the node that published it (from its execution)
+            try:
+                providers.append(ID.from_base58(provider))
+            except Exception:  # noqa: BLE001 - any bad text
+                raise api_error(400, f"{provider!r} is not a peer ID")
+            if provider not in runtime.transport.connected_peers():
+                await runtime._dial(provider)  # by the addresses its node info gossips
+        try:
+            [block] = await runtime.ipfs.fetch([cid], timeout=timeout, providers=providers)
+        except CorruptBlock as error:
+            raise api_error(502, str(error), "the block is being fetched again; retry")
+        except BlockUnavailable as error:
+            raise api_error(404, str(error), "connect this node to a peer that holds it: `p2pnode ipfs connect MULTIADDR`")
+        return Response(block, media_type="application/octet-stream")
+
+    async def connect(request: Request) -> Response:
+        """
+        summary: 'Connect to an IPFS peer'
+        description: 'Body {"Address": "/ip4/…/tcp/…/p2p/ID"}; Kubo peers too.'
+        """
+        try:
+            body = await request.json()
+            address = str(body["Address"])
+        except Exception:
+            raise api_error(400, 'the body must be {"Address": MULTIADDR}', "give the peer's full multiaddr with /p2p/ID")
+        try:
+            await runtime.transport.connect(address)
+        except Exception as error:  # noqa: BLE001 - every failure is the peer's or the address's
+            raise api_error(502, f"could not connect to {address}: {error}", "check the address and that the peer runs")
+        return JSONResponse({"Connected": address})
+
+    async def identity(request: Request) -> Response:
+        """
+        summary: 'This node''s IPFS identity and addresses'
+        """
+        return JSONResponse({"ID": runtime.node_id, "Addresses": runtime.transport.listen_addrs,
+                             "Peers": runtime.transport.connected_peers()})
+
+    return [
+        Route(PREFIX + "/blocks/{cid}", put_block, methods=["PUT"]),
+        Route(PREFIX + "/blocks/{cid}", get_block, methods=["GET"]),
+        Route(PREFIX + "/connect", connect, methods=["POST"]),
+        Route(PREFIX + "/id", identity, methods=["GET"]),
+    ]
+
+
+

@@ -1,0 +1,202 @@
+"""`p2pnode ipfs add|get|connect|id`: the client's side of the node's IPFS.
+
+`add` builds the DAG here (so `--only-hash` needs no node) and uploads each
+block as it is made; `get` walks the DAG here and verifies every block the
+node hands over. Neither holds a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+import trio
+
+from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
+from p2pnode.ipfs.cid import CID, CIDError
+from p2pnode.ipfs.exporter import ExportError, export
+from p2pnode.ipfs.importer import Options, add_path, discard
+from p2pnode.storage.ipfs import location_cid
+
+UPLOADS_IN_FLIGHT = 8
+
+api_option = click.option(
+    "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
+    help="URL of the node's API to talk to.",
+)
+
+
+def _headers() -> dict[str, str]:
+    """The API token given to `p2pnode --token` (or $P2PNODE_API_TOKEN), as a header."""
+    context = click.get_current_context(silent=True)
+    token = (context.find_root().params.get("token") if context is not None else None) or os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"{body.get('error', response.text)} ({body.get('hint', '')})"
+    except ValueError:
+        return f"the node answered {response.status_code}: {response.text[:200]}"
+
+
+class _Uploader:
+    """A `Put` that sends blocks to the node, a few at a time."""
+
+    def __init__(self, api: str) -> None:
+        self._http = httpx.Client(base_url=api.rstrip("/"), timeout=60, headers=_headers())
+        self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT)
+        self._pending: list[Future[None]] = []
+
+    def __call__(self, cid: CID, block: bytes) -> None:
+        self._pending.append(self._pool.submit(self._send, cid, block))
+        if len(self._pending) >= UPLOADS_IN_FLIGHT * 2:
+            self._pending.pop(0).result()
+
+    def _send(self, cid: CID, block: bytes) -> None:
+        response = self._http.put(f"/api/v1/ipfs/blocks/{cid}", content=block)
+        if response.status_code >= 400:
+            raise click.ClickException(f"the node refused block {cid}: {_error_text(response)}")
+
+    def finish(self) -> None:
+        for pending in self._pending:
+            pending.result()
+        self._pool.shutdown()
+        self._http.close()
+
+
+@click.group("ipfs")
+def ipfs() -> None:
+    """Add and get files by CID; connect to IPFS peers (Kubo included)."""
+
+
+@ipfs.command("add")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--only-hash", "-n", is_flag=True, help="Only print the CID; store nothing (no node needed).")
+@click.option("--cid-version", type=click.Choice(["0", "1"]), default="0", show_default=True)
+@click.option("--raw-leaves/--no-raw-leaves", default=None, help="Leaves as raw blocks (default: on for CIDv1, as Kubo).")
+@click.option("--hidden", "-H", is_flag=True, help="Include files whose names start with a dot.")
+@api_option
+def add(path: Path, only_hash: bool, cid_version: str, raw_leaves: bool | None, hidden: bool, api: str) -> None:
+    """Add a file or directory; prints its root CID (the last line)."""
+    options = Options(cid_version=int(cid_version), raw_leaves=raw_leaves, hidden=hidden)
+    try:
+        if only_hash:
+            added = add_path(path, discard, options)
+        else:
+            uploader = _Uploader(api)
+            try:
+                added = add_path(path, uploader, options)
+            finally:
+                uploader.finish()
+    except httpx.TransportError as error:
+        _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`, or use --only-hash)")
+    except (OSError, ValueError) as error:
+        _fail(str(error))
+    click.echo(f"added {added.cid} {path.name}")
+    click.echo(str(added.cid))
+
+
+@ipfs.command("get")
+@click.argument("cid")
+@click.option("--output", "-o", "output", type=click.Path(path_type=Path), help="Where to write it (default: ./CID).")
+@click.option("--timeout", type=float, default=60, show_default=True, help="Seconds the node may wait for each block.")
+@api_option
+def get(cid: str, output: Path | None, timeout: float, api: str) -> None:
+    """Write a file or directory by its CID, verifying every block."""
+    try:
+        root = CID.parse(cid)
+    except CIDError as error:
+        _fail(str(error))
+    dest = output or Path(cid)
+    try:
+        trio.run(_get, api, root, dest, timeout, "", _headers())
+    except httpx.TransportError as error:
+        _fail(f"cannot reach a node at {api}: {error}")
+    except (ExportError, OSError, LookupError) as error:
+        _fail(str(error))
+    click.echo(str(dest))
+
+
+def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, timeout: float = 60) -> list[Path]:
+    """`job get` for results published to IPFS: each execution's directory,
+    fetched through the node at `api` (asking the publishing node first) and
+    verified block by block, at output_dir/<execution id>."""
+    written: list[Path] = []
+    for execution in executions:
+        result = execution.get("PublishedResult") or {}
+        location = result.get("Params", {}).get("Location", "")
+        root = location_cid(location)
+        if result.get("Type") != "ipfs" or root is None:
+            continue
+        dest = output_dir / execution["ID"]
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trio.run(_get, api, root, dest, timeout, execution.get("NodeID", ""), _headers())
+        written += sorted(p for p in dest.rglob("*") if p.is_file())
+    return written
+
+
+async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
+               headers: dict[str, str] | None = None) -> None:
+    async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
+
+        async def one(cid: CID, slot: list[Any], index: int) -> None:
+            try:
+                response = await http.get(f"/api/v1/ipfs/blocks/{cid}", params={"timeout": timeout, "provider": provider})
+            except httpx.TransportError as error:
+                slot[index] = error
+                return
+            slot[index] = response.content if response.status_code < 400 else LookupError(
+                f"block {cid}: {_error_text(response)}")
+
+        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+            blocks: list[Any] = [None] * len(cids)
+            async with trio.open_nursery() as nursery:
+                for index, cid in enumerate(cids):
+                    nursery.start_soon(one, cid, blocks, index)
+            for block in blocks:
+                if isinstance(block, Exception):
+                    raise block
+            return blocks
+
+        await export(root, fetch, dest)
+
+
+@ipfs.command("connect")
+@click.argument("multiaddr")
+@api_option
+def connect(multiaddr: str, api: str) -> None:
+    """Connect the node to an IPFS peer (/ip4/…/tcp/…/p2p/ID)."""
+    click.echo(_call(api, "POST", "/api/v1/ipfs/connect", json={"Address": multiaddr})["Connected"])
+
+
+@ipfs.command("id")
+@api_option
+def identity(api: str) -> None:
+    """The node's peer ID and its IPFS addresses."""
+    answer = _call(api, "GET", "/api/v1/ipfs/id")
+    click.echo(answer["ID"])
+    for address in answer["Addresses"]:
+        click.echo(address)
+
+
+def _call(api: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, api.rstrip("/") + path, timeout=60, headers=_headers(), **kwargs)
+    except httpx.TransportError as error:
+        _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`)")
+    if response.status_code >= 400:
+        _fail(_error_text(response))
+    return response.json()

@@ -1,0 +1,121 @@
+"""Benchmark IPFS between two real peers on loopback (prints figures; asserts nothing).
+
+- a plain disk copy of the file (the yardstick);
+- importing it into a block store in-process (what the ipfs publisher does);
+- `p2pnode ipfs add` to peer A through its API (import here, blocks uploaded);
+- `p2pnode ipfs get` through peer B, which fetches every block from A over
+  bitswap (Noise + yamux on py-libp2p), verifies it, and hands it on;
+- the ceiling under it: bytes written on one plain py-libp2p stream
+  (Noise + yamux) between two hosts in this process;
+- peak resident memory of the client and of each peer.
+
+Run: .venv/bin/python scripts/bench_ipfs.py [--size-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import trio  # noqa: E402
+
+from p2pnode.devstack import devstack  # noqa: E402
+from p2pnode.ipfs.blockstore import BlockStore  # noqa: E402
+from p2pnode.ipfs.cid import CID  # noqa: E402
+from p2pnode.ipfs.cli import _get, _Uploader  # noqa: E402
+from p2pnode.ipfs.importer import add_path  # noqa: E402
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def raw_stream(size: int) -> None:
+    """Write `size` bytes on one libp2p stream and wait until all are read."""
+    from libp2p.crypto.secp256k1 import create_new_key_pair
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from p2pnode.transport._settings import build_host
+
+    listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    reader, writer = (build_host(create_new_key_pair(), listen, mdns=False) for _ in range(2))
+    done = trio.Event()
+
+    async def drain(stream) -> None:
+        got = 0
+        while got < size and (data := await stream.read(1 << 20)):
+            got += len(data)
+        done.set()
+
+    reader.set_stream_handler("/bench/raw/1", drain)
+    async with reader.run(listen), writer.run(listen):
+        await writer.connect(info_from_p2p_addr(Multiaddr(str(reader.get_addrs()[0]))))
+        stream = await writer.new_stream(reader.get_id(), ["/bench/raw/1"])
+        chunk = bytes(256 << 10)
+        for _ in range(size // len(chunk)):
+            await stream.write(chunk)
+        await done.wait()
+        for host in (reader, writer):
+            await host.close()
+
+
+def timed(label: str, size: int, action) -> float:
+    start = time.perf_counter()
+    result = action()
+    seconds = time.perf_counter() - start
+    print(f"{label:<44} {seconds:7.2f} s  {size / seconds / 2**20:8.1f} MiB/s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    args = parser.parse_args()
+    size = args.size_mib << 20
+    with tempfile.TemporaryDirectory(dir=ROOT / ".cache" if (ROOT / ".cache").is_dir() else None) as scratch:
+        base = Path(scratch)
+        source = base / "big.bin"
+        with source.open("wb") as out:  # incompressible, written in 8 MiB steps
+            for _ in range(0, size, 8 << 20):
+                out.write(os.urandom(min(8 << 20, size - out.tell())))
+        print(f"file: {args.size_mib} MiB; {os.cpu_count()} cores")
+        timed("disk copy (shutil.copyfile)", size, lambda: shutil.copyfile(source, base / "copy.bin"))
+        (base / "copy.bin").unlink()
+        raw = min(size, 64 << 20)
+        timed(f"plain libp2p stream, {raw >> 20} MiB (the ceiling)", raw, lambda: trio.run(raw_stream, raw))
+        local = BlockStore(base / "local-store")
+        timed("import into a local block store", size, lambda: add_path(source, local.put_made))
+        shutil.rmtree(base / "local-store")
+        with devstack(2, base / "net") as (a, b):
+            def add_through_api() -> str:
+                uploader = _Uploader(a.api)
+                try:
+                    return str(add_path(source, uploader).cid)
+                finally:
+                    uploader.finish()
+
+            cid = timed("ipfs add through peer A's API", size, add_through_api)
+            out = base / "fetched.bin"
+            timed("ipfs get through peer B (bitswap from A)", size,
+                  lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0))
+            same = out.stat().st_size == size
+            print(f"fetched file complete: {same}; CID {cid}")
+            print(f"peak memory: client {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+                  f"peer A {peak_rss_mib(a.process.pid):.0f} MiB, peer B {peak_rss_mib(b.process.pid):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

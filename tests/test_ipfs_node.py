@@ -1,0 +1,127 @@
+"""IPFS between real peers: `p2pnode serve` processes on loopback, driven by
+the real `p2pnode ipfs` commands. A file added on one peer comes back whole
+through another (bitswap), directories too; corrupted blocks are refused."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from p2pnode.cli import main
+from p2pnode.devstack import Peer, devstack, start_peer, stop_peer
+from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
+from p2pnode.ipfs.cid import CID
+from p2pnode.ipfs.importer import Options, add_path, discard
+from tests.test_ipfs_importer import write_random
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def cli_fails(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code != 0
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def two_peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Peer]]:
+    with devstack(2, tmp_path_factory.mktemp("net")) as peers:
+        yield peers
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("src") / "tree"
+    (root / "sub").mkdir(parents=True)
+    write_random(root / "big.bin", 3_000_000, 7)
+    (root / "sub" / "note.txt").write_bytes(b"a note\n")
+    (root / "empty").write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("version", ["0", "1"])
+def test_a_directory_added_on_one_peer_comes_back_through_the_other(two_peers: list[Peer], tree: Path,
+                                                                     tmp_path: Path, version: str) -> None:
+    a, b = two_peers
+    lines = cli("ipfs", "add", "--cid-version", version, str(tree), "--api", a.api).splitlines()
+    root = lines[-1]
+    assert root == cli("ipfs", "add", "--only-hash", "--cid-version", version, str(tree)).splitlines()[-1]
+    assert root == str(add_path(tree, discard, Options(cid_version=int(version))).cid)
+    out = tmp_path / "copy"
+    cli("ipfs", "get", root, "-o", str(out), "--api", b.api)
+    assert filecmp.dircmp(tree, out).diff_files == [] and not filecmp.dircmp(tree, out).left_only
+    assert (out / "big.bin").read_bytes() == (tree / "big.bin").read_bytes()
+    assert (out / "sub" / "note.txt").read_bytes() == b"a note\n"
+    held = BlockStore(b.data_dir / "ipfs" / "blocks")
+    assert held.has(CID.parse(root))  # B now holds the blocks it fetched
+
+
+def test_a_block_nobody_holds_fails_fast_with_a_hint(two_peers: list[Peer], tmp_path: Path) -> None:
+    unknown = CID.of(b"nobody has this block", version=1, codec=0x55)
+    output = cli_fails("ipfs", "get", str(unknown), "-o", str(tmp_path / "x"), "--api", two_peers[1].api)
+    assert "no connected peer has block" in output and not (tmp_path / "x").exists()
+
+
+def test_a_block_corrupted_on_disk_is_never_served(two_peers: list[Peer], tmp_path: Path) -> None:
+    a, b = two_peers
+    source = tmp_path / "small.txt"
+    source.write_bytes(b"these bytes will rot on disk\n")
+    root = cli("ipfs", "add", str(source), "--api", a.api).splitlines()[-1]
+    cid = CID.parse(root)
+    store = BlockStore(a.data_dir / "ipfs" / "blocks")
+    path = store._path(cid)
+    path.write_bytes(path.read_bytes().replace(b"rot", b"ROT"))
+    with pytest.raises(CorruptBlock):
+        store.get(cid)
+    assert not path.exists()  # dropped, to be fetched again
+    output = cli_fails("ipfs", "get", root, "-o", str(tmp_path / "out"), "--api", b.api)
+    assert "no connected peer has block" in output
+
+
+def test_the_api_refuses_a_block_that_does_not_match_its_cid(two_peers: list[Peer]) -> None:
+    cid = CID.of(b"the real bytes")
+    answer = httpx.put(f"{two_peers[0].api}/api/v1/ipfs/blocks/{cid}", content=b"other bytes")
+    assert answer.status_code == 400 and "do not hash" in answer.json()["error"]
+    bad = httpx.get(f"{two_peers[0].api}/api/v1/ipfs/blocks/not-a-cid")
+    assert bad.status_code == 400
+
+
+def test_id_lists_the_peer_and_its_addresses(two_peers: list[Peer]) -> None:
+    lines = cli("ipfs", "id", "--api", two_peers[0].api).splitlines()
+    assert lines[0] == two_peers[0].node_id and all(line.endswith(two_peers[0].node_id) for line in lines[1:])
+
+
+def test_blockstore_refuses_wrong_bytes_and_keys_by_digest(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path)
+    data = b"same bytes"
+    raw, dag = CID.of(data, version=1, codec=0x55), CID.of(data)
+    store.put(raw, data)
+    assert store.has(dag) and store.get(dag) == data  # the digest names the file
+    with pytest.raises(CorruptBlock):
+        store.put(CID.of(b"x"), b"y")
+    assert hashlib.sha256(store.get(raw)).digest() == raw.digest
+
+
+def test_the_ipfs_commands_send_the_api_token(tmp_path: Path) -> None:
+    peer = start_peer(0, tmp_path / "node", [], ["--api-token", "s3cret"])
+    try:
+        source = tmp_path / "f.txt"
+        source.write_bytes(b"behind a token\n")
+        assert "needs a token" in cli_fails("ipfs", "add", str(source), "--api", peer.api)
+        root = cli("--token", "s3cret", "ipfs", "add", str(source), "--api", peer.api).splitlines()[-1]
+        cli("--token", "s3cret", "ipfs", "get", root, "-o", str(tmp_path / "back.txt"), "--api", peer.api)
+        assert (tmp_path / "back.txt").read_bytes() == b"behind a token\n"
+    finally:
+        stop_peer(peer)
