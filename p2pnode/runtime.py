@@ -26,7 +26,7 @@ from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
-from p2pnode.transport import PeerUnreachable, Transport
+from p2pnode.transport import PayloadTooLarge, PeerUnreachable, Transport
 from protocols import wire
 from protocols.events import (
     CancelTimer,
@@ -337,25 +337,32 @@ class Runtime:
             self._inputs_send.send_nowait(SendFailed(peer, message, "too many messages queued for this peer"))
 
     async def _peer_sender(self, peer: str, receive: trio.MemoryReceiveChannel[object]) -> None:
-        """Messages to one peer leave in order, one stream each."""
-        async for message in receive:
-            try:
-                data = wire.encode(message, self.node_id)
-            except wire.WireError as error:
-                log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
-                continue
-            try:
-                await self._request(peer, data)
-            except PeerUnreachable as error:
-                await self._inputs_send.send(SendFailed(peer, message, str(error)))
-                continue
-            if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
-                self._handed_over[message.delta.header.id].set()
+        """Messages to one peer leave in order on its channel, without waiting
+        for one's answer before the next leaves."""
+        async with trio.open_nursery() as nursery:
+            async for message in receive:
+                try:
+                    data = wire.encode(message, self.node_id)
+                except wire.WireError as error:
+                    log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
+                    continue
+                await nursery.start(self._deliver, peer, message, data)
 
-    async def _request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
+    async def _deliver(self, peer: str, message: object, data: bytes, *, task_status: Any) -> None:
+        try:
+            await self._request(peer, data, task_status=task_status)
+        except (PeerUnreachable, PayloadTooLarge) as error:
+            await self._inputs_send.send(SendFailed(peer, message, str(error)))
+            return
+        if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
+            self._handed_over[message.delta.header.id].set()
+
+    async def _request(
+        self, peer: str, data: bytes, timeout: float | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> bytes:
         if peer not in self.transport.connected_peers():
             await self._dial(peer)
-        return await self.transport.request(peer, data, timeout=timeout)
+        return await self.transport.request(peer, data, timeout=timeout, task_status=task_status)
 
     async def _dial(self, peer: str) -> None:
         """Reach a peer we are not connected to, by the addresses it gossips."""
