@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +227,15 @@ class Runtime:
         if job_id not in self._jobs():
             raise JobNotFound(f"no job {ref!r} is known to this node or to the nodes that would keep it")
         return self._jobs()[job_id]
+
+    async def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Return once `ready()` holds, checked at once and after every change
+        here (none is missed: it is checked under the lock changes notify
+        under), or after `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            async with self._changed:
+                while not ready():
+                    await self._changed.wait()
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when any job changes here, or after `timeout` seconds."""
