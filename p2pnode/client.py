@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+from p2pnode.lazy import lazy_import
+
+httpx = lazy_import("httpx")  # loaded by the first request, not by `p2pnode --help`
 
 DEFAULT_API = "http://127.0.0.1:1234"
 API_ENV = "P2PNODE_API"

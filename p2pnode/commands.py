@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
-from rich.console import Console
-from rich.table import Table
 
 from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, ApiClient, ApiClientError
+from p2pnode.lazy import LazyConsole, Table, lazy_import
 
-console = Console()
-errors = Console(stderr=True)
+yaml = lazy_import("yaml")
+console = LazyConsole()
+errors = LazyConsole(stderr=True)
 
 api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
