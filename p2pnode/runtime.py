@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from p2pnode.config import NodeSettings, node_config
+from p2pnode.encode_once import EncodeOnce
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
 from p2pnode.probes import run_exec_probe, run_http_probe
@@ -121,6 +122,7 @@ class Runtime:
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](math.inf)
         self._timers = _Timers()
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
+        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id))
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
@@ -351,7 +353,7 @@ class Runtime:
         async with trio.open_nursery() as nursery:
             async for message in receive:
                 try:
-                    data = wire.encode(message, self.node_id)
+                    data = self._encode_once(message)
                 except wire.WireError as error:
                     log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
                     continue
