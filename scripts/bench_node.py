@@ -41,7 +41,9 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def use_code_at(root: Path) -> None:
-    """Import p2pnode (here and in the peers we start) from `root`, not from the venv's install."""
+    """Import p2pnode (here and in the peers we start) from `root`, not from the
+    venv's install nor the current directory (`python -m` looks there first)."""
+    os.chdir(root)
     sys.path.insert(0, str(root))
     os.environ["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
