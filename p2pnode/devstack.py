@@ -55,8 +55,13 @@ def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str
             process.kill()
             raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
         time.sleep(0.05)
-    info = json.loads(ready.read_text())
-    return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
+    try:
+        info = json.loads(ready.read_text())
+        return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # never leave a node nobody will stop
+        process.kill()
+        process.wait()
+        raise DevstackError(f"node {index} wrote an unreadable {READY_FILE}: {error}; see {data_dir / 'node.log'}") from error
 
 
 def stop_peer(peer: Peer, timeout: float = 10) -> None:
