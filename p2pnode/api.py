@@ -97,9 +97,13 @@ def build_app(runtime: Runtime) -> Starlette:
     async def get_job(request: Request) -> Response:
         """
         summary: 'Describe a job'
-        description: 'The id or a unique prefix; include=executions,history adds those.'
+        description: 'The id or a unique prefix; include=executions,history adds those. wait=SECONDS&since=REVISION
+          answers once the job''s Revision is not REVISION or it has ended, or after SECONDS (at most 60): a client
+          waits for a change without polling.'
         """
         replica = await _job(request)
+        if "wait" in request.query_params:
+            replica = await _changed_job(runtime, replica, request.query_params)
         include = set(filter(None, request.query_params.get("include", "").split(",")))
         answer: dict[str, Any] = {"Job": job_view(replica)}
         if "executions" in include:
@@ -470,6 +474,35 @@ def _page(items: list[Any], query: Any) -> tuple[list[Any], str]:
         raise ApiError(400, "limit and next_token cannot be negative")
     end = start + limit if limit else len(items)
     return items[start:end], (str(end) if end < len(items) else "")
+
+
+MAX_WAIT = 60.0
+
+
+async def _changed_job(runtime: Runtime, replica: Any, query: Any) -> Any:
+    """The job once its revision moves past `since` or it has ended, or as it is after `wait` seconds."""
+    try:
+        seconds = min(float(query["wait"]), MAX_WAIT)
+        since = int(query.get("since", "-1"))
+    except ValueError as error:
+        raise ApiError(400, "wait must be a number of seconds and since a revision number",
+                       "e.g. ?wait=30&since=4 (the Revision of the job as you last saw it)") from error
+    job_id = replica.id
+
+    def moved() -> bool:
+        current = _held(runtime, job_id) or replica
+        return current.header.revision != since or current.header.state.terminal
+
+    deadline = trio.current_time() + max(seconds, 0.0)
+    while not moved() and (left := deadline - trio.current_time()) > 0:
+        # A job this node does not keep is asked of its keepers again every second.
+        await runtime.wait_until(moved, min(left, 1.0))
+        replica = await runtime.lookup_job(job_id)
+    return _held(runtime, job_id) or replica
+
+
+def _held(runtime: Runtime, job_id: str) -> Any:
+    return runtime.node.jobs.get(job_id) if runtime.node is not None else None
 
 
 def _executions(replica: Any) -> list[dict[str, Any]]:

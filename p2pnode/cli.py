@@ -8,16 +8,20 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
 from p2pnode import commands
 from p2pnode.bid_commands import bid_group
 from p2pnode.config_commands import config_group
 from p2pnode.ipfs import cli as ipfs_commands
-from protocols.jobspec import JobSpecError, ParsedJob, parse_job
+from p2pnode.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from protocols.jobspec import ParsedJob
+
+yaml = lazy_import("yaml")
 
 
 def _variables(template_vars: tuple[str, ...], template_envs: str | None) -> dict[str, str]:
@@ -60,6 +64,8 @@ def _read(file: str) -> str:
 
 def _load(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool) -> ParsedJob:
     """Read, template and validate a job file; on errors print them one per line and exit 1."""
+    from protocols.jobspec import JobSpecError, parse_job  # pydantic: loaded only by commands that read jobs
+
     variables = _variables(template_vars, template_envs)
     text = _read(file)
     try:

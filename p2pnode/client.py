@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+from p2pnode.lazy import lazy_import
+
+httpx = lazy_import("httpx")  # loaded by the first request, not by `p2pnode --help`
 
 from p2pnode.storage.paths import UnsafePath, inside
 
@@ -18,6 +20,7 @@ DEFAULT_API = "http://127.0.0.1:1234"
 API_ENV = "P2PNODE_API"
 TOKEN_ENV = "P2PNODE_API_TOKEN"
 TERMINAL = ("Completed", "Failed", "Stopped")
+LONG_POLL = 30.0  # seconds one wait for a job's change may take
 
 
 class ApiClientError(Exception):
@@ -144,11 +147,18 @@ class ApiClient:
         return target
 
     def wait(self, ref: str, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:
-        """Poll until the job is terminal; the last description."""
+        """The job's description once it is terminal. Each call asks the node to
+        answer when the job changes (long-poll), so the node's answer, not a
+        polling interval, sets the pace; `poll` paces only retries (and nodes
+        that do not wait)."""
         deadline = time.monotonic() + timeout
+        revision = -1
         while True:
+            left = deadline - time.monotonic()
             try:
-                answer = self.get_job(ref, include="executions")
+                answer = self._call("GET", f"/orchestrator/jobs/{ref}", timeout=min(max(left, 0), LONG_POLL) + 10,
+                                    params={"include": "executions", "wait": f"{min(max(left, 0), LONG_POLL):.1f}",
+                                            "since": str(revision)})
             except ApiClientError as error:
                 if error.status != 404 or time.monotonic() > deadline:
                     raise
@@ -159,7 +169,9 @@ class ApiClient:
             if time.monotonic() > deadline:
                 raise ApiClientError(f"job {ref} is still {answer['Job']['State']['StateType']} after {timeout:.0f} s",
                                      "it goes on running; `p2pnode job describe` shows it later")
-            time.sleep(poll)
+            if answer["Job"]["Revision"] == revision:
+                time.sleep(poll)  # unchanged: the wait ran out, or the node does not wait
+            revision = answer["Job"]["Revision"]
 
     # ------------------------------------------------------------ nodes and agent
 

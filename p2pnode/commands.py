@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
-from rich.console import Console
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV, ApiClient, ApiClientError
 from p2pnode.ipfs import cli as ipfs_commands
+from p2pnode.lazy import LazyConsole, lazy_import
 from p2pnode.tables import Sheet, show
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)  # an error's paths stay whole, on one line
+yaml = lazy_import("yaml")
+console = LazyConsole()
+errors = LazyConsole(stderr=True, soft_wrap=True)  # an error's paths stay whole, on one line
 
 api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",

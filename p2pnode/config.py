@@ -318,9 +318,9 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobSelection.AcceptNetworkedJobs", "policy.accept_networked", _bool, "true or false"),
         ("Node.Compute.JobSelection.MaxTotalTimeout", "policy.max_total_timeout", _integer,
          "whole seconds, e.g. 86400; 0 takes jobs of any length"),
-        ("Node.Compute.JobDefaults.CPU", "defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
-        ("Node.Compute.JobDefaults.Memory", "defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
-        ("Node.Compute.JobDefaults.TotalTimeout", "defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
+        ("Node.Compute.JobDefaults.CPU", "job_defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
+        ("Node.Compute.JobDefaults.Memory", "job_defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
+        ("Node.Compute.JobDefaults.TotalTimeout", "job_defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
         ("Node.Compute.JobSelection.ProbeTimeout", "probe_timeout", _seconds, "seconds, e.g. 10"),
         ("Node.Compute.JobSelection.ProbeWaitTimeout", "probe_wait_timeout", _seconds, "seconds a held bid waits for the operator, e.g. 300"),
         ("Node.Compute.Logs.KeepBytes", "log_keep_bytes", _unit(units.parse_bytes), "an amount like 1Mb (of stdout and of stderr)"),
@@ -421,7 +421,7 @@ def _settings(values: Mapping[str, Any]) -> NodeSettings:
     defaults: dict[str, int] = {}
     for path, value in values.items():
         group, _, name = PROPERTIES[path].target.rpartition(".")
-        {"": plain, "capacity": capacity, "policy": policy, "defaults": defaults}[group][name] = value
+        {"": plain, "capacity": capacity, "policy": policy, "job_defaults": defaults}[group][name] = value
     data_dir = plain.pop("data_dir", DEFAULT_DATA_DIR.expanduser())
     machine = machine_capacity(data_dir)
     return NodeSettings(

@@ -59,13 +59,16 @@ def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str
             if time.monotonic() > deadline:
                 raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
             time.sleep(0.05)
+        try:
+            info = json.loads(ready.read_text())
+            return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise DevstackError(f"node {index} wrote an unreadable {READY_FILE}: {error}; see {data_dir / 'node.log'}") from error
     except BaseException:  # also Ctrl-C or SIGTERM while it starts: leave no process behind
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         raise
-    info = json.loads(ready.read_text())
-    return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
 
 
 def stop_peer(peer: Peer, timeout: float = 10) -> None:

@@ -15,13 +15,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from p2pnode.config import NodeSettings, node_config
+from p2pnode.encode_once import EncodeOnce
 from p2pnode.execution import ExecutionRunner
 from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
 from p2pnode.storage import s3 as s3_storage
@@ -36,7 +37,7 @@ from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
-from p2pnode.transport import PeerUnreachable, Transport
+from p2pnode.transport import PayloadTooLarge, PeerUnreachable, Transport
 from protocols import wire
 from protocols.events import (
     CancelTimer,
@@ -141,6 +142,7 @@ class Runtime:
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](math.inf)
         self._timers = _Timers()
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
+        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id))
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
@@ -281,6 +283,15 @@ class Runtime:
         if job_id not in self._jobs():
             raise JobNotFound(f"no job {ref!r} is known to this node or to the nodes that would keep it")
         return self._jobs()[job_id]
+
+    async def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Return once `ready()` holds, checked at once and after every change
+        here (none is missed: it is checked under the lock changes notify
+        under), or after `timeout` seconds."""
+        with trio.move_on_after(timeout):
+            async with self._changed:
+                while not ready():
+                    await self._changed.wait()
 
     async def wait_for_change(self, timeout: float) -> None:
         """Return when any job changes here, or after `timeout` seconds."""
@@ -428,25 +439,32 @@ class Runtime:
             self._inputs_send.send_nowait(SendFailed(peer, message, "too many messages queued for this peer"))
 
     async def _peer_sender(self, peer: str, receive: trio.MemoryReceiveChannel[object]) -> None:
-        """Messages to one peer leave in order, one stream each."""
-        async for message in receive:
-            try:
-                data = wire.encode(message, self.node_id)
-            except wire.WireError as error:
-                log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
-                continue
-            try:
-                await self._request(peer, data)
-            except PeerUnreachable as error:
-                await self._inputs_send.send(SendFailed(peer, message, str(error)))
-                continue
-            if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
-                self._handed_over[message.delta.header.id].set()
+        """Messages to one peer leave in order on its channel, without waiting
+        for one's answer before the next leaves."""
+        async with trio.open_nursery() as nursery:
+            async for message in receive:
+                try:
+                    data = self._encode_once(message)
+                except wire.WireError as error:
+                    log.error("could not encode %s for %s: %s", type(message).__name__, peer, error)
+                    continue
+                await nursery.start(self._deliver, peer, message, data)
 
-    async def _request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
+    async def _deliver(self, peer: str, message: object, data: bytes, *, task_status: Any) -> None:
+        try:
+            await self._request(peer, data, task_status=task_status)
+        except (PeerUnreachable, PayloadTooLarge) as error:
+            await self._inputs_send.send(SendFailed(peer, message, str(error)))
+            return
+        if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
+            self._handed_over[message.delta.header.id].set()
+
+    async def _request(
+        self, peer: str, data: bytes, timeout: float | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> bytes:
         if peer not in self.transport.connected_peers():
             await self._dial(peer)
-        return await self.transport.request(peer, data, timeout=timeout)
+        return await self.transport.request(peer, data, timeout=timeout, task_status=task_status)
 
     async def _dial(self, peer: str) -> None:
         """Reach a peer we are not connected to, by the addresses it gossips."""

@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 _MASK = (1 << 64) - 1
 _MAX_CACHED_KEYS = 1 << 18  # a crude bound: ids are few, but anyone can invent one
@@ -81,7 +83,10 @@ _key_arrays: dict[int, tuple[list[str], np.ndarray]] = {}
 def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | None:
     """`rank` for a large sorted list of distinct ids (an alive list, an
     eligible list), with numpy: the same weights, the same order. None if
-    `ids` is not such a list (the caller ranks it the slow way)."""
+    `ids` is not such a list (the caller ranks it the slow way). numpy is
+    imported here, on first use: a peer in a small network never loads it
+    (15 MiB of memory and a second of start-up)."""
+    import numpy as np
     held = _key_arrays.get(id(ids))
     if held is None or held[0] is not ids or len(held[1]) != len(ids):
         if any(a >= b for a, b in zip(ids, ids[1:])):

@@ -1,33 +1,38 @@
 """Benchmark a 3-peer network on this machine (prints figures; asserts nothing).
 
-- submit-to-result latency p50/p99 of a trivial wasm batch job, beside the
-  time to run the same module directly with wasmtime;
-- sustained jobs per second with many jobs in flight;
-- resident memory of an idle peer.
+- submit-to-result latency p50/p99 of a trivial wasm batch job, one job at a
+  time, beside the same module run directly through the node's wasm engine
+  with its module already cached (what a peer does once it has the module);
+- sustained jobs per second for a burst of jobs from 16 client threads, and
+  how many of them ran exactly once (completed, with one execution that ran);
+- CPU milliseconds per job of each peer process over the burst;
+- resident memory of each idle peer.
 
-Run: .venv/bin/python scripts/bench_node.py [--jobs 30] [--burst 60]
+`--against REV` runs the same measurements on a checkout of REV (a git
+worktree in a temporary directory) first, then on this code, and prints both
+side by side: compare only runs made together on this shared machine.
+
+Run: .venv/bin/python scripts/bench_node.py [--jobs 30] [--burst 200] [--json] [--against REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-import wasmtime
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from p2pnode.client import ApiClient  # noqa: E402
-from p2pnode.devstack import devstack  # noqa: E402
-from tests.integration_support import data_url, wasm_job  # noqa: E402
-
-HELLO_WAT = (ROOT / "examples" / "hello.wat").read_text()
+HERE = Path(__file__).resolve().parent.parent
+CLIENT_THREADS = 16
+RAN = {"Running", "Publishing", "Completed"}
+JOB_PATIENCE = 180.0  # seconds a burst job may take before it counts as not completed
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -35,25 +40,32 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def direct_wasmtime(runs: int) -> list[float]:
-    """The same module run straight through wasmtime (compile + instantiate + run)."""
-    module_bytes = wasmtime.wat2wasm(HELLO_WAT)
+def use_code_at(root: Path) -> None:
+    """Import p2pnode (here and in the peers we start) from `root`, not from the
+    venv's install nor the current directory (`python -m` looks there first)."""
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def direct_wasm_ms(root: Path, runs: int) -> list[float]:
+    """The module run by the node's own engine, compiled once and then cached."""
+    from p2pnode.engines.wasm import WasmEngine, WasmRun  # the code under test
+
+    module = (root / "examples" / "hello.wat").read_text().encode()
     times = []
-    with tempfile.TemporaryDirectory() as out:
-        for _ in range(runs):
-            started = time.perf_counter()
-            engine = wasmtime.Engine()
-            module = wasmtime.Module(engine, module_bytes)
-            linker = wasmtime.Linker(engine)
-            linker.define_wasi()
-            store = wasmtime.Store(engine)
-            wasi = wasmtime.WasiConfig()
-            wasi.argv = ["hello", "bench"]
-            wasi.stdout_file = str(Path(out) / "stdout")
-            wasi.preopen_dir(out, "/outputs")
-            store.set_wasi(wasi)
-            linker.instantiate(store, module).exports(store)["_start"](store)
-            times.append(time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = WasmEngine(Path(scratch) / "cache")
+        try:
+            for i in range(runs + 1):
+                out = Path(scratch) / f"out{i}"
+                out.mkdir()
+                started = time.perf_counter()
+                engine.run(WasmRun(module=module, output_dir=out, arguments=("hello", "bench")))
+                if i:  # the first run compiles
+                    times.append((time.perf_counter() - started) * 1000)
+        finally:
+            engine.close()
     return times
 
 
@@ -64,13 +76,26 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=30, help="sequential jobs for the latency figures")
-    parser.add_argument("--burst", type=int, default=60, help="jobs submitted at once for throughput")
-    args = parser.parse_args()
-    url = data_url(HELLO_WAT)
-    direct = direct_wasmtime(args.jobs)
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def ran_exactly_once(answer: dict[str, Any]) -> bool:
+    executions = answer.get("Executions", {}).get("Items", [])
+    ran = [e for e in executions if e["ComputeState"]["StateType"] in RAN or "RunOutput" in e]
+    return answer["Job"]["State"]["StateType"] == "Completed" and len(ran) == 1
+
+
+def measure(root: Path, jobs: int, burst: int) -> dict[str, Any]:
+    """Every figure for the code at `root`."""
+    use_code_at(root)
+    from p2pnode.client import ApiClient, ApiClientError
+    from p2pnode.devstack import devstack
+    from tests.integration_support import data_url, wasm_job
+
+    url = data_url((root / "examples" / "hello.wat").read_text())
+    direct = direct_wasm_ms(root, jobs)
     with tempfile.TemporaryDirectory(prefix="p2pnode-bench-") as base, devstack(3, Path(base)) as peers:
         clients = [ApiClient(p.api) for p in peers]
         deadline = time.monotonic() + 30
@@ -78,33 +103,109 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the peers did not find each other")
             time.sleep(0.1)
-        time.sleep(2)
+        time.sleep(3)
         idle = [rss_mib(p.process.pid) for p in peers]
 
         latencies = []
-        for i in range(args.jobs):
+        for i in range(jobs):
             started = time.perf_counter()
             job_id = clients[i % 3].submit(wasm_job(url, f"run{i}"))["JobID"]
             final = clients[(i + 1) % 3].wait(job_id, timeout=60, poll=0.01)
             assert final["Job"]["State"]["StateType"] == "Completed", final["Job"]["State"]
-            latencies.append(time.perf_counter() - started)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        cpu_before = [cpu_seconds(p.process.pid) for p in peers]
+        pool_clients = [ApiClient(peers[i % 3].api) for i in range(CLIENT_THREADS)]
+
+        def one_job(i: int) -> dict[str, Any]:
+            client = pool_clients[i % CLIENT_THREADS]
+            try:
+                job_id = client.submit(wasm_job(url, f"burst{i}"))["JobID"]
+                return client.wait(job_id, timeout=JOB_PATIENCE, poll=0.01)
+            except ApiClientError as error:  # counted as not completed
+                print(f"burst job {i}: {error}", file=sys.stderr)
+                return {"Job": {"State": {"StateType": "Unfinished"}}}
 
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            ids = list(pool.map(lambda i: clients[i % 3].submit(wasm_job(url, f"burst{i}"))["JobID"], range(args.burst)))
-            finals = list(pool.map(lambda j: clients[0].wait(j, timeout=300, poll=0.05), ids))
+        with ThreadPoolExecutor(max_workers=CLIENT_THREADS) as pool:
+            finals = list(pool.map(one_job, range(burst)))
         elapsed = time.perf_counter() - started
+        cpu_ms = [(cpu_seconds(p.process.pid) - before) * 1000 / burst for p, before in zip(peers, cpu_before)]
         completed = sum(f["Job"]["State"]["StateType"] == "Completed" for f in finals)
-        for client in clients:
+        for client in clients + pool_clients:
             client.close()
+    return {
+        "latency_ms": {"p50": round(percentile(latencies, 0.5), 1), "p99": round(percentile(latencies, 0.99), 1),
+                       "mean": round(statistics.mean(latencies), 1), "n": len(latencies)},
+        "direct_wasm_ms": {"p50": round(percentile(direct, 0.5), 2), "p99": round(percentile(direct, 0.99), 2)},
+        "latency_minus_direct_p50_ms": round(percentile(latencies, 0.5) - percentile(direct, 0.5), 1),
+        "burst": {"jobs": burst, "clients": CLIENT_THREADS, "seconds": round(elapsed, 2),
+                  "jobs_per_s": round(completed / elapsed, 1), "completed": completed,
+                  "exactly_once": sum(map(ran_exactly_once, finals))},
+        "cpu_ms_per_job": {"per_peer": [round(c, 1) for c in cpu_ms], "all_peers": round(sum(cpu_ms), 1)},
+        "idle_rss_mib": [round(m) for m in idle],
+    }
 
-    ms = 1000
-    print("3-peer network on loopback, trivial wasm batch job (examples/hello.wat)")
-    print(f"  submit-to-result latency: p50 {percentile(latencies, 0.5) * ms:.1f} ms, p99 {percentile(latencies, 0.99) * ms:.1f} ms "
-          f"(n={len(latencies)}, mean {statistics.mean(latencies) * ms:.1f} ms)")
-    print(f"  same module run directly with wasmtime: p50 {percentile(direct, 0.5) * ms:.2f} ms, p99 {percentile(direct, 0.99) * ms:.2f} ms")
-    print(f"  sustained: {completed}/{args.burst} jobs completed in {elapsed:.2f} s = {completed / elapsed:.1f} jobs/s")
-    print(f"  idle peer resident memory: {', '.join(f'{m:.0f} MiB' for m in idle)}")
+
+def measure_in_child(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """A fresh interpreter per code base: modules of one never leak into the other."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--json", "--root", str(root),
+               "--jobs", str(args.jobs), "--burst", str(args.burst)]
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout)
+
+
+def checkout(rev: str, into: Path) -> None:
+    subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "--quiet", str(into), rev], check=True)
+
+
+def remove_checkout(into: Path) -> None:
+    subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(into)], check=False)
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    names = list(results)
+    rows = [
+        ("submit-to-result p50 ms", lambda r: r["latency_ms"]["p50"]),
+        ("submit-to-result p99 ms", lambda r: r["latency_ms"]["p99"]),
+        ("direct wasm (cached) p50 ms", lambda r: r["direct_wasm_ms"]["p50"]),
+        ("p50 minus direct ms", lambda r: r["latency_minus_direct_p50_ms"]),
+        ("burst jobs/s", lambda r: r["burst"]["jobs_per_s"]),
+        ("burst completed / ran exactly once", lambda r: f"{r['burst']['completed']}/{r['burst']['exactly_once']} of {r['burst']['jobs']}"),
+        ("CPU ms per job, per peer", lambda r: " ".join(map(str, r["cpu_ms_per_job"]["per_peer"]))),
+        ("CPU ms per job, all peers", lambda r: r["cpu_ms_per_job"]["all_peers"]),
+        ("idle RSS MiB per peer", lambda r: " ".join(map(str, r["idle_rss_mib"]))),
+    ]
+    print(f"{'3 peers on loopback, hello.wat':36}" + "".join(f"{n:>22}" for n in names))
+    for label, get in rows:
+        print(f"{label:36}" + "".join(f"{str(get(results[n])):>22}" for n in names))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=30, help="sequential jobs for the latency figures")
+    parser.add_argument("--burst", type=int, default=200, help=f"jobs submitted from {CLIENT_THREADS} clients")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--against", metavar="REV", help="also measure the code at this git revision")
+    parser.add_argument("--root", type=Path, default=HERE, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.against:
+        result = measure(args.root.resolve(), args.jobs, args.burst)
+        print(json.dumps(result) if args.json else "", end="\n" if args.json else "")
+        if not args.json:
+            print_table({"this code": result})
+        return
+    with tempfile.TemporaryDirectory(prefix="p2pnode-against-") as scratch:
+        other = Path(scratch) / "checkout"
+        checkout(args.against, other)
+        try:
+            results = {args.against: measure_in_child(other, args), "this code": measure_in_child(HERE, args)}
+        finally:
+            remove_checkout(other)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print_table(results)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from p2pnode.transport import (
     RequestRejected,
     Transport,
 )
+from p2pnode.transport._channels import HEADER, REQUEST
 from p2pnode.transport._framing import Envelope
 from protocols import wire
 
@@ -224,16 +225,79 @@ async def test_a_taken_port_is_refused_instead_of_shared() -> None:
             await second.run()
 
 
-async def test_a_peer_announcing_an_oversized_frame_gets_reset_and_the_host_survives() -> None:
+async def test_a_hostile_frame_closes_only_its_stream_with_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
+    async with running() as a, running(bootstrap=a.listen_addrs) as b:
+        a.on_request(echo_with_name)
+        b.on_request(echo_with_name)
+        await eventually(lambda: b.peer_id in a.connected_peers(), "a is connected to b")
+        assert await a.request(b.peer_id, b"before") == b"in-process got before"  # a's channel to b is open
+        assert a._host is not None and b._host is not None  # raw streams, to send what our framing never would
+        for hostile in (HEADER.pack(MAX_FRAME_BYTES + 1, REQUEST, 1), HEADER.pack(3, 9, 1) + b"abc"):
+            stream = await a._host.new_stream(b._host.get_id(), [RPC_PROTOCOL])
+            await stream.write(hostile)
+            with trio.fail_after(PATIENCE), pytest.raises(Exception):
+                await stream.read(1)  # reset by b
+        assert "over the" in caplog.text and "unknown kind 9" in caplog.text
+        # The connection and the channels on it live on, both ways.
+        assert await a.request(b.peer_id, b"still there?") == b"in-process got still there?"
+        assert await b.request(a.peer_id, b"and you?") == b"in-process got and you?"
+        assert b.peer_id in a.connected_peers()
+
+
+async def test_requests_share_one_long_lived_stream_and_a_burst_is_answered_whole() -> None:
     async with running() as a, running(bootstrap=a.listen_addrs) as b:
         b.on_request(echo_with_name)
         await eventually(lambda: b.peer_id in a.connected_peers(), "a is connected to b")
-        assert b._host is not None  # a raw stream, to send what our framing never would
-        stream = await a._host.new_stream(b._host.get_id(), [RPC_PROTOCOL])  # type: ignore[union-attr]
-        await stream.write((MAX_FRAME_BYTES + 1).to_bytes(4, "big"))
-        with trio.fail_after(PATIENCE), pytest.raises(Exception):
-            await stream.read(1)  # reset by b
-        assert await a.request(b.peer_id, b"still there?") == b"in-process got still there?"
+        answers: dict[int, bytes] = {}
+
+        async def ask(i: int) -> None:
+            answers[i] = await a.request(b.peer_id, b"%d" % i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(300):
+                nursery.start_soon(ask, i)
+        assert answers == {i: b"in-process got %d" % i for i in range(300)}
+        assert list(a._channels) == [b.peer_id]
+        (connection,) = a._host.get_network().connections[ID.from_base58(b.peer_id)]  # type: ignore[union-attr]
+        ours = [s for s in connection.get_streams() if s.get_protocol() == RPC_PROTOCOL]
+        assert len(ours) == 1  # one request stream from a to b, not one per request
+
+
+async def test_a_slow_peer_pushes_back_on_its_callers_instead_of_queueing_without_bound() -> None:
+    window = 4
+    release = trio.Event()
+    running_now, most = 0, 0
+
+    async def slow(sender: str, data: bytes) -> bytes:
+        nonlocal running_now, most
+        running_now += 1
+        most = max(most, running_now)
+        await release.wait()
+        running_now -= 1
+        return data
+
+    async with running(window=window) as a, running(bootstrap=a.listen_addrs) as b:
+        b.on_request(slow)
+        await eventually(lambda: b.peer_id in a.connected_peers(), "a is connected to b")
+        done: list[bytes] = []
+        queued = 0
+
+        async def ask(i: int, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            done.append(await a.request(b.peer_id, b"%d" % i, task_status=task_status))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(window):
+                await nursery.start(ask, i)  # each returns once its request is in line to leave
+                queued += 1
+            for i in range(window, window + 6):
+                nursery.start_soon(ask, i)  # these wait for room in the window
+            await eventually(lambda: running_now == 1, "b runs the first request")
+            channel = a._channels[b.peer_id]
+            await eventually(lambda: channel.in_flight() == window, "the window is full")
+            assert channel.in_flight() == window and queued == window  # the other six wait at a, not in a queue
+            release.set()
+        assert sorted(done) == sorted(b"%d" % i for i in range(window + 6))
+        assert most == 1  # b answers one request of a stream at a time, in order
 
 
 async def test_a_request_to_an_unknown_peer_fails_at_once() -> None:
@@ -357,3 +421,21 @@ async def test_a_restarted_peer_keeps_its_id_and_its_new_messages_are_not_taken_
             await again.send(op="publish", topic=TOPIC, data="after restart")
             message = await next_message(a)
             assert (message.sender, message.data) == (first_id, b"after restart")
+
+
+async def test_requests_reach_a_restarted_peer_on_a_new_channel(tmp_path: Path) -> None:
+    data_dir = tmp_path / "p"
+    async with running() as a:
+        async with peer_process(data_dir, a.listen_addrs) as p:
+            await eventually(lambda: p.peer_id in a.connected_peers(), "a is connected to p")
+            assert await a.request(p.peer_id, b"one") == b"echo:one"
+            first_channel = a._channels[p.peer_id]
+            p.process.kill()
+            await p.process.wait()
+            await eventually(lambda: first_channel.broken is not None, "a's channel to the killed p is broken")
+            with pytest.raises(PeerUnreachable):
+                await a.request(p.peer_id, b"nobody home", timeout=3)
+        async with peer_process(data_dir, a.listen_addrs) as again:
+            await eventually(lambda: again.peer_id in a.connected_peers(), "the restarted p dialled a")
+            assert await a.request(again.peer_id, b"two") == b"echo:two"
+            assert a._channels[again.peer_id] is not first_channel

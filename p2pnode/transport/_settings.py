@@ -58,13 +58,15 @@ def _connection_config() -> ConnectionConfig:
         # waits 250 ms for a second one it will never need.
         max_connections_per_peer=1,
         # Trap 10: without pings, a frozen (SIGSTOPped) peer keeps its
-        # connection for 20 s or more; with these it is dropped in about 3 s.
-        # (The first check would otherwise wait 60 s.)
+        # connection for 20 s or more; with these it is dropped in about 5 s.
+        # (The first check would otherwise wait 60 s.) One failed ping closes
+        # the connection and every channel on it, so the ping gets 3 s: at
+        # 1 s a busy 2-core machine dropped live connections every few seconds.
         enable_health_monitoring=True,
         health_initial_delay=2.0,
         health_warmup_window=2.0,
         health_check_interval=2.0,
-        ping_timeout=1.0,
+        ping_timeout=3.0,
         abort_connection_on_ping_failure=True,
     )
 

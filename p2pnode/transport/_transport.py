@@ -15,9 +15,11 @@ What it promises on top of libp2p (whose traps `_settings` lists):
 - Every pubsub payload carries a small header (version, send time): our own
   echoes, messages older than `MAX_MESSAGE_AGE`, and copies of one already
   delivered (same origin and seqno) never reach the node.
-- A request is one fresh stream (≈3 ms on loopback): no head-of-line blocking
-  and nothing to keep in sync. It raises `PeerUnreachable` for every way it
-  can fail, `RequestRejected` (a kind of it) when the peer's handler failed.
+- A request is a frame on a long-lived channel to the peer (`_channels`: one
+  stream per peer and direction, numbered requests, batching, back-pressure,
+  reopened when it breaks), never a new negotiated stream. It raises
+  `PeerUnreachable` for every way it can fail, `RequestRejected` (a kind of
+  it) when the peer's handler failed.
 - A handler's exception is logged and answered as a failure; a peer's broken
   stream is reset; neither reaches the host.
 """
@@ -46,30 +48,15 @@ from libp2p.tools.anyio_service.context import background_trio_service
 from multiaddr import Multiaddr
 
 from p2pnode.transport._addresses import check_can_listen, dialable, listen_address, peer_address
-from p2pnode.transport._errors import (
-    ListenFailed,
-    NotRunning,
-    PayloadTooLarge,
-    PeerUnreachable,
-    RequestRejected,
-)
-from p2pnode.transport._framing import (
-    CLOSE_TIMEOUT,
-    FAILED,
-    MAX_FRAME_BYTES,
-    MAX_PUBLISH_BYTES,
-    OK,
-    Envelope,
-    close_quietly,
-    read_frame,
-    reset_quietly,
-    write_frame,
-)
+from p2pnode.transport._channels import DEFAULT_WINDOW, Channel, serve_channel
+from p2pnode.transport._errors import ListenFailed, NotRunning, PayloadTooLarge, PeerUnreachable
+from p2pnode.transport._framing import CLOSE_TIMEOUT, MAX_FRAME_BYTES, MAX_PUBLISH_BYTES, Envelope
 from p2pnode.transport._settings import build_gossipsub, build_host, build_pubsub
 
 log = logging.getLogger("p2pnode.transport")
 
-RPC_PROTOCOL = TProtocol("/p2pnode/rpc/1.0.0")
+RPC_PROTOCOL = TProtocol("/p2pnode/rpc/2.0.0")
+"""Our request channels: long-lived streams of framed, numbered requests (`_channels`)."""
 
 MAX_MESSAGE_AGE = 120.0
 """Pubsub messages sent longer ago than this (by the sender's clock) are
@@ -115,6 +102,7 @@ class Transport:
         mdns: bool = False,
         request_timeout: float = 10.0,
         network_key: str | None = None,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         self._key_pair = key_pair
         self.peer_id: str = ID.from_pubkey(key_pair.public_key).to_base58()
@@ -134,6 +122,10 @@ class Transport:
         self._recent: dict[bytes, float] = {}  # (origin + seqno) -> when we may forget it
         self._overflowed = 0
         self._unreached: set[ID] = set()  # bootstrap peers we already said we could not reach
+        self._window = window
+        self._channels: dict[str, Channel] = {}  # peer -> our open channel to it
+        self._opening: dict[str, trio.Lock] = {}  # peer -> held while a channel to it opens
+        self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,6 +179,7 @@ class Transport:
                     nursery.cancel_scope.cancel()
 
     async def _start_serving(self, host: IHost, pubsub: Pubsub, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         if not host.get_transport_addrs():  # lost a race for the port with another process
             raise ListenFailed(f"could not listen on any of {[str(a) for a in self._listen]}")
         await pubsub.wait_until_ready()
@@ -320,34 +313,67 @@ class Transport:
         self._handler = handler
         self._handler_set.set()
 
-    async def request(self, peer_id: str, data: bytes, *, timeout: float | None = None) -> bytes:
-        """Send one request on a fresh stream and return the response."""
-        if len(data) > MAX_FRAME_BYTES:
-            raise PayloadTooLarge(f"a {len(data)}-byte request is over the {MAX_FRAME_BYTES}-byte limit")
-        host = self._require_host()
-        peer = self._known_peer(host, peer_id)
+    async def request(
+        self,
+        peer_id: str,
+        data: bytes,
+        *,
+        timeout: float | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> bytes:
+        """Send one request on our long-lived channel to the peer and return
+        its answer. With `nursery.start`, the caller resumes as soon as the
+        request is in line to leave (or has failed), so requests started one
+        after another leave in that order."""
         limit = self._request_timeout if timeout is None else timeout
-        stream: INetStream | None = None
+        started = False
+
+        def queued() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
         try:
+            if len(data) > MAX_FRAME_BYTES:
+                raise PayloadTooLarge(f"a {len(data)}-byte request is over the {MAX_FRAME_BYTES}-byte limit")
+            host = self._require_host()
             with trio.fail_after(limit):
+                channel = await self._channel(host, peer_id)
+                return await channel.request(data, queued)
+        except trio.TooSlowError:
+            raise PeerUnreachable(peer_id, f"no answer within {limit:g} s") from None
+        finally:
+            queued()
+
+    async def _channel(self, host: IHost, peer_id: str) -> Channel:
+        """Our open channel to the peer, opened now if it has none (or it broke)."""
+        channel = self._channels.get(peer_id)
+        if channel is not None and channel.broken is None:
+            return channel
+        lock = self._opening.setdefault(peer_id, trio.Lock())
+        async with lock:
+            channel = self._channels.get(peer_id)
+            if channel is not None and channel.broken is None:
+                return channel  # another request opened it while we waited
+            peer = self._known_peer(host, peer_id)
+            try:
                 stream = await host.new_stream(peer, [RPC_PROTOCOL])
-                await write_frame(stream, data)
-                reply = await read_frame(stream)
-        except BaseException as error:
-            if stream is not None:
-                await reset_quietly(stream)
-            if isinstance(error, trio.TooSlowError):
-                raise PeerUnreachable(peer_id, f"no answer within {limit:g} s") from None
-            if isinstance(error, Exception):  # libp2p raises a zoo of types; all mean the same here
-                log.debug("request to %s failed", peer_id, exc_info=True)
+            except Exception as error:  # libp2p raises a zoo of types; all mean the same here
+                log.debug("opening a channel to %s failed", peer_id, exc_info=True)
                 raise PeerUnreachable(peer_id, _describe(error)) from error
-            raise  # cancellation
-        await close_quietly(stream)  # one request per stream: we are done with it
-        if reply[:1] == OK:
-            return reply[1:]
-        if reply[:1] == FAILED:
-            raise RequestRejected(peer_id, reply[1:].decode("utf-8", "replace"))
-        raise PeerUnreachable(peer_id, "its answer is not in our framing")
+            channel = self._channels[peer_id] = Channel(peer_id, stream, self._window)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._run_channel, channel)
+            return channel
+
+    async def _run_channel(self, channel: Channel) -> None:
+        try:
+            await channel.run()
+        finally:
+            if self._channels.get(channel.peer_id) is channel:
+                del self._channels[channel.peer_id]
+            log.debug("channel to %s closed: %s", channel.peer_id, channel.broken)
 
     def _known_peer(self, host: IHost, peer_id: str) -> ID:
         try:
@@ -361,28 +387,12 @@ class Transport:
         return peer
 
     async def _serve_stream(self, stream: INetStream) -> None:
+        """A peer's channel to us: answered until it closes (requests may
+        arrive before the node has set its handler, so they wait for it)."""
         sender = stream.muxed_conn.peer_id.to_base58()
-        try:
-            with trio.fail_after(self._request_timeout):
-                request = await read_frame(stream)
-                await self._handler_set.wait()  # requests may arrive before the node sets it
-            assert self._handler is not None
-            try:
-                reply = await self._handler(sender, request)
-                if not isinstance(reply, bytes):
-                    raise TypeError(f"the request handler returned {type(reply).__name__}, not bytes")
-                frame = OK + reply
-                if len(frame) > MAX_FRAME_BYTES:
-                    raise PayloadTooLarge(f"the {len(reply)}-byte answer is over the {MAX_FRAME_BYTES}-byte limit")
-            except Exception as error:
-                log.warning("request from %s failed in its handler: %s", sender, _describe(error), exc_info=True)
-                frame = FAILED + _describe(error)[:1000].encode()
-            await write_frame(stream, frame)
-        except Exception as error:  # a peer's broken stream must never reach the host
-            log.info("dropped a request stream from %s: %s", sender, _describe(error))
-            await reset_quietly(stream)
-            return
-        await close_quietly(stream)
+        await self._handler_set.wait()
+        assert self._handler is not None
+        await serve_channel(stream, sender, self._handler)
 
     # ------------------------------------------------------------ connections
 
