@@ -204,7 +204,9 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'This node'
         """
         node = _node(runtime)
-        return JSONResponse(node_view(node.membership.local, node.membership.status(node.node_id)))
+        view = node_view(node.membership.local, node.membership.status(node.node_id))
+        view["Refused"] = dict(sorted(node.authority.refused.items()))  # peers' messages dropped, by reason
+        return JSONResponse(view)
 
     async def decide_bid(request: Request) -> Response:
         """

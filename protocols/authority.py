@@ -21,9 +21,11 @@ node's `refused` counter), without raising. One rule per message type, in
 - a submit (`SubmitToLeader`) creates a job: for a job we hold, only its own
   submitter may hand it on (to a keeper, with the same spec), nobody may
   change it;
-- repairs (`Records`, `DigestReply`) relay records: only a keeper our copy
-  names, or the job's entitled leader, may relay one we hold; one we lack
-  only a node that it names as leader or keeper;
+- repairs (`Records`, `DigestReply`) relay records: one we hold only a
+  keeper or runner our copy names, the job's entitled leader, the leader our
+  work reports to, or a keeper it names that the ranking makes plausible;
+  one we lack only a node it names, or one high in the job's ranking (those
+  are the nodes `Node.fetch` asks); a relay that teaches us nothing passes;
 - an execution's progress (`ExecutionUpdate`, `BidReply`) comes only from
   the node the execution is on;
 - orders to an executor (`AskBid`, `BidDecision`, `CancelExecution`,
@@ -139,6 +141,7 @@ class Authority:
         self.alive_ids = alive_ids
         self.follows = follows
         self.refused: Counter[str] = Counter()  # "<message type>: <reason>" -> count
+        self.last: tuple[str, str] | None = None  # the latest refusal: (sender, key of `refused`)
 
     def check(self, sender: str, message: object) -> str | None:
         """None if the message may be handled; else why not (and counted)."""
@@ -149,7 +152,9 @@ class Authority:
             return None
         reason = rule(self, sender, message)
         if reason is not None:
-            self.refused[f"{type(message).__name__}: {reason}"] += 1
+            key = f"{type(message).__name__}: {reason}"
+            self.refused[key] += 1
+            self.last = (sender, key)
         return reason
 
     def may_lead(self, replica: JobReplica, sender: str, epoch: int) -> bool:
@@ -159,15 +164,24 @@ class Authority:
         keeper: the handlers weigh its words by epoch); at an older epoch, a
         node that wrote the job before, as its history shows (a leader
         deposed while cut off, which a hand-over drops from the keepers);
-        from our epoch on, a node the job's ranking makes plausible
-        (takeovers and new keepers we did not hear of, and two successors
-        that took over at once in a split)."""
+        from our epoch on, a newcomer to the chain (`_newcomer`: takeovers
+        and new keepers we did not hear of)."""
         header = replica.header
         if sender == header.leader or header.kept_by(sender):
             return True
         if epoch < header.epoch:
             return _wrote(replica, sender)
-        return plausible(header.id, sender, self.alive_ids())
+        return self._newcomer(header, sender)
+
+    def _newcomer(self, held: JobHeader, sender: str) -> bool:
+        """Whether `sender` may have joined the job's keepers, or led it,
+        since our copy: only once a leader or successor it names is lost to
+        us (a keeper is replaced, or a node outside the chain takes over,
+        only then), and only a node the job's ranking makes plausible. While
+        the whole chain lives in our view, none outside it may lead."""
+        if self.alive(held.leader) and all(self.alive(s) for s in held.successors):
+            return False
+        return plausible(held.id, sender, self.alive_ids())
 
     def _held(self, job_id: str) -> JobReplica | None:
         return self.jobs.get(job_id)
@@ -226,8 +240,8 @@ class Authority:
             header = delta.header
             replica = self._held(header.id)
             if replica is None:
-                if sender != header.leader and not header.kept_by(sender):
-                    return NOT_NAMED
+                if sender != header.leader and not header.kept_by(sender) and not plausible(header.id, sender, self.alive_ids()):
+                    return NOT_NAMED  # (a node we asked about the job stands high in its ranking: `Node.fetch`)
                 continue
             held = replica.header
             if not same_job(held, header):
@@ -238,8 +252,8 @@ class Authority:
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
                 continue  # a leader's own record (maybe from before it was deposed)
-            if header.kept_by(sender) and header.epoch > held.epoch and plausible(header.id, sender, self.alive_ids()):
-                continue  # a keeper since a failover we did not hear of
+            if header.kept_by(sender) and header.epoch >= held.epoch and self._newcomer(held, sender):
+                continue  # a keeper since a failover or a loss we did not hear of
             return NOT_RELAYER
         return None
 

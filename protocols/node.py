@@ -742,6 +742,8 @@ class Node:
         replica = self._merge(delta)
         if before is None:
             return
+        if not self.keeps(replica) and not any(e.node_id == self.node_id for e in replica.executions.values()):
+            return  # we merely looked it up: nobody takes a record from us (`protocols.authority`)
         after = (replica.header, replica.fingerprint())
         targets: set[str] = set()
         if after != before:

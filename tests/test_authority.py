@@ -137,8 +137,12 @@ def test_only_the_leader_writes_a_job() -> None:
 def test_a_successor_takes_over_with_a_higher_epoch() -> None:
     view = View(replica())
     assert view.check(S1, updated(leader=S1, successors=(S2, LEADER), epoch=3)) is None
-    # one the ranking puts near the top: a keeper a failover we missed added, then a takeover
-    assert view.check(NEAR, updated(leader=NEAR, successors=(S2,), epoch=4)) is None
+    # one the ranking puts near the top, once the chain we know is broken: a
+    # keeper a failover we missed added, then a takeover
+    assert view.check(NEAR, updated(leader=NEAR, successors=(S2,), epoch=4)) == authority.NOT_ENTITLED
+    broken = View(replica(), alive=[n for n in IDS if n not in (LEADER, S1)])
+    assert broken.check(NEAR, updated(leader=NEAR, successors=(S2,), epoch=4)) is None
+    assert broken.check(FORGER, updated(leader=FORGER, successors=(S2,), epoch=4)) == authority.NOT_ENTITLED
     # a node that led before, as the history shows, writes late at its old epoch
     late = (execution(id="e-9", epoch=1),)  # (a late write that brings nothing new needs no authority)
     old = JobUpdated(JobDelta(header(leader="n-old-leader", epoch=1, revision=30), late))
@@ -212,9 +216,11 @@ def test_a_leader_we_report_to_answers_with_its_record() -> None:
 
 def test_a_keeper_since_a_failover_we_missed_relays() -> None:
     newer = JobDelta(header(leader=S1, successors=(S2, NEAR), epoch=3))
-    assert View(replica()).check(NEAR, Records((newer,))) is None
+    broken = View(replica(), alive=[n for n in IDS if n != LEADER])
+    assert broken.check(NEAR, Records((newer,))) is None
+    assert View(replica()).check(NEAR, Records((newer,))) == authority.NOT_RELAYER  # the chain we know is whole
     forged = JobDelta(header(leader=S1, successors=(S2, FORGER), epoch=3))
-    assert View(replica()).check(FORGER, Records((forged,))) == authority.NOT_RELAYER
+    assert broken.check(FORGER, Records((forged,))) == authority.NOT_RELAYER
 
 
 def test_a_record_we_lack_comes_from_a_node_it_names() -> None:

@@ -285,6 +285,8 @@ class Transport:
 
     def _accept(self, topic: str, message: rpc_pb2.Message) -> InboundMessage | None:
         """Our own echoes, stale replays, duplicates and foreign payloads stop here."""
+        # The origin, not the forwarder: with strict signing (`_settings`) pubsub
+        # dropped the message unless `from_id`'s own key signed it.
         sender = ID(message.from_id).to_base58()
         if sender == self.peer_id:
             return None  # pubsub hands us back what we published
@@ -359,7 +361,7 @@ class Transport:
         return peer
 
     async def _serve_stream(self, stream: INetStream) -> None:
-        sender = stream.muxed_conn.peer_id.to_base58()
+        sender = stream.muxed_conn.peer_id.to_base58()  # proven by the connection's Noise handshake
         try:
             with trio.fail_after(self._request_timeout):
                 request = await read_frame(stream)
