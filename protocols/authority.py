@@ -45,7 +45,12 @@ What this does not stop (there is no Byzantine fault tolerance):
   relay an altered copy of it to its fellow keepers;
 - a member can invent a record for a job id a node holds no copy of, naming
   itself its leader (as it can submit a job): the keepers holding the real
-  record refuse it, the node that took it believes it;
+  record refuse it, the node that took it believes it; and a member can add,
+  to a record it relays under the header the job's leader wrote, executions
+  that name itself (a runner shows the keepers its work so);
+- a member that stands high in a job's rendezvous ranking (`plausible`) can
+  pose as a keeper or leader that joined while the chain we know is broken,
+  or as one deposed at an older epoch;
 - any member may submit and stop jobs (as any peer's API user can), accuse a
   member of being down (it refutes, as in SWIM), answer pings, and relay
   node infos of nodes we do not know or hold dead (pings sort those out);
@@ -162,15 +167,16 @@ class Authority:
         copy: the leader it names; a keeper it names (a successor taking
         over, the submitter handing on, a deposed leader, which stays a
         keeper: the handlers weigh its words by epoch); at an older epoch, a
-        node that wrote the job before, as its history shows (a leader
-        deposed while cut off, which a hand-over drops from the keepers);
+        node that wrote the job before, as its history shows, or one the
+        ranking makes plausible (a leader deposed while cut off, which a
+        hand-over drops from the keepers);
         from our epoch on, a newcomer to the chain (`_newcomer`: takeovers
         and new keepers we did not hear of)."""
         header = replica.header
         if sender == header.leader or header.kept_by(sender):
             return True
         if epoch < header.epoch:
-            return _wrote(replica, sender)
+            return _wrote(replica, sender) or plausible(header.id, sender, self.alive_ids())
         return self._newcomer(header, sender)
 
     def _newcomer(self, held: JobHeader, sender: str) -> bool:
@@ -248,12 +254,18 @@ class Authority:
                 return CHANGED_SPEC
             if held.kept_by(sender) or _runs(replica, sender) or not teaches(replica, delta):
                 continue  # a keeper repairs, a runner passes on what it was told (trusted: see the module's doc)
+            if _runs(delta, sender) and (header.leader == held.leader or held.kept_by(header.leader)):
+                continue  # a runner shows a keeper the work it does, under the header its leader wrote
             if self.follows(header.id, sender):
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
                 continue  # a leader's own record (maybe from before it was deposed)
-            if header.kept_by(sender) and header.epoch >= held.epoch and self._newcomer(held, sender):
-                continue  # a keeper since a failover or a loss we did not hear of
+            if header.kept_by(sender) and (
+                self._newcomer(held, sender)
+                if header.epoch >= held.epoch
+                else plausible(header.id, sender, self.alive_ids())
+            ):
+                continue  # a keeper since a failover or a loss we did not hear of (or one of a deposed leader's)
             return NOT_RELAYER
         return None
 
@@ -311,8 +323,9 @@ def _wrote(replica: JobReplica, node_id: str) -> bool:
     return any(event.node_id == node_id for event in replica.history)
 
 
-def _runs(replica: JobReplica, node_id: str) -> bool:
-    return any(e.node_id == node_id for e in replica.executions.values())
+def _runs(record: JobReplica | JobDelta, node_id: str) -> bool:
+    executions = record.executions.values() if isinstance(record, JobReplica) else record.executions
+    return any(e.node_id == node_id for e in executions)
 
 
 _RULES: dict[type, Callable[[Authority, str, Any], str | None]] = {
