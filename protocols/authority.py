@@ -14,22 +14,27 @@ handler runs, and a refusal drops the message, counted by its reason (the
 node's `refused` counter), without raising. One rule per message type, in
 `_RULES`:
 
-- a job's record (`JobUpdated`) is written only by its leader at that epoch,
-  that is the leader our copy names, or a keeper our copy names taking over
-  with a higher epoch (the successors of `protocols.leader`, and the
-  submitter handing a job whose leader did not answer to the next);
+- a job's record (`JobUpdated`) is written only by its leader at that epoch
+  (`Authority.may_lead`): the leader our copy names; a keeper it names (a
+  successor taking over, a deposed leader, which stays a keeper); the
+  submitter handing a job whose leader did not answer to a keeper; at an
+  older epoch, a node the job's history shows wrote it; and, only once the
+  chain our copy names is broken in our view, a newcomer the job's
+  rendezvous ranking makes plausible (a takeover we did not hear of);
 - a submit (`SubmitToLeader`) creates a job: for a job we hold, only its own
   submitter may hand it on (to a keeper, with the same spec), nobody may
   change it;
 - repairs (`Records`, `DigestReply`) relay records: one we hold only a
   keeper or runner our copy names, the job's entitled leader, the leader our
-  work reports to, or a keeper it names that the ranking makes plausible;
+  work reports to, or a leader or keeper it names that the ranking makes
+  plausible (whole or not, the chain we know: a split's other half must
+  converge);
   one we lack only a node it names, or one high in the job's ranking (those
   are the nodes `Node.fetch` asks); a relay that teaches us nothing passes;
 - an execution's progress (`ExecutionUpdate`, `BidReply`) comes only from
   the node the execution is on;
 - orders to an executor (`AskBid`, `BidDecision`, `CancelExecution`,
-  `LeaderChanged`) come only from the job's entitled leader;
+  `LeaderChanged`) come only from the job's leader by the same rule;
 - a node speaks only for itself (`NodeInfo`, `NodeLeft`); a relayed member
   list (`Members`) may introduce nodes, never change what we hold of a live
   member.
@@ -49,13 +54,19 @@ What this does not stop (there is no Byzantine fault tolerance):
   to a record it relays under the header the job's leader wrote, executions
   that name itself (a runner shows the keepers its work so);
 - a member that stands high in a job's rendezvous ranking (`plausible`) can
-  pose as a keeper or leader that joined while the chain we know is broken,
-  or as one deposed at an older epoch;
+  relay a record naming itself its leader or keeper, and give orders as a
+  leader that took over while the chain we know is broken, or as one
+  deposed at an older epoch;
 - any member may submit and stop jobs (as any peer's API user can), accuse a
   member of being down (it refutes, as in SWIM), answer pings, and relay
   node infos of nodes we do not know or hold dead (pings sort those out);
 - reads are not guarded here: a member may ask for any record.
 A network key (`Node.Network.KeyFile`) keeps non-members out altogether.
+
+Honest nodes whose views differ a lot (a healed partition, a copy that
+missed two failovers) can be refused too: the simulator counts refusals in
+its report, and keepers' repairs, which a keeper always may relay, converge
+the record all the same.
 """
 
 from __future__ import annotations
@@ -260,12 +271,11 @@ class Authority:
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
                 continue  # a leader's own record (maybe from before it was deposed)
-            if header.kept_by(sender) and (
-                self._newcomer(held, sender)
-                if header.epoch >= held.epoch
-                else plausible(header.id, sender, self.alive_ids())
-            ):
-                continue  # a keeper since a failover or a loss we did not hear of (or one of a deposed leader's)
+            if (sender == header.leader or header.kept_by(sender)) and plausible(header.id, sender, self.alive_ids()):
+                # A leader or keeper since failovers we did not hear of: even
+                # while the chain we know looks whole to us (a healed split),
+                # or the record would never converge.
+                continue
             return NOT_RELAYER
         return None
 
