@@ -275,7 +275,9 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'This node'
         """
         node = _node(runtime)
-        return JSONResponse(node_view(node.membership.local, node.membership.status(node.node_id))["Info"])
+        info = node_view(node.membership.local, node.membership.status(node.node_id))["Info"]
+        info["Refused"] = dict(sorted(node.authority.refused.items()))  # peers' messages dropped, by reason
+        return JSONResponse(info)
 
     async def healthz(request: Request) -> Response:
         """

@@ -68,6 +68,7 @@ from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
 FETCH_WAIT = 3.0  # seconds to wait for the keepers of a job this node does not keep
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between warnings of one kind of refused message
 HANDOVER_WAIT = 10.0  # seconds a submit waits for another peer to hold the new job
 
 
@@ -146,6 +147,7 @@ class Runtime:
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
+        self._refusals_logged: dict[str, tuple[float, int]] = {}  # refusal -> (last logged, refused since)
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
         self.logs = LogFiles(settings.data_dir / "executions", settings.log_keep_bytes)
@@ -363,6 +365,9 @@ class Runtime:
                 # log it loudly and keep the node up.
                 log.exception("the protocol failed on %r", type(event).__name__)
                 continue
+            if self.node.authority.last is not None:
+                self._log_refusal(*self.node.authority.last)
+                self.node.authority.last = None
             self._apply(effects)
             if self._dirty and self._inputs.statistics().current_buffer_used == 0:
                 # Save before anyone can see the change through the API: a
@@ -370,6 +375,18 @@ class Runtime:
                 self._persist_now()
                 async with self._changed:
                     self._changed.notify_all()
+
+    def _log_refusal(self, sender: str, key: str) -> None:
+        """A peer's message refused by who may write what (`protocols.authority`):
+        at WARNING, each reason at most once per `REFUSAL_LOG_INTERVAL`."""
+        now = time.monotonic()
+        last, quiet = self._refusals_logged.get(key, (-math.inf, 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[key] = (last, quiet + 1)
+            return
+        more = f" ({quiet} more since the last such warning)" if quiet else ""
+        log.warning("refused a message from %s: %s%s", sender, key, more)
+        self._refusals_logged[key] = (now, 0)
 
     def _apply(self, effects: list[Effect]) -> None:
         for effect in effects:
@@ -415,6 +432,7 @@ class Runtime:
             if envelope.sender != inbound.sender:
                 log.warning("dropped a message from %s claiming to be %s", inbound.sender, envelope.sender)
                 continue
+            # The sender is the peer whose key signed it, never a field (`protocols.authority`).
             await self._inputs_send.send(Received(inbound.sender, envelope.message))
 
     async def _publisher(self) -> None:
@@ -485,7 +503,7 @@ class Runtime:
             return wire.encode(self.logs.read(envelope.message), self.node_id)
         if isinstance(envelope.message, ResultManifestAsk | ResultChunkAsk):
             return wire.encode(await self.result_server.answer(envelope.message), self.node_id)
-        await self._inputs_send.send(Received(sender, envelope.message))
+        await self._inputs_send.send(Received(sender, envelope.message))  # the connection's authenticated peer
         return b""
 
     # ------------------------------------------------------------ timers and persistence

@@ -414,6 +414,11 @@ class Executor:
             ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result, local.partition),
         )
 
+    def follows(self, job_id: str, node_id: str) -> bool:
+        """Whether our work on the job reports to `node_id` (so its answer,
+        a record, is one we asked for)."""
+        return any(local.leader == node_id for local in self._by_job.get(job_id, {}).values())
+
     def _of_job(self, job_id: str) -> list[_Local]:
         return list(self._by_job.get(job_id, {}).values())
 

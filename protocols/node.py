@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import election
+from protocols.authority import Authority
 from protocols.events import (
     CancelTimer,
     Effect,
@@ -212,6 +213,11 @@ class Node:
         self._warm = members is not None
         self.executor = Executor(self)
         self.leader = Leader(self)
+        # Who may write what: asked before any handler (see `protocols.authority`).
+        self.authority = Authority(
+            self.node_id, self.jobs, self.membership.is_alive, self.membership.info, self.membership.alive_ids,
+            self.executor.follows,
+        )
         self._seq = 0
         self._pending: dict[str, _PendingWrite] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
@@ -282,7 +288,8 @@ class Node:
         self.now = now
         if type(event) is Received:  # most inputs: a peer's message
             handler = self._handlers.get(type(event.message))
-            if handler is not None:
+            # `sender` is the authenticated peer, never a field: see `protocols.authority`.
+            if handler is not None and self.authority.check(event.sender, event.message) is None:
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
@@ -735,6 +742,8 @@ class Node:
         replica = self._merge(delta)
         if before is None:
             return
+        if not self.keeps(replica) and not any(e.node_id == self.node_id for e in replica.executions.values()):
+            return  # we merely looked it up: nobody takes a record from us (`protocols.authority`)
         after = (replica.header, replica.fingerprint())
         targets: set[str] = set()
         if after != before:

@@ -39,12 +39,13 @@ def main() -> None:
 @click.option("--heartbeat-rate", default=None, type=float, help="Heartbeats per second each node may receive (NodeConfig.max_heartbeats_per_second).")
 @click.option("--cold-boot", is_flag=True, help="Nodes start knowing nobody (default: a network already formed).")
 @click.option("--exact-bytes", is_flag=True, help="Encode every message to count bytes (slow); default: a sample per message type.")
+@click.option("--forgers", default=0.0, show_default=True, help="Members that also forge every kind of message: a fraction of the nodes below 1, else a count.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png", help="Draw jobs by state over time and the latency distribution.")
 def run(
     nodes: int, jobs: int, seed: int, loss: float, latency_ms: float, crash_rate: float, partition_text: str | None,
     kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float | None, failure_prob: float,
-    duration: float | None, heartbeat_rate: float | None, cold_boot: bool, exact_bytes: bool, as_json: bool,
+    duration: float | None, heartbeat_rate: float | None, cold_boot: bool, exact_bytes: bool, forgers: float, as_json: bool,
     plot_path: str | None,
 ) -> None:
     """Run one simulation and print its report."""
@@ -66,6 +67,7 @@ def run(
             node_tuning=tuning,
             exact_bytes=exact_bytes,
             cold_boot=cold_boot,
+            forgers=forgers,
         )
     except (SimConfigError, ValueError) as error:
         raise click.BadParameter(str(error)) from None

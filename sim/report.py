@@ -44,6 +44,8 @@ class Report:
     detection_time: float  # how long a death goes unnoticed at this size
     oversize_messages: dict[str, int]  # measured messages a real node could not send (over the size limit)
     invariants: list[str]
+    forged: dict[str, int] = field(default_factory=dict)  # messages the forgers sent, by type (`--forgers`)
+    refused: dict[str, int] = field(default_factory=dict)  # messages dropped by `protocols.authority`, by type and reason
     latencies: list[float] = field(default_factory=list, repr=False)
     samples: list[tuple[float, dict[str, int]]] = field(default_factory=list, repr=False)
 
@@ -80,6 +82,8 @@ class Report:
             "faults: " + (_pairs(self.faults) or "none") + f"; {self.dropped_deliveries:,} pubsub deliveries lost; "
             f"{self.engine_failures} task failures; {self.duplicate_engine_completions} duplicate completions (wasted work)",
             "invariants held: " + "; ".join(self.invariants),
+            *(["forged messages sent: " + _pairs(self.forged)] if self.forged else []),
+            "messages refused (who may write what): " + (_pairs(self.refused) or "none"),
         ]
         if self.oversize_messages:
             lines.append(

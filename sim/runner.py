@@ -43,6 +43,7 @@ from protocols.wire import OutgoingMessageTooLarge, encoded_size
 
 from sim import invariants
 from sim.engine import EngineConfig, EngineModel
+from sim.forgers import UNFORGED, Forgers, check_unforged, forger_count
 from sim.metrics import Metrics
 from sim.network import NetworkConfig, Partition, SimConfigError
 from sim.report import Report
@@ -74,6 +75,7 @@ class SimConfig:
     node_tuning: dict[str, Any] = field(default_factory=dict)  # NodeConfig timing fields
     exact_bytes: bool = False  # encode every message (slow) rather than a sample per type
     cold_boot: bool = False  # nodes start knowing nobody (else: a formed network)
+    forgers: float = 0.0  # members that also forge messages (`sim.forgers`): a fraction below 1, else a count
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -84,6 +86,10 @@ class SimConfig:
             raise SimConfigError(f"the fraction of slow nodes must be in [0, 1], not {self.slow_nodes}")
         if not 0 <= self.downtime[0] <= self.downtime[1]:
             raise SimConfigError(f"downtime must be MIN <= MAX seconds, not {self.downtime}")
+        try:
+            forger_count(self.forgers, self.nodes)
+        except ValueError as error:
+            raise SimConfigError(str(error)) from None
         unknown = set(self.node_tuning) - set(NodeConfig.__dataclass_fields__)
         if unknown:
             raise SimConfigError(f"unknown node setting(s): {', '.join(sorted(unknown))}")
@@ -128,6 +134,9 @@ class Simulation:
         self.terminal_states: Counter[str] = Counter()
         self.samples: list[tuple[float, dict[str, int]]] = []
         self.faults: Counter[str] = Counter()
+        self.made: list[Node] = []  # every node object made, restarts included
+        count = forger_count(config.forgers, config.nodes)
+        self.forgers = Forgers(self.world, [c.node_id for c in self.configs], count, config.seed) if count else None
         self.killed: set[str] = set()
         self.faults_end = 0.0
         self._done_check: Callable[[], bool] | None = None
@@ -153,6 +162,8 @@ class Simulation:
             world.call_at(arrival.at, lambda a=arrival: self._submit(a))
         last_arrival = jobs[-1].at if jobs else warm
         self._schedule_faults(warm, last_arrival)
+        if self.forgers is not None:
+            self.forgers.schedule(warm, last_arrival)
         self._monitor()
 
         # work: until faults stopped and every batch/ops job is terminal
@@ -202,6 +213,8 @@ class Simulation:
         invariants.check_no_double_completion(
             config.seed, (reference[j] for j in job_ids), self.metrics.engine_completions
         )
+        if self.forgers is not None:
+            check_unforged(config.seed, up, self.forgers.ids)
         return self._report(reference, job_ids, time.perf_counter() - started, work_end, len(services), at_count, stale)
 
     def _measure(self, message: object, sender: str) -> int:
@@ -219,7 +232,9 @@ class Simulation:
         def make(incarnation: int, restored: list[Any]) -> Node:
             rng = random.Random(f"{seed}/{index}/{incarnation}")
             members = self.members if incarnation == 1 else None  # a restart knows only what it is told
-            return Node(node_config, rng=rng, restored=restored, incarnation=incarnation, members=members)
+            node = Node(node_config, rng=rng, restored=restored, incarnation=incarnation, members=members)
+            self.made.append(node)  # (a restart makes a new one: its refusals are summed at the end)
+            return node
 
         return make
 
@@ -448,7 +463,9 @@ class Simulation:
             jobs_with_stale_executions=stale_executions,
             oversize_messages=dict(sorted(metrics.oversize.items())),
             detection_time=self.detection_time,
-            invariants=list(invariants.ALL),
+            invariants=list(invariants.ALL) + ([UNFORGED] if self.forgers is not None else []),
+            forged=dict(sorted(self.forgers.sent.items())) if self.forgers is not None else {},
+            refused=dict(sorted(sum((n.authority.refused for n in self.made), Counter()).items())),
             samples=self.samples,
         )
 

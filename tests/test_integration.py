@@ -3,8 +3,12 @@ their HTTP APIs, as a user would."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,3 +164,50 @@ def test_a_restarted_peer_keeps_its_identity_and_state(network: Network) -> None
         job = client.get_job(job_id, include="executions,history")
         assert job["Job"]["State"]["StateType"] == "Completed"
         assert job["History"]["Items"]
+
+
+def test_a_rogue_member_forging_writes_changes_no_peers_job(network: Network, tmp_path: Path) -> None:
+    """Issue 12's attack: a fresh identity joins (an open network), reads a
+    running job's record, sends every peer a JobUpdated failing it with its
+    revision +1000, and the leader a forged ExecutionUpdate (the runner a
+    forged cancel). Every peer keeps the job's true state; they count what
+    they refused."""
+    for index in range(3):
+        network.start(index)
+    network.converge(3)
+    job = wasm_job(data_url(SLEEPER_WAT), "9", job_type="service", count=1, timeout=0)
+    del job["Tasks"][0]["ResultPaths"]  # a service publishes nothing
+    with network.client(0) as client:
+        job_id = client.submit(job)["JobID"]
+        eventually(lambda: client.get_job(job_id)["Job"]["State"]["StateType"] == "Running", 30, "the job running")
+    addresses = [p.addresses[0] for p in network.peers]
+    rogue = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "rogue_peer.py"), str(tmp_path / "rogue"), job_id, *addresses],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, _ = rogue.communicate(timeout=90)
+    finally:
+        if rogue.poll() is None:
+            os.killpg(rogue.pid, signal.SIGKILL)
+            rogue.wait()
+    events = [json.loads(line) for line in out.splitlines()]
+    forged = next(e for e in events if e["event"] == "forged")
+    assert forged["sent"] == {"JobUpdated": 3, "ExecutionUpdate": 1, "CancelExecution": 1}
+    refused: Counter[str] = Counter()
+    for peer in network.peers:
+        with ApiClient(peer.api) as client:
+            refused.update(eventually(lambda: client.agent_node()["Refused"], 10, "refusals counted"))
+    assert refused["JobUpdated: not written by the job's leader"] == 3
+    assert refused["ExecutionUpdate: reports another node's execution"] == 1
+    assert refused["CancelExecution: orders an execution it does not lead"] == 1
+    for peer in network.peers:
+        with ApiClient(peer.api) as client:
+            answer = client.get_job(job_id, include="executions,history")
+            assert answer["Job"]["State"]["StateType"] == "Running", answer["Job"]["State"]
+            assert answer["Job"]["Revision"] < 1000
+            messages = [e["ComputeState"]["Message"] for e in answer["Executions"]["Items"]]
+            assert "forged" not in messages
+    with network.client(1) as client:
+        client.stop_job(job_id)
+        assert client.wait(job_id, timeout=60)["Job"]["State"]["StateType"] == "Stopped"

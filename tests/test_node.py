@@ -806,7 +806,8 @@ def test_work_a_deposed_leader_started_after_the_job_ended_is_cancelled() -> Non
     ran = next(e for e in job.executions.values() if e.state == ExecutionState.FAILED)
     late = replace(ran, id="e-late", node_id="n05", state=ExecutionState.RUNNING, desired=DesiredState.RUNNING, revision=1)
     leader = int(job.header.leader[1:])
-    cluster.inject(leader, Received("n05", JobUpdated(JobDelta(job.header, (late,)))))  # a healed split brings it
+    keeper = job.header.successors[0]  # a keeper from the other side of a healed split relays it
+    cluster.inject(leader, Received(keeper, Records((JobDelta(job.header, (late,)),))))
     cluster.run(60)
     for index in cluster.keepers("j"):
         record = cluster.job("j", index).executions["e-late"]

@@ -280,6 +280,8 @@ class Transport:
 
     def _accept(self, topic: str, message: rpc_pb2.Message) -> InboundMessage | None:
         """Our own echoes, stale replays, duplicates and foreign payloads stop here."""
+        # The origin, not the forwarder: with strict signing (`_settings`) pubsub
+        # dropped the message unless `from_id`'s own key signed it.
         sender = ID(message.from_id).to_base58()
         if sender == self.peer_id:
             return None  # pubsub hands us back what we published
@@ -389,7 +391,7 @@ class Transport:
     async def _serve_stream(self, stream: INetStream) -> None:
         """A peer's channel to us: answered until it closes (requests may
         arrive before the node has set its handler, so they wait for it)."""
-        sender = stream.muxed_conn.peer_id.to_base58()
+        sender = stream.muxed_conn.peer_id.to_base58()  # proven by the connection's Noise handshake
         await self._handler_set.wait()
         assert self._handler is not None
         await serve_channel(stream, sender, self._handler)
