@@ -50,6 +50,7 @@ from protocols.units import format_cpu, parse_bytes, parse_cpu, parse_gpu
 # `protocols.wire.MAX_MESSAGE_BYTES`, 4 MiB) beside its executions and history;
 # a quarter of it for the spec leaves the rest room to grow.
 MAX_SPEC_BYTES = 1 << 20
+RESULT_FILES = ("stdout", "stderr", "exitCode")  # beside the ResultPaths folders in every published result
 GENERATED_FIELDS = ("ID", "State", "Version", "Revision", "CreateTime", "ModifyTime")
 _ACRONYMS = {"cpu": "CPU", "gpu": "GPU", "cid": "CID", "url": "URL"}
 
@@ -409,6 +410,8 @@ class ResultPath(_Model):
     @field_validator("name")
     @classmethod
     def _relative(cls, value: str) -> str:
+        if value.split("/")[0] in RESULT_FILES:
+            raise ValueError(f"Name {value!r} is taken by the result's own {value.split('/')[0]} file; choose another")
         return relative_name(value, "Name")
 
     @field_validator("path")

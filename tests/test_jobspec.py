@@ -224,6 +224,7 @@ WRONG = [
     (job(task={"ResultPaths": [{"Name": "C:stuff", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "is absolute"),
     (job(task={"ResultPaths": [{"Name": "a\\..", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "backslash"),
     (job(task={"ResultPaths": [{"Name": "o", "Path": "/"}]}), "Tasks[0].ResultPaths[0].Path", "the task's root"),
+    (job(task={"ResultPaths": [{"Name": "stdout", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "taken by the result's own"),
     (job(task={"ResultPaths": [{"Name": "o", "Path": "/a/../../b"}]}), "Tasks[0].ResultPaths[0].Path", "'..' part"),
     (job(task={"ResultPaths": [{"Name": "o", "Path": "/a"}, {"Name": "o", "Path": "/b"}]}),
      "Tasks[0].ResultPaths", "each needs a Name of its own"),
