@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(PY) -m p2pnode demo
 
 test: $(STAMP)
+	sh scripts/setup_docker.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
