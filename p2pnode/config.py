@@ -65,7 +65,8 @@ class NodeSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 1234  # 0 picks a free port
     labels: Mapping[str, str] = field(default_factory=dict)
-    engines: tuple[str, ...] = ("wasm",)
+    engines: tuple[str, ...] = ("wasm", "docker")  # docker only while its daemon answers
+    docker_host: str | None = None  # None: DOCKER_HOST, else the default socket
     publishers: tuple[str, ...] = ("local",)
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     capacity: Capacity | None = None
@@ -263,6 +264,7 @@ _PROPERTIES = tuple(
         ("Node.API.Port", "api_port", _port, "a port number, 0 for any free port"),
         ("Node.Labels", "labels", _labels, "key=value pairs, e.g. region=us-west-2"),
         ("Node.Compute.Engines", "engines", _choices(KNOWN_ENGINES), f"some of {', '.join(KNOWN_ENGINES)}"),
+        ("Node.Compute.Docker.Host", "docker_host", _optional_text, "a Docker daemon address, e.g. unix:///var/run/docker.sock"),
         ("Node.Compute.Publishers", "publishers", _choices(KNOWN_PUBLISHERS), f"some of {', '.join(KNOWN_PUBLISHERS)}"),
         ("Node.Compute.AllowedLocalPaths", "allowed_local_paths", _strings, "directory paths, e.g. /data/shared"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import httpx
 import trio
 
+from p2pnode.engines.docker import BindMount, DockerEngine, DockerRun
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
 from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
@@ -56,10 +57,13 @@ class InputError(Exception):
 
 
 class ExecutionRunner:
-    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (), docker: DockerEngine | None = None
+    ) -> None:
         self.root = root
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.wasm = WasmEngine(cache_dir)
+        self.docker = docker
         self._cancels: dict[str, threading.Event] = {}
         self._reasons: dict[str, str] = {}
 
@@ -80,6 +84,8 @@ class ExecutionRunner:
         cancel = self._cancels.setdefault(execution.id, threading.Event())
         try:
             workdir.mkdir(parents=True, exist_ok=True)
+            if task.engine.type == "docker" and self.docker is not None:
+                return await self._run_docker(execution, header, workdir, cancel, progressed)
             if task.engine.type != "wasm":
                 return _failed(execution, f"this node has no {task.engine.type} engine")
             params = task.engine.params
@@ -124,6 +130,52 @@ class ExecutionRunner:
         finally:
             self._cancels.pop(execution.id, None)
             self._reasons.pop(execution.id, None)
+
+    async def _run_docker(
+        self,
+        execution: ExecutionRecord,
+        header: JobHeader,
+        workdir: Path,
+        cancel: threading.Event,
+        progressed: Callable[[Input], Awaitable[None]],
+    ) -> ExecutionEnded:
+        assert self.docker is not None
+        task = header.spec.task
+        params = task.engine.params
+        try:
+            mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
+        except InputError as error:
+            return _failed(execution, f"inputs: {error}")
+        outputs = workdir / "results"
+        for result_path in task.result_paths:
+            (outputs / result_path.name).mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(outputs / result_path.name, result_path.path, read_only=False))
+        run = DockerRun(
+            execution_id=execution.id,
+            image=params.image,
+            output_dir=workdir,
+            entrypoint=params.entrypoint,
+            parameters=tuple(params.parameters),
+            working_directory=params.working_directory,
+            environment=dict(params.environment_variables),
+            mounts=tuple(BindMount(m.host_path, m.guest_path, m.read_only) for m in mounts),
+            cpu_millicores=task.resources.cpu,
+            memory_limit=task.resources.memory,
+            gpus=task.resources.gpu,
+            network=str(task.network.type),
+            timeout=float(task.timeouts.total_timeout) or None,
+        )
+        try:
+            outcome = await trio.to_thread.run_sync(self.docker.run, run, cancel, abandon_on_cancel=True)
+        except trio.Cancelled:  # the node stops: its container goes with it
+            cancel.set()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.docker.remove_execution, execution.id)
+            raise
+        if cancel.is_set():
+            return _failed(execution, self._reasons.get(execution.id, "cancelled"))
+        await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
+        return _ended(execution, task, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.error)
 
     def result_files(self, execution_id: str) -> ResultFiles:
         """The files an execution published here, within one message's size."""
@@ -216,6 +268,22 @@ async def _download(url: str) -> bytes:
                 return b"".join(chunks)
     except httpx.HTTPError as error:
         raise InputError(f"could not download {url}: {error}") from error
+
+
+def _ended(execution: ExecutionRecord, task: object, exit_code: int, stdout: str, stderr: str,
+           error: str | None) -> ExecutionEnded:
+    """How a docker run ends up in the record (as the wasm path above writes it)."""
+    publisher = task.publisher  # type: ignore[attr-defined]
+    result = ExecutionResult(
+        exit_code=exit_code,
+        stdout=stdout[:OUTPUT_IN_RECORD],
+        stderr=stderr[:OUTPUT_IN_RECORD],
+        publisher=publisher.type if publisher is not None else "",
+        location=f"local:{execution.node_id}/{execution.id}",
+        error=error or ("" if exit_code == 0 else f"exit code {exit_code}"),
+    )
+    ok = error is None and exit_code == 0
+    return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:

@@ -16,12 +16,13 @@ import math
 import random
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from p2pnode.config import NodeSettings, node_config
+from p2pnode.engines.docker import DockerEngine
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
 from p2pnode.probes import run_exec_probe, run_http_probe
@@ -31,6 +32,7 @@ from protocols import wire
 from protocols.events import (
     CancelTimer,
     Effect,
+    EnginesChanged,
     ExecutionEnded,
     FetchJob,
     Input,
@@ -56,6 +58,7 @@ from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
 FETCH_WAIT = 3.0  # seconds to wait for the keepers of a job this node does not keep
+ENGINE_CHECK_INTERVAL = 10.0  # seconds between checks that the Docker daemon still answers
 HANDOVER_WAIT = 10.0  # seconds a submit waits for another peer to hold the new job
 
 
@@ -126,8 +129,15 @@ class Runtime:
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
+        self.docker = (
+            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0)
+            if "docker" in settings.engines
+            else None
+        )
+        self._docker_cleaned = False
         self.executions = ExecutionRunner(
-            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths
+            settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            docker=self.docker,
         )
         self.started = trio.Event()
 
@@ -140,7 +150,8 @@ class Runtime:
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
-                config = node_config(self.settings, self.node_id, addresses)
+                engines = await self._engines_now()
+                config = replace(node_config(self.settings, self.node_id, addresses), engines=engines)
                 self.node = Node(
                     config,
                     rng=random.Random(),
@@ -152,12 +163,36 @@ class Runtime:
                 nursery.start_soon(self._timer_loop)
                 self._apply(self.node.start(time.time()))
                 nursery.start_soon(self._drive)
+                if self.docker is not None:
+                    nursery.start_soon(self._watch_engines, engines)
                 self.started.set()
                 task_status.started()
         finally:
             self._persist_now()
             self.store.close()
             await self.transport.aclose()
+
+    async def _engines_now(self) -> tuple[str, ...]:
+        """The configured engines that can run now: docker only while its daemon answers.
+        The first time it answers, the containers a killed run of this node left are removed."""
+        engines = self.settings.engines
+        if self.docker is None:
+            return engines
+        if not await trio.to_thread.run_sync(self.docker.available):
+            return tuple(engine for engine in engines if engine != "docker")
+        if not self._docker_cleaned:
+            await trio.to_thread.run_sync(self.docker.remove_leftovers)
+            self._docker_cleaned = True
+        return engines
+
+    async def _watch_engines(self, engines: tuple[str, ...]) -> None:
+        while True:
+            await trio.sleep(ENGINE_CHECK_INTERVAL)
+            now = await self._engines_now()
+            if now != engines:
+                log.info("engines changed: %s -> %s", ", ".join(engines), ", ".join(now))
+                engines = now
+                await self._inputs_send.send(EnginesChanged(now))
 
     async def leave(self) -> None:
         """Tell the network we go, so it need not wait for our silence."""

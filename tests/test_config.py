@@ -244,7 +244,7 @@ def test_defaults_are_sane_on_this_machine(tmp_path: Path) -> None:
     assert capacity.gpu == 0
     assert settings.listen == ("/ip4/127.0.0.1/tcp/0",)
     assert (settings.api_host, settings.api_port, settings.mdns) == ("127.0.0.1", 1234, False)
-    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm",), ("local",), ())
+    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm", "docker"), ("local",), ())
     assert settings.policy == SelectionPolicy()
     assert (settings.heartbeat_interval, settings.log_level) == (1.0, "info")
 

@@ -20,6 +20,7 @@ machine, which this engine does not do (see `HTTP_REFUSAL`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ OWNER_LABEL = "p2pnode.node"
 EXECUTION_LABEL = "p2pnode.execution"
 POLL_SECONDS = 0.2  # how often a run looks at its deadline and cancel event
 API_TIMEOUT = 300  # seconds for one daemon call (a pull may be slow)
-PING_TIMEOUT = 3
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
 HTTP_REFUSAL = (
     "docker jobs with Network Type HTTP cannot be limited to their Domains on this node "
@@ -117,6 +118,9 @@ class DockerEngine:
 
     def available(self) -> bool:
         """Whether a daemon answers now."""
+        address = self.base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+        if address.startswith("unix://") and not Path(address.removeprefix("unix://")).exists():
+            return False  # no daemon, and no need to load the SDK to know it
         try:
             return bool(self.client().api.ping())
         except Exception:  # noqa: BLE001 - any failure means "not now"
