@@ -13,7 +13,7 @@ from typing import Any
 import click
 import yaml
 
-from p2pnode import commands
+from p2pnode import commands, docker_cli
 from protocols.jobspec import JobSpecError, ParsedJob, parse_job
 
 
@@ -164,3 +164,4 @@ def wasm_run(module: Path, arguments: tuple[str, ...], entrypoint: str, api: str
 main.add_command(commands.serve)
 main.add_command(commands.devstack_command)
 main.add_command(commands.demo)
+main.add_command(docker_cli.docker)
