@@ -35,6 +35,10 @@ from protocols.messages import Capacity, Locality, PolicySummary
 EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
 NO_PUBLISHER = frozenset({"", "none", "noop"})
+# Engines that cannot hold a job to the Domains of an HTTP network: their
+# containers would reach everything (the node runs no filtering proxy), so
+# such jobs are declined rather than run with more network than they asked.
+UNFILTERED_HTTP = frozenset({"docker"})
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,11 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
         return (
             f"the job needs network access ({network}) and this node refuses networked jobs; "
             "its operator can allow them with --job-selection-accept-networked"
+        )
+    if network == "HTTP" and engine in UNFILTERED_HTTP:
+        return (
+            f"{engine} jobs cannot be limited to the Domains of an HTTP network on this node "
+            "(it runs no filtering proxy); use Network Type None, or Full on a node that accepts networked jobs"
         )
     if not task.input_sources and policy.reject_stateless:
         return (

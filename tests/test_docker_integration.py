@@ -187,12 +187,13 @@ def test_the_seed_examples_run_or_are_declined_for_the_right_reason(peers: tuple
         final = client.wait(client.submit(example("batch", shared))["JobID"], timeout=60)
         assert final["Job"]["State"]["StateType"] == "Failed"
         assert "cannot fetch ipfs inputs" in messages(final) or "HTTP" in messages(final), messages(final)
-        # The ops job wants an HTTP network limited to domains: the two nodes that refuse
-        # networked jobs are never asked, the third cannot limit a container to domains.
+        # The ops job wants an HTTP network limited to domains: two nodes refuse networked
+        # jobs, the third cannot limit a container to domains. None is asked to run it.
         final = client.wait(client.submit(example("ops", shared))["JobID"], timeout=90)
         assert final["Job"]["State"]["StateType"] == "Failed"
-        assert "cannot be limited to their Domains" in messages(final), messages(final)
-        assert {e["NodeID"] for e in final["Executions"]["Items"]} == {network.peers[2].node_id}
+        assert "2 node(s): the job needs network access;" in messages(final), messages(final)
+        assert "1 node(s): docker jobs cannot be limited to the Domains of an HTTP network" in messages(final)
+        assert final["Executions"]["Items"] == []
         # The daemon (Full network) runs on the one node that accepts networked jobs,
         # with the image's own entrypoint and the filled-in parameters.
         job_id = client.submit(example("daemon", shared))["JobID"]

@@ -36,9 +36,9 @@ POLL_SECONDS = 0.2  # how often a run looks at its deadline and cancel event
 API_TIMEOUT = 300  # seconds for one daemon call (a pull may be slow)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
-HTTP_REFUSAL = (
-    "docker jobs with Network Type HTTP cannot be limited to their Domains on this node "
-    "(it sets up no bridge or proxy network); use Type None, or Full on a node that accepts networked jobs"
+HTTP_REFUSAL = (  # selection declines these jobs first (protocols.selection.UNFILTERED_HTTP)
+    "docker jobs cannot be limited to the Domains of an HTTP network on this node "
+    "(it runs no filtering proxy); use Network Type None, or Full on a node that accepts networked jobs"
 )
 
 
