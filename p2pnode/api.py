@@ -21,10 +21,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
+from p2pnode.api_guard import ApiGuard
 from p2pnode.runtime import AmbiguousJobRef, JobNotFound, Runtime
 from p2pnode.views import execution_view, history_view, job_view, node_view
 from protocols.events import ProbeVerdict
-from protocols.jobspec import JobSpecError, job_spec_from_data
+from protocols.jobspec import MAX_SPEC_BYTES, JobSpecError, job_spec_from_data
 from protocols.node import VERSION
 
 PREFIX = "/api/v1"
@@ -51,8 +52,13 @@ def build_app(runtime: Runtime) -> Starlette:
             parsed = job_spec_from_data(body["Job"])
         except JobSpecError as error:
             raise ApiError(400, str(error), "fix the job document; `p2pnode job validate FILE` shows every error")
+        spec = parsed.spec.with_node_defaults(runtime.settings.job_defaults)
+        size = len(json.dumps(spec.to_document()))
+        if size > MAX_SPEC_BYTES:
+            raise ApiError(413, f"the job is {size} bytes as JSON; a job may hold at most {MAX_SPEC_BYTES}",
+                           "put large data in an input source (ipfs, s3, url) rather than inline in the job")
         job_id = f"j-{uuid.uuid4()}"
-        await runtime.submit(job_id, parsed.spec)
+        await runtime.submit(job_id, spec)
         return JSONResponse({"JobID": job_id, "EvaluationID": f"ev-{uuid.uuid4()}", "Warnings": list(parsed.warnings)})
 
     async def list_jobs(request: Request) -> Response:
@@ -279,14 +285,34 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
-    await serve(build_app(runtime), config, task_status=task_status)  # type: ignore[arg-type]
+    app = ApiGuard(build_app(runtime), max_body=runtime.settings.api_max_body, token=runtime.settings.api_token)
+    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+
+MAX_JSON_DEPTH = 64  # no job nests deeper; deeper documents only cost the node
 
 
 async def _json(request: Request) -> Any:
     try:
-        return json.loads(await request.body())
+        document = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ApiError(400, f"the body is not JSON: {error}", "send a JSON document") from error
+    except RecursionError as error:
+        raise ApiError(400, "the body nests too deeply", f"a document may nest {MAX_JSON_DEPTH} levels") from error
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise ApiError(400, "the body nests too deeply", f"a document may nest {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _depth(document: Any) -> int:
+    """How deeply lists and mappings nest in a JSON document (without recursion)."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def _page(items: list[Any], query: Any) -> tuple[list[Any], str]:

@@ -76,8 +76,27 @@ def template_options(function: Any) -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="p2pnode")
-def main() -> None:
+@click.option("--token", envvar="P2PNODE_API_TOKEN", help="Bearer token for a node's API (or $P2PNODE_API_TOKEN).")
+def main(token: str | None) -> None:
     """A peer-to-peer compute-over-data network: run a node, submit jobs to any peer."""
+
+
+@main.group()
+def network() -> None:
+    """The network's key: who may join."""
+
+
+@network.command("new-key")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def network_new_key(file: Path) -> None:
+    """Write a new network key to FILE; give it to every peer with `serve --network-key FILE`."""
+    from p2pnode.netkey import NetworkKeyError, new_key
+
+    try:
+        new_key(file)
+    except NetworkKeyError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote a new network key to {file}; start every peer with --network-key {file}")
 
 
 @main.group()

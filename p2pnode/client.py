@@ -13,6 +13,7 @@ import httpx
 
 DEFAULT_API = "http://127.0.0.1:1234"
 API_ENV = "P2PNODE_API"
+TOKEN_ENV = "P2PNODE_API_TOKEN"
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -28,9 +29,10 @@ class ApiClientError(Exception):
 
 
 class ApiClient:
-    def __init__(self, base_url: str = DEFAULT_API, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str = DEFAULT_API, timeout: float = 30.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

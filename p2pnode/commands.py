@@ -16,10 +16,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, ApiClient, ApiClientError
+from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, TOKEN_ENV, ApiClient, ApiClientError
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # an error's paths stay whole, on one line
 
 api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
@@ -31,7 +31,10 @@ output_option = click.option(
 
 
 def _client(api: str) -> ApiClient:
-    return ApiClient(api)
+    """A client for `api`, with the token given to `p2pnode --token` (or $P2PNODE_API_TOKEN)."""
+    context = click.get_current_context(silent=True)
+    token = context.find_root().params.get("token") if context is not None else None
+    return ApiClient(api, token=token or os.environ.get(TOKEN_ENV) or None)
 
 
 def _fail(error: Exception) -> None:
@@ -93,6 +96,13 @@ def _history_table(items: list[dict[str, Any]]) -> Table:
 @click.option("--mdns/--no-mdns", default=None, help="Discover peers on the LAN with mDNS.")
 @click.option("--api-host", help="Address the API binds to (default 127.0.0.1).")
 @click.option("--api-port", type=int, help="API port (0 picks a free one; default 1234).")
+@click.option("--api-token", help="Bearer token API clients must send (needed when the API is not on loopback).")
+@click.option("--api-insecure/--no-api-insecure", default=None, help="Serve the API on a non-loopback address without a token.")
+@click.option("--api-max-body-size", help="Largest request body the API takes (default 4Mb).")
+@click.option("--network-key", type=click.Path(dir_okay=False, path_type=Path),
+              help="The network's key file (`p2pnode network new-key FILE`): only peers holding it can talk to this node.")
+@click.option("--network-open/--no-network-open", default=None,
+              help="Listen on a non-loopback address without a network key: anyone may join.")
 @click.option("--labels", multiple=True, help="Node label key=value (repeatable).")
 @click.option("--job-selection-data-locality", type=click.Choice(["local", "anywhere"]))
 @click.option("--job-selection-probe-exec", help="Program deciding whether to take a job.")
@@ -107,15 +117,26 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     from p2pnode.config import ConfigError, load_settings
     from p2pnode.serve import serve_node
 
+    from p2pnode.config import check_exposure
+    from p2pnode.netkey import NetworkKeyError, load_key
+
     given = {name: value for name, value in flags.items() if value not in (None, ())}
     try:
         settings = load_settings(config_file=config_file, env=os.environ, flags=given)
-    except ConfigError as error:
+        check_exposure(settings)
+        if settings.network_key_file is not None:
+            load_key(settings.network_key_file)  # a bad key stops us here, with its fix
+    except (ConfigError, NetworkKeyError) as error:
         _fail(error)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    trio.run(serve_node, settings)
+    from p2pnode.store import StoreError
+
+    try:
+        trio.run(serve_node, settings)
+    except StoreError as error:  # a damaged database: say which file and the way out
+        _fail(error)
 
 
 @click.command("devstack")
@@ -135,6 +156,7 @@ def devstack_command(nodes: int, data_dir: Path | None) -> None:
                 table.add_row(str(peer.index), peer.node_id, peer.api, peer.addresses[0] if peer.addresses else "")
             console.print(table)
             console.print(f"Talk to peer 0 with: [bold]export {API_ENV}={peers[0].api}[/bold]; then `p2pnode job run FILE`")
+            console.print(f"Their network key is {base / 'network.key'}: start more peers with --network-key and --peer.")
             console.print("Ctrl-C stops them all.")
             try:
                 while all(p.process.poll() is None for p in peers):

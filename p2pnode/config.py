@@ -21,6 +21,7 @@ came from, and what to write instead.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import platform
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from protocols import units
+from protocols.jobspec import JobDefaults
 from protocols.messages import Capacity, Locality
 from protocols.node import NodeConfig
 from protocols.selection import SelectionPolicy
@@ -47,6 +49,7 @@ MACHINE_SHARE = 0.8  # of cores, memory and free disk the node offers by default
 KNOWN_ENGINES = ("wasm", "docker")
 KNOWN_PUBLISHERS = ("local", "ipfs", "s3")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_MAX_TOTAL_TIMEOUT = 86400  # seconds: a day; Node.Compute.JobSelection.MaxTotalTimeout
 
 
 class ConfigError(ValueError):
@@ -70,9 +73,15 @@ class NodeSettings:
     publishers: tuple[str, ...] = ("local",)
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     capacity: Capacity | None = None
-    policy: SelectionPolicy = SelectionPolicy()
+    policy: SelectionPolicy = SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     heartbeat_interval: float = 1.0
     log_level: str = "info"
+    network_key_file: Path | None = None  # None: an open network, allowed on loopback or with network_open
+    network_open: bool = False
+    api_token: str | None = None  # required of API clients when set
+    api_insecure: bool = False
+    api_max_body: int = 4 << 20
+    job_defaults: JobDefaults = JobDefaults()
 
     def __post_init__(self) -> None:
         if self.capacity is None:
@@ -114,6 +123,11 @@ def _optional_text(value: Any) -> str | None:
 
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    text = _optional_text(value)
+    return None if text is None else Path(text).expanduser()
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -260,8 +274,13 @@ _PROPERTIES = tuple(
         ("Node.Network.Listen", "listen", _strings, "libp2p multiaddrs, e.g. /ip4/0.0.0.0/tcp/4001"),
         ("Node.Network.Peers", "peers", _strings, "bootstrap multiaddrs, e.g. /ip4/10.0.0.2/tcp/4001/p2p/Qm…"),
         ("Node.Network.MDNS", "mdns", _bool, "true or false"),
+        ("Node.Network.KeyFile", "network_key_file", _optional_path, "a key file made by `p2pnode network new-key FILE`"),
+        ("Node.Network.Open", "network_open", _bool, "true or false"),
         ("Node.API.Host", "api_host", _text, "an address to bind, e.g. 127.0.0.1"),
         ("Node.API.Port", "api_port", _port, "a port number, 0 for any free port"),
+        ("Node.API.Auth.Token", "api_token", _optional_text, "a long random string, e.g. from `openssl rand -hex 32`"),
+        ("Node.API.Insecure", "api_insecure", _bool, "true or false"),
+        ("Node.API.MaxBodySize", "api_max_body", _unit(units.parse_bytes), "an amount like 4Mb"),
         ("Node.Labels", "labels", _labels, "key=value pairs, e.g. region=us-west-2"),
         ("Node.Compute.Engines", "engines", _choices(KNOWN_ENGINES), f"some of {', '.join(KNOWN_ENGINES)}"),
         ("Node.Compute.Docker.Host", "docker_host", _optional_text, "a Docker daemon address, e.g. unix:///var/run/docker.sock"),
@@ -276,6 +295,11 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobSelection.ProbeHttp", "policy.probe_http", _url, "a URL, e.g. http://127.0.0.1:9000/probe"),
         ("Node.Compute.JobSelection.RejectStatelessJobs", "policy.reject_stateless", _bool, "true or false"),
         ("Node.Compute.JobSelection.AcceptNetworkedJobs", "policy.accept_networked", _bool, "true or false"),
+        ("Node.Compute.JobSelection.MaxTotalTimeout", "policy.max_total_timeout", _integer,
+         "whole seconds, e.g. 86400; 0 takes jobs of any length"),
+        ("Node.Compute.JobDefaults.CPU", "defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
+        ("Node.Compute.JobDefaults.Memory", "defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
+        ("Node.Compute.JobDefaults.TotalTimeout", "defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
         ("Node.Heartbeat.Interval", "heartbeat_interval", _seconds, "seconds, e.g. 1 or 0.5"),
         ("Node.LogLevel", "log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
     )
@@ -291,8 +315,13 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--listen": "Node.Network.Listen",
     "--peer": "Node.Network.Peers",
     "--mdns": "Node.Network.MDNS",
+    "--network-key": "Node.Network.KeyFile",
+    "--network-open": "Node.Network.Open",
     "--api-host": "Node.API.Host",
     "--api-port": "Node.API.Port",
+    "--api-token": "Node.API.Auth.Token",
+    "--api-insecure": "Node.API.Insecure",
+    "--api-max-body-size": "Node.API.MaxBodySize",
     "--labels": "Node.Labels",
     "--engines": "Node.Compute.Engines",
     "--publishers": "Node.Compute.Publishers",
@@ -306,6 +335,10 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--job-selection-probe-http": "Node.Compute.JobSelection.ProbeHttp",
     "--job-selection-reject-stateless": "Node.Compute.JobSelection.RejectStatelessJobs",
     "--job-selection-accept-networked": "Node.Compute.JobSelection.AcceptNetworkedJobs",
+    "--job-selection-max-total-timeout": "Node.Compute.JobSelection.MaxTotalTimeout",
+    "--default-cpu": "Node.Compute.JobDefaults.CPU",
+    "--default-memory": "Node.Compute.JobDefaults.Memory",
+    "--default-total-timeout": "Node.Compute.JobDefaults.TotalTimeout",
     "--heartbeat-interval": "Node.Heartbeat.Interval",
     "--log-level": "Node.LogLevel",
 }
@@ -341,15 +374,17 @@ def _settings(values: Mapping[str, Any]) -> NodeSettings:
     plain: dict[str, Any] = {}
     capacity: dict[str, int] = {}
     policy: dict[str, Any] = {}
+    defaults: dict[str, int] = {}
     for path, value in values.items():
         group, _, name = PROPERTIES[path].target.rpartition(".")
-        {"": plain, "capacity": capacity, "policy": policy}[group][name] = value
+        {"": plain, "capacity": capacity, "policy": policy, "defaults": defaults}[group][name] = value
     data_dir = plain.pop("data_dir", DEFAULT_DATA_DIR.expanduser())
     machine = machine_capacity(data_dir)
     return NodeSettings(
         data_dir=data_dir,
         capacity=replace(machine, **capacity),
-        policy=SelectionPolicy(**policy),
+        policy=SelectionPolicy(**{"max_total_timeout": DEFAULT_MAX_TOTAL_TIMEOUT, **policy}),
+        job_defaults=JobDefaults(**defaults),
         **plain,
     )
 
@@ -422,6 +457,44 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
     candidates = {option.lower(): option for option in known}
     close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
     return f" (did you mean {candidates[close[0]]}?)" if close else ""
+
+
+# ---------------------------------------------------------------- exposure
+
+
+def check_exposure(settings: NodeSettings) -> None:
+    """Refuse to run reachable from other machines without the guards an
+    operator would expect: a network key for the peers, a token for the API.
+    Each refusal says how to set the guard, and how to opt out on purpose."""
+    if settings.network_key_file is None and not settings.network_open:
+        exposed = [address for address in settings.listen if not _loopback_multiaddr(address)]
+        if exposed:
+            raise ConfigError(
+                f"Node.Network.Listen {exposed[0]} is reachable from other machines and no network key is set, so "
+                "anyone who can reach it could join and read every job. Make a key with `p2pnode network new-key "
+                "FILE`, copy it to every peer and pass --network-key FILE; or pass --network-open to run an open "
+                "network on purpose."
+            )
+    if settings.api_token is None and not settings.api_insecure and not _loopback_host(settings.api_host):
+        raise ConfigError(
+            f"Node.API.Host {settings.api_host} is reachable from other machines and no API token is set, so anyone "
+            "could submit and stop jobs. Pass --api-token TOKEN (clients then pass --token or set P2PNODE_API_TOKEN); "
+            "or pass --api-insecure to serve an open API on purpose."
+        )
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_multiaddr(address: str) -> bool:
+    parts = address.split("/")
+    return len(parts) > 2 and parts[1] in ("ip4", "ip6") and _loopback_host(parts[2])
 
 
 # ---------------------------------------------------------------- the machine

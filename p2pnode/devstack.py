@@ -14,7 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pnode.netkey import new_key
 from p2pnode.serve import READY_FILE, free_port
+
+NETWORK_KEY = "network.key"
 
 
 class DevstackError(RuntimeError):
@@ -72,10 +75,16 @@ def stop_peer(peer: Peer, timeout: float = 10) -> None:
 
 @contextmanager
 def devstack(nodes: int, base: Path, extra: list[str] | None = None) -> Iterator[list[Peer]]:
-    """N connected peers; all stopped on the way out, whatever happens."""
+    """N connected peers sharing a network key of their own (`base/network.key`);
+    all stopped on the way out, whatever happens."""
     if nodes < 1:
         raise DevstackError("a network needs at least one node")
     peers: list[Peer] = []
+    key = base / NETWORK_KEY
+    if not key.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        new_key(key)
+    extra = ["--network-key", str(key), *(extra or [])]
     try:
         first = start_peer(0, base / "node-0", [], extra)
         peers.append(first)

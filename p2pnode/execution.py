@@ -25,6 +25,9 @@ import trio
 
 from p2pnode.engines.docker import BindMount, DockerEngine, DockerRun
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
+from p2pnode.paths import inside
+from protocols.jobspec import JobDefaults
+from protocols.paths import mount_point
 from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
 from protocols.wire import message
@@ -58,9 +61,15 @@ class InputError(Exception):
 
 class ExecutionRunner:
     def __init__(
-        self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (), docker: DockerEngine | None = None
+        self,
+        root: Path,
+        cache_dir: Path,
+        allowed_paths: tuple[str, ...] = (),
+        defaults: JobDefaults = JobDefaults(),
+        docker: DockerEngine | None = None,
     ) -> None:
         self.root = root
+        self.defaults = defaults  # for a spec that came without them (a node that fills none)
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
         self.wasm = WasmEngine(cache_dir)
         self.docker = docker
@@ -96,12 +105,9 @@ class ExecutionRunner:
                     name = source.alias or PurePosixPath(source.target).stem or f"import{index}"
                     imports.append((name, await self._fetch_bytes(source)))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
-            except InputError as error:
+                mounts += _result_mounts(task.result_paths, workdir / "results")
+            except (InputError, ValueError) as error:  # ValueError: a name that leaves its folder
                 return _failed(execution, f"inputs: {error}")
-            outputs = workdir / "results"
-            for result_path in task.result_paths:
-                (outputs / result_path.name).mkdir(parents=True, exist_ok=True)
-                mounts.append(Mount(outputs / result_path.name, result_path.path, read_only=False))
             run = WasmRun(
                 module=module,
                 entrypoint=params.entrypoint or "_start",
@@ -109,7 +115,7 @@ class ExecutionRunner:
                 environment=dict(params.environment_variables),
                 mounts=tuple(mounts),
                 import_modules=tuple(imports),
-                memory_limit=task.resources.memory or None,
+                memory_limit=task.resources.memory or self.defaults.memory or None,
                 timeout=float(task.timeouts.total_timeout) or None,
                 output_dir=workdir,
             )
@@ -144,12 +150,9 @@ class ExecutionRunner:
         params = task.engine.params
         try:
             mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
-        except InputError as error:
+            mounts += _result_mounts(task.result_paths, workdir / "results")
+        except (InputError, ValueError) as error:  # ValueError: a name that leaves its folder
             return _failed(execution, f"inputs: {error}")
-        outputs = workdir / "results"
-        for result_path in task.result_paths:
-            (outputs / result_path.name).mkdir(parents=True, exist_ok=True)
-            mounts.append(Mount(outputs / result_path.name, result_path.path, read_only=False))
         run = DockerRun(
             execution_id=execution.id,
             image=params.image,
@@ -160,7 +163,7 @@ class ExecutionRunner:
             environment=dict(params.environment_variables),
             mounts=tuple(BindMount(m.host_path, m.guest_path, m.read_only) for m in mounts),
             cpu_millicores=task.resources.cpu,
-            memory_limit=task.resources.memory,
+            memory_limit=task.resources.memory or self.defaults.memory,
             gpus=task.resources.gpu,
             network=str(task.network.type),
             timeout=float(task.timeouts.total_timeout) or None,
@@ -229,13 +232,13 @@ class ExecutionRunner:
                 mounts.append(Mount(path, source.target, read_only=not read_write))
                 continue
             data = await self._fetch_bytes(source)
-            target = PurePosixPath(source.target)
+            target = PurePosixPath(mount_point(source.target, "Target"))
             parent = str(target.parent)
             if parent not in by_parent:
                 by_parent[parent] = root / str(index)
                 by_parent[parent].mkdir(parents=True, exist_ok=True)
                 mounts.append(Mount(by_parent[parent], parent, read_only=True))
-            (by_parent[parent] / target.name).write_bytes(data)
+            inside(by_parent[parent], target.name, "Target").write_bytes(data)
         return mounts
 
     def _allowed(self, source_path: str) -> Path:
@@ -284,6 +287,17 @@ def _ended(execution: ExecutionRecord, task: object, exit_code: int, stdout: str
     )
     ok = error is None and exit_code == 0
     return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
+
+
+def _result_mounts(result_paths: object, outputs: Path) -> list[Mount]:
+    """A writable folder per ResultPath, each checked to stay in `outputs`."""
+    outputs.mkdir(parents=True, exist_ok=True)
+    mounts = []
+    for result_path in result_paths:  # type: ignore[attr-defined]
+        folder = inside(outputs, result_path.name, "ResultPaths Name")
+        folder.mkdir(parents=True, exist_ok=True)
+        mounts.append(Mount(folder, mount_point(result_path.path, "ResultPaths Path"), read_only=False))
+    return mounts
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:

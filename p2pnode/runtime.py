@@ -25,6 +25,7 @@ from p2pnode.config import NodeSettings, node_config
 from p2pnode.engines.docker import DockerEngine
 from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
 from p2pnode.identity import load_or_create_identity
+from p2pnode.netkey import load_key
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -116,6 +117,7 @@ class Runtime:
             bootstrap=list(settings.peers),
             topics=[NODES_TOPIC],
             mdns=settings.mdns,
+            network_key=load_key(settings.network_key_file) if settings.network_key_file else None,
         )
         self.node_id = self.transport.peer_id
         self.node: Node | None = None
@@ -137,6 +139,7 @@ class Runtime:
         self._docker_cleaned = False
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            settings.job_defaults,
             docker=self.docker,
         )
         self.started = trio.Event()

@@ -35,7 +35,9 @@ async def serve_node(settings: NodeSettings) -> None:
             await nursery.start(serve_api, runtime, settings.api_host, port)
             await nursery.start(runtime.run)
             ready = {"NodeID": runtime.node_id, "Addresses": runtime.transport.listen_addrs, "API": runtime.api_url}
-            (settings.data_dir / READY_FILE).write_text(json.dumps(ready))
+            partial = settings.data_dir / (READY_FILE + ".partial")
+            partial.write_text(json.dumps(ready))
+            partial.replace(settings.data_dir / READY_FILE)  # whole or absent: others poll for it
             log.info("node %s listening on %s; API %s", runtime.node_id, runtime.transport.listen_addrs, runtime.api_url)
             async for _ in signals:
                 log.info("stopping node %s", runtime.node_id)

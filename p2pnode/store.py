@@ -1,4 +1,4 @@
-"""The node's durable state: job records, members and counters in SQLite.
+"""The node's durable state: job records and counters in SQLite.
 
 A node killed with -9 and started again must find every job change it had
 committed. Each record is kept whole, as the wire codec's CBOR of a `Records`
@@ -13,8 +13,14 @@ drop the last commits (never corrupt the file). FULL would fsync every commit
 and cost milliseconds per job change for a risk this node does not carry: the
 network holds replicas of every job, and anti-entropy repairs a node's losses.
 
-Bad rows never stop a node from starting: a record that does not decode is
-moved to the `quarantine` table, logged, and skipped.
+The WAL is checkpointed into the main file at least every
+`CHECKPOINT_INTERVAL` seconds of writes and on close, so `node.db` alone (a
+naive backup, a copy) holds the node's state, not just its schema.
+
+A damaged file stops the node at start (`PRAGMA quick_check`), with a message
+naming the file and the way out, rather than starting empty in silence. Bad
+rows in a sound file never stop a node: a record that does not decode is moved
+to the `quarantine` table, logged, and skipped.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from protocols import wire
-from protocols.messages import NodeInfo, Records
+from protocols.messages import Records
 from protocols.records import JobDelta
 
 log = logging.getLogger("p2pnode.store")
 
 SCHEMA_VERSION = 1
+CHECKPOINT_INTERVAL = 5.0  # seconds: the most of committed state that lives only in the WAL
 _SENDER = "store"  # the codec's envelope names a sender; on disk there is none
 
 _SCHEMA = """
@@ -57,7 +64,6 @@ CREATE TABLE quarantine (
     quarantined_at REAL NOT NULL
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE members (node_id TEXT PRIMARY KEY, info BLOB NOT NULL);
 """
 
 _UPSERT_JOB = """
@@ -70,6 +76,12 @@ ON CONFLICT (job_id) DO UPDATE SET
 """
 
 
+_WAY_OUT = (
+    "stop the node, move the file aside (mv {path} {path}.damaged, and its -wal and -shm files if any), and start "
+    "again: the node starts empty and its peers send back the jobs it keeps; or point --data-dir elsewhere"
+)
+
+
 class StoreError(RuntimeError):
     """The database cannot be used; the message says what to do."""
 
@@ -79,16 +91,14 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._checkpointed = time.monotonic()
         try:
             # isolation_level=None: no implicit transactions; each write below says BEGIN itself.
             self._db = sqlite3.connect(path, isolation_level=None)
             self._open()
         except sqlite3.DatabaseError as error:
             self._close_quietly()
-            raise StoreError(
-                f"cannot open the node database {path}: {error}; "
-                "move the file aside (the node then starts empty and peers repair its jobs) or use another --data-dir"
-            ) from None
+            raise StoreError(f"cannot open the node database {path}: {error}; {_WAY_OUT.format(path=path)}") from None
         except StoreError:
             self._close_quietly()
             raise
@@ -99,6 +109,11 @@ class Store:
         if mode.lower() != "wal":
             log.warning("%s: the file system refused WAL journaling (got %s); writes are slower", self.path, mode)
         self._db.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"the node database {self.path} is damaged ({'; '.join(problems)}); {_WAY_OUT.format(path=self.path)}"
+            )
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -114,7 +129,18 @@ class Store:
                     self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
+        """Checkpoint the WAL into the main file, then close."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError as error:
+            log.warning("%s: could not checkpoint on close (%s); the WAL keeps the changes", self.path, error)
         self._db.close()
+
+    def _checkpoint_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._checkpointed >= CHECKPOINT_INTERVAL:
+            self._checkpointed = now
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for readers
 
     def _close_quietly(self) -> None:
         db = getattr(self, "_db", None)
@@ -137,6 +163,7 @@ class Store:
                     log.error("job %s cannot be saved: %s", delta.header.id, error)
                     continue
                 self._db.execute(_UPSERT_JOB, row)  # sqlite3 keeps the statement prepared
+        self._checkpoint_now_and_then()
 
     def load_jobs(self) -> list[JobDelta]:
         """Every record that decodes; the others are quarantined and logged."""
@@ -165,17 +192,6 @@ class Store:
 
     # ------------------------------------------------------------ meta
 
-    def save_meta(self, key: str, value: str) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    def load_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
     def next_incarnation(self) -> int:
         """The node's incarnation for this run: one more than the last one."""
         with self._transaction():
@@ -192,31 +208,6 @@ class Store:
                 (str(incarnation),),
             )
         return incarnation
-
-    # ------------------------------------------------------------ members
-
-    def save_members(self, infos: Iterable[NodeInfo]) -> None:
-        """Replace the saved membership with `infos` (the last known view)."""
-        with self._transaction():
-            self._db.execute("DELETE FROM members")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO members (node_id, info) VALUES (?, ?)",
-                ((info.node_id, wire.encode(info, _SENDER)) for info in infos),
-            )
-
-    def load_members(self) -> list[NodeInfo]:
-        """The saved membership; entries that do not decode are dropped (they
-        are only a cache: heartbeats bring them back)."""
-        members: list[NodeInfo] = []
-        for node_id, blob in self._db.execute("SELECT node_id, info FROM members ORDER BY node_id"):
-            try:
-                info = wire.decode(blob).message
-            except Exception as error:  # a cache entry; never worth a failed start
-                log.warning("saved node info of %s does not decode (%s); dropped", node_id, error)
-                continue
-            if isinstance(info, NodeInfo):
-                members.append(info)
-        return members
 
     # ------------------------------------------------------------ plumbing
 

@@ -42,9 +42,14 @@ from pydantic import (
 )
 
 from protocols.errors import FieldError, JobSpecError, TemplateError
+from protocols.paths import mount_point, relative_name
 from protocols.templating import render
 from protocols.units import format_cpu, parse_bytes, parse_cpu, parse_gpu
 
+# A job's record carries its spec to every keeper in one message (see
+# `protocols.wire.MAX_MESSAGE_BYTES`, 4 MiB) beside its executions and history;
+# a quarter of it for the spec leaves the rest room to grow.
+MAX_SPEC_BYTES = 1 << 20
 GENERATED_FIELDS = ("ID", "State", "Version", "Revision", "CreateTime", "ModifyTime")
 _ACRONYMS = {"cpu": "CPU", "gpu": "GPU", "cid": "CID", "url": "URL"}
 
@@ -381,10 +386,8 @@ class _Source(_Model):
 
     @field_validator("target")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if value and not value.startswith("/"):
-            raise ValueError(f"Target {value!r} is not an absolute path; write it like /data")
-        return value
+    def _inside_the_task(cls, value: str) -> str:
+        return value and mount_point(value, "Target")
 
 
 class InputSource(_Source):
@@ -403,12 +406,15 @@ class ResultPath(_Model):
     name: str = Field(min_length=1)
     path: str
 
+    @field_validator("name")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return relative_name(value, "Name")
+
     @field_validator("path")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"Path {value!r} is not an absolute path; write it like /outputs")
-        return value
+    def _inside_the_task(cls, value: str) -> str:
+        return mount_point(value, "Path")
 
 
 class Publisher(_Model):
@@ -539,8 +545,27 @@ class Task(_Model):
     _parts = field_validator("publisher", "resources", "network", "timeouts", mode="before")(_empty_if_none({}))
     _lists = field_validator("input_sources", "result_paths", mode="before")(_empty_if_none(()))
 
+    @field_validator("result_paths")
+    @classmethod
+    def _one_folder_each(cls, value: tuple[ResultPath, ...]) -> tuple[ResultPath, ...]:
+        names = [result_path.name for result_path in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two ResultPaths are named {name!r}; each needs a Name of its own")
+        return value
+
 
 # ---------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """What a node gives a job that asks for nothing (`Node.Compute.JobDefaults.*`):
+    millicores, bytes, seconds; 0 leaves the field unset."""
+
+    cpu: int = 100
+    memory: int = 512 << 20
+    total_timeout: int = 1800
 
 
 class JobType(StrEnum):
@@ -621,6 +646,22 @@ class JobSpec(_Model):
     def with_defaults(self, job_id: str) -> JobSpec:
         """This spec as submitted under `job_id`: a job without a Name is named by its ID."""
         return self if self.name else self.model_copy(update={"name": job_id})
+
+    def with_node_defaults(self, defaults: JobDefaults) -> JobSpec:
+        """This spec with the submitting node's defaults where it asks for
+        nothing: CPU, memory, and (for batch and ops jobs, which end) a
+        TotalTimeout. Filled once, at submit, so the record carries them and
+        every node places and runs the job alike."""
+        task = self.task
+        resources = task.resources.model_copy(
+            update={"cpu": task.resources.cpu or defaults.cpu, "memory": task.resources.memory or defaults.memory}
+        )
+        timeouts = task.timeouts
+        if self.type in (JobType.BATCH, JobType.OPS) and not timeouts.total_timeout:
+            timeouts = timeouts.model_copy(update={"total_timeout": defaults.total_timeout})
+        if resources == task.resources and timeouts == task.timeouts:
+            return self
+        return self.model_copy(update={"tasks": (task.model_copy(update={"resources": resources, "timeouts": timeouts}),)})
 
     def to_document(self) -> dict[str, Any]:
         """PascalCase and JSON-safe, as a job file says it; it parses back to an equal spec."""

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols.events import ProbeVerdict
-from protocols.jobspec import JobSpec, constraints_match
+from protocols.jobspec import JobSpec, JobType, constraints_match
 from protocols.messages import Capacity, Locality, PolicySummary
 
 EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
+ENDING = (JobType.BATCH, JobType.OPS)  # the types a TotalTimeout bounds; daemons and services run on
 NO_PUBLISHER = frozenset({"", "none", "noop"})
 # Engines that cannot hold a job to the Domains of an HTTP network: their
 # containers would reach everything (the node runs no filtering proxy), so
@@ -50,6 +51,7 @@ class SelectionPolicy:
     probe_http: str | None = None
     reject_stateless: bool = False
     accept_networked: bool = False
+    max_total_timeout: int = 0  # seconds a batch or ops run may ask for; 0: no cap
 
     def __post_init__(self) -> None:
         try:
@@ -184,6 +186,14 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
             f"{engine} jobs cannot be limited to the Domains of an HTTP network on this node "
             "(it runs no filtering proxy); use Network Type None, or Full on a node that accepts networked jobs"
         )
+    timeout = task.timeouts.total_timeout
+    if policy.max_total_timeout and spec.type in ENDING and not 0 < timeout <= policy.max_total_timeout:
+        asked = f"a TotalTimeout of {timeout} s" if timeout else "no TotalTimeout"
+        return (
+            f"the job asks for {asked} and this node runs jobs for at most {policy.max_total_timeout} s; "
+            "set Timeouts.TotalTimeout within that, or its operator can raise "
+            "--job-selection-max-total-timeout"
+        )
     if not task.input_sources and policy.reject_stateless:
         return (
             "the job names no input data and this node rejects stateless jobs; "
@@ -214,6 +224,8 @@ def fit_key(spec: JobSpec) -> tuple[Any, ...]:
         (r.cpu, r.memory, r.disk, r.gpu),
         task.network.type,
         repr(task.input_sources),
+        spec.type,
+        task.timeouts.total_timeout,
     )
 
 

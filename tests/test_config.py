@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from p2pnode.config import (
+    DEFAULT_MAX_TOTAL_TIMEOUT,
     ENV_PREFIX,
     FLAG_TO_PROPERTY,
     PROPERTIES,
@@ -22,6 +23,7 @@ from p2pnode.config import (
     load_settings,
     node_config,
 )
+from protocols.jobspec import JobDefaults
 from protocols.messages import Capacity, Locality
 from protocols.selection import SelectionPolicy
 
@@ -118,13 +120,22 @@ Node:
       ProbeHttp: http://127.0.0.1:9000/probe
       RejectStatelessJobs: true
       AcceptNetworkedJobs: true
+      MaxTotalTimeout: 3600
+    JobDefaults: {CPU: 250m, Memory: 1Gb, TotalTimeout: 60}
   Labels: {region: us-west-2}
 """,
     )
     assert settings.policy == SelectionPolicy(
-        Locality.LOCAL, "/usr/local/bin/probe", "http://127.0.0.1:9000/probe", True, True
+        Locality.LOCAL, "/usr/local/bin/probe", "http://127.0.0.1:9000/probe", True, True, 3600
     )
+    assert settings.job_defaults == JobDefaults(cpu=250, memory=1 << 30, total_timeout=60)
     assert settings.labels == {"region": "us-west-2"}
+
+
+def test_a_node_caps_job_length_and_fills_job_defaults_unless_told_otherwise(tmp_path: Path) -> None:
+    settings = load(tmp_path, "")
+    assert settings.policy.max_total_timeout == DEFAULT_MAX_TOTAL_TIMEOUT
+    assert settings.job_defaults == JobDefaults()
 
 
 def test_file_keys_match_whatever_their_case_and_sections_may_be_empty(tmp_path: Path) -> None:
@@ -245,7 +256,7 @@ def test_defaults_are_sane_on_this_machine(tmp_path: Path) -> None:
     assert settings.listen == ("/ip4/127.0.0.1/tcp/0",)
     assert (settings.api_host, settings.api_port, settings.mdns) == ("127.0.0.1", 1234, False)
     assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm", "docker"), ("local",), ())
-    assert settings.policy == SelectionPolicy()
+    assert settings.policy == SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     assert (settings.heartbeat_interval, settings.log_level) == (1.0, "info")
 
 

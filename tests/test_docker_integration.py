@@ -225,7 +225,7 @@ def test_a_killed_nodes_container_is_removed_when_it_restarts(peers: tuple[Netwo
     network, _ = peers
     victim = network.peers[1]
     with network.client(0) as client:
-        job_id = client.submit(docker_job("sleep 300", name="p1", Timeouts={"TotalTimeout": 0}))["JobID"]
+        job_id = client.submit(docker_job("sleep 300", name="p1", Timeouts={"TotalTimeout": 600}))["JobID"]
         eventually(lambda: dockerd.containers(), 60, "the container running")
         network.kill(victim.node_id)
         assert dockerd.containers(), "the container outlives its killed node"

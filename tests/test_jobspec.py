@@ -217,6 +217,18 @@ WRONG = [
     # result paths
     (job(task={"ResultPaths": [{"Name": "out", "Path": "out"}]}), "Tasks[0].ResultPaths[0].Path", "not an absolute path"),
     (job(task={"ResultPaths": [{"Path": "/out"}]}), "Tasks[0].ResultPaths[0].Name", "is required"),
+    # names that would leave the job's folder (issue 12)
+    (job(task={"ResultPaths": [{"Name": "/", "Path": "/host"}]}), "Tasks[0].ResultPaths[0].Name", "is absolute"),
+    (job(task={"ResultPaths": [{"Name": "../../x", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "'..' part"),
+    (job(task={"ResultPaths": [{"Name": "a\x00b", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "control character"),
+    (job(task={"ResultPaths": [{"Name": "C:stuff", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "is absolute"),
+    (job(task={"ResultPaths": [{"Name": "a\\..", "Path": "/o"}]}), "Tasks[0].ResultPaths[0].Name", "backslash"),
+    (job(task={"ResultPaths": [{"Name": "o", "Path": "/"}]}), "Tasks[0].ResultPaths[0].Path", "the task's root"),
+    (job(task={"ResultPaths": [{"Name": "o", "Path": "/a/../../b"}]}), "Tasks[0].ResultPaths[0].Path", "'..' part"),
+    (job(task={"ResultPaths": [{"Name": "o", "Path": "/a"}, {"Name": "o", "Path": "/b"}]}),
+     "Tasks[0].ResultPaths", "each needs a Name of its own"),
+    (job(task=source("url", target="/in/../../etc/x", URL="http://x")), "Tasks[0].InputSources[0].Target", "'..' part"),
+    (job(task=source("url", target="/", URL="http://x")), "Tasks[0].InputSources[0].Target", "the task's root"),
     # network
     (job(task={"Network": {"Type": "Some"}}), "Tasks[0].Network.Type", "use None, Full or HTTP"),
     (job(task={"Network": {"Type": "Full", "Domains": ["a.com"]}}), "Tasks[0].Network", "Domains only apply to Type HTTP"),

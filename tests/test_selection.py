@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from protocols.events import ProbeVerdict
-from protocols.jobspec import JobSpec, parse_job
+from protocols.jobspec import JobDefaults, JobSpec, parse_job
 from protocols.messages import Capacity, Locality, PolicySummary
 from protocols.selection import (
     ACCEPT,
@@ -250,3 +250,38 @@ def test_exec_probe_verdicts() -> None:
     declined = exec_probe_verdict(3, "\n  not tonight  \nsecond line\n")
     assert declined == ProbeVerdict(bid=False, reason="the exec probe exited with status 3: not tonight")
     assert exec_probe_verdict(1, "").reason == "the exec probe exited with status 1 (no output)"
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "job_type", "declined"),
+    [
+        ({"TotalTimeout": 3600}, "batch", False),
+        ({"TotalTimeout": 3601}, "batch", True),
+        ({}, "batch", True),  # no TotalTimeout is no bound at all
+        ({}, "ops", True),
+        ({}, "service", False),  # services and daemons run on: no TotalTimeout to cap
+    ],
+)
+def test_a_node_caps_how_long_a_batch_or_ops_run_may_ask_for(timeouts: dict, job_type: str, declined: bool) -> None:
+    spec = job({"Timeouts": timeouts}, Type=job_type)
+    decision = decide(SelectionPolicy(max_total_timeout=3600), NODE, "j1", spec)
+    if declined:
+        assert isinstance(decision, Decline)
+        assert "at most 3600 s" in decision.reason and "--job-selection-max-total-timeout" in decision.reason
+    else:
+        assert decision == ACCEPT or not isinstance(decision, Decline)
+
+
+def test_without_a_cap_any_length_is_taken() -> None:
+    assert not isinstance(decide(SelectionPolicy(), NODE, "j1", job()), Decline)
+
+
+def test_node_defaults_fill_only_what_a_job_leaves_out() -> None:
+    defaults = JobDefaults(cpu=100, memory=GiB, total_timeout=60)
+    bare = job({"Resources": {}}).with_node_defaults(defaults)
+    assert (bare.task.resources.cpu, bare.task.resources.memory, bare.task.timeouts.total_timeout) == (100, GiB, 60)
+    asked = job({"Timeouts": {"TotalTimeout": 5}})
+    filled = asked.with_node_defaults(defaults)
+    assert (filled.task.resources.cpu, filled.task.resources.memory, filled.task.timeouts.total_timeout) == (500, GiB, 5)
+    service = job({"Resources": {}}, Type="service").with_node_defaults(defaults)
+    assert service.task.timeouts.total_timeout == 0

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from p2pnode.devstack import DevstackError, start_peer
 from p2pnode.store import SCHEMA_VERSION, Store, StoreError
 from protocols.jobspec import parse_job
-from protocols.messages import Capacity, Locality, NodeInfo, PolicySummary
 from protocols.records import (
     DesiredState,
     ExecutionRecord,
@@ -191,34 +191,6 @@ def test_incarnation_grows_at_every_start(db_path: Path) -> None:
     assert seen == [1, 2, 3]
 
 
-def test_meta_values_persist(db_path: Path) -> None:
-    store = Store(db_path)
-    assert store.load_meta("owner") is None
-    store.save_meta("owner", "alice")
-    store.save_meta("owner", "bob")
-    store.close()
-    store = Store(db_path)
-    assert store.load_meta("owner") == "bob"
-    store.close()
-
-
-def test_members_are_the_last_saved_view(db_path: Path) -> None:
-    def info(node_id: str, seq: int) -> NodeInfo:
-        capacity = Capacity(2000, 1 << 30, 1 << 33, 0)
-        return NodeInfo(
-            node_id, {"region": "eu"}, capacity, capacity, ("wasm",), ("local",), ("inline",), (),
-            PolicySummary(Locality.LOCAL, True, False, False), "0.1.0", 2, seq, 1.0, ("/ip4/127.0.0.1/tcp/1",), 5.0,
-        )
-
-    store = Store(db_path)
-    store.save_members([info("a", 1), info("b", 1)])
-    store.save_members([info("b", 2), info("c", 1)])
-    store.close()
-    store = Store(db_path)
-    assert store.load_members() == [info("b", 2), info("c", 1)]
-    store.close()
-
-
 def test_the_database_uses_wal_and_records_its_schema_version(db_path: Path) -> None:
     Store(db_path).close()
     with sqlite3.connect(db_path) as raw:
@@ -238,3 +210,48 @@ def test_a_file_that_is_not_a_database_is_refused_with_advice(db_path: Path) -> 
     db_path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="move the file aside"):
         Store(db_path)
+
+
+def test_the_main_file_alone_holds_the_state_after_a_checkpoint(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2pnode.store.CHECKPOINT_INTERVAL", 0.0)
+    store = Store(db_path)
+    store.save_jobs(make_delta(f"j{i}") for i in range(20))
+    copy = db_path.with_name("backup.db")
+    copy.write_bytes(db_path.read_bytes())  # a naive backup: the main file, no WAL
+    store.close()
+    restored = Store(copy)
+    assert len(restored.load_jobs()) == 20
+    restored.close()
+
+
+def test_closing_leaves_everything_in_the_main_file(db_path: Path) -> None:
+    store = Store(db_path)
+    store.save_jobs(make_delta(f"j{i}") for i in range(5))
+    store.close()
+    assert not db_path.with_name(db_path.name + "-wal").exists() or db_path.with_name(db_path.name + "-wal").stat().st_size == 0
+
+
+def test_a_truncated_database_refuses_to_start_and_names_the_way_out(db_path: Path) -> None:
+    store = Store(db_path)
+    store.save_jobs(make_delta(f"j{i}-" + "x" * 2000) for i in range(200))
+    store.close()
+    data = db_path.read_bytes()
+    db_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError) as refused:
+        Store(db_path)
+    message = str(refused.value)
+    assert str(db_path) in message and "damaged" in message and "move the file aside" in message
+
+
+def test_a_node_on_a_damaged_database_stops_with_its_message(tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    store = Store(data_dir / "node.db")
+    store.save_jobs(make_delta(f"j{i}-" + "x" * 2000) for i in range(200))
+    store.close()
+    data = (data_dir / "node.db").read_bytes()
+    (data_dir / "node.db").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DevstackError, match="exited with 1"):
+        start_peer(0, data_dir, [])
+    log = (data_dir / "node.log").read_text()
+    assert str(data_dir / "node.db") in log and "move the file aside" in log

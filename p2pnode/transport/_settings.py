@@ -34,9 +34,12 @@ from multiaddr import Multiaddr
 #                                                       -> _addresses.check_can_listen
 
 
-def build_host(key_pair: KeyPair, listen: list[Multiaddr], *, mdns: bool) -> IHost:
+def build_host(key_pair: KeyPair, listen: list[Multiaddr], *, mdns: bool, psk: str | None = None) -> IHost:
+    """`psk`: the network key (64 hex digits); with it, only peers holding the
+    same key get past the first bytes of a connection (see `p2pnode.netkey`)."""
     return new_host(
         key_pair=key_pair,
+        psk=psk,
         sec_opt=_security_options(key_pair),
         connection_config=_connection_config(),
         listen_addrs=listen,

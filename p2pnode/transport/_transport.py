@@ -114,6 +114,7 @@ class Transport:
         topics: list[str],
         mdns: bool = False,
         request_timeout: float = 10.0,
+        network_key: str | None = None,
     ) -> None:
         self._key_pair = key_pair
         self.peer_id: str = ID.from_pubkey(key_pair.public_key).to_base58()
@@ -121,6 +122,7 @@ class Transport:
         self._bootstrap = [peer_address(a) for a in (bootstrap or [])]
         self._topics = list(topics)
         self._mdns = mdns
+        self._network_key = network_key
         self._request_timeout = request_timeout
         self._incoming_send, self.incoming = trio.open_memory_channel[InboundMessage](INCOMING_CAPACITY)
         self._handler: RequestHandler | None = None
@@ -139,7 +141,7 @@ class Transport:
         """Listen, join the topics, dial the bootstrap peers; run until cancelled."""
         for address in self._listen:
             check_can_listen(address)
-        host = build_host(self._key_pair, self._listen, mdns=self._mdns)
+        host = build_host(self._key_pair, self._listen, mdns=self._mdns, psk=self._network_key)
         router = build_gossipsub()
         pubsub = build_pubsub(host, router)
         host.set_stream_handler(RPC_PROTOCOL, self._serve_stream)
