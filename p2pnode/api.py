@@ -6,10 +6,11 @@ Every error is JSON: {"error": what went wrong, "hint": what to do, "code"}.
 
 from __future__ import annotations
 
-import base64
 import json
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -18,12 +19,16 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from p2pnode import api_models as models
+from p2pnode.api_models import Operation, Query, openapi_document
 from p2pnode.api_guard import ApiGuard
-from p2pnode.runtime import AmbiguousJobRef, JobNotFound, Runtime
-from p2pnode.views import execution_view, history_view, job_view, node_view
+from p2pnode.logs import stream_job_logs
+from p2pnode.results import ResultsUnavailable
+from p2pnode.runtime import AmbiguousJobRef, BidDecided, BidNotHeld, JobNotFound, Runtime
+from p2pnode.views import execution_view, history_view, job_view, nanos, node_view
 from protocols.events import ProbeVerdict
 from protocols.jobspec import MAX_SPEC_BYTES, JobSpecError, job_spec_from_data
 from protocols.node import VERSION
@@ -143,35 +148,90 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def result_files(request: Request) -> Response:
         """
-        summary: 'The result files themselves, fetched from the peers that ran the job'
-        description: 'Base64 contents, by execution; what `job get` writes to disk.'
+        summary: 'What each completed execution published: names, sizes, sha256'
+        description: 'Asked of the nodes that hold the results; `job get` then streams each file from results/files/{execution_id}/{path}.'
         """
         replica = await _job(request)
+        items = [
+            {"ExecutionID": found.execution_id, "NodeID": found.node_id, "Error": found.error,
+             "Files": [{"Path": f.name, "Size": f.size, "SHA256": f.sha256} for f in found.files]}
+            for found in await runtime.result_manifests(replica.id)
+        ]
+        return JSONResponse({"Items": items})
+
+    async def result_file(request: Request) -> Response:
+        """
+        summary: 'One result file, streamed from the node that holds it'
+        description: 'Query offset resumes a cut transfer; the body is the bytes from there.'
+        """
+        replica = await _job(request)
+        execution = replica.executions.get(request.path_params["execution_id"])
+        if execution is None or execution.result is None or not execution.result.location:
+            raise ApiError(404, f"job {replica.id} has no published execution {request.path_params['execution_id']}")
         try:
-            fetched = await runtime.fetch_results(replica.id)
-        except Exception as error:  # noqa: BLE001 - the peer's failure becomes the client's error
-            raise ApiError(502, f"could not fetch results: {error}", "the node that ran it may be down; try again")
-        return JSONResponse(
-            {
-                "Items": [
-                    {
-                        "ExecutionID": f.execution_id,
-                        "Error": f.error,
-                        "Files": [{"Path": p, "Data": base64.b64encode(d).decode()} for p, d in f.files],
-                    }
-                    for f in fetched
-                ]
-            }
+            offset = int(request.query_params.get("offset", "0") or 0)
+        except ValueError:
+            raise ApiError(400, "offset must be a whole number of bytes") from None
+        files = next(iter(await runtime.result_manifests(replica.id, execution.id)), None)
+        if files is None or files.error:
+            raise ApiError(502, files.error if files else "no results", "the node that ran it may be down; try again")
+        path = request.path_params["path"]
+        entry = next((f for f in files.files if f.name == path), None)
+        if entry is None:
+            raise ApiError(404, f"execution {execution.id} published no file {path!r}")
+        if not 0 <= offset <= entry.size:
+            raise ApiError(416, f"offset {offset} is outside {path} ({entry.size} bytes)")
+        chunks = runtime.result_stream(files.node_id, execution.id, entry, offset)
+        try:
+            first = await anext(chunks, b"")
+        except ResultsUnavailable as error:
+            raise ApiError(502, str(error), "try again later") from None
+
+        async def body() -> AsyncIterator[bytes]:
+            if first:
+                yield first
+            async for chunk in chunks:  # a failure now cuts the body short: the client resumes at its offset
+                yield chunk
+
+        headers = {"Content-Length": str(entry.size - offset), "X-Content-SHA256": entry.sha256}
+        return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
+
+    def _log_pieces(request: Request | WebSocket, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        query = request.query_params
+        follow = query.get("follow", "false").lower() in ("1", "true", "yes")
+        return stream_job_logs(
+            lambda: runtime.lookup_job(job_id), runtime.read_log, trio.sleep,
+            follow=follow, execution_id=query.get("execution_id", ""),
         )
 
     async def logs(request: Request) -> Response:
         """
-        summary: 'A job''s output, as newline-delimited JSON'
-        description: 'follow=true keeps the stream open until the job ends.'
+        summary: 'A job''s output as it is written, as newline-delimited JSON'
+        description: 'Each line is {"ExecutionID", "NodeID", "Type": "stdout"|"stderr", "Line": text}. Query follow=true keeps the stream open until the job ends; execution_id picks one execution. A websocket on the same path streams the reference''s {"value": {"Type", "Line"}} messages.'
         """
         replica = await _job(request)
-        follow = request.query_params.get("follow", "false").lower() in ("1", "true", "yes")
-        return StreamingResponse(_log_lines(runtime, replica.id, follow), media_type="application/x-ndjson")
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for piece in _log_pieces(request, replica.id):
+                yield (json.dumps(piece) + "\n").encode()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    async def logs_websocket(websocket: WebSocket) -> None:
+        """The reference's logs route: one JSON message per piece of output,
+        {"value": {"Type": 1 (stdout) | 2 (stderr), "Line": text}}; an error
+        comes as {"error": text}; then a normal close."""
+        await websocket.accept()
+        try:
+            replica = await runtime.lookup_job(websocket.path_params["job_id"])
+            async for piece in _log_pieces(websocket, replica.id):
+                await websocket.send_json({"value": {"Type": 1 if piece["Type"] == "stdout" else 2, "Line": piece["Line"],
+                                                     "ExecutionID": piece["ExecutionID"]}})
+        except (JobNotFound, AmbiguousJobRef) as error:
+            await websocket.send_json({"error": str(error)})
+        except WebSocketDisconnect:
+            return
+        await websocket.close()
 
     async def nodes(request: Request) -> Response:
         """
@@ -179,7 +239,7 @@ def build_app(runtime: Runtime) -> Starlette:
         """
         members = _members(runtime)
         items, token = _page(members, request.query_params)
-        return JSONResponse({"Items": items, "NextToken": token})
+        return JSONResponse({"Nodes": items, "NextToken": token})
 
     async def get_node(request: Request) -> Response:
         """
@@ -191,7 +251,7 @@ def build_app(runtime: Runtime) -> Starlette:
             raise ApiError(404, f"no node {ref!r} is known here", "`p2pnode node list` shows the nodes")
         if len(found) > 1:
             raise ApiError(400, f"{len(found)} nodes start with {ref!r}", "give more of the id")
-        return JSONResponse(found[0])
+        return JSONResponse({"Node": found[0]})
 
     async def alive(request: Request) -> Response:
         """
@@ -210,19 +270,48 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'This node'
         """
         node = _node(runtime)
-        return JSONResponse(node_view(node.membership.local, node.membership.status(node.node_id)))
+        return JSONResponse(node_view(node.membership.local, node.membership.status(node.node_id))["Info"])
+
+    async def healthz(request: Request) -> Response:
+        """
+        summary: 'Health'
+        """
+        node = _node(runtime)
+        liveness = Counter(str(status) for _, status in node.membership.all_members())
+        usage = shutil.disk_usage(runtime.settings.data_dir)
+        return JSONResponse({
+            "Status": "OK", "NodeID": node.node_id, "Liveness": dict(sorted(liveness.items())),
+            "FreeSpace": {"DataDir": usage.free, "Total": usage.total},
+        })
+
+    async def list_bids(request: Request) -> Response:
+        """
+        summary: 'Bids this node''s probe held for the operator'
+        description: 'Held ones (State Held) and the last decided ones; query all=false lists only the held.'
+        """
+        only_held = request.query_params.get("all", "true").lower() in ("0", "false", "no")
+        items = [_bid_view(h) for h in runtime.held_bids() if not (only_held and h.outcome)]
+        return JSONResponse({"Items": items, "NextToken": ""})
 
     async def decide_bid(request: Request) -> Response:
         """
-        summary: 'Decide a bid a probe held with shouldWait'
-        description: 'Body {"Accept": bool, "Reason": str}.'
+        summary: 'Approve or reject a bid a probe held with shouldWait'
+        description: 'Body {"Accept": bool, "Reason": str}; 404 if no such bid is held here, 409 if it was decided already.'
         """
         body = await _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("Accept"), bool):
-            raise ApiError(400, 'the body must be {"Accept": true|false, "Reason": "..."}')
-        verdict = ProbeVerdict(bid=body["Accept"], reason=str(body.get("Reason", "decided through the API")))
-        await runtime.answer_probe(request.path_params["execution_id"], verdict)
-        return JSONResponse({"Status": "OK"})
+            raise ApiError(400, 'the body must be {"Accept": true|false, "Reason": "..."}', "send Accept as a JSON boolean")
+        reason = body.get("Reason") or ("approved by the operator" if body["Accept"] else "rejected by the operator")
+        if not isinstance(reason, str):
+            raise ApiError(400, "Reason must be a string")
+        execution_id = request.path_params["execution_id"]
+        try:
+            held = await runtime.decide_bid(execution_id, body["Accept"], reason)
+        except BidNotHeld as error:
+            raise ApiError(404, str(error), "`p2pnode bid list` shows the bids held on this node") from error
+        except BidDecided as error:
+            raise ApiError(409, str(error), "a bid is decided once") from error
+        return JSONResponse({"ExecutionID": execution_id, "JobID": held.job_id, "Accepted": body["Accept"], "Reason": reason})
 
     async def _job(request: Request) -> Any:
         try:
@@ -232,32 +321,76 @@ def build_app(runtime: Runtime) -> Starlette:
         except AmbiguousJobRef as error:
             raise ApiError(400, str(error), "give more characters of the job id") from error
 
-    schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "p2pnode API", "version": VERSION}})
-
     async def openapi(request: Request) -> Response:
         """
         summary: 'This API''s OpenAPI description'
         """
-        return JSONResponse(schemas.get_schema(routes=app.routes))
+        return JSONResponse(openapi_document(operations, title="p2pnode API", version=VERSION))
 
     jobs = f"{PREFIX}/orchestrator/jobs"
+    job = jobs + "/{job_id}"
+    paging = (Query("limit", "integer", "at most this many"), Query("next_token", "string", "NextToken of the page before"))
+    follow = Query("follow", "boolean", "keep the stream open until the job ends")
+    operations = [
+        Operation("PUT", jobs, "Submit a job", models.PutJobResponse, models.PutJobRequest, errors=(400, 413)),
+        Operation("POST", jobs, "Submit a job (as PUT)", models.PutJobResponse, models.PutJobRequest, errors=(400, 413)),
+        Operation("GET", jobs, "List the jobs this node keeps", models.ListJobsResponse, query=(
+            *paging, Query("order_by", enum=("created_at", "modified_at", "id", "name")),
+            Query("reverse", "boolean"), Query("namespace"), Query("labels", description="k=v,k2"),
+        ), errors=(400,)),
+        Operation("GET", job, "Describe a job (id or unique prefix)", models.GetJobResponse,
+                  query=(Query("include", description="executions,history"),), errors=(400, 404)),
+        Operation("DELETE", job, "Stop a job", models.StopJobResponse, query=(Query("reason"),), errors=(400, 404, 409)),
+        Operation("GET", job + "/executions", "A job's executions", models.ListJobExecutionsResponse, query=paging,
+                  errors=(400, 404)),
+        Operation("GET", job + "/history", "A job's history", models.ListJobHistoryResponse, query=paging,
+                  errors=(400, 404)),
+        Operation("GET", job + "/results", "Where a job's results are published", models.ListJobResultsResponse,
+                  errors=(400, 404)),
+        Operation("GET", job + "/results/files", "A job's result files, fetched from the peers that ran it",
+                  models.ResultFilesResponse, errors=(400, 404, 502)),
+        Operation("GET", job + "/results/files/{execution_id}/{path}", "One result file, streamed from its node",
+                  None, query=(Query("offset", "integer", "resume a cut transfer at this byte"),),
+                  errors=(400, 404, 416, 502), media_type="application/octet-stream"),
+        Operation("GET", job + "/logs", "A job's output as it is written", models.LogLine,
+                  query=(follow, Query("execution_id"), Query("tail", "boolean")), errors=(400, 404),
+                  media_type="application/x-ndjson",
+                  description="One LogLine per line. A websocket on the same path streams the reference's "
+                              '{"value": {"Type": 1|2, "Line": text}} messages.'),
+        Operation("GET", f"{PREFIX}/orchestrator/nodes", "The nodes this node knows", models.ListNodesResponse,
+                  query=paging, errors=(400, 503)),
+        Operation("GET", f"{PREFIX}/orchestrator/nodes/{{node_id}}", "Describe a node (id or unique prefix)",
+                  models.GetNodeResponse, errors=(400, 404, 503)),
+        Operation("GET", f"{PREFIX}/agent/alive", "Liveness", models.IsAliveResponse),
+        Operation("GET", f"{PREFIX}/healthz", "Health: this node, its view of the network, its free disk",
+                  models.HealthzResponse, errors=(503,)),
+        Operation("GET", f"{PREFIX}/agent/version", "Software version", models.VersionResponse),
+        Operation("GET", f"{PREFIX}/agent/node", "This node", models.NodeInfo, errors=(503,)),
+        Operation("GET", f"{PREFIX}/compute/bids", "Bids this node's probe held for the operator",
+                  models.ListBidsResponse, query=(Query("all", "boolean", "false: only the held ones"),)),
+        Operation("POST", f"{PREFIX}/compute/bids/{{execution_id}}", "Approve or reject a held bid",
+                  models.DecideBidResponse, models.DecideBidRequest, errors=(400, 404, 409)),
+        Operation("GET", f"{PREFIX}/openapi.json", "This document", None),
+    ]
     routes = [
-        Route(jobs, put_job, methods=["PUT", "POST"]),
-        Route(jobs, list_jobs, methods=["GET"]),
-        Route(jobs + "/{job_id}", get_job, methods=["GET"]),
-        Route(jobs + "/{job_id}", stop_job, methods=["DELETE"]),
-        Route(jobs + "/{job_id}/executions", executions, methods=["GET"]),
-        Route(jobs + "/{job_id}/history", history, methods=["GET"]),
-        Route(jobs + "/{job_id}/results", results, methods=["GET"]),
-        Route(jobs + "/{job_id}/results/files", result_files, methods=["GET"]),
-        Route(jobs + "/{job_id}/logs", logs, methods=["GET"]),
-        Route(f"{PREFIX}/orchestrator/nodes", nodes, methods=["GET"]),
-        Route(f"{PREFIX}/orchestrator/nodes/{{node_id}}", get_node, methods=["GET"]),
-        Route(f"{PREFIX}/agent/alive", alive, methods=["GET"]),
-        Route(f"{PREFIX}/agent/version", version, methods=["GET"]),
-        Route(f"{PREFIX}/agent/node", agent_node, methods=["GET"]),
-        Route(f"{PREFIX}/compute/bids/{{execution_id}}", decide_bid, methods=["POST"]),
-        Route(f"{PREFIX}/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+        _route(jobs, PUT=put_job, POST=put_job, GET=list_jobs),
+        _route(job, GET=get_job, DELETE=stop_job),
+        _route(job + "/executions", GET=executions),
+        _route(job + "/history", GET=history),
+        _route(job + "/results", GET=results),
+        _route(job + "/results/files", GET=result_files),
+        _route(job + "/results/files/{execution_id}/{path:path}", GET=result_file),
+        _route(job + "/logs", GET=logs),
+        WebSocketRoute(job + "/logs", logs_websocket),
+        _route(f"{PREFIX}/orchestrator/nodes", GET=nodes),
+        _route(f"{PREFIX}/orchestrator/nodes/{{node_id}}", GET=get_node),
+        _route(f"{PREFIX}/agent/alive", GET=alive),
+        _route(f"{PREFIX}/healthz", GET=healthz),
+        _route(f"{PREFIX}/agent/version", GET=version),
+        _route(f"{PREFIX}/agent/node", GET=agent_node),
+        _route(f"{PREFIX}/compute/bids", GET=list_bids),
+        _route(f"{PREFIX}/compute/bids/{{execution_id}}", POST=decide_bid),
+        _route(f"{PREFIX}/openapi.json", GET=openapi),
     ]
 
     async def api_error(request: Request, error: Exception) -> Response:
@@ -266,14 +399,24 @@ def build_app(runtime: Runtime) -> Starlette:
 
     async def not_found(request: Request, error: Exception) -> Response:
         status = getattr(error, "status_code", 404)
+        headers = getattr(error, "headers", None)  # a 405 says which methods are allowed (Allow)
         return JSONResponse(
             {"error": f"{request.method} {request.url.path}: {getattr(error, 'detail', 'not found')}",
              "hint": f"see {PREFIX}/openapi.json for the routes", "code": status},
-            status_code=status,
+            status_code=status, headers=headers,
         )
 
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error, 404: not_found, 405: not_found})
     return app
+
+
+def _route(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path with every method it takes, so a 405 lists them all in Allow."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
 
 
 async def serve_api(
@@ -338,25 +481,15 @@ def _node(runtime: Runtime) -> Any:
     return runtime.node
 
 
+def _bid_view(held: Any) -> dict[str, Any]:
+    return {
+        "ExecutionID": held.execution_id, "JobID": held.job_id, "JobName": held.job_name, "Reason": held.reason,
+        "Since": nanos(held.since), "State": "Held" if not held.outcome else held.outcome.split(":")[0].capitalize(),
+        "Outcome": held.outcome,
+    }
+
+
 def _members(runtime: Runtime) -> list[dict[str, Any]]:
     node = _node(runtime)
     members = node.membership.all_members()
     return [node_view(info, status) for info, status in sorted(members, key=lambda m: m[0].node_id)]
-
-
-async def _log_lines(runtime: Runtime, job_id: str, follow: bool) -> AsyncIterator[bytes]:
-    """Each execution's output once it is known; with follow, until the job ends."""
-    sent: set[str] = set()
-    while True:
-        replica = await runtime.lookup_job(job_id)
-        for execution in sorted(replica.executions.values(), key=lambda e: e.create_time):
-            if execution.result is None or execution.id in sent:
-                continue
-            sent.add(execution.id)
-            for stream, text in (("stdout", execution.result.stdout), ("stderr", execution.result.stderr)):
-                if text:
-                    line = {"ExecutionID": execution.id, "NodeID": execution.node_id, "Type": stream, "Line": text}
-                    yield (json.dumps(line) + "\n").encode()
-        if not follow or replica.header.state.terminal:
-            return
-        await runtime.wait_for_change(1.0)

@@ -14,6 +14,8 @@ import click
 import yaml
 
 from p2pnode import commands, docker_cli
+from p2pnode.bid_commands import bid_group
+from p2pnode.config_commands import config_group
 from protocols.jobspec import JobSpecError, ParsedJob, parse_job
 
 
@@ -133,9 +135,13 @@ def validate(file: str, template_vars: tuple[str, ...], template_envs: str | Non
 @click.option("--dry-run", is_flag=True, help="Validate and print the job; submit nothing.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait.")
 @click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+@commands.wide_option
 def run(file: str, template_vars: tuple[str, ...], template_envs: str | None, no_template: bool, api: str,
-        wait: bool, id_only: bool, follow: bool, dry_run: bool, timeout: float, output: str) -> None:
-    """Submit a job file (or - for stdin) to a node."""
+        wait: bool, id_only: bool, follow: bool, dry_run: bool, timeout: float, output: str, wide: bool) -> None:
+    """Submit a job file (or - for stdin) to a node.
+
+    With -o json|yaml, stdout holds only the final document. Exit 0 when
+    the job completed, 1 when it failed or was stopped."""
     parsed = _load(file, template_vars, template_envs, no_template)
     for warning in parsed.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -143,7 +149,8 @@ def run(file: str, template_vars: tuple[str, ...], template_envs: str | None, no
     if dry_run:
         click.echo(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), nl=False)
         return
-    commands.run_job(document, api, wait=wait, id_only=id_only, follow=follow, output=output, timeout=timeout)
+    commands.run_job(document, api, wait=wait, id_only=id_only, follow=follow, output=output, timeout=timeout,
+                     wide=wide)
 
 
 for command in (commands.job_list, commands.job_describe, commands.job_executions, commands.job_history,
@@ -181,6 +188,9 @@ def wasm_run(module: Path, arguments: tuple[str, ...], entrypoint: str, api: str
 
 
 main.add_command(commands.serve)
+main.add_command(commands.version)
+main.add_command(config_group)
+main.add_command(bid_group)
 main.add_command(commands.devstack_command)
 main.add_command(commands.demo)
 main.add_command(docker_cli.docker)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+from p2pnode.storage.paths import UnsafePath, inside
 
 DEFAULT_API = "http://127.0.0.1:1234"
 API_ENV = "P2PNODE_API"
@@ -79,22 +82,66 @@ class ApiClient:
         except httpx.TransportError as error:
             raise self._unreachable(error) from error
 
-    def download(self, ref: str, output_dir: Path) -> list[Path]:
-        """Write every execution's result files under output_dir/<execution id>/."""
+    def download(self, ref: str, output_dir: Path, attempts: int = 10) -> list[Path]:
+        """Write every execution's results under output_dir/<execution id>/
+        (stdout, stderr, exitCode, one folder per result path), streamed to
+        disk, resumed where a cut connection left off, each file checked
+        against its sha256. Nothing is written outside `output_dir`."""
         answer = self._call("GET", f"/orchestrator/jobs/{ref}/results/files", timeout=120)
+        plan = []
+        for item in answer.get("Items", []):
+            if item.get("Error"):
+                raise ApiClientError(f"execution {item.get('ExecutionID')}: {item['Error']}")
+            folder = _confined(output_dir, str(item.get("ExecutionID", "")), single=True)
+            for file in item.get("Files", []):
+                _confined(folder, str(file.get("Path", "")))  # refuse before writing anything
+                plan.append((item["ExecutionID"], file, folder))
         written = []
-        for item in answer["Items"]:
-            if item["Error"]:
-                raise ApiClientError(f"execution {item['ExecutionID']}: {item['Error']}")
-            for file in item["Files"]:
-                relative = Path(file["Path"])
-                if relative.is_absolute() or ".." in relative.parts:
-                    raise ApiClientError(f"refusing a result path outside the output directory: {file['Path']}")
-                target = output_dir / item["ExecutionID"] / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(base64.b64decode(file["Data"]))
-                written.append(target)
+        for execution_id, file, folder in plan:
+            written.append(self._fetch_file(ref, execution_id, file, folder, attempts))
         return written
+
+    def _fetch_file(self, ref: str, execution_id: str, file: dict[str, Any], folder: Path, attempts: int) -> Path:
+        size, expected = int(file["Size"]), str(file["SHA256"])
+        _confined(folder, str(file["Path"])).parent.mkdir(parents=True, exist_ok=True)
+        target = _confined(folder, str(file["Path"]))  # again: the folders now exist, symlinks included
+        partial = target.with_name(target.name + ".part")
+        if not target.is_symlink() and target.is_file() and target.stat().st_size == size and _sha256(target) == expected:
+            return target  # fetched whole before: a second `job get` resumes, not restarts
+        digest = hashlib.sha256()
+        if partial.is_symlink():
+            partial.unlink()
+        if partial.exists() and partial.stat().st_size <= size:
+            with partial.open("rb") as done:
+                while block := done.read(1 << 20):
+                    digest.update(block)
+        else:
+            partial.write_bytes(b"")
+        url = f"/orchestrator/jobs/{ref}/results/files/{execution_id}/{quote(file['Path'])}"
+        failures = 0
+        while (offset := partial.stat().st_size) < size:
+            try:
+                with self._http.stream("GET", url, params={"offset": offset}, timeout=120) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise(response)
+                    with partial.open("ab") as out:
+                        for block in response.iter_bytes():
+                            out.write(block)
+                            digest.update(block)
+            except (httpx.TransportError, ApiClientError) as error:
+                failures += 1
+                if isinstance(error, ApiClientError) and (error.status < 500 or failures >= 3):
+                    raise  # the node has waited for the results' node already: say why, now
+                if failures >= attempts:
+                    raise self._unreachable(error) from error
+                time.sleep(min(5.0, 0.5 * failures))  # then resume at the offset reached
+        if partial.stat().st_size != size or digest.hexdigest() != expected:
+            partial.unlink()
+            raise ApiClientError(f"{file['Path']} of execution {execution_id} does not match its sha256",
+                                 "the transfer was corrupted; run `job get` again")
+        partial.replace(target)
+        return target
 
     def wait(self, ref: str, timeout: float = 600.0, poll: float = 0.2) -> dict[str, Any]:
         """Poll until the job is terminal; the last description."""
@@ -131,6 +178,14 @@ class ApiClient:
     def agent_node(self) -> dict[str, Any]:
         return self._call("GET", "/agent/node")
 
+    # ------------------------------------------------------------ held bids
+
+    def bids(self, held_only: bool = False) -> dict[str, Any]:
+        return self._call("GET", "/compute/bids", params={"all": "false"} if held_only else None)
+
+    def decide_bid(self, execution_id: str, accept: bool, reason: str = "") -> dict[str, Any]:
+        return self._call("POST", f"/compute/bids/{execution_id}", json={"Accept": accept, "Reason": reason})
+
     # ------------------------------------------------------------ plumbing
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -154,3 +209,22 @@ class ApiClient:
             f"cannot reach a node at {self.base_url}: {error}",
             f"start one with `p2pnode serve`, or point --api / ${API_ENV} at a running node",
         )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _confined(root: Path, name: str, single: bool = False) -> Path:
+    """`root/name`, refused if a peer's name would lead outside `root`."""
+    try:
+        if single and "/" in name:
+            raise UnsafePath(f"{name!r} is not a single folder name")
+        return inside(root, name)
+    except UnsafePath as error:
+        raise ApiClientError(f"refusing a result path outside the output directory: {error}",
+                             "the node sent a hostile or broken file name; nothing was written for it") from None

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,9 @@ from typing import Any
 import click
 import yaml
 from rich.console import Console
-from rich.table import Table
 
-from p2pnode.client import API_ENV, DEFAULT_API, TERMINAL, TOKEN_ENV, ApiClient, ApiClientError
+from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV, ApiClient, ApiClientError
+from p2pnode.tables import Sheet, show
 
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # an error's paths stay whole, on one line
@@ -28,6 +29,7 @@ api_option = click.option(
 output_option = click.option(
     "--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True
 )
+wide_option = click.option("--wide", is_flag=True, help="Whole IDs and cells, also on a terminal.")
 
 
 def _client(api: str) -> ApiClient:
@@ -42,86 +44,97 @@ def _fail(error: Exception) -> None:
     sys.exit(1)
 
 
-def _emit(data: Any, output: str, table: Table | None = None) -> None:
+def _emit(data: Any, output: str, table: Sheet | None = None, wide: bool = False) -> None:
+    """The document alone on stdout (json, yaml), or the table."""
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     elif output == "yaml":
-        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        click.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), nl=False)
     elif table is not None:
-        console.print(table)
+        show(table, wide=wide, console=console)
 
 
 def _when(nanos: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(nanos / 1e9)) if nanos else ""
 
 
-def _jobs_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "NAME", "TYPE", "STATE", "CREATED", "MESSAGE", box=None)
+def _jobs_table(items: list[dict[str, Any]]) -> Sheet:
+    sheet = Sheet(("ID", "NAME", "TYPE", "STATE", "CREATED", "MESSAGE"), short={0: 12})
     for job in items:
-        table.add_row(
-            job["ID"][:12], job["Name"], job["Type"], job["State"]["StateType"], _when(job["CreateTime"]),
-            job["State"].get("Message", ""),
-        )
-    return table
+        sheet.add(job["ID"], job["Name"], job["Type"], job["State"]["StateType"], _when(job["CreateTime"]),
+                  job["State"].get("Message", ""))
+    return sheet
 
 
-def _executions_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("EXECUTION", "NODE", "PARTITION", "STATE", "DESIRED", "MESSAGE", box=None)
+def _executions_table(items: list[dict[str, Any]]) -> Sheet:
+    sheet = Sheet(("EXECUTION", "NODE", "PARTITION", "STATE", "DESIRED", "MESSAGE"), short={0: 14, 1: 16})
     for execution in items:
-        table.add_row(
-            execution["ID"][:14], execution["NodeID"][:16], str(execution["PartitionIndex"]),
-            execution["ComputeState"]["StateType"], execution["DesiredState"]["StateType"],
-            execution["ComputeState"].get("Message", ""),
-        )
-    return table
+        sheet.add(execution["ID"], execution["NodeID"], execution["PartitionIndex"],
+                  execution["ComputeState"]["StateType"], execution["DesiredState"]["StateType"],
+                  execution["ComputeState"].get("Message", ""))
+    return sheet
 
 
-def _history_table(items: list[dict[str, Any]]) -> Table:
-    table = Table("TIME", "LEVEL", "EXECUTION", "CHANGE", "MESSAGE", box=None)
+def _history_table(items: list[dict[str, Any]]) -> Sheet:
+    sheet = Sheet(("TIME", "LEVEL", "EXECUTION", "CHANGE", "MESSAGE"), short={2: 14})
     for event in items:
         change = event.get("JobState") or event.get("ExecutionState") or {}
         arrow = f"{change.get('Previous', '')} → {change.get('New', '')}" if change else event["Event"]["Topic"]
-        table.add_row(event["Time"], event["Type"], event["ExecutionID"][:14], arrow, event["Event"]["Message"])
-    return table
+        sheet.add(event["Time"], event["Type"], event["ExecutionID"], arrow, event["Event"]["Message"])
+    return sheet
 
 
 # ---------------------------------------------------------------- serve, devstack, demo
 
 
+_BOOLEAN_FLAGS = (
+    "--mdns", "--network-open", "--api-insecure", "--job-selection-reject-stateless", "--job-selection-accept-networked",
+)
+_REPEATABLE_FLAGS = {"--listen": "listen", "--peer": "peers", "--labels": "labels"}
+_FLAG_CHOICES = {"--job-selection-data-locality": ["local", "anywhere"], "--log-level": ["debug", "info", "warning", "error"]}
+
+
+def _settings_options(function: Any) -> Any:
+    """One option per node setting (`p2pnode.config.FLAG_TO_PROPERTY`), each
+    saying its property, environment variable and what a value looks like."""
+    from p2pnode.config import FLAG_TO_PROPERTY, PROPERTIES
+
+    for flag, path in reversed(FLAG_TO_PROPERTY.items()):
+        prop = PROPERTIES[path]
+        help_text = f"{path} (${prop.env}): {prop.hint}."
+        if flag in _BOOLEAN_FLAGS:
+            name = flag.removeprefix("--")
+            option = click.option(f"{flag}/--no-{name}", default=None, help=help_text)
+        elif flag in _REPEATABLE_FLAGS:
+            option = click.option(flag, _REPEATABLE_FLAGS[flag], multiple=True, help=help_text + " Repeatable.")
+        elif flag in _FLAG_CHOICES:
+            option = click.option(flag, type=click.Choice(_FLAG_CHOICES[flag]), help=help_text)
+        else:
+            option = click.option(flag, help=help_text)
+        function = option(function)
+    return function
+
+
 @click.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Where the node keeps its state.")
-@click.option("--listen", multiple=True, help="libp2p listen multiaddr (repeatable).")
-@click.option("--peer", "peers", multiple=True, help="Bootstrap peer multiaddr (repeatable).")
-@click.option("--mdns/--no-mdns", default=None, help="Discover peers on the LAN with mDNS.")
-@click.option("--api-host", help="Address the API binds to (default 127.0.0.1).")
-@click.option("--api-port", type=int, help="API port (0 picks a free one; default 1234).")
-@click.option("--api-token", help="Bearer token API clients must send (needed when the API is not on loopback).")
-@click.option("--api-insecure/--no-api-insecure", default=None, help="Serve the API on a non-loopback address without a token.")
-@click.option("--api-max-body-size", help="Largest request body the API takes (default 4Mb).")
-@click.option("--network-key", type=click.Path(dir_okay=False, path_type=Path),
-              help="The network's key file (`p2pnode network new-key FILE`): only peers holding it can talk to this node.")
-@click.option("--network-open/--no-network-open", default=None,
-              help="Listen on a non-loopback address without a network key: anyone may join.")
-@click.option("--labels", multiple=True, help="Node label key=value (repeatable).")
-@click.option("--job-selection-data-locality", type=click.Choice(["local", "anywhere"]))
-@click.option("--job-selection-probe-exec", help="Program deciding whether to take a job.")
-@click.option("--job-selection-probe-http", help="URL POSTed to decide whether to take a job.")
-@click.option("--job-selection-reject-stateless/--no-job-selection-reject-stateless", default=None)
-@click.option("--job-selection-accept-networked/--no-job-selection-accept-networked", default=None)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML config file (default: config.yaml in the data directory, if there is one).")
+@_settings_options
 def serve(config_file: Path | None, **flags: Any) -> None:
-    """Run a node until Ctrl-C."""
+    """Run a node until Ctrl-C or SIGTERM.
+
+    Every setting can also come from the config file (`p2pnode config set`)
+    or an environment variable; flags beat the environment, which beats the file."""
     import trio
 
     from p2pnode.config import ConfigError, load_settings
-    from p2pnode.serve import serve_node
-
+    from p2pnode.config_commands import default_config_file
     from p2pnode.config import check_exposure
     from p2pnode.netkey import NetworkKeyError, load_key
+    from p2pnode.serve import serve_node
 
     given = {name: value for name, value in flags.items() if value not in (None, ())}
     try:
+        config_file = config_file or default_config_file(os.environ, given)
         settings = load_settings(config_file=config_file, env=os.environ, flags=given)
         check_exposure(settings)
         if settings.network_key_file is not None:
@@ -142,30 +155,38 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 @click.command("devstack")
 @click.option("--nodes", "-n", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Base directory (default: a temporary one).")
-def devstack_command(nodes: int, data_dir: Path | None) -> None:
+@click.option("--api-port", type=click.IntRange(0, 65535), default=0,
+              help="The first peer's API port (1234 is what the CLI talks to by default); 0 picks a free one.")
+def devstack_command(nodes: int, data_dir: Path | None, api_port: int) -> None:
     """Start N connected peers on loopback; Ctrl-C stops them all."""
     import tempfile
 
     from p2pnode.devstack import DevstackError, devstack
 
     base = data_dir or Path(tempfile.mkdtemp(prefix="p2pnode-devstack-"))
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the peers as Ctrl-C does
     try:
-        with devstack(nodes, base) as peers:
-            table = Table("PEER", "NODE ID", "API", "LIBP2P", box=None)
+        with devstack(nodes, base, api_port=api_port) as peers:
+            sheet = Sheet(("PEER", "NODE ID", "API", "LIBP2P"))
             for peer in peers:
-                table.add_row(str(peer.index), peer.node_id, peer.api, peer.addresses[0] if peer.addresses else "")
-            console.print(table)
-            console.print(f"Talk to peer 0 with: [bold]export {API_ENV}={peers[0].api}[/bold]; then `p2pnode job run FILE`")
-            console.print(f"Their network key is {base / 'network.key'}: start more peers with --network-key and --peer.")
-            console.print("Ctrl-C stops them all.")
-            try:
-                while all(p.process.poll() is None for p in peers):
-                    time.sleep(0.5)
-                errors.print("[red]a peer exited; stopping the rest[/red]")
-            except KeyboardInterrupt:
-                console.print("stopping…")
+                sheet.add(peer.index, peer.node_id, peer.api, peer.addresses[0] if peer.addresses else "")
+            show(sheet, console=console)
+            errors.print(f"Talk to peer 0 with: export {API_ENV}={peers[0].api}; then `p2pnode job run FILE`")
+            errors.print(f"Their network key is {base / 'network.key'}: start more peers with --network-key and --peer.")
+            errors.print("Ctrl-C (or SIGTERM) stops them all.")
+            while all(p.process.poll() is None for p in peers):
+                time.sleep(0.5)
+            errors.print("[red]a peer exited; stopping the rest[/red]")
+    except KeyboardInterrupt:
+        errors.print("stopping…")
     except DevstackError as error:
         _fail(error)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command()
@@ -181,12 +202,35 @@ def demo(nodes: int) -> None:
         _fail(error)
 
 
+@click.command("version")
+@api_option
+@click.option("--client-only", is_flag=True, help="Do not ask the node for its version.")
+@click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def version(api: str, client_only: bool, output: str) -> None:
+    """This client's version, and the node's when it answers."""
+    from importlib.metadata import version as installed
+
+    answer: dict[str, Any] = {"ClientVersion": f"v{installed('p2pnode')}"}
+    if not client_only:
+        try:
+            with ApiClient(api, timeout=3) as client:
+                answer["ServerVersion"] = client.version()["BuildVersionInfo"]["GitVersion"]
+        except ApiClientError as error:
+            errors.print(f"(no server version: {error.message})")
+    sheet = Sheet(("CLIENT", "SERVER"))
+    sheet.add(answer["ClientVersion"], answer.get("ServerVersion", ""))
+    _emit(answer, output, sheet)
+
+
 # ---------------------------------------------------------------- jobs
 
 
 def run_job(
-    document: dict[str, Any], api: str, *, wait: bool, id_only: bool, follow: bool, output: str, timeout: float
+    document: dict[str, Any], api: str, *, wait: bool, id_only: bool, follow: bool, output: str, timeout: float,
+    wide: bool = False,
 ) -> None:
+    """Submit; with -o json|yaml only the final document goes to stdout. Exit
+    1 when the job did not complete."""
     with _client(api) as client:
         try:
             answer = client.submit(document)
@@ -196,34 +240,47 @@ def run_job(
             if id_only:
                 click.echo(job_id)
             else:
-                console.print(f"Job [bold]{job_id}[/bold] submitted")
+                errors.print(f"Job [bold]{job_id}[/bold] submitted")
             if follow:
-                for line in client.logs(job_id, follow=True):
-                    stream = sys.stdout if line["Type"] == "stdout" else sys.stderr
-                    stream.write(line["Line"])
-                    stream.flush()
+                _print_logs(client.logs(job_id, follow=True), to_stderr=output != "table" or id_only)
             if not (wait or follow):
+                if output != "table" and not id_only:
+                    _emit(answer, output)
                 return
-            with console.status("waiting for the job…", spinner="dots") if not id_only else _null():
+            with errors.status("waiting for the job…", spinner="dots") if not id_only else _null():
                 final = client.wait(job_id, timeout=timeout)
-            if id_only:
-                return
             job = final["Job"]
-            if output != "table":
+            if id_only:
+                pass
+            elif output != "table":
                 _emit(final, output)
             else:
                 console.print(f"Job {job['State']['StateType']}: {job['State']['Message']}")
-                console.print(_executions_table(final.get("Executions", {}).get("Items", [])))
+                show(_executions_table(final.get("Executions", {}).get("Items", [])), wide=wide, console=console)
                 if not follow:
                     for execution in final.get("Executions", {}).get("Items", []):
                         run = execution.get("RunOutput")
                         if run and run.get("Stdout"):
-                            console.print(f"[dim]stdout of {execution['ID'][:14]}:[/dim]")
+                            console.print(f"[dim]stdout of {execution['ID']}:[/dim]")
                             click.echo(run["Stdout"], nl=not run["Stdout"].endswith("\n"))
-            if job["State"]["StateType"] != "Completed":
-                sys.exit(1)
+            _exit_unless_completed(job)
         except ApiClientError as error:
             _fail(error)
+
+
+def _exit_unless_completed(job: dict[str, Any]) -> None:
+    """Scripts read the exit status: 0 only for a job that completed."""
+    state = job["State"]["StateType"]
+    if state != "Completed":
+        errors.print(f"job {job['ID']} is {state}: {job['State'].get('Message', '')}")
+        sys.exit(1)
+
+
+def _print_logs(lines: Any, *, to_stderr: bool = False) -> None:
+    for line in lines:
+        stream = sys.stderr if to_stderr or line["Type"] == "stderr" else sys.stdout
+        stream.write(line["Line"])
+        stream.flush()
 
 
 class _null:
@@ -237,12 +294,14 @@ class _null:
 @click.command("list")
 @api_option
 @output_option
+@wide_option
 @click.option("--limit", type=int, default=0, help="At most this many jobs.")
 @click.option("--namespace", default="", help="Only this namespace ('*' for all).")
 @click.option("--labels", default="", help="Only jobs with these labels: k=v,k2")
 @click.option("--order-by", type=click.Choice(["created_at", "modified_at", "id", "name"]), default="created_at")
 @click.option("--reverse", is_flag=True, help="Oldest first.")
-def job_list(api: str, output: str, limit: int, namespace: str, labels: str, order_by: str, reverse: bool) -> None:
+def job_list(api: str, output: str, wide: bool, limit: int, namespace: str, labels: str, order_by: str,
+             reverse: bool) -> None:
     """List the jobs the node knows."""
     try:
         with _client(api) as client:
@@ -250,14 +309,15 @@ def job_list(api: str, output: str, limit: int, namespace: str, labels: str, ord
                                       reverse="true" if reverse else None)
     except ApiClientError as error:
         _fail(error)
-    _emit(answer, output, _jobs_table(answer["Items"]))
+    _emit(answer, output, _jobs_table(answer["Items"]), wide)
 
 
 @click.command("describe")
 @click.argument("job_id")
 @api_option
 @output_option
-def job_describe(job_id: str, api: str, output: str) -> None:
+@wide_option
+def job_describe(job_id: str, api: str, output: str, wide: bool) -> None:
     """Show a job, its executions and history (ID or unique prefix)."""
     try:
         with _client(api) as client:
@@ -271,50 +331,49 @@ def job_describe(job_id: str, api: str, output: str) -> None:
     console.print(f"[bold]{job['ID']}[/bold]  {job['Name']}  ({job['Type']}, namespace {job['Namespace']})")
     console.print(f"State: {job['State']['StateType']} — {job['State']['Message']}")
     console.print(f"Leader: {job['Leader']} (epoch {job['Epoch']}), revision {job['Revision']}, created {_when(job['CreateTime'])}")
-    console.print(_executions_table(answer["Executions"]["Items"]))
-    console.print(_history_table(answer["History"]["Items"]))
+    show(_executions_table(answer["Executions"]["Items"]), wide=wide, console=console)
+    show(_history_table(answer["History"]["Items"]), wide=wide, console=console)
 
 
 @click.command("executions")
 @click.argument("job_id")
 @api_option
 @output_option
-def job_executions(job_id: str, api: str, output: str) -> None:
+@wide_option
+def job_executions(job_id: str, api: str, output: str, wide: bool) -> None:
     """List a job's executions."""
     try:
         with _client(api) as client:
             answer = client.executions(job_id)
     except ApiClientError as error:
         _fail(error)
-    _emit(answer, output, _executions_table(answer["Items"]))
+    _emit(answer, output, _executions_table(answer["Items"]), wide)
 
 
 @click.command("history")
 @click.argument("job_id")
 @api_option
 @output_option
-def job_history(job_id: str, api: str, output: str) -> None:
+@wide_option
+def job_history(job_id: str, api: str, output: str, wide: bool) -> None:
     """Show every state change of a job and its executions."""
     try:
         with _client(api) as client:
             answer = client.history(job_id)
     except ApiClientError as error:
         _fail(error)
-    _emit(answer, output, _history_table(answer["Items"]))
+    _emit(answer, output, _history_table(answer["Items"]), wide)
 
 
 @click.command("logs")
 @click.argument("job_id")
 @api_option
-@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing as the job writes, until it ends.")
 def job_logs(job_id: str, api: str, follow: bool) -> None:
-    """Print a job's output."""
+    """Print a job's output (stdout here, stderr to stderr), live with --follow."""
     try:
         with _client(api) as client:
-            for line in client.logs(job_id, follow=follow):
-                stream = sys.stdout if line["Type"] == "stdout" else sys.stderr
-                stream.write(line["Line"])
-                stream.flush()
+            _print_logs(client.logs(job_id, follow=follow))
     except ApiClientError as error:
         _fail(error)
 
@@ -339,41 +398,48 @@ def job_stop(job_id: str, api: str, reason: str) -> None:
 @api_option
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True)
 def job_get(job_id: str, api: str, output_dir: Path) -> None:
-    """Download a job's results, from whichever peers ran it."""
+    """Download a job's results, from whichever peers ran it. Exit 1 unless the job completed."""
     try:
         with _client(api) as client:
-            files = client.download(job_id, output_dir)
+            job = client.get_job(job_id)["Job"]
+            files = client.download(job["ID"], output_dir)
     except ApiClientError as error:
         _fail(error)
     for path in files:
-        console.print(str(path))
+        click.echo(str(path))
     if not files:
         errors.print("the job has no published results yet")
+    _exit_unless_completed(job)
 
 
 # ---------------------------------------------------------------- nodes
 
 
+def _cores(cpu: float) -> str:
+    return f"{cpu:g}"
+
+
 @click.command("list")
 @api_option
 @output_option
-def node_list(api: str, output: str) -> None:
+@wide_option
+def node_list(api: str, output: str, wide: bool) -> None:
     """List the nodes the node knows, alive or not."""
     try:
         with _client(api) as client:
             answer = client.nodes()
     except ApiClientError as error:
         _fail(error)
-    table = Table("NODE ID", "STATUS", "LABELS", "ENGINES", "FREE CPU", "FREE MEMORY", box=None)
-    for node in answer["Items"]:
+    sheet = Sheet(("NODE ID", "STATUS", "LABELS", "ENGINES", "FREE CPU", "FREE MEMORY"))
+    for node in answer["Nodes"]:
         info = node["Info"]
         compute = info["ComputeNodeInfo"]
-        table.add_row(
+        sheet.add(
             info["NodeID"], node["Liveness"], ", ".join(f"{k}={v}" for k, v in sorted(info["Labels"].items())),
-            ", ".join(compute["ExecutionEngines"]), f"{compute['AvailableCapacity']['CPU']}m",
+            ", ".join(compute["ExecutionEngines"]), _cores(compute["AvailableCapacity"]["CPU"]),
             f"{compute['AvailableCapacity']['Memory'] / 2**20:.0f} MiB",
         )
-    _emit(answer, output, table)
+    _emit(answer, output, sheet, wide)
 
 
 @click.command("describe")

@@ -82,6 +82,17 @@ class NodeSettings:
     api_insecure: bool = False
     api_max_body: int = 4 << 20
     job_defaults: JobDefaults = JobDefaults()
+    log_keep_bytes: int = 1 << 20  # of each of stdout and stderr, once an execution ended
+    probe_timeout: float = 10.0  # a probe that does not answer declines
+    probe_wait_timeout: float = 300.0  # a bid held by "shouldWait" declines after this
+    results_retention: float = 7 * 86400.0  # seconds the local publisher keeps results
+    results_quota: int = 10 << 30  # bytes of local results kept, oldest expired first
+    url_allow_networks: tuple[str, ...] = ()  # non-public networks url inputs may reach anyway
+    input_max_bytes: int = 1 << 30  # cap on one url input, and on one S3 input in all
+    url_timeout: float = 300.0
+    s3_credentials_file: str | None = None  # the AWS chain's defaults apply when unset
+    s3_config_file: str | None = None
+    s3_profile: str | None = None
 
     def __post_init__(self) -> None:
         if self.capacity is None:
@@ -260,6 +271,16 @@ def _unit(parse: Callable[[object], int]) -> Callable[[Any], int]:
     return parsed
 
 
+def _networks(value: Any) -> tuple[str, ...]:
+    networks = _strings(value)
+    for text in networks:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise _Invalid(f"{text!r} is not a network; write it like 127.0.0.0/8 or ::1/128") from None
+    return networks
+
+
 def _log_level(value: Any) -> str:
     level = _text(value).lower()
     if level not in LOG_LEVELS:
@@ -300,8 +321,19 @@ _PROPERTIES = tuple(
         ("Node.Compute.JobDefaults.CPU", "defaults.cpu", _unit(units.parse_cpu), "cores (0.5) or millicores (100m)"),
         ("Node.Compute.JobDefaults.Memory", "defaults.memory", _unit(units.parse_bytes), "an amount like 512Mb"),
         ("Node.Compute.JobDefaults.TotalTimeout", "defaults.total_timeout", _integer, "whole seconds, e.g. 1800"),
+        ("Node.Compute.JobSelection.ProbeTimeout", "probe_timeout", _seconds, "seconds, e.g. 10"),
+        ("Node.Compute.JobSelection.ProbeWaitTimeout", "probe_wait_timeout", _seconds, "seconds a held bid waits for the operator, e.g. 300"),
+        ("Node.Compute.Logs.KeepBytes", "log_keep_bytes", _unit(units.parse_bytes), "an amount like 1Mb (of stdout and of stderr)"),
         ("Node.Heartbeat.Interval", "heartbeat_interval", _seconds, "seconds, e.g. 1 or 0.5"),
         ("Node.LogLevel", "log_level", _log_level, f"one of {', '.join(LOG_LEVELS)}"),
+        ("Node.Compute.Results.Retention", "results_retention", _seconds, "seconds, e.g. 86400 for a day"),
+        ("Node.Compute.Results.Quota", "results_quota", _unit(units.parse_bytes), "an amount like 10Gb"),
+        ("Node.Compute.URL.AllowNetworks", "url_allow_networks", _networks, "networks, e.g. 127.0.0.0/8,10.0.0.0/8"),
+        ("Node.Compute.Inputs.MaxSize", "input_max_bytes", _unit(units.parse_bytes), "an amount like 1Gb"),
+        ("Node.Compute.URL.Timeout", "url_timeout", _seconds, "seconds, e.g. 300"),
+        ("Node.S3.CredentialsFile", "s3_credentials_file", _optional_text, "an AWS shared credentials file"),
+        ("Node.S3.ConfigFile", "s3_config_file", _optional_text, "an AWS config file"),
+        ("Node.S3.Profile", "s3_profile", _optional_text, "a profile name in those files"),
     )
 )
 PROPERTIES: dict[str, _Property] = {prop.path: prop for prop in _PROPERTIES}
@@ -339,8 +371,19 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--default-cpu": "Node.Compute.JobDefaults.CPU",
     "--default-memory": "Node.Compute.JobDefaults.Memory",
     "--default-total-timeout": "Node.Compute.JobDefaults.TotalTimeout",
+    "--job-selection-probe-timeout": "Node.Compute.JobSelection.ProbeTimeout",
+    "--job-selection-probe-wait-timeout": "Node.Compute.JobSelection.ProbeWaitTimeout",
+    "--logs-keep-bytes": "Node.Compute.Logs.KeepBytes",
     "--heartbeat-interval": "Node.Heartbeat.Interval",
     "--log-level": "Node.LogLevel",
+    "--results-retention": "Node.Compute.Results.Retention",
+    "--results-quota": "Node.Compute.Results.Quota",
+    "--url-allow-networks": "Node.Compute.URL.AllowNetworks",
+    "--input-max-size": "Node.Compute.Inputs.MaxSize",
+    "--url-timeout": "Node.Compute.URL.Timeout",
+    "--s3-credentials-file": "Node.S3.CredentialsFile",
+    "--s3-config-file": "Node.S3.ConfigFile",
+    "--s3-profile": "Node.S3.Profile",
 }
 # click names a repeatable option's parameter as it likes: accept those too.
 _FLAG_ALIASES = {"--peers": "--peer", "--label": "--labels"}
@@ -555,7 +598,7 @@ def automatic_labels() -> dict[str, str]:
 # ---------------------------------------------------------------- to the protocol
 
 
-def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...]) -> NodeConfig:
+def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...], s3: bool = False) -> NodeConfig:
     """The protocol's view of this node. Configured labels may override the
     automatic ones (a warning says so)."""
     labels = automatic_labels()
@@ -568,15 +611,21 @@ def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...]
         storages.append("localDirectory")
     if "ipfs" in settings.publishers:
         storages.append("ipfs")
+    publishers = tuple(p for p in settings.publishers if p != "s3")
+    if s3:  # only a node with AWS credentials says it has S3 (see storage.s3)
+        storages.append("s3")
+        publishers += ("s3",)
     return NodeConfig(
         node_id=node_id,
         labels=labels,
         capacity=settings.capacity or machine_capacity(settings.data_dir),
         engines=settings.engines,
-        publishers=settings.publishers,
+        publishers=publishers,
         storages=tuple(storages),
         local_data=settings.allowed_local_paths,
         policy=settings.policy,
         addresses=addresses,
         heartbeat_interval=settings.heartbeat_interval,
+        probe_timeout=settings.probe_timeout,
+        probe_wait_timeout=settings.probe_wait_timeout,
     )

@@ -31,7 +31,7 @@ def module_data_url() -> str:
 def wait_for_members(client: ApiClient, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        alive = [n for n in client.nodes()["Items"] if n["Connection"] == "CONNECTED"]
+        alive = [n for n in client.nodes()["Nodes"] if n["Connection"] == "CONNECTED"]
         if len(alive) >= count:
             return
         if time.monotonic() > deadline:

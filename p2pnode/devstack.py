@@ -34,14 +34,15 @@ class Peer:
     process: subprocess.Popen[bytes]
 
 
-def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str] | None = None, timeout: float = 60) -> Peer:
+def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str] | None = None, timeout: float = 60,
+               api_port: int = 0) -> Peer:
     """Start one node process and wait until it says it listens."""
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / READY_FILE).unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "p2pnode", "serve",
         "--data-dir", str(data_dir),
-        "--api-port", str(free_port()),
+        "--api-port", str(api_port or free_port()),
         "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}",
     ]
     for address in bootstrap:
@@ -51,13 +52,18 @@ def start_peer(index: int, data_dir: Path, bootstrap: list[str], extra: list[str
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     ready = data_dir / READY_FILE
-    while not ready.exists():
-        if process.poll() is not None:
-            raise DevstackError(f"node {index} exited with {process.returncode}; see {data_dir / 'node.log'}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
-        time.sleep(0.05)
+    try:
+        while not ready.exists():
+            if process.poll() is not None:
+                raise DevstackError(f"node {index} exited with {process.returncode}; see {data_dir / 'node.log'}")
+            if time.monotonic() > deadline:
+                raise DevstackError(f"node {index} did not start within {timeout:.0f} s; see {data_dir / 'node.log'}")
+            time.sleep(0.05)
+    except BaseException:  # also Ctrl-C or SIGTERM while it starts: leave no process behind
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        raise
     info = json.loads(ready.read_text())
     return Peer(index, info["NodeID"], tuple(info["Addresses"]), info["API"], data_dir, process)
 
@@ -74,9 +80,10 @@ def stop_peer(peer: Peer, timeout: float = 10) -> None:
 
 
 @contextmanager
-def devstack(nodes: int, base: Path, extra: list[str] | None = None) -> Iterator[list[Peer]]:
+def devstack(nodes: int, base: Path, extra: list[str] | None = None, api_port: int = 0) -> Iterator[list[Peer]]:
     """N connected peers sharing a network key of their own (`base/network.key`);
-    all stopped on the way out, whatever happens."""
+    all stopped on the way out, whatever happens. The first one's API listens
+    on `api_port` if given (the others on free ports)."""
     if nodes < 1:
         raise DevstackError("a network needs at least one node")
     peers: list[Peer] = []
@@ -86,7 +93,7 @@ def devstack(nodes: int, base: Path, extra: list[str] | None = None) -> Iterator
         new_key(key)
     extra = ["--network-key", str(key), *(extra or [])]
     try:
-        first = start_peer(0, base / "node-0", [], extra)
+        first = start_peer(0, base / "node-0", [], extra, api_port=api_port)
         peers.append(first)
         for index in range(1, nodes):
             peers.append(start_peer(index, base / f"node-{index}", list(first.addresses[:1]), extra))

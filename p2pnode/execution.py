@@ -4,11 +4,12 @@ Each execution gets a directory of its own under the node's data directory:
 
     executions/<execution id>/inputs/...    what the input sources brought
     executions/<execution id>/results/NAME  one per ResultPath, mounted writable
-    executions/<execution id>/stdout, stderr
+    executions/<execution id>/stdout, stderr, exitCode
 
-The `local` publisher leaves the results there; any peer fetches them with a
-`ResultFetch` over a stream. Only the engines this node offers are run here;
-the leader never places other work on it.
+Input sources and publishers live in `p2pnode.storage`; this module only
+dispatches on their type. The `local` publisher leaves the results there and
+any peer streams them (see `p2pnode.results`); `s3` uploads them. Only the
+engines this node offers are run here; the leader never places other work on it.
 """
 
 from __future__ import annotations
@@ -16,43 +17,25 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import httpx
 import trio
 
 from p2pnode.engines.docker import BindMount, DockerEngine, DockerRun
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
-from p2pnode.paths import inside
+from p2pnode.storage import s3, url
+from p2pnode.storage.local import FileEntry, LocalResults, Manifest, result_files, sha256_file
+from p2pnode.storage.paths import UnsafePath, inside, safe_relative
+from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.jobspec import JobDefaults
 from protocols.paths import mount_point
-from protocols.events import ExecutionEnded, ExecutionProgressed, Input
 from protocols.records import ExecutionRecord, ExecutionResult, ExecutionState, JobHeader
-from protocols.wire import message
 
 log = logging.getLogger("p2pnode.execution")
 
 OUTPUT_IN_RECORD = 4096  # bytes of stdout/stderr carried in the replicated record
-MAX_RESULT_BYTES = 900 * 1024  # what one ResultFiles message may carry
-MAX_DOWNLOAD_BYTES = 256 << 20
-
-
-@message("result-fetch")
-@dataclass(frozen=True, slots=True)
-class ResultFetch:
-    execution_id: str
-
-
-@message("result-files")
-@dataclass(frozen=True, slots=True)
-class ResultFiles:
-    """An execution's published files, by path relative to its result."""
-
-    execution_id: str
-    files: tuple[tuple[str, bytes], ...] = ()
-    error: str = ""
 
 
 class InputError(Exception):
@@ -60,17 +43,16 @@ class InputError(Exception):
 
 
 class ExecutionRunner:
-    def __init__(
-        self,
-        root: Path,
-        cache_dir: Path,
-        allowed_paths: tuple[str, ...] = (),
-        defaults: JobDefaults = JobDefaults(),
-        docker: DockerEngine | None = None,
-    ) -> None:
+    def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (),
+                 results: LocalResults | None = None, s3_access: s3.S3Access | None = None,
+                 url_policy: url.UrlPolicy | None = None, defaults: JobDefaults = JobDefaults(),
+                 docker: DockerEngine | None = None) -> None:
         self.root = root
         self.defaults = defaults  # for a spec that came without them (a node that fills none)
         self.allowed_paths = tuple(Path(p).resolve() for p in allowed_paths)
+        self.results = results or LocalResults(root, retention=7 * 86400, quota=10 << 30)
+        self.s3 = s3_access or s3.S3Access()
+        self.url_policy = url_policy or url.UrlPolicy()
         self.wasm = WasmEngine(cache_dir)
         self.docker = docker
         self._cancels: dict[str, threading.Event] = {}
@@ -99,11 +81,11 @@ class ExecutionRunner:
                 return _failed(execution, f"this node has no {task.engine.type} engine")
             params = task.engine.params
             try:
-                module = await self._fetch_bytes(params.entry_module)
+                module = await self._fetch_bytes(params.entry_module, workdir / "modules" / "entry")
                 imports = []
                 for index, source in enumerate(params.import_modules):
                     name = source.alias or PurePosixPath(source.target).stem or f"import{index}"
-                    imports.append((name, await self._fetch_bytes(source)))
+                    imports.append((name, await self._fetch_bytes(source, workdir / "modules" / str(index))))
                 mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
                 mounts += _result_mounts(task.result_paths, workdir / "results")
             except (InputError, ValueError) as error:  # ValueError: a name that leaves its folder
@@ -123,13 +105,19 @@ class ExecutionRunner:
             if cancel.is_set():
                 return _failed(execution, self._reasons.get(execution.id, "cancelled"))
             await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
+            (workdir / "exitCode").write_text(f"{outcome.exit_code}\n")
+            try:
+                location = await self._publish(execution, header, workdir)
+            except (s3.S3Error, OSError) as error:
+                return _failed(execution, f"publishing: {error}")
             result = ExecutionResult(
                 exit_code=outcome.exit_code,
                 stdout=outcome.stdout[:OUTPUT_IN_RECORD],
                 stderr=outcome.stderr[:OUTPUT_IN_RECORD],
                 publisher=task.publisher.type if task.publisher is not None else "",
-                location=f"local:{execution.node_id}/{execution.id}",
+                location=location,
                 error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
+                job_fault=not outcome.ok and not _node_fault(outcome.error),
             )
             ok = outcome.error is None and outcome.exit_code == 0
             return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
@@ -178,31 +166,53 @@ class ExecutionRunner:
         if cancel.is_set():
             return _failed(execution, self._reasons.get(execution.id, "cancelled"))
         await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
-        return _ended(execution, task, outcome.exit_code, outcome.stdout, outcome.stderr, outcome.error)
+        (workdir / "exitCode").write_text(f"{outcome.exit_code}\n")
+        try:
+            location = await self._publish(execution, header, workdir)
+        except (s3.S3Error, OSError) as error:
+            return _failed(execution, f"publishing: {error}")
+        result = ExecutionResult(
+            exit_code=outcome.exit_code,
+            stdout=outcome.stdout[:OUTPUT_IN_RECORD],
+            stderr=outcome.stderr[:OUTPUT_IN_RECORD],
+            publisher=task.publisher.type if task.publisher is not None else "",
+            location=location,
+            error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
+            job_fault=not outcome.ok and not outcome.node_fault,
+        )
+        return ExecutionEnded(execution.id, outcome.ok, result, "completed" if outcome.ok else result.error)
 
-    def result_files(self, execution_id: str) -> ResultFiles:
-        """The files an execution published here, within one message's size."""
-        workdir = self.root / execution_id
-        if not workdir.is_dir() or "/" in execution_id or execution_id.startswith("."):
-            return ResultFiles(execution_id, error="this node holds no results for that execution")
-        files: list[tuple[str, bytes]] = []
-        total = 0
-        results = workdir / "results"
-        found = [(workdir / "stdout", "stdout"), (workdir / "stderr", "stderr")]
-        found += [(path, str(path.relative_to(results))) for path in sorted(results.rglob("*"))]
-        for path, name in found:
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            total += len(data)
-            if total > MAX_RESULT_BYTES:
-                return ResultFiles(execution_id, error=f"results exceed {MAX_RESULT_BYTES} bytes; fetch them from the node's disk")
-            files.append((name, data))
-        return ResultFiles(execution_id, tuple(files))
+
+    async def _publish(self, execution: ExecutionRecord, header: JobHeader, workdir: Path) -> str:
+        """Publish the result layout; the location peers ask for it by."""
+        publisher = header.spec.task.publisher
+        if publisher is None or publisher.type != "s3":
+            await trio.to_thread.run_sync(self.results.publish_here, execution.id)
+            return f"local:{execution.node_id}/{execution.id}"
+        params = dict(publisher.params)
+        if params.get("Endpoint"):
+            try:
+                await url.check_endpoint(str(params["Endpoint"]), self.url_policy)
+            except url.UrlError as error:
+                raise s3.S3Error(f"the s3 publisher's {error}") from None
+        prefix = s3.resolve_key(str(params["Key"]), header.id, execution.id, execution.node_id)
+
+        def upload() -> str:
+            files = result_files(workdir)
+            entries = [(s3_entry(name, path), path) for name, path in files]
+            location = s3.publish(self.s3, params, prefix, entries)
+            manifest = Manifest("s3", tuple(e for e, _ in entries), time.time(), location,
+                                str(params.get("Region") or ""), str(params.get("Endpoint") or ""))
+            self.results.write_manifest(execution.id, manifest)
+            shutil.rmtree(workdir / "results", ignore_errors=True)  # S3 holds them now; stdout/stderr stay for logs
+            return location
+
+        return await trio.to_thread.run_sync(upload)
 
     # ------------------------------------------------------------ inputs
 
-    async def _fetch_bytes(self, source: object) -> bytes:
+    async def _fetch_bytes(self, source: object, staging: Path) -> bytes:
+        """A module's bytes (modules are small: they are compiled whole)."""
         kind = source.source.type  # type: ignore[attr-defined]
         params = source.source.params  # type: ignore[attr-defined]
         if kind == "inline":
@@ -210,13 +220,32 @@ class ExecutionRunner:
                 return decode_data_url(str(params.get("URL", "")))
             except ValueError as error:
                 raise InputError(str(error)) from error
-        if kind == "url":
-            return await _download(str(params.get("URL", "")))
         if kind == "localDirectory":
             path = self._allowed(str(params.get("SourcePath", "")))
             if not path.is_file():
                 raise InputError(f"{path} is not a file")
             return path.read_bytes()
+        if await self._fetch_to(kind, params, staging):
+            raise InputError("a module must be one object, not an S3 prefix")
+        return staging.read_bytes()
+
+    async def _fetch_to(self, kind: str, params: dict, destination: Path) -> bool:
+        """Stream a url or s3 input to `destination`; whether it is a folder."""
+        if kind == "url":
+            try:
+                await url.download(str(params.get("URL", "")), destination, self.url_policy,
+                                   params.get("ChecksumSHA256") or None)
+            except url.UrlError as error:
+                raise InputError(str(error)) from None
+            return False
+        if kind == "s3":
+            try:
+                if params.get("Endpoint"):
+                    await url.check_endpoint(str(params["Endpoint"]), self.url_policy)
+                return await trio.to_thread.run_sync(
+                    s3.fetch_input, self.s3, dict(params), destination, self.url_policy.max_bytes)
+            except (s3.S3Error, url.UrlError, UnsafePath, OSError) as error:
+                raise InputError(str(error)) from None
         raise InputError(f"{kind} sources are not available on this node")
 
     async def _mount_inputs(self, sources: object, root: Path) -> list[Mount]:
@@ -229,16 +258,25 @@ class ExecutionRunner:
             if kind == "localDirectory":
                 path = self._allowed(str(source.source.params.get("SourcePath", "")))
                 read_write = bool(source.source.params.get("ReadWrite", False))
-                mounts.append(Mount(path, source.target, read_only=not read_write))
+                mounts.append(Mount(path, mount_point(source.target, "Target"), read_only=not read_write))
                 continue
-            data = await self._fetch_bytes(source)
             target = PurePosixPath(mount_point(source.target, "Target"))
+            staged = root / "staged" / str(index)
+            if kind == "inline":
+                staged.parent.mkdir(parents=True, exist_ok=True)
+                staged.write_bytes(await self._fetch_bytes(source, staged))
+                folder = False
+            else:
+                folder = await self._fetch_to(kind, dict(source.source.params), staged)
+            if folder:
+                mounts.append(Mount(staged, str(target), read_only=True))
+                continue
             parent = str(target.parent)
             if parent not in by_parent:
                 by_parent[parent] = root / str(index)
                 by_parent[parent].mkdir(parents=True, exist_ok=True)
                 mounts.append(Mount(by_parent[parent], parent, read_only=True))
-            inside(by_parent[parent], target.name, "Target").write_bytes(data)
+            staged.replace(inside(by_parent[parent], target.name, "Target"))
         return mounts
 
     def _allowed(self, source_path: str) -> Path:
@@ -254,39 +292,9 @@ class ExecutionRunner:
         shutil.rmtree(self.root / execution_id, ignore_errors=True)
 
 
-async def _download(url: str) -> bytes:
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"{url!r} is not an http(s) URL")
-    try:
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise InputError(f"GET {url} answered {response.status_code}")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_DOWNLOAD_BYTES:
-                        raise InputError(f"{url} is larger than {MAX_DOWNLOAD_BYTES} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except httpx.HTTPError as error:
-        raise InputError(f"could not download {url}: {error}") from error
-
-
-def _ended(execution: ExecutionRecord, task: object, exit_code: int, stdout: str, stderr: str,
-           error: str | None) -> ExecutionEnded:
-    """How a docker run ends up in the record (as the wasm path above writes it)."""
-    publisher = task.publisher  # type: ignore[attr-defined]
-    result = ExecutionResult(
-        exit_code=exit_code,
-        stdout=stdout[:OUTPUT_IN_RECORD],
-        stderr=stderr[:OUTPUT_IN_RECORD],
-        publisher=publisher.type if publisher is not None else "",
-        location=f"local:{execution.node_id}/{execution.id}",
-        error=error or ("" if exit_code == 0 else f"exit code {exit_code}"),
-    )
-    ok = error is None and exit_code == 0
-    return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
+def s3_entry(name: str, path: Path) -> FileEntry:
+    safe_relative(name)
+    return FileEntry(name, path.stat().st_size, sha256_file(path))
 
 
 def _result_mounts(result_paths: object, outputs: Path) -> list[Mount]:
@@ -298,6 +306,9 @@ def _result_mounts(result_paths: object, outputs: Path) -> list[Mount]:
         folder.mkdir(parents=True, exist_ok=True)
         mounts.append(Mount(folder, mount_point(result_path.path, "ResultPaths Path"), read_only=False))
     return mounts
+def _node_fault(error: str | None) -> bool:
+    """An engine error that is this node's, not the job's: another node may run it."""
+    return bool(error) and error.startswith(("engine failure", "cannot mount"))
 
 
 def _failed(execution: ExecutionRecord, why: str) -> ExecutionEnded:

@@ -23,9 +23,16 @@ import trio
 
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.engines.docker import DockerEngine
-from p2pnode.execution import ExecutionRunner, ResultFetch, ResultFiles
+from p2pnode.execution import ExecutionRunner
+from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
+from p2pnode.storage import s3 as s3_storage
+from p2pnode.storage.local import FileEntry, LocalResults, ResultsGone
+from p2pnode.storage.paths import UnsafePath
+from p2pnode.storage.s3 import S3Access
+from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
 from p2pnode.netkey import load_key
+from p2pnode.logs import LogChunk, LogFiles, LogRead
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PeerUnreachable, Transport
@@ -53,7 +60,8 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.jobspec import JobSpec
-from protocols.messages import NODES_TOPIC, JobUpdated, SubmitToLeader
+from protocols.executor import HeldBid
+from protocols.messages import NODES_TOPIC, BidReply, JobUpdated, SubmitToLeader
 from protocols.node import Node
 from protocols.records import ExecutionResult, JobReplica
 
@@ -69,6 +77,14 @@ class JobNotFound(LookupError):
 
 class AmbiguousJobRef(LookupError):
     """Several jobs start with this prefix: give more of the id."""
+
+
+class BidNotHeld(LookupError):
+    """No bid of that execution is held here for the operator."""
+
+
+class BidDecided(RuntimeError):
+    """The held bid was decided already (by the operator, its wait, or the job's end)."""
 
 
 @dataclass
@@ -137,11 +153,21 @@ class Runtime:
             else None
         )
         self._docker_cleaned = False
+        self.logs = LogFiles(settings.data_dir / "executions", settings.log_keep_bytes)
+        self.local_results = LocalResults(
+            settings.data_dir / "executions", settings.results_retention, settings.results_quota
+        )
+        self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
+            self.local_results, self.s3,
+            UrlPolicy(settings.url_allow_networks, settings.input_max_bytes, settings.url_timeout),
             settings.job_defaults,
             docker=self.docker,
         )
+        self.s3_ready = False  # known once the node starts
+        self.result_server = ResultServer(self.local_results, self.s3)
+        self.results = ResultFetcher(self.transport.peer_id, self._request, self.result_server, self._is_gone)
         self.started = trio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -153,8 +179,12 @@ class Runtime:
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
+                s3_missing = self.s3.missing()
+                if s3_missing is not None:
+                    log.info("this node does not take S3 jobs: %s", s3_missing)
+                self.s3_ready = s3_missing is None
                 engines = await self._engines_now()
-                config = replace(node_config(self.settings, self.node_id, addresses), engines=engines)
+                config = replace(node_config(self.settings, self.node_id, addresses, s3=self.s3_ready), engines=engines)
                 self.node = Node(
                     config,
                     rng=random.Random(),
@@ -164,6 +194,7 @@ class Runtime:
                 nursery.start_soon(self._read_pubsub)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._expire_results)
                 self._apply(self.node.start(time.time()))
                 nursery.start_soon(self._drive)
                 if self.docker is not None:
@@ -224,9 +255,21 @@ class Runtime:
     async def stop_job(self, job_id: str, reason: str) -> None:
         await self._inputs_send.send(StopJob(job_id, reason))
 
-    async def answer_probe(self, execution_id: str, verdict: ProbeVerdict) -> None:
-        """A held ("shouldWait") bid is decided later, through the API."""
-        await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
+    def held_bids(self) -> list[HeldBid]:
+        """Bids a probe held for the operator (newest last), decided ones too."""
+        return [] if self.node is None else list(self.node.executor.holds.values())
+
+    async def decide_bid(self, execution_id: str, accept: bool, reason: str) -> HeldBid:
+        """The operator decides a held ("shouldWait") bid."""
+        held = None if self.node is None else self.node.executor.holds.get(execution_id)
+        if held is None:
+            raise BidNotHeld(f"no bid of execution {execution_id!r} is held on this node")
+        if held.outcome:
+            raise BidDecided(f"the bid of execution {execution_id} was already decided: {held.outcome}")
+        log.info("operator %s the bid of execution %s (job %s): %s", "approved" if accept else "rejected",
+                 execution_id, held.job_id, reason)
+        await self._inputs_send.send(ProbeAnswered(execution_id, ProbeVerdict(bid=accept, reason=reason)))
+        return held
 
     def find_job(self, ref: str) -> JobReplica:
         jobs = self._jobs()
@@ -255,6 +298,8 @@ class Runtime:
         if replica is not None and self.node is not None and self.node.keeps(replica):
             return replica
         job_id = ref if replica is None else replica.id
+        if replica is None and (self.node is None or len(self.node.membership.alive_ids()) <= 1):
+            raise JobNotFound(f"no job {ref!r} is known to this node, and no other node is up to ask")
         await self._inputs_send.send(FetchJob(job_id))
         if replica is None:
             with trio.move_on_after(FETCH_WAIT):
@@ -272,19 +317,54 @@ class Runtime:
             async with self._changed:
                 await self._changed.wait()
 
-    async def fetch_results(self, job_id: str) -> list[ResultFiles]:
-        """Every completed execution's result files, from whichever peer ran it."""
+    async def result_manifests(self, job_id: str, execution_id: str | None = None) -> list[ExecutionFiles]:
+        """The published files (names, sizes, sha256) of each execution that
+        published any (or of `execution_id` only), as their node describes them."""
         replica = self.find_job(job_id)
+        ordered = sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id))
         found = []
-        for execution in replica.executions.values():
-            if execution.result is None or not execution.result.location:
+        for execution in ordered:
+            if execution.result is None or not execution.result.location or execution_id not in (None, execution.id):
                 continue
-            if execution.node_id == self.node_id:
-                found.append(self.executions.result_files(execution.id))
+            if execution.result.publisher == "s3" and self.s3_ready:
+                found.append(await self._s3_manifest(replica, execution))
             else:
-                reply = await self._request(execution.node_id, wire.encode(ResultFetch(execution.id), self.node_id), 60)
-                found.append(wire.decode(reply).message)
+                found.append(await self.results.manifest(execution.node_id, execution.id))
         return found
+
+    async def read_log(self, execution: Any, request: LogRead) -> LogChunk | None:
+        """What an execution wrote past the offsets, from the node running it;
+        None if that node cannot be reached."""
+        if execution.node_id == self.node_id:
+            return self.logs.read(request)
+        try:
+            reply = await self._request(execution.node_id, wire.encode(request, self.node_id), 10)
+            chunk = wire.decode(reply).message
+        except (PeerUnreachable, wire.WireError) as error:
+            log.debug("no logs of %s from %s: %s", execution.id, execution.node_id, error)
+            return None
+        return chunk if isinstance(chunk, LogChunk) and chunk.execution_id == request.execution_id else None
+    async def _s3_manifest(self, replica: JobReplica, execution: Any) -> ExecutionFiles:
+        """Results in S3, read by this node itself (it has access): no need
+        for the node that published them to be up. Kept as a manifest in
+        this node's store, so its result server streams them like any other."""
+        params = replica.header.spec.task.publisher.params
+        region, endpoint = str(params.get("Region") or ""), str(params.get("Endpoint") or "")
+        try:
+            manifest = await trio.to_thread.run_sync(
+                s3_storage.list_manifest, self.s3, execution.result.location, region, endpoint)
+            (self.local_results.root / execution.id).mkdir(parents=True, exist_ok=True)
+            self.local_results.write_manifest(execution.id, manifest)
+        except (s3_storage.S3Error, UnsafePath, ResultsGone, OSError) as error:
+            return ExecutionFiles(execution.id, self.node_id, (), f"{execution.result.location}: {error}")
+        return ExecutionFiles(execution.id, self.node_id, manifest.files)
+
+    def result_stream(self, node_id: str, execution_id: str, entry: FileEntry, offset: int) -> Any:
+        """One file's bytes from `offset`, streamed from the node that holds it."""
+        return self.results.stream(node_id, execution_id, entry, offset)
+
+    def _is_gone(self, node_id: str) -> bool:
+        return self.node is not None and not self.node.membership.is_alive(node_id)
 
     def _jobs(self) -> dict[str, JobReplica]:
         return self.node.jobs if self.node is not None else {}
@@ -315,6 +395,8 @@ class Runtime:
                 case Publish(topic, message):
                     self._publish_send.send_nowait((topic, wire.encode(message, self.node_id)))
                 case Send(peer, message):
+                    if isinstance(message, BidReply) and not message.bid:
+                        log.info("declined job %s (execution %s): %s", message.job_id, message.execution_id, message.reason)
                     self._send(peer, message)
                 case SetTimer(key, at):
                     self._timers.set(key, at)
@@ -410,9 +492,10 @@ class Runtime:
         envelope = wire.decode(data)  # a WireError resets the stream; the transport logs it
         if envelope.sender != sender:
             raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
-        if isinstance(envelope.message, ResultFetch):
-            files = self.executions.result_files(envelope.message.execution_id)
-            return wire.encode(files, self.node_id)
+        if isinstance(envelope.message, LogRead):
+            return wire.encode(self.logs.read(envelope.message), self.node_id)
+        if isinstance(envelope.message, ResultManifestAsk | ResultChunkAsk):
+            return wire.encode(await self.result_server.answer(envelope.message), self.node_id)
         await self._inputs_send.send(Received(sender, envelope.message))
         return b""
 
@@ -428,6 +511,15 @@ class Runtime:
             for key in self._timers.due(time.time()):
                 await self._inputs_send.send(TimerFired(key))
 
+    async def _expire_results(self) -> None:
+        """The local publisher's retention and quota, checked once a minute."""
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.local_results.sweep, time.time())
+            except OSError:
+                log.warning("could not expire old results", exc_info=True)
+            await trio.sleep(60)
+
     def _persist_now(self) -> None:
         if not self._dirty or self.node is None:
             return
@@ -437,10 +529,11 @@ class Runtime:
     # ------------------------------------------------------------ probes and executions
 
     async def _probe(self, execution_id: str, kind: str, target: str, document: dict[str, Any]) -> None:
+        timeout = self.settings.probe_timeout
         if kind == "exec":
-            verdict = await run_exec_probe(target, document)
+            verdict = await run_exec_probe(target, document, timeout=timeout)
         else:
-            verdict = await run_http_probe(target, document)
+            verdict = await run_http_probe(target, document, timeout=timeout)
         await self._inputs_send.send(ProbeAnswered(execution_id, verdict))
 
     async def _execute(self, execution: Any, header: Any) -> None:
@@ -453,5 +546,6 @@ class Runtime:
             log.exception("execution %s crashed", execution.id)
             result = ExecutionResult(exit_code=-1, error=f"the node failed to run it: {error}")
             ended = ExecutionEnded(execution.id, False, result, result.error)
+        self.logs.seal(execution.id)
         await self._inputs_send.send(ended)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 
@@ -34,10 +35,11 @@ async def serve_node(settings: NodeSettings) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_api, runtime, settings.api_host, port)
             await nursery.start(runtime.run)
-            ready = {"NodeID": runtime.node_id, "Addresses": runtime.transport.listen_addrs, "API": runtime.api_url}
+            ready = {"NodeID": runtime.node_id, "Addresses": runtime.transport.listen_addrs, "API": runtime.api_url,
+                     "PID": os.getpid()}
             partial = settings.data_dir / (READY_FILE + ".partial")
             partial.write_text(json.dumps(ready))
-            partial.replace(settings.data_dir / READY_FILE)  # whole or absent: others poll for it
+            partial.replace(settings.data_dir / READY_FILE)  # whole or absent: `devstack` reads it as it appears
             log.info("node %s listening on %s; API %s", runtime.node_id, runtime.transport.listen_addrs, runtime.api_url)
             async for _ in signals:
                 log.info("stopping node %s", runtime.node_id)

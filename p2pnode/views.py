@@ -11,6 +11,9 @@ from protocols.messages import NodeInfo
 from protocols.records import ExecutionRecord, HistoryEvent, JobReplica
 
 
+OUTPUT_IN_RECORD = 4096  # characters of stdout/stderr the replicated record carries (p2pnode.execution)
+
+
 def nanos(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
@@ -29,7 +32,31 @@ def job_view(replica: JobReplica) -> dict[str, Any]:
         Leader=header.leader,
         Epoch=header.epoch,
     )
+    for task in document.get("Tasks", ()):
+        if isinstance(task.get("Resources"), dict):
+            task["Resources"] = _resources_config(task["Resources"])
     return document
+
+
+def _resources_config(resources: dict[str, Any]) -> dict[str, Any]:
+    """A task's resources as the reference's models.ResourcesConfig writes
+    them: strings (100m, 64Mb), which parse back to the same amounts."""
+    shown = dict(resources)
+    for key in ("Memory", "Disk"):
+        if isinstance(shown.get(key), int):
+            shown[key] = _bytes_text(shown[key])
+    if isinstance(shown.get("GPU"), int):
+        shown["GPU"] = str(shown["GPU"])
+    if isinstance(shown.get("CPU"), int):
+        shown["CPU"] = f"{shown['CPU']}m"
+    return shown
+
+
+def _bytes_text(amount: int) -> str:
+    for unit, size in (("Tb", 1 << 40), ("Gb", 1 << 30), ("Mb", 1 << 20), ("Kb", 1 << 10)):
+        if amount and amount % size == 0:
+            return f"{amount // size}{unit}"
+    return str(amount)
 
 
 def execution_view(execution: ExecutionRecord) -> dict[str, Any]:
@@ -47,11 +74,13 @@ def execution_view(execution: ExecutionRecord) -> dict[str, Any]:
         "ModifyTime": nanos(execution.modify_time),
     }
     if result is not None:
-        view["RunOutput"] = {
+        view["RunOutput"] = {  # the reference's models.RunCommandResult, its lower-case "stderr" too
             "Stdout": result.stdout,
-            "Stderr": result.stderr,
+            "stderr": result.stderr,
             "ExitCode": result.exit_code,
             "ErrorMsg": result.error,
+            "StdoutTruncated": len(result.stdout) >= OUTPUT_IN_RECORD,
+            "StderrTruncated": len(result.stderr) >= OUTPUT_IN_RECORD,
         }
         view["PublishedResult"] = {"Type": result.publisher, "Params": {"Location": result.location}}
     return view
@@ -81,6 +110,7 @@ def node_view(info: NodeInfo, status: MemberStatus | None) -> dict[str, Any]:
             "NodeType": "Compute",
             "Labels": dict(info.labels),
             "Version": info.version,
+            "BacalhauVersion": {"GitVersion": f"v{info.version}"},
             "Addresses": list(info.addresses),
             "ComputeNodeInfo": {
                 "ExecutionEngines": list(info.engines),
@@ -96,5 +126,6 @@ def node_view(info: NodeInfo, status: MemberStatus | None) -> dict[str, Any]:
     }
 
 
-def _capacity(capacity: Any) -> dict[str, int]:
-    return {"CPU": capacity.cpu, "Memory": capacity.memory, "Disk": capacity.disk, "GPU": capacity.gpu}
+def _capacity(capacity: Any) -> dict[str, Any]:
+    """The reference's models.Resources: CPU in cores, Memory and Disk in bytes."""
+    return {"CPU": capacity.cpu / 1000, "Memory": capacity.memory, "Disk": capacity.disk, "GPU": capacity.gpu}

@@ -52,10 +52,25 @@ if TYPE_CHECKING:
 
 PROBING, BID, RUNNING = "probing", "bid", "running"
 MAX_RESENDS = 100
+HOLDS_REMEMBERED = 256  # held bids remembered, decided or not (the newest)
 ROOM_WAITS = 256  # daemons remembered as waiting for room here, the newest
 ROOM_MEMORY = 600.0  # seconds one is remembered (its leader asks again anyway, rarely)
 CALM_CHECK_INS = 10  # with nothing to doubt, running work checks in once in this many rounds
 DOUBTFUL_CHECK_INS = 3  # rounds that go out after a doubt (a reply to the first may be lost)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBid:
+    """A bid a probe held ("shouldWait") for the node's operator to decide.
+    `outcome` is empty while it is held, then approved, rejected, expired
+    or cancelled (the job went away first)."""
+
+    execution_id: str
+    job_id: str
+    job_name: str
+    reason: str
+    since: float
+    outcome: str = ""
 
 
 @dataclass(slots=True)
@@ -99,6 +114,7 @@ class Executor:
         # Daemons declined only for want of room, by job: (when, header).
         # Their leaders hear when room frees (`_offer_room`).
         self._wanting_room: dict[str, tuple[float, JobHeader]] = {}
+        self.holds: dict[str, HeldBid] = {}  # bids held for the operator, by execution
         self._doubtful = DOUBTFUL_CHECK_INS  # check-in rounds still to go out (see `doubt`)
         self._calm_rounds = 0
 
@@ -133,7 +149,13 @@ class Executor:
         if local is None or local.stage != PROBING:
             return
         if verdict.wait:
-            self.node.set_timer(("probe", execution_id), self.node.now + self.node.config.probe_wait_timeout)
+            if execution_id not in self.holds:
+                header = local.header
+                self._remember_hold(HeldBid(execution_id, header.id, header.name, verdict.reason, self.node.now))
+                self.node.set_timer(("probe", execution_id), self.node.now + self.node.config.probe_wait_timeout)
+            return
+        if self._settle_hold(execution_id, "approved" if verdict.bid else f"rejected: {verdict.reason}") and not verdict.bid:
+            self._follow(local, selection.Decline(f"the node's operator rejected the bid: {verdict.reason}"))
             return
         decision = selection.after_probe(self.node.config.policy, local.probe_kind, verdict, local.probe_document)
         self._follow(local, decision)
@@ -173,7 +195,26 @@ class Executor:
     def _on_probe_timeout(self, key: tuple[Any, ...]) -> None:
         local = self.local.get(key[1])
         if local is not None and local.stage == PROBING:
+            if self._settle_hold(local.execution_id, "expired"):
+                wait = self.node.config.probe_wait_timeout
+                self._follow(local, selection.Decline(f"the bid was held for the operator, who did not decide within {wait:g} s"))
+                return
             self._follow(local, selection.Decline("the job selection probe did not answer in time"))
+
+    def _remember_hold(self, hold: HeldBid) -> None:
+        self.holds[hold.execution_id] = hold
+        if len(self.holds) > HOLDS_REMEMBERED:
+            oldest = next((key for key, held in self.holds.items() if held.outcome), None)
+            if oldest is not None:
+                del self.holds[oldest]
+
+    def _settle_hold(self, execution_id: str, outcome: str) -> bool:
+        """Record how a held bid ended; False if it was not held."""
+        held = self.holds.get(execution_id)
+        if held is None or held.outcome:
+            return False
+        self.holds[execution_id] = replace(held, outcome=outcome)
+        return True
 
     def _on_bid_hold(self, key: tuple[Any, ...]) -> None:
         local = self.local.get(key[1])
@@ -241,7 +282,7 @@ class Executor:
         timeout = local.header.spec.task.timeouts.total_timeout
         why = f"execution exceeded its TotalTimeout of {timeout} s"
         self.node.emit(StopExecution(local.execution_id, why))
-        self._end(local, ExecutionState.FAILED, why, ExecutionResult(exit_code=-1, error=why))
+        self._end(local, ExecutionState.FAILED, why, ExecutionResult(exit_code=-1, error=why, job_fault=True))
 
     def on_cancel(self, sender: str, cancel: CancelExecution) -> None:
         local = self.local.get(cancel.execution_id)
@@ -392,6 +433,7 @@ class Executor:
             local.reserved = True
 
     def _drop(self, local: _Local) -> None:
+        self._settle_hold(local.execution_id, "cancelled")
         if local.reserved:
             r = local.header.spec.task.resources
             self._free = self._free.plus(r.cpu, r.memory, r.disk, r.gpu)

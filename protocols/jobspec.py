@@ -338,7 +338,7 @@ _SOURCE_PARAMS = {  # required, then every allowed key
     "ipfs": (("CID",), ("CID",)),
     "localDirectory": (("SourcePath",), ("SourcePath", "ReadWrite")),
     "s3": (("Bucket", "Key"), ("Bucket", "Key", "Region", "Endpoint", "Filter", "VersionID", "ChecksumSHA256")),
-    "url": (("URL",), ("URL",)),
+    "url": (("URL",), ("URL", "ChecksumSHA256")),
     "inline": (("URL",), ("URL",)),
 }
 

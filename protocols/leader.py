@@ -87,6 +87,15 @@ _PROGRESS = {
     ExecutionState.CANCELLED: 6,
 }
 _CONTINUOUS = (JobType.DAEMON, JobType.SERVICE)
+RETRIES_META = "p2pnode.retries"  # job Meta: times a batch or ops job is run again after failing by its own doing
+
+
+def job_retries(spec: JobSpec) -> int:
+    """How often the job asks to be run again after its own failure (0 unless its Meta says)."""
+    try:
+        return max(0, min(int(spec.meta.get(RETRIES_META, "0")), 100))
+    except ValueError:
+        return 0
 
 
 class Leader:
@@ -104,6 +113,7 @@ class Leader:
         self._busy: dict[str, dict[str, tuple[float, int]]] = {}
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
+        self._window_until: dict[str, float] = {}  # ...when it fires, for windows stretched by slow bidders
         # Answers to the open bid round, by job, with the transition each
         # records: written in one go when the round is decided (an ops job
         # asks every matching node: one write, not one per answer).
@@ -151,6 +161,7 @@ class Leader:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
+            self._window_until.pop(header.id, None)
             self._ranked.pop(header.id, None)
             self._answers.pop(header.id, None)
 
@@ -390,16 +401,28 @@ class Leader:
         if replica.asking <= len(self._answers.get(replica.id, ())):
             self.node.emit_cancel_timer(("bid-window", replica.id))
             self._windows.discard(replica.id)
+            self._window_until.pop(replica.id, None)
             self._decide(replica)
 
-    def _arm_window(self, job_id: str) -> None:
-        """Close the open round after `bid_window`, whoever opened it."""
-        if job_id not in self._windows:
+    def _arm_window(self, job_id: str, wait: float = 0.0) -> None:
+        """Close the open round after `bid_window`, whoever opened it, or
+        later if an asked node said it may take `wait` seconds to answer (its
+        probes, a bid held for its operator: slow is not no)."""
+        until = self.node.now + max(self.node.config.bid_window, wait)
+        if job_id not in self._windows or (wait and until > self._window_until.get(job_id, 0.0)):
             self._windows.add(job_id)
-            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+            if wait:
+                self._window_until[job_id] = until
+            self.node.set_timer(("bid-window", job_id), until)
+
+    def _bid_wait(self, candidates: Iterable[str]) -> float:
+        """The longest any of them said it may take to answer an ask."""
+        infos = (self.node.membership.info(candidate) for candidate in candidates)
+        return max((info.policy.bid_wait for info in infos if info is not None), default=0.0)
 
     def _on_bid_window(self, key: tuple[Any, ...]) -> None:
         self._windows.discard(key[1])
+        self._window_until.pop(key[1], None)
         replica = self._led_replica(key[1])
         if replica is not None:
             self._decide(replica)
@@ -528,14 +551,22 @@ class Leader:
             self._schedule(replica)
 
     def _after_failures(self, replica: JobReplica, failed: list[ExecutionRecord], *, counted: bool) -> None:
-        """Retry failed work within the job's limit, or fail the job."""
+        """Retry failed work within the job's limit, or fail the job. A
+        failure of the job's own (`ExecutionResult.job_fault`) ends a batch
+        or ops job unless it asks for retries; the history says which."""
         header = replica.header
         spec = header.spec
+        final = spec.type in (JobType.BATCH, JobType.OPS) and self._verdict_is_final(replica, failed)
+        if final and spec.type == JobType.BATCH:
+            last = next(e for e in reversed(failed) if e.result is not None and e.result.job_fault)
+            self._finish(replica, JobState.FAILED, f"execution on {last.node_id} failed: {last.message}")
+            return
         if spec.type in (JobType.OPS, JobType.DAEMON):
             # One per node: a node that failed it more than `max_retries`
             # times is given up (see `_candidates`), the others carry on.
             if spec.type == JobType.OPS:
-                again = [e.node_id for e in failed if self._retry_on(replica, e)]
+                again = [e.node_id for e in failed
+                         if self._retry_on(replica, e) and not (final and e.result is not None and e.result.job_fault)]
                 if again:
                     self._ask(replica, sorted(set(again)))
             self._schedule(replica)
@@ -553,6 +584,37 @@ class Leader:
                 )
                 return
         self._schedule(replica)
+
+    def _verdict_is_final(self, replica: JobReplica, failed: list[ExecutionRecord]) -> bool:
+        """Say in the history why failed work is or is not run again; True
+        when the job failed by its own doing more often than it asks to retry
+        (a batch job then fails; an ops job is not run again on that node)."""
+        node = self.node
+        own = [e for e in failed if e.result is not None and e.result.job_fault]
+        events = [
+            node.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
+                       execution_id=e.id)
+            for e in failed if not (e.result is not None and e.result.job_fault)
+        ]
+        if own:
+            asked = job_retries(replica.header.spec)
+            faults = sum(1 for e in replica.executions.values()
+                         if e.state == ExecutionState.FAILED and e.result is not None and e.result.job_fault)
+            final = faults > asked
+            for e in own:
+                if not final:
+                    why = f"the job's own failure ({e.message}): retry {faults} of the {asked} it asks for"
+                elif asked:
+                    why = f"the job's own failure ({e.message}): not retried, its {asked} retries are used up"
+                else:
+                    why = f"the job's own failure ({e.message}): not retried (set Meta {RETRIES_META} to retry)"
+                events.append(node.event("Retry", why, execution_id=e.id))
+            if events:
+                node.write(replica, events=events)
+            return final
+        if events:
+            node.write(replica, events=events)
+        return False
 
     # ------------------------------------------------------------ stop
 
@@ -582,6 +644,7 @@ class Leader:
         self._set_state(replica, state, message, urgent=True)
         node.emit_cancel_timer(("bid-window", header.id))
         self._windows.discard(header.id)
+        self._window_until.pop(header.id, None)
         node.emit_cancel_timer(("queue-timeout", header.id))
         self.led.discard(header.id)
         self.waiting.discard(header.id)
@@ -614,7 +677,9 @@ class Leader:
             return
         executions = replica.executions.values()
         if replica.asking:
-            self._arm_window(replica.id)  # a round is open, maybe a previous leader's
+            if replica.id not in self._windows:  # a round is open, maybe a previous leader's
+                asked = (e.node_id for e in executions if e.state == ExecutionState.ASK_FOR_BID)
+                self._arm_window(replica.id, self._bid_wait(asked))
             return
         if self._cancel_surplus(replica):
             executions = replica.executions.values()
@@ -677,7 +742,7 @@ class Leader:
         self._record(replica, asks)
         for ask in asks:
             node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
-        self._arm_window(replica.id)
+        self._arm_window(replica.id, self._bid_wait(candidates))
 
     def _retry_on(self, replica: JobReplica, failed: ExecutionRecord) -> bool:
         """An ops job's failed run goes again on its node (ops runs once on

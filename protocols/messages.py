@@ -50,6 +50,7 @@ class PolicySummary:
     reject_stateless: bool = False
     accept_networked: bool = False
     probes: bool = False
+    bid_wait: float = 0.0  # seconds this node may take to answer an ask (its probes, a bid held for its operator)
 
 
 @message("node-info")

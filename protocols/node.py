@@ -167,7 +167,7 @@ def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> 
         publishers=tuple(config.publishers),
         storages=tuple(config.storages),
         local_data=tuple(config.local_data),
-        policy=config.policy.summary(),
+        policy=config.policy.summary(config.probe_timeout, config.probe_wait_timeout),
         version=VERSION,
         incarnation=incarnation,
         seq=0,

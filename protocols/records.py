@@ -130,6 +130,10 @@ class ExecutionResult:
     publisher: str = ""
     location: str = ""
     error: str = ""
+    # The job itself failed (its exit code, a trap, its TotalTimeout or memory
+    # limit): another node would fail it alike, so it is not retried unless
+    # the job asks (`protocols.leader.RETRIES_META`).
+    job_fault: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,8 @@ NO_PUBLISHER = frozenset({"", "none", "noop"})
 # containers would reach everything (the node runs no filtering proxy), so
 # such jobs are declined rather than run with more network than they asked.
 UNFILTERED_HTTP = frozenset({"docker"})
+# Why a node may lack a storage it knows: a node offers s3 only with AWS credentials.
+_WHY_NOT = {"s3": " without AWS credentials"}
 
 
 @dataclass(frozen=True)
@@ -61,13 +63,19 @@ class SelectionPolicy:
                 f"job selection locality must be 'local' or 'anywhere', not {self.locality!r}"
             ) from None
 
-    def summary(self) -> PolicySummary:
-        """The part a leader may pre-filter on, published in node info."""
+    def summary(self, probe_timeout: float = 0.0, probe_wait_timeout: float = 0.0) -> PolicySummary:
+        """The part a leader may pre-filter on, published in node info, with
+        how long this node may take to answer an ask: each probe's time-out,
+        and for an http probe (which may hold the bid) the operator's wait."""
+        bid_wait = probe_timeout * (bool(self.probe_exec) + bool(self.probe_http))
+        if self.probe_http:
+            bid_wait += probe_wait_timeout
         return PolicySummary(
             locality=self.locality,
             reject_stateless=self.reject_stateless,
             accept_networked=self.accept_networked,
             probes=bool(self.probe_exec or self.probe_http),
+            bid_wait=bid_wait,
         )
 
 
@@ -157,13 +165,15 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
     publisher = _publisher_type(spec)
     if publisher.lower() not in NO_PUBLISHER and publisher not in node.publishers:
         return (
-            f"this node cannot publish to {publisher} (it publishes to {_listing(node.publishers)}); "
+            f"this node cannot publish to {publisher}{_WHY_NOT.get(publisher, '')} "
+            f"(it publishes to {_listing(node.publishers)}); "
             f"choose one of those publishers or a node that has {publisher}"
         )
     for source_type in _fetched_source_types(spec):
         if source_type not in node.storages:
             return (
-                f"this node cannot fetch {source_type} inputs (it fetches {_listing(node.storages)}); "
+                f"this node cannot fetch {source_type} inputs{_WHY_NOT.get(source_type, '')} "
+                f"(it fetches {_listing(node.storages)}); "
                 f"enable {source_type} on the node or use another input source"
             )
     for constraint in spec.constraints or ():

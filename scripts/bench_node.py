@@ -74,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="p2pnode-bench-") as base, devstack(3, Path(base)) as peers:
         clients = [ApiClient(p.api) for p in peers]
         deadline = time.monotonic() + 30
-        while sum(n["Connection"] == "CONNECTED" for n in clients[0].nodes()["Items"]) < 3:
+        while sum(n["Connection"] == "CONNECTED" for n in clients[0].nodes()["Nodes"]) < 3:
             if time.monotonic() > deadline:
                 raise SystemExit("the peers did not find each other")
             time.sleep(0.1)

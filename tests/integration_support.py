@@ -94,4 +94,31 @@ def eventually(check: Callable[[], T | None], timeout: float = 30.0, what: str =
 
 
 def alive_count(client: ApiClient) -> int:
-    return sum(1 for n in client.nodes()["Items"] if n["Connection"] == "CONNECTED")
+    return sum(1 for n in client.nodes()["Nodes"] if n["Connection"] == "CONNECTED")
+
+# Prints "tick" once a second, 60 times: output that must arrive while it runs.
+TICKER_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 4096) "tick\\n")
+  (func (export "_start")
+    (local $i i32)
+    (loop $again
+      (i32.store (i32.const 256) (i32.const 4096))
+      (i32.store (i32.const 260) (i32.const 5))
+      (drop (call $fd_write (i32.const 1) (i32.const 256) (i32.const 1) (i32.const 300)))
+      (i64.store (i32.const 512) (i64.const 7))
+      (i32.store8 (i32.const 520) (i32.const 0))
+      (i32.store (i32.const 528) (i32.const 1))
+      (i64.store (i32.const 536) (i64.const 1000000000))
+      (i64.store (i32.const 544) (i64.const 0))
+      (i32.store16 (i32.const 552) (i32.const 0))
+      (drop (call $poll_oneoff (i32.const 512) (i32.const 600) (i32.const 1) (i32.const 700)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 60))))))
+"""
+
+# Traps at once: the job's own failure, which another node would repeat.
+TRAP_WAT = '(module (func (export "_start") unreachable))'

@@ -44,8 +44,8 @@ def test_agent_routes(client: ApiClient, peer: Peer) -> None:
     assert client.alive() == {"Status": "OK"}
     assert client.version()["BuildVersionInfo"]["GitVersion"].startswith("v")
     me = client.agent_node()
-    assert me["Info"]["NodeID"] == peer.node_id
-    assert me["Info"]["Labels"]["zone"] == "test"
+    assert me["NodeID"] == peer.node_id  # the reference's models.NodeInfo
+    assert me["Labels"]["zone"] == "test"
 
 
 def test_openapi_lists_the_routes(peer: Peer) -> None:

@@ -83,7 +83,7 @@ def test_node_info_converges_with_labels_and_capacity(network: Network) -> None:
         network.start(index, "--labels", f"index={index}")
     network.converge(3)
     with network.client(2) as client:
-        nodes = {n["Info"]["NodeID"]: n for n in client.nodes()["Items"]}
+        nodes = {n["Info"]["NodeID"]: n for n in client.nodes()["Nodes"]}
     assert {p.node_id for p in network.peers} <= set(nodes)
     for peer in network.peers:
         info = nodes[peer.node_id]["Info"]

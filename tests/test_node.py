@@ -36,7 +36,7 @@ SMALL = Capacity(cpu=2000, memory=2 << 30, disk=10 << 30)
 
 
 def spec(job_type: str = "batch", count: int | None = 1, **task: Any) -> JobSpec:
-    top = {key: task.pop(key) for key in ("Constraints", "Priority") if key in task}
+    top = {key: task.pop(key) for key in ("Constraints", "Priority", "Meta") if key in task}
     document: dict[str, Any] = {
         **top,
         "Type": job_type,
@@ -254,7 +254,7 @@ def test_priority_orders_what_waits() -> None:
     assert [j for _, j in order] == ["high", "mid", "low"]
 
 
-def test_total_timeout_fails_the_execution_and_retries_are_bounded() -> None:
+def test_total_timeout_is_the_jobs_own_verdict_and_not_retried() -> None:
     cluster = settled(Cluster(configs(6)))
     cluster.duration = lambda run, s: 100.0
     cluster.submit(0, "slow", spec(Timeouts={"TotalTimeout": 2}))
@@ -262,9 +262,24 @@ def test_total_timeout_fails_the_execution_and_retries_are_bounded() -> None:
     job = cluster.job("slow")
     assert job.header.state == JobState.FAILED
     failed = [e for e in job.executions.values() if e.state == ExecutionState.FAILED]
-    assert len(failed) == 4  # the first try and 3 retries
-    assert all("TotalTimeout" in e.message for e in failed)
-    assert "retries used up" in job.header.message
+    assert len(failed) == 1
+    assert "TotalTimeout" in failed[0].message and "TotalTimeout" in job.header.message
+    retry_notes = [e.message for e in job.history if e.kind == "Retry"]
+    assert retry_notes == [f"the job's own failure ({failed[0].message}): not retried (set Meta p2pnode.retries to retry)"]
+
+
+def test_a_job_that_asks_for_retries_gets_them_and_no_more() -> None:
+    cluster = settled(Cluster(configs(6)))
+    cluster.duration = lambda run, s: 100.0
+    cluster.submit(0, "slow", spec(Timeouts={"TotalTimeout": 2}, Meta={"p2pnode.retries": "2"}))
+    cluster.run(60)
+    job = cluster.job("slow")
+    assert job.header.state == JobState.FAILED
+    failed = [e for e in job.executions.values() if e.state == ExecutionState.FAILED]
+    assert len(failed) == 3  # the first try and the 2 retries it asked for
+    notes = [e.message for e in sorted(job.history, key=lambda e: e.time) if e.kind == "Retry"]
+    assert [n.split(": ", 1)[1] for n in notes] == ["retry 1 of the 2 it asks for", "retry 2 of the 2 it asks for",
+                                                    "not retried, its 2 retries are used up"]
 
 
 def test_a_failed_execution_is_retried_on_another_node() -> None:

@@ -152,3 +152,52 @@ SPAM_3000 = f"""
 def build(wat: str) -> bytes:
     """The binary module for a WAT source."""
     return bytes(wasmtime.wat2wasm(wat))
+
+# Writes big.bin into the first mount (fd 3): its argument's number of MiB,
+# each MiB the bytes i % 251 for i in 0..2**20. Exit 2: open failed; 4: write.
+WRITE_MIB = f"""
+(module
+  (import {_WASI} "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import {_WASI} "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import {_WASI} "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import {_WASI} "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import {_WASI} "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 18)
+  (data (i32.const 200) "big.bin")
+  ;; 0 argc, 4 argv size, 8 iovec, 16 argv, 100 fd, 104 written, 1024 strings, 65536 the MiB
+  (func (export "_start")
+    (local $i i32) (local $n i32) (local $p i32) (local $c i32)
+    (drop (call $args_sizes_get (i32.const 0) (i32.const 4)))
+    (drop (call $args_get (i32.const 16) (i32.const 1024)))
+    (local.set $p (i32.load (i32.const 20)))
+    (block $done (loop $digit
+      (local.set $c (i32.load8_u (local.get $p)))
+      (br_if $done (i32.lt_u (local.get $c) (i32.const 48)))
+      (br_if $done (i32.gt_u (local.get $c) (i32.const 57)))
+      (local.set $n (i32.add (i32.mul (local.get $n) (i32.const 10)) (i32.sub (local.get $c) (i32.const 48))))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $digit)))
+    (block $filled (loop $fill
+      (br_if $filled (i32.ge_u (local.get $i) (i32.const 1048576)))
+      (i32.store8 (i32.add (i32.const 65536) (local.get $i)) (i32.rem_u (local.get $i) (i32.const 251)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $fill)))
+    (if (call $path_open (i32.const 3) (i32.const 0) (i32.const 200) (i32.const 7)
+              (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 100))
+      (then (call $proc_exit (i32.const 2))))
+    (local.set $i (i32.const 0))
+    (block $written (loop $write
+      (br_if $written (i32.ge_u (local.get $i) (local.get $n)))
+      (i32.store (i32.const 8) (i32.const 65536))
+      (i32.store (i32.const 12) (i32.const 1048576))
+      (if (call $fd_write (i32.load (i32.const 100)) (i32.const 8) (i32.const 1) (i32.const 104))
+        (then (call $proc_exit (i32.const 4))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $write)))))
+"""
+
+
+def mib_pattern() -> bytes:
+    """One MiB as WRITE_MIB writes it."""
+    return bytes(i % 251 for i in range(1 << 20))

@@ -86,6 +86,11 @@ class DockerOutcome:
     stdout: str
     stderr: str
     error: str | None
+    node_fault: bool = False  # the node's failure (no daemon, no image), not the job's: another node may run it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_code == 0
 
 
 class DockerEngine:
@@ -167,17 +172,17 @@ class DockerEngine:
         for path in (stdout_path, stderr_path):
             path.touch()
         error = self._refusal(run)
-        exit_code = -1
+        exit_code, node_fault = -1, False
         if error is None:
             try:
-                exit_code, error = self._run(run, cancel, stdout_path, stderr_path)
+                exit_code, error, node_fault = self._run(run, cancel, stdout_path, stderr_path)
             except DockerUnavailable as unavailable:
-                error = str(unavailable)
+                error, node_fault = str(unavailable), True
             except Exception as failure:  # noqa: BLE001 - the daemon's errors, reported as the run's
-                error = f"the Docker daemon failed the run: {_explain(failure)}"
+                error, node_fault = f"the Docker daemon failed the run: {_explain(failure)}", True
         stdout, _ = _read_capped(stdout_path, run.stdout_cap)
         stderr, _ = _read_capped(stderr_path, run.stdout_cap)
-        return DockerOutcome(exit_code, stdout, stderr, error)
+        return DockerOutcome(exit_code, stdout, stderr, error, node_fault)
 
     def _refusal(self, run: DockerRun) -> str | None:
         if run.network == "HTTP":
@@ -191,15 +196,18 @@ class DockerEngine:
             )
         return None
 
-    def _run(self, run: DockerRun, cancel: threading.Event, stdout_path: Path, stderr_path: Path) -> tuple[int, str | None]:
+    def _run(
+        self, run: DockerRun, cancel: threading.Event, stdout_path: Path, stderr_path: Path
+    ) -> tuple[int, str | None, bool]:
+        """(exit code, error, whether the error is the node's)."""
         import docker
 
         client = self.client()
         image_error = self._ensure_image(client, run.image)
         if image_error is not None:
-            return -1, image_error
+            return -1, image_error, True
         if cancel.is_set():
-            return -1, "cancelled before the container started"
+            return -1, "cancelled before the container started", False
         container = client.containers.create(
             run.image,
             command=list(run.parameters) or None,
@@ -233,13 +241,13 @@ class DockerEngine:
             state = container.attrs.get("State", {})
             exit_code = int(state.get("ExitCode", -1))
             if stopped is not None:
-                return -1, stopped
+                return -1, stopped, stopped.startswith("the Docker daemon")
             if state.get("OOMKilled"):
                 return exit_code, (
                     f"the task exceeded its memory limit of {_bytes(run.memory_limit)} and was killed; "
                     "ask for more Memory"
-                )
-            return exit_code, None if exit_code == 0 else f"exit code {exit_code}"
+                ), False
+            return exit_code, None if exit_code == 0 else f"exit code {exit_code}", False
         finally:
             try:
                 container.remove(force=True)

@@ -1,0 +1,1 @@
+"""Input sources and result publishers: small functions the runner calls."""
