@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/setup_js_unixfs.sh
 	scripts/setup_js_ipfs.sh
+	sh scripts/setup_docker.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from p2pnode import commands
+from p2pnode import commands, docker_cli
 from p2pnode.bid_commands import bid_group
 from p2pnode.config_commands import config_group
 from p2pnode.ipfs import cli as ipfs_commands
@@ -201,3 +201,4 @@ main.add_command(bid_group)
 main.add_command(ipfs_commands.ipfs)
 main.add_command(commands.devstack_command)
 main.add_command(commands.demo)
+main.add_command(docker_cli.docker)

@@ -68,7 +68,8 @@ class NodeSettings:
     api_host: str = "127.0.0.1"
     api_port: int = 1234  # 0 picks a free port
     labels: Mapping[str, str] = field(default_factory=dict)
-    engines: tuple[str, ...] = ("wasm",)
+    engines: tuple[str, ...] = ("wasm", "docker")  # docker only while its daemon answers
+    docker_host: str | None = None  # None: DOCKER_HOST, else the default socket
     publishers: tuple[str, ...] = ("local", "ipfs")  # IPFS is embedded in every node
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     ipfs_connect: str = ""  # an IPFS daemon's HTTP RPC API to use instead of the embedded store
@@ -304,6 +305,7 @@ _PROPERTIES = tuple(
         ("Node.API.MaxBodySize", "api_max_body", _unit(units.parse_bytes), "an amount like 4Mb"),
         ("Node.Labels", "labels", _labels, "key=value pairs, e.g. region=us-west-2"),
         ("Node.Compute.Engines", "engines", _choices(KNOWN_ENGINES), f"some of {', '.join(KNOWN_ENGINES)}"),
+        ("Node.Compute.Docker.Host", "docker_host", _optional_text, "a Docker daemon address, e.g. unix:///var/run/docker.sock"),
         ("Node.Compute.Publishers", "publishers", _choices(KNOWN_PUBLISHERS), f"some of {', '.join(KNOWN_PUBLISHERS)}"),
         ("Node.Compute.AllowedLocalPaths", "allowed_local_paths", _strings, "directory paths, e.g. /data/shared"),
         ("Node.IPFS.Connect", "ipfs_connect", _optional_text, "an IPFS API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001"),

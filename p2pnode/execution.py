@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import trio
 
+from p2pnode.engines.docker import BindMount, DockerEngine, DockerRun
 from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.storage import ipfs as ipfs_storage
@@ -47,7 +48,7 @@ class ExecutionRunner:
     def __init__(self, root: Path, cache_dir: Path, allowed_paths: tuple[str, ...] = (),
                  results: LocalResults | None = None, s3_access: s3.S3Access | None = None,
                  url_policy: url.UrlPolicy | None = None, defaults: JobDefaults = JobDefaults(),
-                 ipfs: IpfsService | None = None) -> None:
+                 ipfs: IpfsService | None = None, docker: DockerEngine | None = None) -> None:
         self.root = root
         self.ipfs = ipfs
         self.defaults = defaults  # for a spec that came without them (a node that fills none)
@@ -56,6 +57,7 @@ class ExecutionRunner:
         self.s3 = s3_access or s3.S3Access()
         self.url_policy = url_policy or url.UrlPolicy()
         self.wasm = WasmEngine(cache_dir)
+        self.docker = docker
         self._cancels: dict[str, threading.Event] = {}
         self._reasons: dict[str, str] = {}
 
@@ -76,6 +78,8 @@ class ExecutionRunner:
         cancel = self._cancels.setdefault(execution.id, threading.Event())
         try:
             workdir.mkdir(parents=True, exist_ok=True)
+            if task.engine.type == "docker" and self.docker is not None:
+                return await self._run_docker(execution, header, workdir, cancel, progressed)
             if task.engine.type != "wasm":
                 return _failed(execution, f"this node has no {task.engine.type} engine")
             params = task.engine.params
@@ -123,6 +127,63 @@ class ExecutionRunner:
         finally:
             self._cancels.pop(execution.id, None)
             self._reasons.pop(execution.id, None)
+
+    async def _run_docker(
+        self,
+        execution: ExecutionRecord,
+        header: JobHeader,
+        workdir: Path,
+        cancel: threading.Event,
+        progressed: Callable[[Input], Awaitable[None]],
+    ) -> ExecutionEnded:
+        assert self.docker is not None
+        task = header.spec.task
+        params = task.engine.params
+        try:
+            mounts = await self._mount_inputs(task.input_sources, workdir / "inputs")
+            mounts += _result_mounts(task.result_paths, workdir / "results")
+        except (InputError, ValueError) as error:  # ValueError: a name that leaves its folder
+            return _failed(execution, f"inputs: {error}")
+        run = DockerRun(
+            execution_id=execution.id,
+            image=params.image,
+            output_dir=workdir,
+            entrypoint=params.entrypoint,
+            parameters=tuple(params.parameters),
+            working_directory=params.working_directory,
+            environment=dict(params.environment_variables),
+            mounts=tuple(BindMount(m.host_path, m.guest_path, m.read_only) for m in mounts),
+            cpu_millicores=task.resources.cpu,
+            memory_limit=task.resources.memory or self.defaults.memory,
+            gpus=task.resources.gpu,
+            network=str(task.network.type),
+            timeout=float(task.timeouts.total_timeout) or None,
+        )
+        try:
+            outcome = await trio.to_thread.run_sync(self.docker.run, run, cancel, abandon_on_cancel=True)
+        except trio.Cancelled:  # the node stops: its container goes with it
+            cancel.set()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.docker.remove_execution, execution.id)
+            raise
+        if cancel.is_set():
+            return _failed(execution, self._reasons.get(execution.id, "cancelled"))
+        await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
+        (workdir / "exitCode").write_text(f"{outcome.exit_code}\n")
+        try:
+            location = await self._publish(execution, header, workdir, outcome.exit_code)
+        except (s3.S3Error, ipfs_storage.IpfsStorageError, OSError) as error:
+            return _failed(execution, f"publishing: {error}")
+        result = ExecutionResult(
+            exit_code=outcome.exit_code,
+            stdout=outcome.stdout[:OUTPUT_IN_RECORD],
+            stderr=outcome.stderr[:OUTPUT_IN_RECORD],
+            publisher=task.publisher.type if task.publisher is not None else "",
+            location=location,
+            error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
+            job_fault=not outcome.ok and not outcome.node_fault,
+        )
+        return ExecutionEnded(execution.id, outcome.ok, result, "completed" if outcome.ok else result.error)
 
     async def _publish(self, execution: ExecutionRecord, header: JobHeader, workdir: Path, exit_code: int) -> str:
         """Publish the result layout; the location peers ask for it by."""

@@ -16,13 +16,14 @@ import math
 import random
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.encode_once import EncodeOnce
+from p2pnode.engines.docker import DockerEngine
 from p2pnode.execution import ExecutionRunner
 from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
 from p2pnode.storage import s3 as s3_storage
@@ -42,6 +43,7 @@ from protocols import wire
 from protocols.events import (
     CancelTimer,
     Effect,
+    EnginesChanged,
     ExecutionEnded,
     FetchJob,
     Input,
@@ -69,6 +71,7 @@ from protocols.records import ExecutionResult, JobReplica
 log = logging.getLogger("p2pnode")
 FETCH_WAIT = 3.0  # seconds to wait for the keepers of a job this node does not keep
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between warnings of one kind of refused message
+ENGINE_CHECK_INTERVAL = 10.0  # seconds between checks that the Docker daemon still answers
 HANDOVER_WAIT = 10.0  # seconds a submit waits for another peer to hold the new job
 
 
@@ -150,6 +153,12 @@ class Runtime:
         self._refusals_logged: dict[str, tuple[float, int]] = {}  # refusal -> (last logged, refused since)
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
+        self.docker = (
+            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0)
+            if "docker" in settings.engines
+            else None
+        )
+        self._docker_cleaned = False
         self.logs = LogFiles(settings.data_dir / "executions", settings.log_keep_bytes)
         self.local_results = LocalResults(
             settings.data_dir / "executions", settings.results_retention, settings.results_quota
@@ -163,6 +172,7 @@ class Runtime:
             UrlPolicy(settings.url_allow_networks, settings.input_max_bytes, settings.url_timeout),
             settings.job_defaults,
             ipfs=self.ipfs,
+            docker=self.docker,
         )
         self.s3_ready = False  # known once the node starts
         self.result_server = ResultServer(self.local_results, self.s3)
@@ -183,7 +193,8 @@ class Runtime:
                 if s3_missing is not None:
                     log.info("this node does not take S3 jobs: %s", s3_missing)
                 self.s3_ready = s3_missing is None
-                config = node_config(self.settings, self.node_id, addresses, s3=self.s3_ready)
+                engines = await self._engines_now()
+                config = replace(node_config(self.settings, self.node_id, addresses, s3=self.s3_ready), engines=engines)
                 self.node = Node(
                     config,
                     rng=random.Random(),
@@ -196,12 +207,36 @@ class Runtime:
                 nursery.start_soon(self._expire_results)
                 self._apply(self.node.start(time.time()))
                 nursery.start_soon(self._drive)
+                if self.docker is not None:
+                    nursery.start_soon(self._watch_engines, engines)
                 self.started.set()
                 task_status.started()
         finally:
             self._persist_now()
             self.store.close()
             await self.transport.aclose()
+
+    async def _engines_now(self) -> tuple[str, ...]:
+        """The configured engines that can run now: docker only while its daemon answers.
+        The first time it answers, the containers a killed run of this node left are removed."""
+        engines = self.settings.engines
+        if self.docker is None:
+            return engines
+        if not await trio.to_thread.run_sync(self.docker.available):
+            return tuple(engine for engine in engines if engine != "docker")
+        if not self._docker_cleaned:
+            await trio.to_thread.run_sync(self.docker.remove_leftovers)
+            self._docker_cleaned = True
+        return engines
+
+    async def _watch_engines(self, engines: tuple[str, ...]) -> None:
+        while True:
+            await trio.sleep(ENGINE_CHECK_INTERVAL)
+            now = await self._engines_now()
+            if now != engines:
+                log.info("engines changed: %s -> %s", ", ".join(engines), ", ".join(now))
+                engines = now
+                await self._inputs_send.send(EnginesChanged(now))
 
     async def leave(self) -> None:
         """Tell the network we go, so it need not wait for our silence."""

@@ -93,6 +93,13 @@ class ExecutionEnded:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class EnginesChanged:
+    """The engines this node can run now (a Docker daemon stopped or came back)."""
+
+    engines: tuple[str, ...]
+
+
 Input = (
     Received
     | SendFailed
@@ -103,6 +110,7 @@ Input = (
     | ProbeAnswered
     | ExecutionProgressed
     | ExecutionEnded
+    | EnginesChanged
 )
 
 # ---------------------------------------------------------------- effects

@@ -422,6 +422,10 @@ class Executor:
     def _of_job(self, job_id: str) -> list[_Local]:
         return list(self._by_job.get(job_id, {}).values())
 
+    def set_engines(self, engines: tuple[str, ...]) -> None:
+        """Bid with these engines from now on (runs under way go on)."""
+        self._view = replace(self._view, engines=frozenset(engines))
+
     def _current_view(self) -> selection.LocalNode:
         if self._view.free is not self._free:
             self._view = _with_free(self._view, self._free)

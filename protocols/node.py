@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protocols import election
@@ -44,6 +44,7 @@ from protocols.authority import Authority
 from protocols.events import (
     CancelTimer,
     Effect,
+    EnginesChanged,
     ExecutionEnded,
     ExecutionProgressed,
     FetchJob,
@@ -317,6 +318,8 @@ class Node:
                 self.executor.on_progress(execution_id, state, message)
             case ExecutionEnded(execution_id, ok, result, message):
                 self.executor.on_ended(execution_id, ok, result, message)
+            case EnginesChanged(engines):
+                self._set_engines(engines)
 
     def leave(self, now: float) -> list[Effect]:
         """Say goodbye, so others do not wait for our heartbeats to stop."""
@@ -808,6 +811,16 @@ class Node:
         self.out.append(Publish(NODES_TOPIC, info))
         self.set_timer(("heartbeat",), self.now + self._jittered(info.heartbeat_interval))
         self._schedule_membership_check()
+
+    def _set_engines(self, engines: tuple[str, ...]) -> None:
+        """Offer these engines from now on, and tell the network at once."""
+        engines = tuple(engines)
+        if engines == tuple(self.config.engines):
+            return
+        self.config = replace(self.config, engines=engines)
+        self.executor.set_engines(engines)
+        info = self.membership.heartbeat(self.now, free=self.free(), engines=engines)
+        self.out.append(Publish(NODES_TOPIC, info))
 
     def _on_heartbeat_timer(self, key: tuple[Any, ...]) -> None:
         self._heartbeat()

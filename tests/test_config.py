@@ -255,7 +255,7 @@ def test_defaults_are_sane_on_this_machine(tmp_path: Path) -> None:
     assert capacity.gpu == 0
     assert settings.listen == ("/ip4/127.0.0.1/tcp/0",)
     assert (settings.api_host, settings.api_port, settings.mdns) == ("127.0.0.1", 1234, False)
-    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm",), ("local", "ipfs"), ())
+    assert (settings.engines, settings.publishers, settings.allowed_local_paths) == (("wasm", "docker"), ("local", "ipfs"), ())
     assert settings.policy == SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
     assert (settings.heartbeat_interval, settings.log_level) == (1.0, "info")
 
@@ -300,3 +300,12 @@ def test_a_configured_label_overrides_an_automatic_one_with_a_warning(
         config = node_config(settings, "node-1", ())
     assert config.labels["Architecture"] == "riscv64"
     assert "overrides the automatic Architecture" in caplog.text
+
+
+def test_the_docker_daemon_address_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    env = {"P2PNODE_NODE_COMPUTE_DOCKER_HOST": "unix:///run/other.sock"}
+    assert load_settings(config_file=None, env=env, flags={"data_dir": tmp_path}).docker_host == "unix:///run/other.sock"
+    config = tmp_path / "config.yaml"
+    config.write_text("Node:\n  Compute:\n    Docker:\n      Host: tcp://127.0.0.1:2375\n")
+    assert load_settings(config_file=config, env={}, flags={"data_dir": tmp_path}).docker_host == "tcp://127.0.0.1:2375"
+    assert load_settings(config_file=None, env={}, flags={"data_dir": tmp_path}).docker_host is None
