@@ -224,7 +224,7 @@ class Node:
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
             self._kept_live.add(delta.header.id)
-        self._handlers: dict[type, Callable[[str, Any], None]] = {
+        handlers: dict[type, Callable[[str, Any], None]] = {
             NodeInfo: self._on_node_info,
             NodeLeft: self._on_node_left,
             Members: self._on_members,
@@ -249,6 +249,8 @@ class Node:
             ExecutionUpdate: self.leader.on_execution_update,
             RoomFreed: self.leader.on_room_freed,
         }
+        self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
+        self._ping_due = 0.0
         self._timers: dict[str, Callable[[Any], None]] = {
             "heartbeat": self._on_heartbeat_timer,
             "ping": self._on_ping_timer,
@@ -271,7 +273,8 @@ class Node:
             self.set_timer(("heartbeat",), now + self.rng.random() * self.membership.heartbeat_interval())
         else:
             self._heartbeat()
-        self.set_timer(("ping",), now + self._jittered(self.config.ping_interval))
+        self._ping_due = now + self._jittered(self.config.ping_interval)
+        self.set_timer(("ping",), self._ping_due)
         self.set_timer(("anti-entropy",), now + self._jittered(self.config.anti_entropy_interval))
         self.set_timer(("check-in",), now + self._jittered(self.config.check_in_interval))
         self.leader.resume()
@@ -864,11 +867,13 @@ class Node:
         self._schedule_membership_check()
 
     def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
-        self.set_timer(("ping",), self.now + self._jittered(self.config.ping_interval))
+        late = self.now - self._ping_due  # behind on our work? then slow to judge others
+        self._ping_due = self.now + self._jittered(self.config.ping_interval)
+        self.set_timer(("ping",), self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
-        pings, accusations, changes, requests = self.membership.ping_round(self.now)
+        pings, accusations, changes, requests = self.membership.ping_round(self.now, late)
         for peer, nonce in pings:
             self.out.append(Send(peer, Ping(nonce)))
         for helper, peer, nonce in requests:
@@ -913,6 +918,7 @@ class Node:
             # again in the next rounds, as a death is, so loss rarely hides it.
             self._heartbeat()
             self._refutations = REFUTE_REPEATS - 1
+            self.membership.refuted()
             self.executor.doubt()  # a leader may have given up on our runs
             return
         if message.node_id == self.node_id:
@@ -934,6 +940,18 @@ class Node:
     def _drain(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
+
+
+def _hearing(membership: Membership, handler: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    """`handler`, after telling membership the sender spoke: any message
+    from a member shows it alive (see `Membership.heard`)."""
+    heard = membership.heard
+
+    def hear_then_handle(sender: str, message: Any) -> None:
+        heard(sender)
+        handler(sender, message)
+
+    return hear_then_handle
 
 
 def _entry(replica: JobReplica) -> tuple[str, int, int, int, int]:
