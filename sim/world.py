@@ -172,6 +172,7 @@ class World:
         self._sizes: dict[int, tuple[object, int]] = {}
         self._size_stats: dict[type, list[int]] = {}
         self.exact_bytes = exact_bytes
+        self.group_changes: list[tuple[float, dict[str, int]]] = []  # (from when, groups) of every set_groups
         self.cpu = cpu if cpu is not None and cpu.scale > 0 else None
         self._halted = False
 
@@ -228,7 +229,17 @@ class World:
         """Partition: nodes reach only nodes of the same group (absent: 0)."""
         for slot in self._order:
             slot.group = groups.get(slot.node_id, 0)
+        self.group_changes.append((self.now, dict(groups)))
         self._membership_changed()
+
+    def separated(self, a: str, b: str, since: float) -> bool:
+        """Whether nodes `a` and `b` were in different groups at any time from `since` on."""
+        changes = self.group_changes
+        for i, (at, groups) in enumerate(changes):
+            until = changes[i + 1][0] if i + 1 < len(changes) else self.now
+            if until >= since and groups.get(a, 0) != groups.get(b, 0):
+                return True
+        return False
 
     def heal(self) -> None:
         self.set_groups({})
