@@ -132,6 +132,7 @@ class Leader:
             "queue-timeout": self._on_queue_timeout,
             "retry-waiting": self._on_retry_waiting,
             "resume": self._on_resume,
+            "submit-retry": self._on_submit_retry,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -256,11 +257,12 @@ class Leader:
         if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
             return
         alive = membership.alive_ids()
-        if alive is self._leaders_checked:
+        caught_up = self.node.caught_up()
+        if alive is self._leaders_checked and caught_up:
             return
-        self._leaders_checked = alive
+        self._leaders_checked = alive if caught_up else None
         for leader, job_ids in list(self.by_leader.items()):
-            if leader != self.node.node_id and not membership.is_alive(leader):
+            if leader != self.node.node_id and self.node.presumed_lost(leader):
                 for job_id in sorted(job_ids):
                     self._maybe_take_over(self.node.jobs[job_id])
 
@@ -282,9 +284,9 @@ class Leader:
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
         node = self.node
-        if header.state.terminal or node.is_alive(header.leader):
+        if header.state.terminal or not node.presumed_lost(header.leader):
             return
-        chain = [name for name in header.successors if node.is_alive(name)]
+        chain = [name for name in header.successors if not node.presumed_lost(name)]
         successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
         if successor != node.node_id:
             return
@@ -301,10 +303,11 @@ class Leader:
         successors = self._top_up_keepers(replica, why, successors)
         node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
         for execution in replica.executions.values():
-            if not execution.state.terminal and node.is_alive(execution.node_id):
+            if not execution.state.terminal and not node.presumed_lost(execution.node_id):
                 node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
         self.led.add(replica.id)
-        self._fail_lost(replica, lambda n: not node.is_alive(n), "was lost before this leader took over")
+        # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
+        self._fail_lost(replica, node.presumed_lost, "was lost before this leader took over")
         self._schedule(replica)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
@@ -312,7 +315,13 @@ class Leader:
             case SubmitToLeader(delta):
                 replica = self.node.jobs.get(delta.header.id)
                 if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
-                    self._hand_to_next(replica, peer)
+                    if self.node.presumed_lost(peer):
+                        self._hand_to_next(replica, peer)
+                    else:
+                        # Alive, only slow or hard to reach: a second leader
+                        # now would place the job twice. Say it again; if it
+                        # is declared dead meanwhile, the next one leads.
+                        self.node.set_timer(("submit-retry", replica.id), self.node.now + self.node.config.resend_interval)
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
@@ -321,6 +330,16 @@ class Leader:
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
                 self.node.emit_send(peer, message)
+
+    def _on_submit_retry(self, key: tuple[Any, ...]) -> None:
+        replica = self.node.jobs.get(key[1])
+        if replica is None or replica.header.state.terminal or replica.header.leader == self.node.node_id:
+            return
+        leader = replica.header.leader
+        if self.node.presumed_lost(leader):
+            self._hand_to_next(replica, leader)
+        else:
+            self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""
@@ -641,7 +660,7 @@ class Leader:
             return
         if replica.id in self.led:
             # The merge may bring work on a node that died before we heard of the work.
-            self._fail_lost(replica, lambda n: not self.node.is_alive(n), "was lost")
+            self._fail_lost(replica, self.node.presumed_lost, "was lost")
             self._schedule(replica)
         elif not replica.header.state.terminal:
             self.adopt(replica)

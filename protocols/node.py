@@ -110,6 +110,7 @@ MAX_DIGEST = 1024  # jobs per anti-entropy digest
 REFUTE_REPEATS = 3  # rounds a node says it is alive in after it was accused
 WELCOMERS = 2  # members before a newcomer on the ring that send it the member list
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
+CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
@@ -210,6 +211,7 @@ class Node:
             members,
         )
         self._warm = members is not None
+        self._caught_up = self._warm  # (see `caught_up`)
         self.executor = Executor(self)
         self.leader = Leader(self)
         self._seq = 0
@@ -414,6 +416,21 @@ class Node:
 
     def is_alive(self, node_id: str) -> bool:
         return node_id == self.node_id or self.membership.is_alive(node_id)
+
+    def caught_up(self) -> bool:
+        """Whether we know the network well enough to take a member we never
+        heard of for gone: we started in a formed network, or were sent the
+        member list, or waited `CATCH_UP_GRACE` (a restarted node knows only
+        what it is told, and heartbeats come minutes apart in a large network)."""
+        return self._caught_up or self.now - self._started_at >= CATCH_UP_GRACE
+
+    def presumed_lost(self, node_id: str) -> bool:
+        """Held dead or gone; or never heard of, once we have caught up. A
+        node that restarted must not take over the jobs of leaders it simply
+        has not heard of yet, nor fail their work: that starts it twice."""
+        if self.is_alive(node_id):
+            return False
+        return self.membership.status(node_id) is not None or self.caught_up()
 
     # ------------------------------------------------------------ submission and stop
 
@@ -858,6 +875,7 @@ class Node:
             self.out.append(Send(node_id, Members(tuple(infos[start : start + MEMBERS_PER_MESSAGE]))))
 
     def _on_members(self, sender: str, message: Members) -> None:
+        self._caught_up = True
         for info in message.infos:
             change = self.membership.observe(info, self.now)
             if change is not None and change.previous is None:
