@@ -264,7 +264,9 @@ class Runtime:
                 log.exception("the protocol failed on %r", type(event).__name__)
                 continue
             self._apply(effects)
-            if self._dirty and self._inputs.statistics().current_buffer_used == 0:
+            if self._dirty and (type(event) is SubmitJob or self._inputs.statistics().current_buffer_used == 0):
+                # (A submit is saved at once: its client is answered once it is
+                # held here and by one more peer, even while work piles up.)
                 # Save before anyone can see the change through the API: a
                 # node killed right after must come back as it was seen.
                 self._persist_now()
@@ -326,6 +328,11 @@ class Runtime:
         if peer == self.node_id:
             self._inputs_send.send_nowait(Received(self.node_id, message))
             return
+        if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
+            # A new job's hand-over does not wait behind the peer's queue:
+            # its client waits for it (records merge in any order).
+            self._spawn(self._hand_over, peer, message)
+            return
         queue = self._peer_queues.get(peer)
         if queue is None:
             queue, receive = trio.open_memory_channel[object](1024)
@@ -351,6 +358,16 @@ class Runtime:
                 continue
             if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
                 self._handed_over[message.delta.header.id].set()
+
+    async def _hand_over(self, peer: str, message: JobUpdated | SubmitToLeader) -> None:
+        try:
+            await self._request(peer, wire.encode(message, self.node_id))
+        except PeerUnreachable as error:
+            await self._inputs_send.send(SendFailed(peer, message, str(error)))
+            return
+        held = self._handed_over.get(message.delta.header.id)
+        if held is not None:
+            held.set()
 
     async def _request(self, peer: str, data: bytes, timeout: float | None = None) -> bytes:
         if peer not in self.transport.connected_peers():
