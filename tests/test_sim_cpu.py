@@ -61,3 +61,14 @@ def test_a_cpu_scale_of_zero_is_no_model_and_a_negative_one_is_refused() -> None
     assert world.cpu is None
     with pytest.raises(ValueError, match="scale"):
         CpuModel(scale=-1.0)
+
+
+def test_a_burst_option_is_jobs_over_seconds_and_nonsense_is_refused_clearly() -> None:
+    import click
+
+    from sim.cli import _burst
+
+    assert _burst("200:2") == (200, 100.0)
+    for bad in ("200", "x:2", "0:2", "10:0"):
+        with pytest.raises(click.BadParameter, match="JOBS"):
+            _burst(bad)
