@@ -6,9 +6,10 @@ With the world attached (`watch`), it also judges as things happen:
 
 - an *extra start*: a batch partition or service replica starts on a node
   while another run of it goes on (or ended well) on a node that is up, has
-  not restarted since, and was not cut off from the starter or from the
-  leader that placed the start since that run began: its node was late,
-  not dead;
+  not restarted since, and was not cut off since that run began from the
+  starter or from any keeper of the job (its leaders come from them: one
+  cut off from it may rightly have written the run off): its node was
+  late, not dead;
 - a *false Down* (or Suspect): a verdict published about a node that is up,
   in the incarnation accused, and reachable from the accuser;
 - how long a real crash took to be declared (`crashed` notes when).
@@ -131,10 +132,9 @@ class Metrics(Observer):
             other = world.slots[run.node_id]
             if run.execution_id == execution.id or not other.up or other.incarnation != incarnation:
                 continue  # its node crashed since: starting again is right
-            if world.separated(run.node_id, node_id, run.started) or world.separated(
-                run.node_id, effect.header.leader, run.started
-            ):
-                continue  # cut off from the starter, or from the leader that placed it, meanwhile
+            deciders = (node_id, *effect.header.keepers)  # the starter, and who led or may take over
+            if any(world.separated(run.node_id, other_id, run.started) for other_id in deciders):
+                continue  # cut off meanwhile from the starter, or from a leader that may have written it off
             if (not run.ended and not run.stopped) or (run.ended and run.ok):
                 self.extra_starts[execution.job_id] += 1
                 break
