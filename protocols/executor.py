@@ -195,17 +195,6 @@ class Executor:
         if local is None or local.stage == RUNNING or decision.epoch < local.epoch:
             return
         node = self.node
-        # Fencing: work starts only on a decision of the current epoch's
-        # leader: not on one from a leader our copy of the job shows deposed
-        # (the current leader places the work), nor on one from a node other
-        # than the one that asked at that epoch.
-        replica = node.jobs.get(decision.job_id)
-        if decision.accepted and replica is not None and replica.header.epoch > decision.epoch:
-            node.emit_cancel_timer(("bid-hold", local.execution_id))
-            self._drop(local)
-            return
-        if decision.epoch == local.epoch and sender != local.leader:
-            return
         node.emit_cancel_timer(("bid-hold", local.execution_id))
         if not decision.accepted:
             self._drop(local)

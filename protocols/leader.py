@@ -132,7 +132,6 @@ class Leader:
             "queue-timeout": self._on_queue_timeout,
             "retry-waiting": self._on_retry_waiting,
             "resume": self._on_resume,
-            "submit-retry": self._on_submit_retry,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -315,13 +314,7 @@ class Leader:
             case SubmitToLeader(delta):
                 replica = self.node.jobs.get(delta.header.id)
                 if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
-                    if self.node.presumed_lost(peer):
-                        self._hand_to_next(replica, peer)
-                    else:
-                        # Alive, only slow or hard to reach: a second leader
-                        # now would place the job twice. Say it again; if it
-                        # is declared dead meanwhile, the next one leads.
-                        self.node.set_timer(("submit-retry", replica.id), self.node.now + self.node.config.resend_interval)
+                    self._hand_to_next(replica, peer)
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
@@ -330,16 +323,6 @@ class Leader:
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
                 self.node.emit_send(peer, message)
-
-    def _on_submit_retry(self, key: tuple[Any, ...]) -> None:
-        replica = self.node.jobs.get(key[1])
-        if replica is None or replica.header.state.terminal or replica.header.leader == self.node.node_id:
-            return
-        leader = replica.header.leader
-        if self.node.presumed_lost(leader):
-            self._hand_to_next(replica, leader)
-        else:
-            self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""
