@@ -404,7 +404,9 @@ class Runtime:
                 self._log_refusal(*self.node.authority.last)
                 self.node.authority.last = None
             self._apply(effects)
-            if self._dirty and self._inputs.statistics().current_buffer_used == 0:
+            if self._dirty and (type(event) is SubmitJob or self._inputs.statistics().current_buffer_used == 0):
+                # (A submit is saved at once: its client is answered once it is
+                # held here and by one more peer, even while work piles up.)
                 # Save before anyone can see the change through the API: a
                 # node killed right after must come back as it was seen.
                 self._persist_now()

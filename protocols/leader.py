@@ -19,6 +19,16 @@ joined, a timer). It reads the record and does the next step:
    queue (batch with QueueTimeout), wait (service, daemon) or fail, saying why
    no node fits.
 
+A round is decided as soon as enough acceptable bids are in (for a batch
+or service job: one per open slot),
+or when its window closes (the leader's own bid counts as soon as it is in). While bids are too few and answers are missing,
+the window opens again, up to `ROUND_PATIENCE` times. An ask still
+unanswered then is marked rejected with "no answer", which is not a no:
+that node may be asked again, and a job that found no node while some
+answers were missing waits and asks again rather than fails (a busy node is
+slow, not unwilling); it fails for want of nodes only when the nodes said
+no, or its QueueTimeout passed.
+
 `_decide` ranks the bids — fewest earlier failures of that node on this job
 first, then most free resources, then a seeded random tie-break — accepts as
 many as are needed and rejects the rest.
@@ -71,6 +81,8 @@ BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
 BUSY_NOTICED = 6  # ...times this for daemons: a full node tells their leaders when it has room (`RoomFreed`)
 RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
 DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins and RoomFreed: at once)
+NO_ANSWER = "no answer"  # how an ask left unanswered is marked: slow is not no (see `_unanswered`)
+ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has too few bids
 
 # The order an execution moves in; an update never moves it backwards.
 _PROGRESS = {
@@ -114,6 +126,7 @@ class Leader:
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
         self._windows: set[str] = set()  # jobs whose bid window timer is armed
         self._window_until: dict[str, float] = {}  # ...when it fires, for windows stretched by slow bidders
+        self._patience: dict[str, int] = {}  # open rounds: windows left to wait for missing answers
         # Answers to the open bid round, by job, with the transition each
         # records: written in one go when the round is decided (an ops job
         # asks every matching node: one write, not one per answer).
@@ -254,11 +267,12 @@ class Leader:
         if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
             return
         alive = membership.alive_ids()
-        if alive is self._leaders_checked:
+        caught_up = self.node.caught_up()
+        if alive is self._leaders_checked and caught_up:
             return
-        self._leaders_checked = alive
+        self._leaders_checked = alive if caught_up else None
         for leader, job_ids in list(self.by_leader.items()):
-            if leader != self.node.node_id and not membership.is_alive(leader):
+            if leader != self.node.node_id and self.node.presumed_lost(leader):
                 for job_id in sorted(job_ids):
                     self._maybe_take_over(self.node.jobs[job_id])
 
@@ -280,9 +294,9 @@ class Leader:
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
         node = self.node
-        if header.state.terminal or node.is_alive(header.leader):
+        if header.state.terminal or not node.presumed_lost(header.leader):
             return
-        chain = [name for name in header.successors if node.is_alive(name)]
+        chain = [name for name in header.successors if not node.presumed_lost(name)]
         successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
         if successor != node.node_id:
             return
@@ -299,10 +313,11 @@ class Leader:
         successors = self._top_up_keepers(replica, why, successors)
         node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
         for execution in replica.executions.values():
-            if not execution.state.terminal and node.is_alive(execution.node_id):
+            if not execution.state.terminal and not node.presumed_lost(execution.node_id):
                 node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
         self.led.add(replica.id)
-        self._fail_lost(replica, lambda n: not node.is_alive(n), "was lost before this leader took over")
+        # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
+        self._fail_lost(replica, node.presumed_lost, "was lost before this leader took over")
         self._schedule(replica)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
@@ -398,11 +413,21 @@ class Leader:
         self._ask(replica, [sender])
 
     def _maybe_decide(self, replica: JobReplica) -> None:
-        if replica.asking <= len(self._answers.get(replica.id, ())):
+        answers = self._answers.get(replica.id, {})
+        if replica.asking <= len(answers) or self._enough_bids(replica, answers):
             self.node.emit_cancel_timer(("bid-window", replica.id))
             self._windows.discard(replica.id)
             self._window_until.pop(replica.id, None)
             self._decide(replica)
+
+    def _enough_bids(self, replica: JobReplica, answers: Mapping[str, tuple[ExecutionRecord, HistoryEvent]]) -> bool:
+        """Whether the bids in fill every open slot of a batch or service job
+        (ops and daemon jobs want every matching node's answer)."""
+        if replica.header.spec.type not in (JobType.BATCH, JobType.SERVICE) or not answers:
+            return False
+        bids = sum(1 for a, _ in answers.values() if a.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
+        bids += sum(1 for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
+        return bids >= len(self._open_slots(replica)) > 0
 
     def _arm_window(self, job_id: str, wait: float = 0.0) -> None:
         """Close the open round after `bid_window`, whoever opened it, or
@@ -411,6 +436,7 @@ class Leader:
         until = self.node.now + max(self.node.config.bid_window, wait)
         if job_id not in self._windows or (wait and until > self._window_until.get(job_id, 0.0)):
             self._windows.add(job_id)
+            self._patience.setdefault(job_id, ROUND_PATIENCE)
             if wait:
                 self._window_until[job_id] = until
             self.node.set_timer(("bid-window", job_id), until)
@@ -421,14 +447,28 @@ class Leader:
         return max((info.policy.bid_wait for info in infos if info is not None), default=0.0)
 
     def _on_bid_window(self, key: tuple[Any, ...]) -> None:
-        self._windows.discard(key[1])
-        self._window_until.pop(key[1], None)
-        replica = self._led_replica(key[1])
-        if replica is not None:
-            self._decide(replica)
+        job_id = key[1]
+        self._windows.discard(job_id)
+        self._window_until.pop(job_id, None)
+        replica = self._led_replica(job_id)
+        if replica is None:
+            self._patience.pop(job_id, None)
+            return
+        patience = self._patience.get(job_id, 0)
+        if patience > 1 and replica.asking > len(self._answers.get(job_id, ())) and not self._enough_bids(
+            replica, self._answers.get(job_id, {})
+        ):
+            # Answers are missing and the bids in are too few: a busy node
+            # answers late, so wait for it rather than take its silence for no.
+            self._patience[job_id] = patience - 1
+            self._windows.add(job_id)
+            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+            return
+        self._decide(replica)
 
     def _decide(self, replica: JobReplica) -> None:
         node = self.node
+        self._patience.pop(replica.id, None)
         answers = self._answers.pop(replica.id, None)
         if answers:
             node.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
@@ -440,7 +480,7 @@ class Leader:
                     self._moved(
                         execution,
                         ExecutionState.ASK_FOR_BID_REJECTED,
-                        f"no answer within {node.config.bid_window:g} s",
+                        f"{NO_ANSWER} before the round was decided",
                         DesiredState.STOPPED,
                     )
                 )
@@ -666,7 +706,7 @@ class Leader:
             return
         if replica.id in self.led:
             # The merge may bring work on a node that died before we heard of the work.
-            self._fail_lost(replica, lambda n: not self.node.is_alive(n), "was lost")
+            self._fail_lost(replica, self.node.presumed_lost, "was lost")
             self._schedule(replica)
         elif not replica.header.state.terminal:
             self.adopt(replica)
@@ -773,6 +813,11 @@ class Leader:
                 self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
             self._wait(replica, None)
             return
+        if spec.type != JobType.OPS and any(
+            _unanswered(e) and self.node.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
+        ):
+            self._wait(replica, "waiting for nodes that have not answered yet")  # slow is not no
+            return
         self._finish(replica, JobState.FAILED, f"no suitable node: {why}")
 
     def _wait(self, replica: JobReplica, message: str | None) -> None:
@@ -868,6 +913,9 @@ class Leader:
                 continue  # ruled out already: a daemon's record asks some nodes many times
             if not e.state.terminal:
                 busy.add(e.node_id)
+            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and _unanswered(e):
+                if e.modify_time > node.now - node.config.queue_retry_interval:
+                    declined.add(e.node_id)  # asked again once the others had their chance
             elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.node_id in full:
                 if full[e.node_id][0] > node.now and not self._room_since(e.node_id, e.modify_time, resources):
                     declined.add(e.node_id)  # still full, as far as we know
@@ -1092,6 +1140,11 @@ def _check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
         local_data=frozenset(info.local_data),
     )
     return selection.refusal(policy, view, spec)
+
+
+def _unanswered(execution: ExecutionRecord) -> bool:
+    """An ask the node never answered (or not before the round was decided): not a no."""
+    return execution.message.startswith(NO_ANSWER)
 
 
 def _gist(reason: str) -> str:

@@ -40,6 +40,26 @@ ourselves: we ping the member each round like one we watch, and it is alive
 again if it answers, dead after `dead_after` misses. Else a dead member
 could stay "alive" here, its work never replaced.
 
+A busy node answers late, and late must not pass for dead (after
+Lifeguard, Dadgar et al. 2018):
+
+- any message from a member we ping shows it alive (`heard`): a late
+  answer, a refutation, a bid, an update; a member whose answer came `n`
+  rounds late earns `n` more rounds (at most `MAX_LATE`) before it is
+  declared dead, given back one per answer on time;
+- a node that sees itself late (its own watch round fired late, or it was
+  accused and had to refute) raises its *local health* score, and while it
+  is unhealthy it waits `health` more rounds before it suspects or
+  declares anyone: its own slowness looks, from inside, like everyone
+  else's silence. The score falls again by one per round on time in which
+  every ping was answered;
+- an accused node refutes (a heartbeat with a newer seq), which also counts
+  as a message heard, so the suspicion of a merely slow node ends as soon as
+  it catches up.
+
+A real crash still goes unanswered and is declared after `dead_after`
+rounds by a healthy watcher, as before.
+
 A node cut off by a partition is declared dead by the other side; each round
 a watcher also pings one dead member, and one that answers is told it was
 declared dead, so it refutes and comes back as soon as the partition heals.
@@ -69,6 +89,9 @@ from protocols.messages import Capacity, Down, NodeInfo, NodeLeft, Suspect
 _SET_BY_HEARTBEAT = frozenset({"node_id", "incarnation", "seq", "heartbeat_interval"})
 _DOWN_REPEATS = 3  # rounds a watcher announces a death in
 MAX_RELAYS = 256  # indirect probes a node runs for others at once; more are refused
+MAX_HEALTH = 3  # rounds of patience a node that sees itself late may add (Lifeguard's local health multiplier)
+MAX_LATE = 2  # rounds of patience a member that answered late may earn
+LATE_ROUND = 0.5  # a watch round that fires this many intervals late shows us we are behind
 
 
 class MemberStatus(StrEnum):
@@ -185,6 +208,8 @@ class Membership:
         # is newer than the info we keep: our accusations carry it.
         self._heard: dict[str, tuple[int, int]] = {}
         self._doubts: set[str] = set()  # accused under an older seq than ours: we check them, quietly
+        self.health = 0  # our local health score: 0 healthy, up to MAX_HEALTH (see the module notes)
+        self._late: dict[str, int] = {}  # member -> extra rounds it earned by answering late
 
     @staticmethod
     def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
@@ -300,13 +325,19 @@ class Membership:
             self._remove(msg.node_id)
         return MemberChange(msg.node_id, previous, _LEFT, held)
 
-    def ping_round(self, now: float) -> WatchRound:
+    def ping_round(self, now: float, late: float = 0.0) -> WatchRound:
         """One watch round: count the pings left unanswered since the last
         round, accuse, and ping again, asking helpers to probe the members
-        that did not answer."""
+        that did not answer. `late`: how long after its due time the round
+        fired (a node behind on its work sees it here)."""
         config = self.config
         accusations: list[Suspect | Down] = []
         changes: list[MemberChange] = []
+        if late > LATE_ROUND * config.ping_interval:
+            self.health = min(MAX_HEALTH, self.health + 1)
+        elif self.health and not self._awaiting:
+            self.health -= 1  # on time, and everyone answered
+        patience = self.health
         for node_id in list(self._awaiting):
             misses = self._misses.get(node_id, 0) + 1
             self._misses[node_id] = misses
@@ -316,14 +347,16 @@ class Membership:
                 continue
             key = max((info.incarnation, info.seq), self._heard.get(node_id, (0, 0)))
             quiet = node_id in self._doubts  # a watcher said it already: our verdict is for us only
-            if misses == config.suspect_after and misses < config.dead_after:
+            suspect_after = config.suspect_after + patience
+            dead_after = config.dead_after + patience + self._late.get(node_id, 0)
+            if misses == suspect_after and misses < dead_after:
                 suspect = Suspect(node_id, *key)
                 if not quiet:
                     accusations.append(suspect)
                 change = self.accused(suspect, now)
                 if change is not None:
                     changes.append(change)
-            elif misses >= config.dead_after:
+            elif misses >= dead_after:
                 down = Down(node_id, *key)
                 if not quiet:
                     self._announce[node_id] = [down, _DOWN_REPEATS]
@@ -352,6 +385,8 @@ class Membership:
             self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
         if self._heard:
             self._heard = {n: k for n, k in self._heard.items() if n in self._awaiting}
+        if self._late:
+            self._late = {n: k for n, k in self._late.items() if n in self._awaiting}
         self._old_relays, self._relays = self._relays, {}
         dead = [n for n, d in self._down.items() if d.status is _DEAD]
         if dead:  # is one of the dead back? (a healed partition)
@@ -363,16 +398,39 @@ class Membership:
         """An answer to a ping. From a member we hold dead, it returns the
         `Down` to send it, so it learns it must refute."""
         if self._awaiting.get(node_id) == nonce:
-            del self._awaiting[node_id]
-            self._misses.pop(node_id, None)
-            self._doubts.discard(node_id)  # it answered: our check is over
-            if node_id in self._down and self._down[node_id].status is _SUSPECT:
-                del self._down[node_id]  # it answered us: alive (as it counted all along)
-                self._alive_infos = None
+            self._answered(node_id)
         down = self._down.get(node_id)
         if down is not None and down.status is _DEAD:
             return Down(node_id, down.key[0], down.key[1])
         return None
+
+    def heard(self, node_id: str) -> None:
+        """Any message from `node_id`: if we wait for its answer, this is
+        one (late, maybe: a busy node is not a dead one). From a member we
+        hold dead it proves nothing here: the dead are pinged for that."""
+        if node_id in self._awaiting or node_id in self._misses:
+            down = self._down.get(node_id)
+            if down is None or down.status is _SUSPECT:
+                self._answered(node_id)
+
+    def refuted(self) -> None:
+        """We were accused and refute it: likely we were too slow to
+        answer, so we too are slow to judge for a while."""
+        self.health = min(MAX_HEALTH, self.health + 1)
+
+    def _answered(self, node_id: str) -> None:
+        self._awaiting.pop(node_id, None)
+        misses = self._misses.pop(node_id, 0)
+        if misses:  # it answered, `misses` rounds late: be that patient with it next time
+            self._late[node_id] = min(MAX_LATE, max(misses, self._late.get(node_id, 0)))
+        elif node_id in self._late:
+            self._late[node_id] -= 1
+            if not self._late[node_id]:
+                del self._late[node_id]
+        self._doubts.discard(node_id)  # it answered: our check is over
+        if node_id in self._down and self._down[node_id].status is _SUSPECT:
+            del self._down[node_id]  # it answered us: alive (as it counted all along)
+            self._alive_infos = None
 
     def relay(self, asker: str, node_id: str, nonce: int) -> int | None:
         """A `PingReq` from `asker`: the nonce of the ping to send `node_id`

@@ -112,6 +112,7 @@ MAX_DIGEST = 1024  # jobs per anti-entropy digest
 REFUTE_REPEATS = 3  # rounds a node says it is alive in after it was accused
 WELCOMERS = 2  # members before a newcomer on the ring that send it the member list
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
+CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
@@ -212,6 +213,7 @@ class Node:
             members,
         )
         self._warm = members is not None
+        self._caught_up = self._warm  # (see `caught_up`)
         self.executor = Executor(self)
         self.leader = Leader(self)
         # Who may write what: asked before any handler (see `protocols.authority`).
@@ -231,7 +233,7 @@ class Node:
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
             self._kept_live.add(delta.header.id)
-        self._handlers: dict[type, Callable[[str, Any], None]] = {
+        handlers: dict[type, Callable[[str, Any], None]] = {
             NodeInfo: self._on_node_info,
             NodeLeft: self._on_node_left,
             Members: self._on_members,
@@ -256,6 +258,8 @@ class Node:
             ExecutionUpdate: self.leader.on_execution_update,
             RoomFreed: self.leader.on_room_freed,
         }
+        self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
+        self._ping_due = 0.0
         self._timers: dict[str, Callable[[Any], None]] = {
             "heartbeat": self._on_heartbeat_timer,
             "ping": self._on_ping_timer,
@@ -278,7 +282,8 @@ class Node:
             self.set_timer(("heartbeat",), now + self.rng.random() * self.membership.heartbeat_interval())
         else:
             self._heartbeat()
-        self.set_timer(("ping",), now + self._jittered(self.config.ping_interval))
+        self._ping_due = now + self._jittered(self.config.ping_interval)
+        self.set_timer(("ping",), self._ping_due)
         self.set_timer(("anti-entropy",), now + self._jittered(self.config.anti_entropy_interval))
         self.set_timer(("check-in",), now + self._jittered(self.config.check_in_interval))
         self.leader.resume()
@@ -421,6 +426,21 @@ class Node:
 
     def is_alive(self, node_id: str) -> bool:
         return node_id == self.node_id or self.membership.is_alive(node_id)
+
+    def caught_up(self) -> bool:
+        """Whether we know the network well enough to take a member we never
+        heard of for gone: we started in a formed network, or were sent the
+        member list, or waited `CATCH_UP_GRACE` (a restarted node knows only
+        what it is told, and heartbeats come minutes apart in a large network)."""
+        return self._caught_up or self.now - self._started_at >= CATCH_UP_GRACE
+
+    def presumed_lost(self, node_id: str) -> bool:
+        """Held dead or gone; or never heard of, once we have caught up. A
+        node that restarted must not take over the jobs of leaders it simply
+        has not heard of yet, nor fail their work: that starts it twice."""
+        if self.is_alive(node_id):
+            return False
+        return self.membership.status(node_id) is not None or self.caught_up()
 
     # ------------------------------------------------------------ submission and stop
 
@@ -877,6 +897,7 @@ class Node:
             self.out.append(Send(node_id, Members(tuple(infos[start : start + MEMBERS_PER_MESSAGE]))))
 
     def _on_members(self, sender: str, message: Members) -> None:
+        self._caught_up = True
         for info in message.infos:
             change = self.membership.observe(info, self.now)
             if change is not None and change.previous is None:
@@ -886,11 +907,13 @@ class Node:
         self._schedule_membership_check()
 
     def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
-        self.set_timer(("ping",), self.now + self._jittered(self.config.ping_interval))
+        late = self.now - self._ping_due  # behind on our work? then slow to judge others
+        self._ping_due = self.now + self._jittered(self.config.ping_interval)
+        self.set_timer(("ping",), self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
-        pings, accusations, changes, requests = self.membership.ping_round(self.now)
+        pings, accusations, changes, requests = self.membership.ping_round(self.now, late)
         for peer, nonce in pings:
             self.out.append(Send(peer, Ping(nonce)))
         for helper, peer, nonce in requests:
@@ -935,6 +958,7 @@ class Node:
             # again in the next rounds, as a death is, so loss rarely hides it.
             self._heartbeat()
             self._refutations = REFUTE_REPEATS - 1
+            self.membership.refuted()
             self.executor.doubt()  # a leader may have given up on our runs
             return
         if message.node_id == self.node_id:
@@ -956,6 +980,18 @@ class Node:
     def _drain(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
+
+
+def _hearing(membership: Membership, handler: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+    """`handler`, after telling membership the sender spoke: any message
+    from a member shows it alive (see `Membership.heard`)."""
+    heard = membership.heard
+
+    def hear_then_handle(sender: str, message: Any) -> None:
+        heard(sender)
+        handler(sender, message)
+
+    return hear_then_handle
 
 
 def _entry(replica: JobReplica) -> tuple[str, int, int, int, int]:

@@ -32,6 +32,8 @@ def main() -> None:
 @click.option("--partition", "partition_text", default=None, metavar="START:END:FRACTION", help="Cut FRACTION of the nodes off from START to END (simulated s).")
 @click.option("--kill-leaders", default=0, show_default=True, help="Leaders of running jobs to kill for good.")
 @click.option("--slow-nodes", default=0.0, show_default=True, help="Fraction of nodes that process every event ~0.3 s late.")
+@click.option("--cpu-scale", default=1.0, show_default=True, help="What handling a message costs a node's one thread, times the measured figures (2: hardware twice as slow; 0: nothing, every node keeps up).")
+@click.option("--burst", "burst_text", default=None, metavar="JOBS:SECONDS", help="Submit JOBS jobs within about SECONDS (sets --jobs and --arrival-rate), e.g. 200:2.")
 @click.option("--job-mix", "job_mix", default=None, metavar="TYPE=W,...", help="Job type weights, e.g. batch=0.7,ops=0.1,service=0.1,daemon=0.1.")
 @click.option("--arrival-rate", default=None, type=float, help="Jobs per simulated second (Poisson); default 0.1 per node (at least 10), so each node is as busy whatever the network's size.")
 @click.option("--failure-prob", default=0.02, show_default=True, help="Probability that a task fails.")
@@ -44,11 +46,14 @@ def main() -> None:
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png", help="Draw jobs by state over time and the latency distribution.")
 def run(
     nodes: int, jobs: int, seed: int, loss: float, latency_ms: float, crash_rate: float, partition_text: str | None,
-    kill_leaders: int, slow_nodes: float, job_mix: str | None, arrival_rate: float | None, failure_prob: float,
-    duration: float | None, heartbeat_rate: float | None, cold_boot: bool, exact_bytes: bool, forgers: float, as_json: bool,
+    kill_leaders: int, slow_nodes: float, cpu_scale: float, burst_text: str | None, job_mix: str | None,
+    arrival_rate: float | None, failure_prob: float, duration: float | None, heartbeat_rate: float | None,
+    cold_boot: bool, exact_bytes: bool, forgers: float, as_json: bool,
     plot_path: str | None,
 ) -> None:
     """Run one simulation and print its report."""
+    if burst_text is not None:
+        jobs, arrival_rate = _burst(burst_text)
     if arrival_rate is None:
         arrival_rate = max(10.0, nodes * ARRIVALS_PER_NODE)
     try:
@@ -68,6 +73,7 @@ def run(
             exact_bytes=exact_bytes,
             cold_boot=cold_boot,
             forgers=forgers,
+            cpu_scale=cpu_scale,
         )
     except (SimConfigError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
@@ -90,6 +96,18 @@ def run(
         click.echo(report.text())
         if plot_path:
             click.echo(f"plot written to {plot_path}")
+
+
+def _burst(text: str) -> tuple[int, float]:
+    """`JOBS:SECONDS` -> (jobs, arrival rate)."""
+    jobs_text, _, seconds_text = text.partition(":")
+    try:
+        jobs, seconds = int(jobs_text), float(seconds_text)
+    except ValueError:
+        raise click.BadParameter(f"burst {text!r} is not JOBS:SECONDS (e.g. 200:2)", param_hint="--burst") from None
+    if jobs < 1 or not seconds > 0:
+        raise click.BadParameter(f"burst {text!r} needs JOBS >= 1 and SECONDS > 0", param_hint="--burst")
+    return jobs, jobs / seconds
 
 
 def _with_progress(config: SimConfig) -> Report:

@@ -43,6 +43,13 @@ class Report:
     jobs_with_stale_executions: int  # same header everywhere, yet some node holds older executions
     detection_time: float  # how long a death goes unnoticed at this size
     oversize_messages: dict[str, int]  # measured messages a real node could not send (over the size limit)
+    extra_starts: int  # starts of a partition whose earlier run's node was late, not crashed or cut off
+    jobs_with_extra_starts: int
+    false_downs: int  # Down verdicts about a node that was up and reachable
+    false_suspects: int
+    detection_p50: float  # seconds from a crash to the first Down about it
+    detection_max: float
+    max_backlog: float  # the longest an input waited for a node's thread (CPU model)
     invariants: list[str]
     forged: dict[str, int] = field(default_factory=dict)  # messages the forgers sent, by type (`--forgers`)
     refused: dict[str, int] = field(default_factory=dict)  # messages dropped by `protocols.authority`, by type and reason
@@ -81,6 +88,10 @@ class Report:
             f"jobs whose executions still differ between replicas: {self.jobs_with_stale_executions}",
             "faults: " + (_pairs(self.faults) or "none") + f"; {self.dropped_deliveries:,} pubsub deliveries lost; "
             f"{self.engine_failures} task failures; {self.duplicate_engine_completions} duplicate completions (wasted work)",
+            f"extra starts (a partition started again while its first node was only late): {self.extra_starts} "
+            f"({self.jobs_with_extra_starts} jobs); false verdicts about live nodes: {self.false_downs} Down, "
+            f"{self.false_suspects} Suspect; crash -> first Down: p50 {_seconds(self.detection_p50)}, "
+            f"max {_seconds(self.detection_max)}; longest wait for a node's thread: {self.max_backlog:.2f} s",
             "invariants held: " + "; ".join(self.invariants),
             *(["forged messages sent: " + _pairs(self.forged)] if self.forged else []),
             "messages refused (who may write what): " + (_pairs(self.refused) or "none"),

@@ -42,6 +42,7 @@ from protocols.records import JobReplica, JobState
 from protocols.wire import OutgoingMessageTooLarge, encoded_size
 
 from sim import invariants
+from sim.cpu import CpuModel
 from sim.engine import EngineConfig, EngineModel
 from sim.forgers import UNFORGED, Forgers, check_unforged, forger_count
 from sim.metrics import Metrics
@@ -76,12 +77,15 @@ class SimConfig:
     exact_bytes: bool = False  # encode every message (slow) rather than a sample per type
     cold_boot: bool = False  # nodes start knowing nobody (else: a formed network)
     forgers: float = 0.0  # members that also forge messages (`sim.forgers`): a fraction below 1, else a count
+    cpu_scale: float = 1.0  # what handling costs a node's thread, times the measured figures (0: nothing)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
             raise SimConfigError(f"a network needs at least 1 node, not {self.nodes}")
         if self.crash_rate < 0 or self.kill_leaders < 0:
             raise SimConfigError("crash rate and leaders to kill must be >= 0")
+        if not self.cpu_scale >= 0:
+            raise SimConfigError(f"the CPU cost scale must be >= 0 (0: handling costs nothing), not {self.cpu_scale}")
         if not 0 <= self.slow_nodes <= 1:
             raise SimConfigError(f"the fraction of slow nodes must be in [0, 1], not {self.slow_nodes}")
         if not 0 <= self.downtime[0] <= self.downtime[1]:
@@ -122,7 +126,9 @@ class Simulation:
             sizer=self._measure,
             observer=self.metrics,
             exact_bytes=config.exact_bytes,
+            cpu=CpuModel(config.cpu_scale),
         )
+        self.metrics.watch(self.world)
         self.configs = node_configs(config.nodes, self.rng, **config.node_tuning)
         probe = self.configs[0]
         # how long a death goes unnoticed: the pings, then a slow watcher's round
@@ -254,13 +260,22 @@ class Simulation:
         self.tracks[arrival.job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
         self.active.add(arrival.job_id)
         self.world.inject(slot.node_id, SubmitJob(arrival.job_id, arrival.spec))
-        self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, lambda: self._check_accepted(arrival, slot.node_id))
+        incarnation = slot.incarnation
+        check = lambda: self._check_accepted(arrival, slot.node_id, incarnation)  # noqa: E731
+        self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, check)
 
-    def _check_accepted(self, arrival: Arrival, node_id: str) -> None:
+    def _check_accepted(self, arrival: Arrival, node_id: str, incarnation: int | None = None) -> None:
         """A client whose node died before taking its job (a slow node that
-        crashed with the request unread) gets an error and submits again."""
+        crashed with the request unread) gets an error and submits again; one
+        whose node is only busy keeps waiting."""
         slot = self.world.slots[node_id]
+        if incarnation is None:
+            incarnation = slot.incarnation
         if slot.up and arrival.job_id in slot.node.jobs:  # type: ignore[union-attr]
+            return
+        if slot.up and slot.incarnation == incarnation:
+            check = lambda: self._check_accepted(arrival, node_id, incarnation)  # noqa: E731
+            self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, check)
             return
         if not any(arrival.job_id in s.node.jobs for s in self.world.up_slots()):  # type: ignore[union-attr]
             self._submit(arrival)
@@ -365,6 +380,7 @@ class Simulation:
         if len(candidates) <= 1:
             return
         node_id = self.rng.choice(candidates).node_id
+        self.metrics.crashed(node_id, self.world.slots[node_id].incarnation, self.world.now)
         self.world.crash(node_id)
         self.faults["crashes"] += 1
         self.world.call_at(self.world.now + downtime, lambda: self._restart(node_id))
@@ -385,6 +401,7 @@ class Simulation:
             slot = self.world.slots.get(replica.header.leader)
             if slot is not None and slot.up and len(self.world.up_slots()) > 2:
                 self.killed.add(slot.node_id)
+                self.metrics.crashed(slot.node_id, slot.incarnation, self.world.now)
                 self.world.crash(slot.node_id)
                 self.faults["leaders killed"] += 1
                 return
@@ -463,6 +480,13 @@ class Simulation:
             jobs_with_stale_executions=stale_executions,
             oversize_messages=dict(sorted(metrics.oversize.items())),
             detection_time=self.detection_time,
+            extra_starts=sum(metrics.extra_starts.values()),
+            jobs_with_extra_starts=len(metrics.extra_starts),
+            false_downs=metrics.false_verdicts["Down"],
+            false_suspects=metrics.false_verdicts["Suspect"],
+            detection_p50=_percentile(metrics.detections, 0.5),
+            detection_max=max(metrics.detections, default=math.nan),
+            max_backlog=max((s.max_backlog for s in world.all_slots()), default=0.0),
             invariants=list(invariants.ALL) + ([UNFORGED] if self.forgers is not None else []),
             forged=dict(sorted(self.forgers.sent.items())) if self.forgers is not None else {},
             refused=dict(sorted(sum((n.authority.refused for n in self.made), Counter()).items())),

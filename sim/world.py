@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,11 @@ from protocols.events import (
 )
 from protocols.records import ExecutionResult, ExecutionState
 
+from sim.cpu import CpuModel
 from sim.engine import EngineModel
 from sim.network import NetworkConfig
 
-_BCAST, _SEND, _INPUT, _TIMER, _ENGINE, _CALL = range(6)
+_BCAST, _SEND, _INPUT, _TIMER, _ENGINE, _CALL, _QUEUED = range(7)
 _PUBLISHING, _END = 0, 1
 _EXACT_FIRST, _SAMPLE_EVERY = 32, 512  # bytes: which messages of a type are encoded
 
@@ -111,7 +113,7 @@ class Slot:
 
     __slots__ = (
         "index", "node_id", "factory", "node", "up", "incarnation", "timers",
-        "group", "log_link", "slow", "disk", "runs",
+        "group", "log_link", "slow", "disk", "runs", "busy_until", "max_backlog", "inbox",
     )
 
     def __init__(self, index: int, node_id: str, factory: NodeFactory, log_link: float) -> None:
@@ -127,6 +129,9 @@ class Slot:
         self.slow = 0.0  # extra seconds to process each event (0: not slow)
         self.disk: list[Any] = []
         self.runs: dict[str, Run] = {}
+        self.busy_until = 0.0  # with a CPU model: when its thread is free again
+        self.max_backlog = 0.0  # the most seconds an input waited for its thread
+        self.inbox: deque[tuple[float, Any]] = deque()  # (arrived, input) waiting for its thread
 
 
 def _zero_size(message: object, sender: str) -> int:
@@ -144,7 +149,10 @@ class World:
         persist: Callable[[Any], list[Any]] = lambda node: [r.snapshot() for r in node.jobs.values()],
         observer: Observer | None = None,
         exact_bytes: bool = False,
+        cpu: CpuModel | None = None,
     ) -> None:
+        """`cpu`: what inputs and effects cost a node's one thread (None:
+        nothing, every node keeps up with anything)."""
         self.rng = rng
         self.network = network
         self.engine = engine
@@ -164,6 +172,8 @@ class World:
         self._sizes: dict[int, tuple[object, int]] = {}
         self._size_stats: dict[type, list[int]] = {}
         self.exact_bytes = exact_bytes
+        self.group_changes: list[tuple[float, dict[str, int]]] = []  # (from when, groups) of every set_groups
+        self.cpu = cpu if cpu is not None and cpu.scale > 0 else None
         self._halted = False
 
     # ------------------------------------------------------------ nodes
@@ -187,6 +197,8 @@ class World:
         slot.node = slot.factory(slot.incarnation, slot.disk)
         slot.up = True
         slot.timers = {}
+        slot.busy_until = self.now
+        slot.inbox.clear()
         self._membership_changed()
         self._apply(slot, slot.node.start(self.now))
 
@@ -201,6 +213,7 @@ class World:
         for run in slot.runs.values():
             run.stopped = True
         slot.runs = {}
+        slot.inbox.clear()
         self._membership_changed()
 
     def leave(self, node_id: str) -> None:
@@ -216,7 +229,17 @@ class World:
         """Partition: nodes reach only nodes of the same group (absent: 0)."""
         for slot in self._order:
             slot.group = groups.get(slot.node_id, 0)
+        self.group_changes.append((self.now, dict(groups)))
         self._membership_changed()
+
+    def separated(self, a: str, b: str, since: float) -> bool:
+        """Whether nodes `a` and `b` were in different groups at any time from `since` on."""
+        changes = self.group_changes
+        for i, (at, groups) in enumerate(changes):
+            until = changes[i + 1][0] if i + 1 < len(changes) else self.now
+            if until >= since and groups.get(a, 0) != groups.get(b, 0):
+                return True
+        return False
 
     def heal(self) -> None:
         self.set_groups({})
@@ -275,7 +298,7 @@ class World:
                     heapq.heappush(heap, (held[0], self._seq(), _TIMER, slot, incarnation, key, generation))
                     continue
                 del slot.timers[key]
-                self._handle(slot, TimerFired(key), deferred=True)  # its own clock is not slowed
+                self._handle(slot, TimerFired(key), timer=True)  # its own clock is not slowed (its thread may be busy)
             elif kind == _SEND:
                 self._deliver_send(entry)
             elif kind == _INPUT:
@@ -284,6 +307,10 @@ class World:
                     self._handle(slot, event, deferred=incarnation == -2)
             elif kind == _ENGINE:
                 self._engine_step(entry)
+            elif kind == _QUEUED:
+                _, _, _, slot, incarnation = entry
+                if slot.up and slot.incarnation == incarnation:
+                    self._work(slot)
             else:
                 entry[3]()
             if self._halted:
@@ -294,13 +321,38 @@ class World:
 
     # ------------------------------------------------------------ delivery
 
-    def _handle(self, slot: Slot, event: Any, deferred: bool = False) -> None:
-        if slot.slow and not deferred:
+    def _handle(self, slot: Slot, event: Any, deferred: bool = False, timer: bool = False) -> None:
+        if slot.slow and not deferred and not timer:
             self._defer(slot, event)
             return
+        cpu = self.cpu
+        if cpu is not None:
+            if slot.inbox or slot.busy_until > self.now:  # its thread is busy: the input waits its turn
+                if not slot.inbox:  # wake the thread when it is free
+                    heapq.heappush(self._heap, (slot.busy_until, self._seq(), _QUEUED, slot, slot.incarnation))
+                slot.inbox.append((self.now, event))
+                return
+            slot.busy_until = self.now + cpu.input_cost(event)
+        self._process(slot, event)
+
+    def _work(self, slot: Slot) -> None:
+        """The node's thread is free: it takes the oldest waiting input."""
+        arrived, event = slot.inbox.popleft()
+        wait = self.now - arrived
+        if wait > slot.max_backlog:
+            slot.max_backlog = wait
+        slot.busy_until = self.now + self.cpu.input_cost(event)  # type: ignore[union-attr]
+        self._process(slot, event)
+        if slot.inbox and slot.up:
+            heapq.heappush(self._heap, (slot.busy_until, self._seq(), _QUEUED, slot, slot.incarnation))
+
+    def _process(self, slot: Slot, event: Any) -> None:
+        """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
         effects = slot.node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
+            if self.cpu is not None:
+                slot.busy_until += self.cpu.effects_cost(effects)
             self._apply(slot, effects)
 
     def _defer(self, slot: Slot, event: Any) -> None:
@@ -322,6 +374,10 @@ class World:
                 continue
             if slot.slow:
                 self._defer(slot, received)
+                continue
+            if self.cpu is not None:
+                self.delivered += 1
+                self._handle(slot, received)  # (counts the event)
                 continue
             delivered += 1
             effects = slot.node.handle(received, now)

@@ -1,0 +1,74 @@
+"""The simulator's CPU model: a node's one thread takes inputs in turn, so a
+busy node answers late (as a real peer does), and what it does costs it too."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from protocols.events import Received, Send, TimerFired
+from sim.cpu import CpuModel
+from sim.network import NetworkConfig
+from sim.world import World
+from tests.test_sim_network import TinyNode
+
+
+def pinger_world(cpu: CpuModel | None) -> tuple[World, dict[str, TinyNode]]:
+    """n0 sends n1 ten messages at once; n1 answers each with a Send back."""
+    world = World(random.Random(1), NetworkConfig(latency_median=0.01, latency_sigma=0.0, link_sigma=0.0), cpu=cpu)
+    nodes: dict[str, TinyNode] = {}
+
+    def react(node: TinyNode, event: Any, now: float) -> list[Any]:
+        if isinstance(event, TimerFired):
+            return [Send("n1", i) for i in range(10)]
+        if isinstance(event, Received) and node.node_id == "n1":
+            return [Send("n0", event.message)]
+        return []
+
+    for node_id in ("n0", "n1"):
+        world.add_node(node_id, lambda inc, restored, node_id=node_id: nodes.setdefault(node_id, TinyNode(node_id, react=react)))
+        world.start(node_id)
+    world.inject("n0", TimerFired("go"))
+    world.run(10.0)
+    return world, nodes
+
+
+def answers(node: TinyNode) -> list[float]:
+    return [t for t, e in node.seen if isinstance(e, Received)]
+
+
+def test_without_a_cpu_model_every_answer_comes_back_at_once() -> None:
+    _, nodes = pinger_world(None)
+    assert answers(nodes["n0"]) == pytest.approx([0.02] * 10)
+
+
+def test_a_busy_node_takes_inputs_in_turn_and_answers_late() -> None:
+    cpu = CpuModel(scale=10.0)  # a frame received: 20 ms; a send: 50 ms
+    world, nodes = pinger_world(cpu)
+    taken = answers(nodes["n1"])
+    assert taken == sorted(taken) and len(taken) == 10
+    gaps = [b - a for a, b in zip(taken, taken[1:])]
+    assert all(g == pytest.approx(0.07) for g in gaps)  # receive + the send it makes
+    back = answers(nodes["n0"])
+    assert len(back) == 10 and back[-1] >= taken[-1] + 0.01  # the asker sees the backlog as lateness
+    assert world.slots["n1"].max_backlog == pytest.approx(9 * 0.07)
+
+
+def test_a_cpu_scale_of_zero_is_no_model_and_a_negative_one_is_refused() -> None:
+    world, _ = pinger_world(CpuModel(scale=0.0))
+    assert world.cpu is None
+    with pytest.raises(ValueError, match="scale"):
+        CpuModel(scale=-1.0)
+
+
+def test_a_burst_option_is_jobs_over_seconds_and_nonsense_is_refused_clearly() -> None:
+    import click
+
+    from sim.cli import _burst
+
+    assert _burst("200:2") == (200, 100.0)
+    for bad in ("200", "x:2", "0:2", "10:0"):
+        with pytest.raises(click.BadParameter, match="JOBS"):
+            _burst(bad)
