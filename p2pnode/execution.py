@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import trio
 
-from p2pnode.engines.docker import BindMount, DockerEngine, DockerRun
-from p2pnode.engines.wasm import Mount, WasmEngine, WasmRun, decode_data_url
+from p2pnode.engines.docker import BindMount, DockerEngine, DockerOutcome, DockerRun
+from p2pnode.engines.wasm import Mount, WasmEngine, WasmOutcome, WasmRun, decode_data_url
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.storage import ipfs as ipfs_storage
 from p2pnode.storage import s3, url
@@ -105,25 +105,7 @@ class ExecutionRunner:
                 output_dir=workdir,
             )
             outcome = await trio.to_thread.run_sync(self.wasm.run, run, cancel)
-            if cancel.is_set():
-                return _failed(execution, self._reasons.get(execution.id, "cancelled"))
-            await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
-            (workdir / "exitCode").write_text(f"{outcome.exit_code}\n")
-            try:
-                location = await self._publish(execution, header, workdir, outcome.exit_code)
-            except (s3.S3Error, ipfs_storage.IpfsStorageError, OSError) as error:
-                return _failed(execution, f"publishing: {error}")
-            result = ExecutionResult(
-                exit_code=outcome.exit_code,
-                stdout=outcome.stdout[:OUTPUT_IN_RECORD],
-                stderr=outcome.stderr[:OUTPUT_IN_RECORD],
-                publisher=task.publisher.type if task.publisher is not None else "",
-                location=location,
-                error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
-                job_fault=not outcome.ok and not _node_fault(outcome.error),
-            )
-            ok = outcome.error is None and outcome.exit_code == 0
-            return ExecutionEnded(execution.id, ok, result, "completed" if ok else result.error)
+            return await self._finish(execution, header, workdir, cancel, progressed, outcome, _node_fault(outcome.error))
         finally:
             self._cancels.pop(execution.id, None)
             self._reasons.pop(execution.id, None)
@@ -166,6 +148,20 @@ class ExecutionRunner:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.docker.remove_execution, execution.id)
             raise
+        return await self._finish(execution, header, workdir, cancel, progressed, outcome, outcome.node_fault)
+
+    async def _finish(
+        self,
+        execution: ExecutionRecord,
+        header: JobHeader,
+        workdir: Path,
+        cancel: threading.Event,
+        progressed: Callable[[Input], Awaitable[None]],
+        outcome: WasmOutcome | DockerOutcome,
+        node_fault: bool,
+    ) -> ExecutionEnded:
+        """How every engine's run ends: stopped with its reason, or published.
+        A failure that is not the node's is the job's own verdict (not retried elsewhere)."""
         if cancel.is_set():
             return _failed(execution, self._reasons.get(execution.id, "cancelled"))
         await progressed(ExecutionProgressed(execution.id, ExecutionState.PUBLISHING, "publishing results"))
@@ -174,14 +170,15 @@ class ExecutionRunner:
             location = await self._publish(execution, header, workdir, outcome.exit_code)
         except (s3.S3Error, ipfs_storage.IpfsStorageError, OSError) as error:
             return _failed(execution, f"publishing: {error}")
+        publisher = header.spec.task.publisher
         result = ExecutionResult(
             exit_code=outcome.exit_code,
             stdout=outcome.stdout[:OUTPUT_IN_RECORD],
             stderr=outcome.stderr[:OUTPUT_IN_RECORD],
-            publisher=task.publisher.type if task.publisher is not None else "",
+            publisher=publisher.type if publisher is not None else "",
             location=location,
             error=outcome.error or ("" if outcome.exit_code == 0 else f"exit code {outcome.exit_code}"),
-            job_fault=not outcome.ok and not outcome.node_fault,
+            job_fault=not outcome.ok and not node_fault,
         )
         return ExecutionEnded(execution.id, outcome.ok, result, "completed" if outcome.ok else result.error)
 
