@@ -131,7 +131,10 @@ def test_a_wrong_checksum_fails_the_execution_with_that_reason(cluster: tuple[Ne
     assert final["Job"]["State"]["StateType"] == "Failed"
     messages = [e["ComputeState"]["Message"] for e in final["Executions"]["Items"]]
     ran = [m for m in messages if m != "other bids were preferred"]
-    assert ran and all(m.startswith("inputs: checksum mismatch for s3://inputs/one/data.txt") for m in ran), messages
+    mismatched = [m for m in ran if m.startswith("inputs: checksum mismatch for s3://inputs/one/data.txt")]
+    # A run may also be lost to a peer the test before restarted, still reconnecting: that is the node's failure.
+    others = [m for m in ran if m not in mismatched and "unreachable" not in m]
+    assert mismatched and not others, messages
 
 
 def test_a_node_without_credentials_declines_and_says_why(cluster: tuple[Network, str]) -> None:

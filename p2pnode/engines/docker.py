@@ -247,6 +247,13 @@ class DockerEngine:
                     f"the task exceeded its memory limit of {_bytes(run.memory_limit)} and was killed; "
                     "ask for more Memory"
                 ), False
+            if exit_code == 137 and run.memory_limit:
+                # SIGKILLed, not by us: the kernel's OOM killer, though the daemon
+                # does not always flag it (a child killed, cgroup v2 races).
+                return exit_code, (
+                    f"the task was killed (exit code 137): it most likely exceeded its memory limit of "
+                    f"{_bytes(run.memory_limit)}; ask for more Memory"
+                ), False
             return exit_code, None if exit_code == 0 else f"exit code {exit_code}", False
         finally:
             try:
