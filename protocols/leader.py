@@ -1,65 +1,45 @@
-"""The leader's side of a job: collect bids, place the work, keep it placed.
+"""The leader's side of a job: place the work, keep it placed, end the job.
 
 Theory of operation
 -------------------
 A leader keeps almost no state of its own: what it knows of a job is in the
 replicated record, so the next leader resumes from the same record after a
-failover. Scheduling is one idempotent function, `_schedule`, called whenever
+failover. Scheduling is one idempotent step, `_schedule`, taken whenever
 anything that matters changes (a bid, an execution update, a node lost or
-joined, a timer). It reads the record and does the next step:
+joined, a timer). It reads the record and does what is next:
 
-1. a round of asks is open (executions in AskForBid): wait for the replies or
-   the bid window, then `_decide`;
-2. the job is done (every batch partition completed, every ops execution
+1. fail work on lost nodes (their failures go to the job's retry policy);
+2. a round of asks is open (executions in AskForBid): let it close
+   (`protocols.bidding`);
+3. cancel surplus work (two executions of one batch partition, more service
+   replicas than Count: both appear when a partition heals and two leaders'
+   writes merge), so the invariants hold once the network settles;
+4. the job is done (every batch partition completed, every ops execution
    ended): finish it;
-3. work is missing (a batch partition, a service replica, a matching daemon
-   node without its execution): ask the next candidates — eligible nodes in
-   rendezvous order for this job, about as many as needed plus a margin, so a
-   job draws a bounded number of bids however large the network. Nobody left:
-   queue (batch with QueueTimeout), wait (service, daemon) or fail, saying why
-   no node fits.
+5. work is missing (a batch partition, a service replica, a matching daemon
+   node without its execution): ask the next candidates; nobody fits: queue
+   (batch with QueueTimeout), wait (service, daemon, work still running) or
+   fail, saying why no node fits.
 
-A round is decided as soon as enough acceptable bids are in (for a batch
-or service job: one per open slot),
-or when its window closes (the leader's own bid counts as soon as it is in). While bids are too few and answers are missing,
-the window opens again, up to `ROUND_PATIENCE` times. An ask still
-unanswered then is marked rejected with "no answer", which is not a no:
-that node may be asked again, and a job that found no node while some
-answers were missing waits and asks again rather than fails (a busy node is
-slow, not unwilling); it fails for want of nodes only when the nodes said
-no, or its QueueTimeout passed.
-
-`_decide` ranks the bids — fewest earlier failures of that node on this job
-first, then most free resources, then a seeded random tie-break — accepts as
-many as are needed and rejects the rest.
-
-Surplus work (two executions of one batch partition, more service replicas
-than Count — both can appear when a partition heals and two leaders' writes
-merge) is cancelled, so the invariants hold once the network settles.
+Where the four job types differ — slots, done, nothing fits, retries — the
+step asks the job's policy (`protocols.jobtypes`), so each type's behaviour
+reads in one place; which nodes to ask and which bid wins are pure functions
+in `protocols.placement`. The leader is assembled from three parts, each in
+its own module: this one (the step, execution updates, the job's end),
+`protocols.bidding` (asks, answers, deciding a round) and
+`protocols.succession` (failover and lost peers).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from protocols import election, selection
-from protocols.jobspec import JobSpec, JobType, Resources
-from protocols.messages import (
-    AskBid,
-    BidDecision,
-    BidReply,
-    CancelExecution,
-    Capacity,
-    ExecutionUpdate,
-    LeaderChanged,
-    NodeInfo,
-    Records,
-    RoomFreed,
-    SubmitToLeader,
-)
+from protocols.bidding import Bidding
+from protocols.jobtypes import PLACED, PROGRESS, RETRIES_META, Finish, NoFit, Step, job_retries, own_fault, policy_for
+from protocols.messages import BidDecision, CancelExecution, ExecutionUpdate, Records, SubmitToLeader
+from protocols.placement import unanswered
 from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
@@ -69,49 +49,21 @@ from protocols.records import (
     JobReplica,
     JobState,
 )
+from protocols.succession import SUCCESSORS, Succession
 
 if TYPE_CHECKING:
     from protocols.node import Node
 
-SUCCESSORS = 2  # live failover successors a job keeps (besides its leader and submitter); lost ones are replaced
-MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
-FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
-BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
-BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
-BUSY_NOTICED = 6  # ...times this for daemons: a full node tells their leaders when it has room (`RoomFreed`)
-RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
 DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins and RoomFreed: at once)
-NO_ANSWER = "no answer"  # how an ask left unanswered is marked: slow is not no (see `_unanswered`)
-ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has too few bids
 
-# The order an execution moves in; an update never moves it backwards.
-_PROGRESS = {
-    ExecutionState.NEW: 0,
-    ExecutionState.ASK_FOR_BID: 1,
-    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
-    ExecutionState.ASK_FOR_BID_REJECTED: 2,
-    ExecutionState.BID_ACCEPTED: 3,
-    ExecutionState.BID_REJECTED: 3,
-    ExecutionState.RUNNING: 4,
-    ExecutionState.PUBLISHING: 5,
-    ExecutionState.COMPLETED: 6,
-    ExecutionState.FAILED: 6,
-    ExecutionState.CANCELLED: 6,
-}
-_CONTINUOUS = (JobType.DAEMON, JobType.SERVICE)
-RETRIES_META = "p2pnode.retries"  # job Meta: times a batch or ops job is run again after failing by its own doing
+__all__ = ["Leader", "SUCCESSORS", "RETRIES_META", "job_retries"]
 
 
-def job_retries(spec: JobSpec) -> int:
-    """How often the job asks to be run again after its own failure (0 unless its Meta says)."""
-    try:
-        return max(0, min(int(spec.meta.get(RETRIES_META, "0")), 100))
-    except ValueError:
-        return 0
+class Leader(Succession, Bidding):
+    """The jobs this node leads, and the index of who leads what."""
 
-
-class Leader:
     def __init__(self, node: Node) -> None:
+        Bidding.__init__(self)
         self.node = node
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
@@ -119,22 +71,7 @@ class Leader:
         # (a new list each time) or a job was indexed under a dead leader.
         self._leaders_checked: Sequence[str] | None = None
         self.waiting: set[str] = set()  # led jobs looking for nodes
-        # Nodes that declined a job only for want of free resources: asked
-        # again after a back-off that doubles while they stay full, or as
-        # soon as a fresher bid shows room. job -> node -> (ask after, times).
-        self._busy: dict[str, dict[str, tuple[float, int]]] = {}
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
-        self._windows: set[str] = set()  # jobs whose bid window timer is armed
-        self._window_until: dict[str, float] = {}  # ...when it fires, for windows stretched by slow bidders
-        self._patience: dict[str, int] = {}  # open rounds: windows left to wait for missing answers
-        # Answers to the open bid round, by job, with the transition each
-        # records: written in one go when the round is decided (an ops job
-        # asks every matching node: one write, not one per answer).
-        self._answers: dict[str, dict[str, tuple[ExecutionRecord, HistoryEvent]]] = {}
-        self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
-        # What bidders said they have free, and when: fresher than their
-        # heartbeats, which a large network spaces out.
-        self._free_hints: dict[str, tuple[Capacity, float]] = {}
 
     def timers(self) -> dict[str, Callable[[Any], None]]:
         return {
@@ -155,7 +92,8 @@ class Leader:
         else:
             self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
-    def adopt(self, replica: JobReplica, handed_by: str = "") -> None:
+    def adopt(self, replica: JobReplica) -> None:
+        """Lead the job from now on (once: a job led already is left as it is)."""
         if replica.header.state.terminal or replica.id in self.led:
             return
         self.led.add(replica.id)
@@ -199,334 +137,6 @@ class Leader:
             self.adopt(self.node.jobs[job_id])
         self.check_leaders()
 
-    # ------------------------------------------------------------ failover
-
-    def node_lost(self, node_id: str, why: str = "was lost") -> None:
-        """A node is dead, left or restarted: take over its jobs if we are
-        next, and replace the executions it ran for jobs we lead."""
-        for job_id in sorted(self.by_leader.get(node_id, ())):
-            self._maybe_take_over(self.node.jobs[job_id])
-        for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
-            if node_id in replica.header.successors:
-                self._top_up_keepers(replica, f"keeper {node_id} {why}")
-            self._fail_lost(replica, lambda n: n == node_id, why)
-
-    def _fail_lost(self, replica: JobReplica, lost: Callable[[str], bool], why: str) -> None:
-        """Executions on lost nodes failed with them; replace them."""
-        failed = [
-            self._moved(e, ExecutionState.FAILED, f"node {e.node_id} {why}", DesiredState.STOPPED)
-            for e in replica.executions.values()
-            if not e.state.terminal and lost(e.node_id)
-        ]
-        if failed:
-            self._record(replica, failed)
-            self._after_failures(replica, failed, counted=replica.header.spec.type not in _CONTINUOUS)
-
-    def _top_up_keepers(self, replica: JobReplica, why: str, successors: tuple[str, ...] | None = None) -> tuple[str, ...]:
-        """Keep `SUCCESSORS` live successors: the next live nodes of the
-        job's rendezvous ranking join. Lost ones stay listed (up to a bound),
-        so when a partition heals both halves still share keepers and
-        exchange what each wrote. Writes the change unless `successors` was
-        given (the caller writes); returns the new list."""
-        node = self.node
-        header = replica.header
-        given = successors is not None
-        successors = header.successors if successors is None else successors
-        live = sum(1 for s in successors if node.is_alive(s))
-        if live < SUCCESSORS:
-            taken = header.keepers | set(successors) | {node.node_id}
-            alive = node.membership.alive_ids()
-            ranked = election.rank(header.id, alive, k=min(len(alive), len(taken) + SUCCESSORS - live))
-            successors += tuple(n for n in ranked if n not in taken)[: SUCCESSORS - live]
-        while len(successors) > MAX_SUCCESSORS:
-            dead = next((s for s in successors if not node.is_alive(s)), successors[-1])
-            successors = tuple(s for s in successors if s != dead)
-        if not given and successors != header.successors:
-            note = node.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
-            node.write(replica, successors=successors, events=(note,))
-        return successors
-
-    def node_joined(self, node_id: str) -> None:
-        """A node appeared: queued jobs and daemons may want it, and jobs
-        short of keepers (it may be one that returned) take it on."""
-        self._retry_waiting()
-        for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
-            header = replica.header
-            if node_id not in header.keepers:
-                self._top_up_keepers(replica, f"{node_id} joined")
-            if header.spec.type == JobType.DAEMON:
-                self._schedule(replica)
-
-    def check_leaders(self) -> None:
-        """Periodic care: take over jobs whose leader we never heard of or
-        know dead, and nudge accepted bids that never started."""
-        self._nudge_accepted()
-        membership = self.node.membership
-        if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
-            return
-        alive = membership.alive_ids()
-        caught_up = self.node.caught_up()
-        if alive is self._leaders_checked and caught_up:
-            return
-        self._leaders_checked = alive if caught_up else None
-        for leader, job_ids in list(self.by_leader.items()):
-            if leader != self.node.node_id and self.node.presumed_lost(leader):
-                for job_id in sorted(job_ids):
-                    self._maybe_take_over(self.node.jobs[job_id])
-
-    def _nudge_accepted(self) -> None:
-        """A bid accepted long ago that never reported Running: the decision
-        may have been lost (or sent by a leader since deposed). Say it again;
-        the executor starts, or answers that the bid expired."""
-        node = self.node
-        stale = node.now - node.config.bid_hold
-        for job_id in sorted(self.led):
-            replica = node.jobs[job_id]
-            if not replica.accepted:
-                continue
-            header = replica.header
-            for e in replica.executions.values():
-                if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
-                    node.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
-
-    def _maybe_take_over(self, replica: JobReplica) -> None:
-        header = replica.header
-        node = self.node
-        if header.state.terminal or not node.presumed_lost(header.leader):
-            return
-        chain = [name for name in header.successors if not node.presumed_lost(name)]
-        successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
-        if successor != node.node_id:
-            return
-        self._take_over(replica, f"leader {header.leader} was lost")
-
-    def _take_over(self, replica: JobReplica, why: str) -> None:
-        node = self.node
-        header = replica.header
-        epoch = header.epoch + 1
-        note = node.event("LeaderChanged", f"{why}; {node.node_id} leads from epoch {epoch}")
-        # The lost leader stays a keeper: if it was only cut off, it learns
-        # from us that it was deposed, and tells us what it wrote meanwhile.
-        successors = tuple(s for s in header.successors if s != node.node_id) + (header.leader,)
-        successors = self._top_up_keepers(replica, why, successors)
-        node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
-        for execution in replica.executions.values():
-            if not execution.state.terminal and not node.presumed_lost(execution.node_id):
-                node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
-        self.led.add(replica.id)
-        # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
-        self._fail_lost(replica, node.presumed_lost, "was lost before this leader took over")
-        self._schedule(replica)
-
-    def on_send_failed(self, peer: str, message: object, reason: str) -> None:
-        match message:
-            case SubmitToLeader(delta):
-                replica = self.node.jobs.get(delta.header.id)
-                if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
-                    self._hand_to_next(replica, peer)
-            case AskBid(header, execution_id):
-                self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
-            case BidDecision(job_id, execution_id, _epoch, True):
-                self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
-            case CancelExecution() if self.node.is_alive(peer):
-                # A run the record gave up on hears of it only from us (its
-                # node gets no more writes of the job): say it again.
-                self.node.emit_send(peer, message)
-
-    def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
-        """The leader we handed a new job to did not answer: try the next."""
-        node = self.node
-        chain = [n for n in replica.header.successors if n != failed and node.is_alive(n)]
-        following = chain[0] if chain else node.node_id
-        note = node.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
-        successors = tuple(n for n in replica.header.successors if n != failed and n != following)
-        node.write(
-            replica,
-            epoch=replica.header.epoch + 1,
-            leader=following,
-            successors=successors,
-            events=(note,),
-            urgent=True,
-        )
-        if following == node.node_id:
-            self.adopt(replica)
-        else:
-            node.emit_send(following, SubmitToLeader(replica.snapshot()))
-
-    def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
-        replica = self._led_replica(job_id)
-        execution = replica and replica.executions.get(execution_id)
-        if replica is None or execution is None or execution.state.terminal or execution.node_id != peer:
-            return
-        moved = self._moved(execution, state, f"node {peer} unreachable: {reason}", DesiredState.STOPPED)
-        self._record(replica, [moved])
-        if state == ExecutionState.FAILED:
-            self._after_failures(replica, [moved], counted=True)
-        else:
-            self._maybe_decide(replica)
-
-    # ------------------------------------------------------------ bids
-
-    def on_bid_reply(self, sender: str, reply: BidReply) -> None:
-        replica = self._led_replica(reply.job_id)
-        if replica is None:
-            return
-        execution = replica.executions.get(reply.execution_id)
-        if execution is None or execution.node_id != sender or execution.state != ExecutionState.ASK_FOR_BID:
-            return
-        answers = self._answers.setdefault(replica.id, {})
-        if execution.id in answers:
-            return
-        state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
-        if reply.busy:
-            full = self._busy.setdefault(reply.job_id, {})
-            times = full[sender][1] + 1 if sender in full else 1
-            noticed = BUSY_NOTICED if replica.header.spec.type == JobType.DAEMON else 1
-            full[sender] = (self.node.now + noticed * min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
-        elif reply.job_id in self._busy:
-            self._busy[reply.job_id].pop(sender, None)
-        if reply.free is not None:
-            self._free_hints[sender] = (reply.free, self.node.now)
-        answered = self._moved(execution, state, reply.reason)
-        answers[execution.id] = (answered, self._transition(execution, answered))
-        self._maybe_decide(replica)
-
-    def on_room_freed(self, sender: str, notice: RoomFreed) -> None:
-        """A node that was full for a daemon we lead has room now: ask it
-        again, unless it has an ask pending, runs the daemon, or failed it
-        too often."""
-        replica = self._led_replica(notice.job_id)
-        if replica is None or replica.header.spec.type != JobType.DAEMON:
-            return
-        self._free_hints[sender] = (notice.free, self.node.now)
-        newest = max(
-            (e for e in replica.executions.values() if e.node_id == sender),
-            key=lambda e: (e.create_time, e.id),
-            default=None,
-        )
-        if newest is None or newest.state != ExecutionState.ASK_FOR_BID_REJECTED:
-            return
-        if self._failures(replica)[sender] > self.node.config.max_retries:
-            return
-        self._ask(replica, [sender])
-
-    def _maybe_decide(self, replica: JobReplica) -> None:
-        answers = self._answers.get(replica.id, {})
-        if replica.asking <= len(answers) or self._enough_bids(replica, answers):
-            self.node.emit_cancel_timer(("bid-window", replica.id))
-            self._windows.discard(replica.id)
-            self._window_until.pop(replica.id, None)
-            self._decide(replica)
-
-    def _enough_bids(self, replica: JobReplica, answers: Mapping[str, tuple[ExecutionRecord, HistoryEvent]]) -> bool:
-        """Whether the bids in fill every open slot of a batch or service job
-        (ops and daemon jobs want every matching node's answer)."""
-        if replica.header.spec.type not in (JobType.BATCH, JobType.SERVICE) or not answers:
-            return False
-        bids = sum(1 for a, _ in answers.values() if a.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
-        bids += sum(1 for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
-        return bids >= len(self._open_slots(replica)) > 0
-
-    def _arm_window(self, job_id: str, wait: float = 0.0) -> None:
-        """Close the open round after `bid_window`, whoever opened it, or
-        later if an asked node said it may take `wait` seconds to answer (its
-        probes, a bid held for its operator: slow is not no)."""
-        until = self.node.now + max(self.node.config.bid_window, wait)
-        if job_id not in self._windows or (wait and until > self._window_until.get(job_id, 0.0)):
-            self._windows.add(job_id)
-            self._patience.setdefault(job_id, ROUND_PATIENCE)
-            if wait:
-                self._window_until[job_id] = until
-            self.node.set_timer(("bid-window", job_id), until)
-
-    def _bid_wait(self, candidates: Iterable[str]) -> float:
-        """The longest any of them said it may take to answer an ask."""
-        infos = (self.node.membership.info(candidate) for candidate in candidates)
-        return max((info.policy.bid_wait for info in infos if info is not None), default=0.0)
-
-    def _on_bid_window(self, key: tuple[Any, ...]) -> None:
-        job_id = key[1]
-        self._windows.discard(job_id)
-        self._window_until.pop(job_id, None)
-        replica = self._led_replica(job_id)
-        if replica is None:
-            self._patience.pop(job_id, None)
-            return
-        patience = self._patience.get(job_id, 0)
-        if patience > 1 and replica.asking > len(self._answers.get(job_id, ())) and not self._enough_bids(
-            replica, self._answers.get(job_id, {})
-        ):
-            # Answers are missing and the bids in are too few: a busy node
-            # answers late, so wait for it rather than take its silence for no.
-            self._patience[job_id] = patience - 1
-            self._windows.add(job_id)
-            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
-            return
-        self._decide(replica)
-
-    def _decide(self, replica: JobReplica) -> None:
-        node = self.node
-        self._patience.pop(replica.id, None)
-        answers = self._answers.pop(replica.id, None)
-        if answers:
-            node.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
-        header = replica.header
-        changes: list[ExecutionRecord] = []
-        for execution in replica.executions.values():
-            if execution.state == ExecutionState.ASK_FOR_BID:
-                changes.append(
-                    self._moved(
-                        execution,
-                        ExecutionState.ASK_FOR_BID_REJECTED,
-                        f"{NO_ANSWER} before the round was decided",
-                        DesiredState.STOPPED,
-                    )
-                )
-                node.emit_send(
-                    execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "bid window closed")
-                )
-        bids = [e for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
-        slots = self._open_slots(replica)
-        failures = self._failures(replica)
-        bids.sort(key=lambda e: (failures[e.node_id], -self._free_score(e.node_id), node.rng.random()))
-        winners, losers = bids[: len(slots)], bids[len(slots) :]
-        for execution, partition in zip(winners, slots):
-            accepted = quick_replace(
-                self._moved(execution, ExecutionState.BID_ACCEPTED, "bid accepted", DesiredState.RUNNING),
-                partition=partition,
-            )
-            changes.append(accepted)
-            node.emit_send(
-                execution.node_id, BidDecision(header.id, execution.id, header.epoch, True, "bid accepted", partition)
-            )
-        for execution in losers:
-            changes.append(
-                self._moved(execution, ExecutionState.BID_REJECTED, "other bids were preferred", DesiredState.STOPPED)
-            )
-            node.emit_send(
-                execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "other bids were preferred")
-            )
-        if changes:
-            self._record(replica, changes)
-        if winners and header.state in (JobState.PENDING, JobState.QUEUED):
-            self._set_state(replica, JobState.RUNNING, f"placed on {len(winners)} node(s)")
-        self._schedule(replica)
-
-    def _open_slots(self, replica: JobReplica) -> list[int]:
-        """Partitions (batch, service) or slots (ops, daemon: all 0) that
-        want an execution now."""
-        spec = replica.header.spec
-        executions = replica.executions.values()
-        if spec.type in (JobType.OPS, JobType.DAEMON):
-            bids = sum(1 for e in executions if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED)
-            return [0] * bids
-        taken = {e.partition for e in executions if e.state.active or e.state == ExecutionState.COMPLETED}
-        if spec.type == JobType.SERVICE:
-            taken = {e.partition for e in executions if e.state.active}
-        return [p for p in range(max(spec.count, 1)) if p not in taken]
-
     # ------------------------------------------------------------ execution updates
 
     def on_execution_update(self, sender: str, update: ExecutionUpdate) -> None:
@@ -558,9 +168,9 @@ class Leader:
                 self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
             self._schedule(replica)
             return
-        if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
+        if PROGRESS[update.state] <= PROGRESS[execution.state]:
             return
-        if _PROGRESS[execution.state] < _PROGRESS[ExecutionState.BID_ACCEPTED]:
+        if PROGRESS[execution.state] < PLACED:
             # It runs on a bid this leader never accepted (the one before us
             # did, and that write was lost): the slot may be filled already.
             moved = self._moved(execution, ExecutionState.CANCELLED, "its bid was never accepted by this leader",
@@ -571,75 +181,53 @@ class Leader:
             self._schedule(replica)
             return
         state, message = update.state, update.message
-        if (
-            state == ExecutionState.COMPLETED
-            and header.spec.type == JobType.BATCH
-            and any(
-                e.state == ExecutionState.COMPLETED and e.partition == execution.partition and e.id != execution.id
-                for e in replica.executions.values()
-            )
-        ):
+        policy = policy_for(header.spec)
+        if state == ExecutionState.COMPLETED and policy.redundant_completion(execution, replica.executions.values()):
             state, message = ExecutionState.CANCELLED, f"partition {execution.partition} had already completed"
         desired = DesiredState.STOPPED if state.terminal else execution.desired
         moved = quick_replace(self._moved(execution, state, message, desired), result=update.result or execution.result)
         self._record(replica, [moved])
         if state == ExecutionState.FAILED:
             self._after_failures(replica, [moved], counted=True)
-        elif state.terminal or header.spec.type != JobType.DAEMON:
+        elif state.terminal or not policy.keeps_looking:
             # (A daemon's progress frees no node and ends nothing: looking
             # for more nodes would walk them all for every report.)
             self._schedule(replica)
 
     def _after_failures(self, replica: JobReplica, failed: list[ExecutionRecord], *, counted: bool) -> None:
-        """Retry failed work within the job's limit, or fail the job. A
-        failure of the job's own (`ExecutionResult.job_fault`) ends a batch
-        or ops job unless it asks for retries; the history says which."""
+        """Retry failed work as the job's type says, or fail the job; then
+        take the next step. The history says why (see `_fault_verdicts`)."""
         header = replica.header
-        spec = header.spec
-        final = spec.type in (JobType.BATCH, JobType.OPS) and self._verdict_is_final(replica, failed)
-        if final and spec.type == JobType.BATCH:
-            last = next(e for e in reversed(failed) if e.result is not None and e.result.job_fault)
-            self._finish(replica, JobState.FAILED, f"execution on {last.node_id} failed: {last.message}")
+        policy = policy_for(header.spec)
+        final = policy.judges_faults() and self._fault_verdicts(replica, failed)
+        plan = policy.after_failures(
+            header, failed, final=final, counted=counted, max_retries=self.node.config.max_retries,
+            retry_on=lambda e: self._retry_on(replica, e),
+        )
+        if plan.retries is not None:
+            self.node.write(replica, retries=plan.retries)
+        if plan.finish is not None:
+            self._finish(replica, plan.finish.state, plan.finish.message)
             return
-        if spec.type in (JobType.OPS, JobType.DAEMON):
-            # One per node: a node that failed it more than `max_retries`
-            # times is given up (see `_candidates`), the others carry on.
-            if spec.type == JobType.OPS:
-                again = [e.node_id for e in failed
-                         if self._retry_on(replica, e) and not (final and e.result is not None and e.result.job_fault)]
-                if again:
-                    self._ask(replica, sorted(set(again)))
-            self._schedule(replica)
-            return
-        if counted:
-            retries = header.retries + len(failed)
-            self.node.write(replica, retries=retries)
-            if retries > self.node.config.max_retries:
-                last = failed[-1]
-                self._finish(
-                    replica,
-                    JobState.FAILED,
-                    f"execution on {last.node_id} failed ({last.message}); "
-                    f"{self.node.config.max_retries} retries used up",
-                )
-                return
+        if plan.again_on:
+            self._ask(replica, list(plan.again_on))
         self._schedule(replica)
 
-    def _verdict_is_final(self, replica: JobReplica, failed: list[ExecutionRecord]) -> bool:
+    def _fault_verdicts(self, replica: JobReplica, failed: list[ExecutionRecord]) -> bool:
         """Say in the history why failed work is or is not run again; True
         when the job failed by its own doing more often than it asks to retry
         (a batch job then fails; an ops job is not run again on that node)."""
         node = self.node
-        own = [e for e in failed if e.result is not None and e.result.job_fault]
+        own = [e for e in failed if own_fault(e)]
         events = [
             node.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
                        execution_id=e.id)
-            for e in failed if not (e.result is not None and e.result.job_fault)
+            for e in failed if not own_fault(e)
         ]
+        final = False
         if own:
             asked = job_retries(replica.header.spec)
-            faults = sum(1 for e in replica.executions.values()
-                         if e.state == ExecutionState.FAILED and e.result is not None and e.result.job_fault)
+            faults = replica.faults
             final = faults > asked
             for e in own:
                 if not final:
@@ -649,12 +237,9 @@ class Leader:
                 else:
                     why = f"the job's own failure ({e.message}): not retried (set Meta {RETRIES_META} to retry)"
                 events.append(node.event("Retry", why, execution_id=e.id))
-            if events:
-                node.write(replica, events=events)
-            return final
         if events:
             node.write(replica, events=events)
-        return False
+        return final
 
     # ------------------------------------------------------------ stop
 
@@ -706,121 +291,93 @@ class Leader:
             return
         if replica.id in self.led:
             # The merge may bring work on a node that died before we heard of the work.
-            self._fail_lost(replica, self.node.presumed_lost, "was lost")
-            self._schedule(replica)
-        elif not replica.header.state.terminal:
+            self._schedule(replica, self.node.presumed_lost, "was lost")
+        else:
             self.adopt(replica)
 
-    def _schedule(self, replica: JobReplica) -> None:
+    def _schedule(self, replica: JobReplica, lost: Callable[[str], bool] | None = None, why: str = "") -> None:
+        """The scheduling step, idempotent, for a job we lead: fail work on
+        `lost` nodes -> (a round is open: let it close) -> cancel surplus ->
+        finish -> place, each as the job's type says (`protocols.jobtypes`)."""
         header = replica.header
         if header.state.terminal or header.leader != self.node.node_id:
             return
-        executions = replica.executions.values()
+        if lost is not None and self._fail_lost(replica, lost, why):
+            return  # `_after_failures` took the step
         if replica.asking:
             if replica.id not in self._windows:  # a round is open, maybe a previous leader's
-                asked = (e.node_id for e in executions if e.state == ExecutionState.ASK_FOR_BID)
+                asked = (e.node_id for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID)
                 self._arm_window(replica.id, self._bid_wait(asked))
             return
-        if self._cancel_surplus(replica):
-            executions = replica.executions.values()
+        self._cancel_surplus(replica)
         spec = header.spec
-        kind = spec.type
-        if kind == JobType.BATCH:
-            done = {e.partition for e in executions if e.state == ExecutionState.COMPLETED}
-            if len(done) >= spec.count:
-                self._finish(replica, JobState.COMPLETED, f"all {spec.count} partition(s) completed")
-                return
-        elif kind == JobType.OPS and executions:
-            self._settle_ops(replica)
-            return
-        self._place(replica)
+        policy = policy_for(spec)
+        outcome = policy.outcome(spec, replica)
+        if isinstance(outcome, Finish):
+            self._finish(replica, outcome.state, outcome.message)
+        elif outcome is Step.PLACE:
+            self._place(replica)
 
-    def _settle_ops(self, replica: JobReplica) -> None:
-        """Done when no node runs it: completed if each node's last run
-        completed (a failed run is retried on its node, see `_retry_on`)."""
-        if replica.active:
-            return  # still running somewhere (and counted as records merge: no scan per update)
-        last: dict[str, ExecutionRecord] = {}
-        for e in sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id)):
-            if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED:
-                last[e.node_id] = e
-        placed = list(last.values())
-        if not placed:
-            reasons = Counter(e.message for e in replica.executions.values())
-            self._finish(replica, JobState.FAILED, "no node took the job: " + _summarise(reasons))
-            return
-        if not all(e.state.terminal for e in placed):
-            return
-        failed = [e for e in placed if e.state != ExecutionState.COMPLETED]
+    def _fail_lost(
+        self, replica: JobReplica, lost: Callable[[str], bool], why: str, among: Iterable[ExecutionRecord] | None = None
+    ) -> bool:
+        """Executions on lost nodes failed with them; replace them (`among`:
+        the only executions that can be on lost nodes, when known). Returns
+        whether any had."""
+        executions = replica.executions.values() if among is None else among
+        failed = [
+            self._moved(e, ExecutionState.FAILED, f"node {e.node_id} {why}", DesiredState.STOPPED)
+            for e in executions
+            if not e.state.terminal and lost(e.node_id)
+        ]
         if failed:
-            self._finish(replica, JobState.FAILED, f"{len(failed)} of {len(placed)} execution(s) failed: {failed[0].message}")
-        else:
-            self._finish(replica, JobState.COMPLETED, f"completed on all {len(placed)} matching node(s)")
+            self._record(replica, failed)
+            self._after_failures(replica, failed, counted=policy_for(replica.header.spec).counts_lost)
+        return bool(failed)
 
     def _place(self, replica: JobReplica) -> None:
         """Ask candidates for the work that is missing, or queue/fail/wait."""
         header = replica.header
         spec = header.spec
+        policy = policy_for(spec)
         executions = list(replica.executions.values())
-        if spec.type in (JobType.OPS, JobType.DAEMON):
-            need = None  # every eligible node
-        else:
-            need = len(self._open_slots(replica))
+        need = None  # every eligible node
+        if not policy.every_node:
+            need = len(policy.open_slots(spec, executions))
             if need == 0:
                 self.waiting.discard(header.id)
                 return
         candidates = self._candidates(replica, need)
-        if not candidates:
-            self._no_candidates(replica, executions)
+        if candidates:
+            self.waiting.discard(header.id)
+            self._ask(replica, candidates)
             return
-        self.waiting.discard(header.id)
-        self._ask(replica, candidates)
-
-    def _ask(self, replica: JobReplica, candidates: list[str]) -> None:
-        node = self.node
-        asks = [node.new_execution(replica.header, candidate) for candidate in candidates]
-        self._record(replica, asks)
-        for ask in asks:
-            node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
-        self._arm_window(replica.id, self._bid_wait(candidates))
+        awaiting = lambda: any(  # noqa: E731
+            unanswered(e) and self.node.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
+        )
+        match policy.when_none_fit(header, executions, awaiting):
+            case NoFit.WAIT | NoFit.WAIT_FOR_ANSWERS:  # (slow is not no)
+                self._wait(replica)
+            case NoFit.QUEUE:
+                queue_timeout = spec.task.timeouts.queue_timeout
+                if header.state != JobState.QUEUED:
+                    why = f"no suitable node yet ({self._why_no_node(replica)}); waiting up to {queue_timeout} s"
+                    self._set_state(replica, JobState.QUEUED, why)
+                    self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
+                self._wait(replica)
+            case NoFit.FAIL:
+                self._finish(replica, JobState.FAILED, f"no suitable node: {self._why_no_node(replica)}")
 
     def _retry_on(self, replica: JobReplica, failed: ExecutionRecord) -> bool:
         """An ops job's failed run goes again on its node (ops runs once on
         each), `max_retries` times at most, while the node is alive and no
         later ask to it is pending or was declined."""
         node = self.node
-        if not node.is_alive(failed.node_id) or self._failures(replica)[failed.node_id] > node.config.max_retries:
+        if not node.is_alive(failed.node_id) or replica.failures[failed.node_id] > node.config.max_retries:
             return False
-        return not any(
-            e.node_id == failed.node_id and e.create_time > failed.create_time for e in replica.executions.values()
-        )
+        return not any(e.create_time > failed.create_time for e in replica.on_node(failed.node_id))
 
-    def _no_candidates(self, replica: JobReplica, executions: list[ExecutionRecord]) -> None:
-        header = replica.header
-        spec = header.spec
-        running = any(e.state.active for e in executions)
-        if spec.type == JobType.DAEMON or (spec.type == JobType.SERVICE and (running or header.retries or executions)):
-            self._wait(replica, "waiting for suitable nodes")
-            return
-        if spec.type == JobType.BATCH and running:
-            self._wait(replica, "waiting for a suitable node for the remaining partitions")
-            return
-        why = self._why_no_node(replica)
-        queue_timeout = spec.task.timeouts.queue_timeout
-        if spec.type == JobType.BATCH and queue_timeout > 0:
-            if header.state != JobState.QUEUED:
-                self._set_state(replica, JobState.QUEUED, f"no suitable node yet ({why}); waiting up to {queue_timeout} s")
-                self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
-            self._wait(replica, None)
-            return
-        if spec.type != JobType.OPS and any(
-            _unanswered(e) and self.node.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
-        ):
-            self._wait(replica, "waiting for nodes that have not answered yet")  # slow is not no
-            return
-        self._finish(replica, JobState.FAILED, f"no suitable node: {why}")
-
-    def _wait(self, replica: JobReplica, message: str | None) -> None:
+    def _wait(self, replica: JobReplica) -> None:
         if not self.waiting:
             self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
         self.waiting.add(replica.id)
@@ -839,7 +396,7 @@ class Leader:
             if job_id not in self.waiting:
                 continue
             replica = jobs[job_id]
-            if replica.header.spec.type == JobType.DAEMON:
+            if policy_for(replica.header.spec).keeps_looking:
                 if self._daemon_looked.get(job_id, -math.inf) > now - DAEMON_LOOK_INTERVAL:
                     continue
                 self._daemon_looked[job_id] = now
@@ -852,32 +409,12 @@ class Leader:
         timeout = replica.header.spec.task.timeouts.queue_timeout
         self._finish(replica, JobState.FAILED, f"no suitable node within QueueTimeout of {timeout} s: {self._why_no_node(replica)}")
 
-    def _cancel_surplus(self, replica: JobReplica) -> bool:
-        """Cancel duplicate batch partitions and service replicas over Count."""
-        spec = replica.header.spec
-        if spec.type not in (JobType.BATCH, JobType.SERVICE):
-            return False
-        active = sorted((e for e in replica.executions.values() if e.state.active), key=lambda e: (e.create_time, e.id))
-        keep: set[int] = set()
-        surplus = []
-        if spec.type == JobType.BATCH:
-            # Both sides of a healed split may have completed a partition:
-            # the record keeps one completion (the newest leader's).
-            completed = sorted(
-                (e for e in replica.executions.values() if e.state == ExecutionState.COMPLETED),
-                key=lambda e: (-e.epoch, e.id),
-            )
-            for execution in completed:
-                if execution.partition in keep:
-                    surplus.append(execution)
-                keep.add(execution.partition)
-        for execution in active:
-            if execution.partition in keep or not 0 <= execution.partition < max(spec.count, 1):
-                surplus.append(execution)
-            else:
-                keep.add(execution.partition)
+    def _cancel_surplus(self, replica: JobReplica) -> None:
+        """Cancel what the job's type says is surplus: duplicate batch
+        partitions, service replicas over Count (a healed split's doing)."""
+        surplus = policy_for(replica.header.spec).surplus(replica.header.spec, replica.executions.values())
         if not surplus:
-            return False
+            return
         newest = max(e.epoch for e in replica.executions.values())
         if newest >= replica.header.epoch and any(e.state.terminal for e in surplus):
             # An end is final within its epoch: to overrule a completion we
@@ -892,147 +429,6 @@ class Leader:
             if not execution.state.terminal:
                 self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
         self._record(replica, cancelled)
-        return True
-
-    # ------------------------------------------------------------ candidates
-
-    def _candidates(self, replica: JobReplica, need: int | None) -> list[str]:
-        """Eligible nodes to ask, best rendezvous rank first; all for ops and
-        daemon jobs (minus the nodes that already have one)."""
-        header = replica.header
-        spec = header.spec
-        node = self.node
-        resources = spec.task.resources
-        busy: set[str] = set()
-        declined: set[str] = set()
-        failures = self._failures(replica)
-        horizon = node.now - node.config.decline_memory
-        full = self._busy.get(header.id, {})
-        for e in replica.executions.values():
-            if e.node_id in busy or e.node_id in declined:
-                continue  # ruled out already: a daemon's record asks some nodes many times
-            if not e.state.terminal:
-                busy.add(e.node_id)
-            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and _unanswered(e):
-                if e.modify_time > node.now - node.config.queue_retry_interval:
-                    declined.add(e.node_id)  # asked again once the others had their chance
-            elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.node_id in full:
-                if full[e.node_id][0] > node.now and not self._room_since(e.node_id, e.modify_time, resources):
-                    declined.add(e.node_id)  # still full, as far as we know
-            elif (
-                e.state == ExecutionState.ASK_FOR_BID_REJECTED
-                and (e.modify_time >= horizon or (spec.type == JobType.DAEMON and not self._restarted(e.node_id, e.modify_time)))
-            ):
-                # A daemon asks a node that said no again only once it restarted
-                # (maybe reconfigured): every matching node, every 30 s, would
-                # be thousands of asks in a large network.
-                declined.add(e.node_id)
-            elif spec.type in (JobType.OPS,) or (spec.type == JobType.DAEMON and e.state == ExecutionState.COMPLETED):
-                busy.add(e.node_id)
-        if spec.type == JobType.DAEMON:
-            busy.update(n for n, count in failures.items() if count > node.config.max_retries)
-        want = None if need is None else need + max(1, need // 2)
-        # Most asks are met near the top of the ranking: rank a prefix, and
-        # all of it only if the prefix falls short.
-        ranked, complete = self._in_rank_order(replica, None if want is None else RANK_AHEAD * want)
-        while True:
-            first: list[str] = []
-            tried: list[str] = []  # nodes that failed this job before: asked last
-            for node_id in ranked:
-                if node_id in busy or node_id in declined:
-                    continue
-                # Ops and daemon jobs ask every matching node, full or not (it
-                # knows best); a full one tells a daemon when it has room.
-                if want is not None:
-                    free = self._free(node_id)
-                    if free is None or not free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
-                        continue
-                (tried if failures[node_id] else first).append(node_id)
-                if want is not None and len(first) >= want:
-                    break
-            if complete or want is None or len(first) >= want:
-                break
-            ranked, complete = self._in_rank_order(replica, None)
-        if want is None:
-            return sorted(first + tried)
-        return (first + sorted(tried, key=lambda n: failures[n]))[:want]
-
-    def _in_rank_order(self, replica: JobReplica, k: int | None) -> tuple[list[str], bool]:
-        """The job's first `k` (or all) eligible nodes, best rendezvous rank
-        first, and whether that is all of them; ranked once per job while
-        the alive set holds still, then only walked."""
-        eligible = self._eligible(replica.header.spec)
-        held = self._ranked.get(replica.id)
-        if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
-            held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        return held[1], len(held[1]) == len(eligible)
-
-    def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
-        """Whether a bid after `since` showed room for `resources`."""
-        hint = self._free_hints.get(node_id)
-        return hint is not None and hint[1] > since and hint[0].covers(
-            resources.cpu, resources.memory, resources.disk, resources.gpu
-        )
-
-    def _restarted(self, node_id: str, since: float) -> bool:
-        info = self.node.membership.info(node_id)
-        return info is not None and info.started_at > since
-
-    def _free(self, node_id: str) -> Capacity | None:
-        """What the node has free, as far as we know: its bid if recent, else its heartbeat."""
-        node = self.node
-        if node_id == node.node_id:
-            return node.free()
-        hint = self._free_hints.get(node_id)
-        if hint is not None and hint[1] >= node.now - FREE_HINT_TTL:
-            return hint[0]
-        info = node.membership.info(node_id)
-        return None if info is None else info.free
-
-    def _eligible(self, spec: JobSpec) -> list[str]:
-        """Alive nodes that could ever run the spec (not counting what they
-        have free now). Cached per shape of spec and membership table (which
-        nodes of one process share until their views differ)."""
-        membership = self.node.membership
-        ids = membership.alive_ids()
-        table, changes = membership.table()
-        shape = _shape(spec)
-        key = (shape, id(ids), id(table), changes)
-        held = _eligible_cache.get(key)
-        if held is not None and held[0] is ids and held[1] is table:
-            return held[2]
-        if len(_eligible_cache) >= _ELIGIBLE_LIMIT:
-            _eligible_cache.clear()
-        eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info, shape)]
-        _eligible_cache[key] = (ids, table, eligible)  # held, so their ids stay theirs
-        return eligible
-
-    def _why_no_node(self, replica: JobReplica) -> str:
-        spec = replica.header.spec
-        reasons: Counter[str] = Counter()
-        resources = spec.task.resources
-        for info in self.node.membership.alive_infos():
-            reason = _unfit(spec, info)
-            if reason is None and not info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
-                reason = "too few free resources"
-            if reason is not None:
-                reasons[_gist(reason)] += 1
-        for e in replica.executions.values():
-            if e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.message:
-                reasons[f"declined: {_gist(e.message)}"] += 1
-        return _summarise(reasons) if reasons else "no node is alive"
-
-    def _failures(self, replica: JobReplica) -> Counter[str]:
-        return Counter(e.node_id for e in replica.executions.values() if e.state == ExecutionState.FAILED)
-
-    def _free_score(self, node_id: str) -> float:
-        info = self.node.membership.info(node_id)
-        free = self._free(node_id)
-        if info is None or free is None:
-            return 0.0
-        cpu = free.cpu / info.capacity.cpu if info.capacity.cpu else 0.0
-        memory = free.memory / info.capacity.memory if info.capacity.memory else 0.0
-        return cpu + memory
 
     # ------------------------------------------------------------ writing
 
@@ -1084,75 +480,3 @@ class Leader:
         self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent)
         if state.terminal:
             self.unindex(replica.id, replica.header.leader)
-
-
-_ELIGIBLE_LIMIT = 4096
-_eligible_cache: dict[tuple[Any, ...], tuple[Sequence[str], Mapping[str, NodeInfo], list[str]]] = {}
-_UNFIT_LIMIT = 1 << 20
-_shapes: dict[int, tuple[JobSpec, tuple[Any, ...]]] = {}
-
-
-def _shape(spec: JobSpec) -> tuple[Any, ...]:
-    """`selection.fit_key(spec)`, kept per spec object (held, so its id
-    stays its own): a spec is asked for its shape at every placement."""
-    held = _shapes.get(id(spec))
-    if held is not None and held[0] is spec:
-        return held[1]
-    if len(_shapes) >= _ELIGIBLE_LIMIT:
-        _shapes.clear()
-    shape = _shapes[id(spec)] = (spec, selection.fit_key(spec))
-    return shape[1]
-_unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
-
-
-def _unfit(spec: JobSpec, info: NodeInfo, shape: tuple[Any, ...] | None = None) -> str | None:
-    """Why this node can never take the spec (free resources aside), by the
-    node's own selection rules as far as its node info shows them.
-
-    Cached by the spec's shape and the info object (held by the cache, so
-    its id stays its own): every leader of a large network checks every
-    member for each new shape of job, and in one process (the simulator)
-    they share the infos, so they share the answers."""
-    key = (shape or _shape(spec), id(info))
-    held = _unfit_cache.get(key)
-    if held is not None and held[0] is info:
-        return held[1]
-    if len(_unfit_cache) >= _UNFIT_LIMIT:
-        _unfit_cache.clear()
-    reason = _check_fit(spec, info)
-    _unfit_cache[key] = (info, reason)
-    return reason
-
-
-def _check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
-    policy = selection.SelectionPolicy(
-        locality=info.policy.locality,
-        reject_stateless=info.policy.reject_stateless,
-        accept_networked=info.policy.accept_networked,
-    )
-    view = selection.LocalNode(
-        node_id=info.node_id,
-        labels=info.labels,
-        free=info.capacity,
-        engines=frozenset(info.engines),
-        publishers=frozenset(info.publishers),
-        storages=frozenset(info.storages),
-        local_data=frozenset(info.local_data),
-    )
-    return selection.refusal(policy, view, spec)
-
-
-def _unanswered(execution: ExecutionRecord) -> bool:
-    """An ask the node never answered (or not before the round was decided): not a no."""
-    return execution.message.startswith(NO_ANSWER)
-
-
-def _gist(reason: str) -> str:
-    """A reason without its node-specific details, so reasons add up."""
-    for mark in (":", " (", ";"):
-        reason = reason.split(mark, 1)[0]
-    return reason
-
-
-def _summarise(reasons: Counter[str]) -> str:
-    return "; ".join(f"{count} node(s): {reason}" for reason, count in reasons.most_common(5))

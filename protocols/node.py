@@ -507,10 +507,12 @@ class Node:
             self.out.append(Send(sender, Records((JobDelta(replica.header),))))
 
     def _on_submit_to_leader(self, sender: str, message: SubmitToLeader) -> None:
-        self._merge(message.delta)
-        replica = self.jobs[message.delta.header.id]
-        if replica.header.leader == self.node_id:
-            self.leader.adopt(replica, handed_by=sender)
+        held = self.jobs.get(message.delta.header.id)
+        before = held.header if held is not None else None
+        replica = self._merge(message.delta)
+        # A merge that changed the header had the leader adopt it (`Leader.reconcile`): adopt once.
+        if replica.header is before and replica.header.leader == self.node_id:
+            self.leader.adopt(replica)
 
     # ------------------------------------------------------------ replication
 

@@ -33,6 +33,7 @@ that goes on the wire is frozen.
 from __future__ import annotations
 
 import operator
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -243,6 +244,11 @@ class JobReplica:
     asking: int = field(default=0, repr=False)  # executions in AskForBid: a bid round is open
     active: int = field(default=0, repr=False)  # executions holding resources on their nodes
     accepted: int = field(default=0, repr=False)  # executions in BidAccepted: told to start, not yet started
+    # Indexes kept as executions merge, so the leader's per-event questions
+    # (what ran on this node, how often did it fail) cost no scan of them all.
+    by_node: dict[str, list[ExecutionRecord]] = field(default_factory=dict, repr=False)  # in arrival order
+    failures: Counter[str] = field(default_factory=Counter, repr=False)  # Failed executions, by node
+    faults: int = field(default=0, repr=False)  # Failed executions that failed by the job's own doing
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -267,6 +273,7 @@ class JobReplica:
                 continue  # records travel by reference in one process: nothing to compare
             if held is None or execution.order > held.order:
                 executions[execution.id] = execution
+                self._index(execution, held)
                 self._weight += _weight(execution) - (_weight(held) if held is not None else -1)
                 self.asking += (execution.state == ExecutionState.ASK_FOR_BID) - (
                     held is not None and held.state == ExecutionState.ASK_FOR_BID
@@ -302,6 +309,22 @@ class JobReplica:
             changed = True
         return changed
 
+    def _index(self, execution: ExecutionRecord, held: ExecutionRecord | None) -> None:
+        on_node = self.by_node.setdefault(execution.node_id, [])
+        if held is None:
+            on_node.append(execution)
+        else:
+            on_node[on_node.index(held)] = execution  # a node holds few executions of one job
+        failed = execution.state == ExecutionState.FAILED
+        was_failed = held is not None and held.state == ExecutionState.FAILED
+        if failed != was_failed:
+            self.failures[execution.node_id] += failed - was_failed
+        self.faults += (failed and _own_fault(execution)) - (was_failed and _own_fault(held))
+
+    def on_node(self, node_id: str) -> list[ExecutionRecord]:
+        """The job's executions on `node_id`, in the order they arrived here."""
+        return self.by_node.get(node_id, [])
+
     def holders(self) -> set[str]:
         """Who receives the job's writes: its keepers, and the nodes whose
         executions of it hold resources (they obey the record)."""
@@ -318,6 +341,10 @@ class JobReplica:
     def snapshot(self) -> JobDelta:
         """The whole record as one delta: what repair sends."""
         return JobDelta(self.header, tuple(self.executions.values()), tuple(self.history))
+
+
+def _own_fault(execution: ExecutionRecord | None) -> bool:
+    return execution is not None and execution.result is not None and execution.result.job_fault
 
 
 def _weight(execution: ExecutionRecord) -> int:

@@ -1,0 +1,256 @@
+"""Where a job's work may go: fit checks, candidate ranking, bid ranking.
+
+Theory of operation
+-------------------
+Pure functions over explicit arguments: the leader (`protocols.leader`)
+gathers what it knows (the job's executions, the members' infos, what
+bidders said they have free, when they said it) and asks here:
+
+- `check_fit` / `unfit`: whether a node can ever take a spec, by its own
+  selection rules as its node info shows them (free resources aside);
+- `rules_out`: whether one earlier execution keeps its node from being asked
+  again now (it runs there, the node said no lately, it is full and backs
+  off, the job type runs once per node, ...);
+- `choose`: the nodes to ask, walking the job's rendezvous ranking, nodes
+  that failed the job before last;
+- `rank_bids`: the order bids win in — fewest earlier failures of that node
+  on this job, then most free resources, then a seeded random tie-break;
+- `backoff`: how long a node that was full waits before it is asked again;
+- `why_no_node`: one line saying why nothing fits, counted by reason.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from protocols import selection
+from protocols.jobspec import JobSpec, Resources
+from protocols.messages import Capacity, NodeInfo
+from protocols.records import ExecutionRecord, ExecutionState
+
+BUSY_RETRY_FIRST = 10.0  # seconds before a node that was full is asked again for the same job...
+BUSY_RETRY_MAX = 300.0  # ...doubling each time it is still full, up to this
+BUSY_NOTICED = 6  # ...times this for daemons: a full node tells their leaders when it has room (`RoomFreed`)
+RANK_AHEAD = 8  # candidates ranked per one wanted: most fit, the rest rank all nodes
+NO_ANSWER = "no answer"  # how an ask left unanswered is marked: slow is not no (see `unanswered`)
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """What the leader remembers when it rules nodes out, as of `now`."""
+
+    now: float
+    decline_memory: float  # seconds a node's no is taken as still meant
+    queue_retry_interval: float  # seconds before a node that did not answer is asked again
+    full: Mapping[str, tuple[float, int]]  # node -> (ask again after, times it was full), see `backoff`
+    room_since: Callable[[str, float], bool]  # (node, since): a bid after `since` showed room for the job
+    restarted: Callable[[str, float], bool]  # (node, since): the node restarted after `since`
+
+
+def fits(free: Capacity | None, resources: Resources) -> bool:
+    """Whether `free` (unknown: no) holds the task's resources."""
+    return free is not None and free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu)
+
+
+def unanswered(execution: ExecutionRecord) -> bool:
+    """An ask the node never answered (or not before the round was decided): not a no."""
+    return execution.message.startswith(NO_ANSWER)
+
+
+def rules_out(
+    execution: ExecutionRecord,
+    recall: Recall,
+    *,
+    until_restart: bool,
+    holds_node: Callable[[ExecutionRecord], bool],
+) -> bool:
+    """Whether this execution keeps its node from being asked for the job now.
+
+    `until_restart`: a no stands until the node restarts (daemons: asking
+    every matching node again every 30 s would be thousands of asks in a
+    large network). `holds_node`: an ended execution that still counts as
+    the node's (an ops job runs once per node; a daemon that completed)."""
+    if not execution.state.terminal:
+        return True  # it runs there, or an ask is open
+    node_id = execution.node_id
+    if execution.state == ExecutionState.ASK_FOR_BID_REJECTED:
+        if unanswered(execution):
+            return execution.modify_time > recall.now - recall.queue_retry_interval  # the others first
+        held = recall.full.get(node_id)
+        if held is not None:
+            return held[0] > recall.now and not recall.room_since(node_id, execution.modify_time)  # still full
+        if execution.modify_time >= recall.now - recall.decline_memory:
+            return True
+        if until_restart and not recall.restarted(node_id, execution.modify_time):
+            return True
+    return holds_node(execution)
+
+
+def choose(
+    ranked: Iterable[str],
+    excluded: Container[str],
+    failures: Mapping[str, int],
+    want: int | None,
+    room: Callable[[str], bool],
+) -> tuple[list[str], list[str]]:
+    """Walk the ranking: nodes not excluded (with `room`, when some number
+    is wanted), as (never failed the job, failed it before); stops once
+    `want` of the first kind are found."""
+    first: list[str] = []
+    tried: list[str] = []
+    for node_id in ranked:
+        if node_id in excluded:
+            continue
+        # Ops and daemon jobs (want None) ask every matching node, full or
+        # not (it knows best); a full one tells a daemon when it has room.
+        if want is not None and not room(node_id):
+            continue
+        (tried if failures.get(node_id, 0) else first).append(node_id)
+        if want is not None and len(first) >= want:
+            break
+    return first, tried
+
+
+def picked(first: list[str], tried: list[str], failures: Mapping[str, int], want: int | None) -> list[str]:
+    """The nodes to ask from `choose`'s two lists: all (sorted) when no
+    number is wanted, else the first kind then the least failed."""
+    if want is None:
+        return sorted(first + tried)
+    return (first + sorted(tried, key=lambda n: failures.get(n, 0)))[:want]
+
+
+def ask_margin(need: int) -> int:
+    """Nodes asked for `need` open slots: a margin for those that say no."""
+    return need + max(1, need // 2)
+
+
+def free_score(free: Capacity | None, capacity: Capacity | None) -> float:
+    """Share of CPU plus share of memory free (0 when unknown)."""
+    if free is None or capacity is None:
+        return 0.0
+    cpu = free.cpu / capacity.cpu if capacity.cpu else 0.0
+    memory = free.memory / capacity.memory if capacity.memory else 0.0
+    return cpu + memory
+
+
+def rank_bids(
+    bids: Iterable[ExecutionRecord], failures: Mapping[str, int], score: Callable[[str], float], rng: random.Random
+) -> list[ExecutionRecord]:
+    """Bids best first: fewest failures of that node on this job, most free, then a seeded draw."""
+    return sorted(bids, key=lambda e: (failures.get(e.node_id, 0), -score(e.node_id), rng.random()))
+
+
+def backoff(held: tuple[float, int] | None, now: float, noticed: int) -> tuple[float, int]:
+    """(ask again after, times full) for a node that just said it is full:
+    the wait doubles while it stays full; `noticed` stretches it for jobs
+    the node tells of its room (daemons, see `RoomFreed`)."""
+    times = held[1] + 1 if held is not None else 1
+    return now + noticed * min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times
+
+
+def why_no_node(spec: JobSpec, infos: Iterable[NodeInfo], executions: Iterable[ExecutionRecord]) -> str:
+    """Why no node fits, counted by reason, for the job's history."""
+    reasons: Counter[str] = Counter()
+    resources = spec.task.resources
+    for info in infos:
+        reason = unfit(spec, info)
+        if reason is None and not fits(info.free, resources):
+            reason = "too few free resources"
+        if reason is not None:
+            reasons[gist(reason)] += 1
+    for e in executions:
+        if e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.message:
+            reasons[f"declined: {gist(e.message)}"] += 1
+    return summarise(reasons) if reasons else "no node is alive"
+
+
+def gist(reason: str) -> str:
+    """A reason without its node-specific details, so reasons add up."""
+    for mark in (":", " (", ";"):
+        reason = reason.split(mark, 1)[0]
+    return reason
+
+
+def summarise(reasons: Counter[str]) -> str:
+    return "; ".join(f"{count} node(s): {reason}" for reason, count in reasons.most_common(5))
+
+
+# ------------------------------------------------------------ fit checks
+
+_CACHE_LIMIT = 4096
+_UNFIT_LIMIT = 1 << 20
+_shapes: dict[int, tuple[JobSpec, tuple[Any, ...]]] = {}
+_unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
+_eligible_cache: dict[tuple[Any, ...], tuple[Sequence[str], Mapping[str, NodeInfo], list[str]]] = {}
+
+
+def shape(spec: JobSpec) -> tuple[Any, ...]:
+    """`selection.fit_key(spec)`, kept per spec object (held, so its id
+    stays its own): a spec is asked for its shape at every placement."""
+    held = _shapes.get(id(spec))
+    if held is not None and held[0] is spec:
+        return held[1]
+    if len(_shapes) >= _CACHE_LIMIT:
+        _shapes.clear()
+    entry = _shapes[id(spec)] = (spec, selection.fit_key(spec))
+    return entry[1]
+
+
+def unfit(spec: JobSpec, info: NodeInfo, spec_shape: tuple[Any, ...] | None = None) -> str | None:
+    """Why this node can never take the spec (free resources aside): `check_fit`, cached.
+
+    Cached by the spec's shape and the info object (held by the cache, so
+    its id stays its own): every leader of a large network checks every
+    member for each new shape of job, and in one process (the simulator)
+    they share the infos, so they share the answers. The answer depends
+    only on the two immutable arguments, so sharing it changes nothing."""
+    key = (spec_shape or shape(spec), id(info))
+    held = _unfit_cache.get(key)
+    if held is not None and held[0] is info:
+        return held[1]
+    if len(_unfit_cache) >= _UNFIT_LIMIT:
+        _unfit_cache.clear()
+    reason = check_fit(spec, info)
+    _unfit_cache[key] = (info, reason)
+    return reason
+
+
+def eligible(spec: JobSpec, ids: Sequence[str], table: Mapping[str, NodeInfo], changes: int,
+             infos: Callable[[], Iterable[NodeInfo]]) -> list[str]:
+    """Alive nodes that could ever run the spec (not counting what they have
+    free now), given a membership view (`ids`, `table` and its change count;
+    `infos` lists the alive members' infos). Cached per shape of spec and
+    view (nodes of one process share views until they differ)."""
+    spec_shape = shape(spec)
+    key = (spec_shape, id(ids), id(table), changes)
+    held = _eligible_cache.get(key)
+    if held is not None and held[0] is ids and held[1] is table:
+        return held[2]
+    if len(_eligible_cache) >= _CACHE_LIMIT:
+        _eligible_cache.clear()
+    found = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
+    _eligible_cache[key] = (ids, table, found)  # held, so their ids stay theirs
+    return found
+
+
+def check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
+    """Why the node's own selection rules, as its info shows them, refuse the spec (None: they accept)."""
+    policy = selection.SelectionPolicy(
+        locality=info.policy.locality,
+        reject_stateless=info.policy.reject_stateless,
+        accept_networked=info.policy.accept_networked,
+    )
+    view = selection.LocalNode(
+        node_id=info.node_id,
+        labels=info.labels,
+        free=info.capacity,
+        engines=frozenset(info.engines),
+        publishers=frozenset(info.publishers),
+        storages=frozenset(info.storages),
+        local_data=frozenset(info.local_data),
+    )
+    return selection.refusal(policy, view, spec)
