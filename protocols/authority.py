@@ -334,8 +334,9 @@ def _wrote(replica: JobReplica, node_id: str) -> bool:
 
 
 def _runs(record: JobReplica | JobDelta, node_id: str) -> bool:
-    executions = record.executions.values() if isinstance(record, JobReplica) else record.executions
-    return any(e.node_id == node_id for e in executions)
+    if isinstance(record, JobReplica):
+        return bool(record.on_node(node_id))
+    return any(e.node_id == node_id for e in record.executions)
 
 
 _RULES: dict[type, Callable[[Authority, str, Any], str | None]] = {

@@ -249,6 +249,7 @@ class JobReplica:
     by_node: dict[str, list[ExecutionRecord]] = field(default_factory=dict, repr=False)  # in arrival order
     failures: Counter[str] = field(default_factory=Counter, repr=False)  # Failed executions, by node
     faults: int = field(default=0, repr=False)  # Failed executions that failed by the job's own doing
+    _active_on: Counter[str] = field(default_factory=Counter, repr=False)  # active executions, by node (none: absent)
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -320,6 +321,13 @@ class JobReplica:
         if failed != was_failed:
             self.failures[execution.node_id] += failed - was_failed
         self.faults += (failed and _own_fault(execution)) - (was_failed and _own_fault(held))
+        active = execution.state.active - (held is not None and held.state.active)
+        if active:
+            left = self._active_on[execution.node_id] + active
+            if left:
+                self._active_on[execution.node_id] = left
+            else:
+                del self._active_on[execution.node_id]
 
     def on_node(self, node_id: str) -> list[ExecutionRecord]:
         """The job's executions on `node_id`, in the order they arrived here."""
@@ -329,7 +337,7 @@ class JobReplica:
         """Who receives the job's writes: its keepers, and the nodes whose
         executions of it hold resources (they obey the record)."""
         holders = set(self.header.keepers)
-        holders.update(e.node_id for e in self.executions.values() if e.state.active)
+        holders.update(self._active_on)
         return holders
 
     def fingerprint(self) -> int:
