@@ -26,9 +26,10 @@ scheduling step it calls once a round is decided.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocols import election, placement
+from protocols.context import NodeContext, TimerKey, TimerKind
 from protocols.jobspec import JobSpec
 from protocols.jobtypes import policy_for
 from protocols.messages import AskBid, BidDecision, BidReply, Capacity, RoomFreed
@@ -36,8 +37,6 @@ from protocols.placement import NO_ANSWER, Recall
 from protocols.quickinit import quick_replace
 from protocols.records import DesiredState, ExecutionRecord, ExecutionState, HistoryEvent, JobReplica, JobState
 
-if TYPE_CHECKING:
-    from protocols.node import Node
 
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat
 ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has too few bids
@@ -46,7 +45,7 @@ ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has
 class Bidding:
     """Bid rounds of the jobs this node leads (part of `Leader`)."""
 
-    node: Node
+    ctx: NodeContext
     led: set[str]
 
     def __init__(self) -> None:
@@ -72,13 +71,13 @@ class Bidding:
         header = replica.header
         spec = header.spec
         policy = policy_for(spec)
-        node = self.node
+        ctx = self.ctx
         resources = spec.task.resources
         failures = replica.failures
         recall = Recall(
-            now=node.now,
-            decline_memory=node.config.decline_memory,
-            queue_retry_interval=node.config.queue_retry_interval,
+            now=ctx.now,
+            decline_memory=ctx.config.decline_memory,
+            queue_retry_interval=ctx.config.queue_retry_interval,
             full=self._busy.get(header.id, {}),
             room_since=lambda n, since: self._room_since(n, since, spec),
             restarted=self._restarted,
@@ -90,7 +89,7 @@ class Bidding:
                 placement.rules_out(e, recall, until_restart=policy.until_restart, holds_node=policy.holds_node)
                 for e in executions
             )
-            or policy.gives_up(failures[node_id], node.config.max_retries)
+            or policy.gives_up(failures[node_id], ctx.config.max_retries)
         }
         want = None if need is None else placement.ask_margin(need)
         room = lambda n: placement.fits(self._free(n), resources)  # noqa: E731
@@ -119,41 +118,42 @@ class Bidding:
         return hint is not None and hint[1] > since and placement.fits(hint[0], spec.task.resources)
 
     def _restarted(self, node_id: str, since: float) -> bool:
-        info = self.node.membership.info(node_id)
+        info = self.ctx.info(node_id)
         return info is not None and info.started_at > since
 
     def _free(self, node_id: str) -> Capacity | None:
         """What the node has free, as far as we know: its bid if recent, else its heartbeat."""
-        node = self.node
-        if node_id == node.node_id:
-            return node.free()
+        ctx = self.ctx
+        if node_id == ctx.node_id:
+            return ctx.free()
         hint = self._free_hints.get(node_id)
-        if hint is not None and hint[1] >= node.now - FREE_HINT_TTL:
+        if hint is not None and hint[1] >= ctx.now - FREE_HINT_TTL:
             return hint[0]
-        info = node.membership.info(node_id)
+        info = ctx.info(node_id)
         return None if info is None else info.free
 
     def _eligible(self, spec: JobSpec) -> list[str]:
         """Alive nodes that could ever run the spec (free resources aside)."""
-        membership = self.node.membership
-        table, changes = membership.table()
-        return placement.eligible(spec, membership.alive_ids(), table, changes, membership.alive_infos)
+        ctx = self.ctx
+        ids = ctx.alive_ids()
+        table, changes = ctx.member_table()
+        return placement.eligible(spec, ids, table, changes, ctx.alive_infos)
 
     def _why_no_node(self, replica: JobReplica) -> str:
         return placement.why_no_node(
-            replica.header.spec, self.node.membership.alive_infos(), replica.executions.values()
+            replica.header.spec, self.ctx.alive_infos(), replica.executions.values()
         )
 
     def _free_score(self, node_id: str) -> float:
-        info = self.node.membership.info(node_id)
+        info = self.ctx.info(node_id)
         return placement.free_score(self._free(node_id), None if info is None else info.capacity)
 
     def _ask(self, replica: JobReplica, candidates: list[str]) -> None:
-        node = self.node
-        asks = [node.new_execution(replica.header, candidate) for candidate in candidates]
+        ctx = self.ctx
+        asks = [ctx.new_execution(replica.header, candidate) for candidate in candidates]
         self._record(replica, asks)
         for ask in asks:
-            node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
+            ctx.emit_send(ask.node_id, AskBid(replica.header, ask.id))
         self._arm_window(replica.id, self._bid_wait(candidates))
 
     def on_bid_reply(self, sender: str, reply: BidReply) -> None:
@@ -169,11 +169,11 @@ class Bidding:
         state = ExecutionState.ASK_FOR_BID_ACCEPTED if reply.bid else ExecutionState.ASK_FOR_BID_REJECTED
         if reply.busy:
             full = self._busy.setdefault(reply.job_id, {})
-            full[sender] = placement.backoff(full.get(sender), self.node.now, policy_for(replica.header.spec).backoff_factor)
+            full[sender] = placement.backoff(full.get(sender), self.ctx.now, policy_for(replica.header.spec).backoff_factor)
         elif reply.job_id in self._busy:
             self._busy[reply.job_id].pop(sender, None)
         if reply.free is not None:
-            self._free_hints[sender] = (reply.free, self.node.now)
+            self._free_hints[sender] = (reply.free, self.ctx.now)
         answered = self._moved(execution, state, reply.reason)
         answers[execution.id] = (answered, self._transition(execution, answered))
         self._maybe_decide(replica)
@@ -185,18 +185,18 @@ class Bidding:
         replica = self._led_replica(notice.job_id)
         if replica is None or not policy_for(replica.header.spec).keeps_looking:
             return
-        self._free_hints[sender] = (notice.free, self.node.now)
+        self._free_hints[sender] = (notice.free, self.ctx.now)
         newest = max(replica.on_node(sender), key=lambda e: (e.create_time, e.id), default=None)
         if newest is None or newest.state != ExecutionState.ASK_FOR_BID_REJECTED:
             return
-        if replica.failures[sender] > self.node.config.max_retries:
+        if replica.failures[sender] > self.ctx.config.max_retries:
             return
         self._ask(replica, [sender])
 
     def _maybe_decide(self, replica: JobReplica) -> None:
         answers = self._answers.get(replica.id, {})
         if replica.asking <= len(answers) or self._enough_bids(replica, answers):
-            self.node.emit_cancel_timer(("bid-window", replica.id))
+            self.ctx.cancel_timer(TimerKey(TimerKind.BID_WINDOW, replica.id))
             self._windows.discard(replica.id)
             self._window_until.pop(replica.id, None)
             self._decide(replica)
@@ -216,21 +216,21 @@ class Bidding:
         """Close the open round after `bid_window`, whoever opened it, or
         later if an asked node said it may take `wait` seconds to answer (its
         probes, a bid held for its operator: slow is not no)."""
-        until = self.node.now + max(self.node.config.bid_window, wait)
+        until = self.ctx.now + max(self.ctx.config.bid_window, wait)
         if job_id not in self._windows or (wait and until > self._window_until.get(job_id, 0.0)):
             self._windows.add(job_id)
             self._patience.setdefault(job_id, ROUND_PATIENCE)
             if wait:
                 self._window_until[job_id] = until
-            self.node.set_timer(("bid-window", job_id), until)
+            self.ctx.set_timer(TimerKey(TimerKind.BID_WINDOW, job_id), until)
 
     def _bid_wait(self, candidates: Iterable[str]) -> float:
         """The longest any of them said it may take to answer an ask."""
-        infos = (self.node.membership.info(candidate) for candidate in candidates)
+        infos = (self.ctx.info(candidate) for candidate in candidates)
         return max((info.policy.bid_wait for info in infos if info is not None), default=0.0)
 
-    def _on_bid_window(self, key: tuple[Any, ...]) -> None:
-        job_id = key[1]
+    def _on_bid_window(self, key: TimerKey) -> None:
+        job_id = key.subject
         self._windows.discard(job_id)
         self._window_until.pop(job_id, None)
         replica = self._led_replica(job_id)
@@ -245,14 +245,14 @@ class Bidding:
             # answers late, so wait for it rather than take its silence for no.
             self._patience[job_id] = patience - 1
             self._windows.add(job_id)
-            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+            self.ctx.set_timer(TimerKey(TimerKind.BID_WINDOW, job_id), self.ctx.now + self.ctx.config.bid_window)
             return
         self._decide(replica)
 
     def _decide(self, replica: JobReplica) -> None:
         """Close the round: the answers in, asks left unanswered, the winning
         and losing bids and the job's new state go into the record in one write."""
-        node = self.node
+        ctx = self.ctx
         self._patience.pop(replica.id, None)
         answers = self._answers.pop(replica.id, None) or {}
         header = replica.header
@@ -263,24 +263,24 @@ class Bidding:
             if execution.state == ExecutionState.ASK_FOR_BID:
                 why = f"{NO_ANSWER} before the round was decided"
                 changes.append(self._moved(execution, ExecutionState.ASK_FOR_BID_REJECTED, why, DesiredState.STOPPED))
-                node.emit_send(
+                ctx.emit_send(
                     execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "bid window closed")
                 )
         policy = policy_for(header.spec)
         slots = policy.open_slots(header.spec, view.values())
         bids = [e for e in view.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
-        bids = placement.rank_bids(bids, replica.failures, self._free_score, node.rng)
+        bids = placement.rank_bids(bids, replica.failures, self._free_score, ctx.rng)
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
             accepted = self._moved(execution, ExecutionState.BID_ACCEPTED, "bid accepted", DesiredState.RUNNING)
             changes.append(quick_replace(accepted, partition=partition))
-            node.emit_send(
+            ctx.emit_send(
                 execution.node_id, BidDecision(header.id, execution.id, header.epoch, True, "bid accepted", partition)
             )
         for execution in losers:
             why = "other bids were preferred"
             changes.append(self._moved(execution, ExecutionState.BID_REJECTED, why, DesiredState.STOPPED))
-            node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, why))
+            ctx.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, why))
         written = {a.id: a for a, _ in answers.values()}
         events = [t for _, t in answers.values()]
         for e in changes:
@@ -291,8 +291,8 @@ class Bidding:
         state_changes: dict[str, Any] = {}
         if winners and header.state in (JobState.PENDING, JobState.QUEUED):
             message = f"placed on {len(winners)} node(s)"
-            events.append(node.event("JobStateChanged", message, previous=str(header.state), new=str(JobState.RUNNING)))
+            events.append(ctx.event("JobStateChanged", message, previous=str(header.state), new=str(JobState.RUNNING)))
             state_changes = {"state": JobState.RUNNING, "message": message}
         if written or events:
-            node.write(replica, executions=written.values(), events=events, **state_changes)
+            ctx.write(replica, executions=written.values(), events=events, **state_changes)
         self._schedule(replica)

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from protocols.bidding import Bidding
+from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.jobtypes import PLACED, PROGRESS, RETRIES_META, Finish, NoFit, Step, job_retries, own_fault, policy_for
 from protocols.messages import BidDecision, CancelExecution, ExecutionUpdate, Records, SubmitToLeader
 from protocols.placement import unanswered
@@ -51,8 +51,6 @@ from protocols.records import (
 )
 from protocols.succession import SUCCESSORS, Succession
 
-if TYPE_CHECKING:
-    from protocols.node import Node
 
 DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins and RoomFreed: at once)
 
@@ -62,9 +60,9 @@ __all__ = ["Leader", "SUCCESSORS", "RETRIES_META", "job_retries"]
 class Leader(Succession, Bidding):
     """The jobs this node leads, and the index of who leads what."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         Bidding.__init__(self)
-        self.node = node
+        self.ctx = ctx
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
         # `check_leaders` rescans `by_leader` only when the alive set changed
@@ -73,12 +71,12 @@ class Leader(Succession, Bidding):
         self.waiting: set[str] = set()  # led jobs looking for nodes
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
 
-    def timers(self) -> dict[str, Callable[[Any], None]]:
+    def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
-            "bid-window": self._on_bid_window,
-            "queue-timeout": self._on_queue_timeout,
-            "retry-waiting": self._on_retry_waiting,
-            "resume": self._on_resume,
+            TimerKind.BID_WINDOW: self._on_bid_window,
+            TimerKind.QUEUE_TIMEOUT: self._on_queue_timeout,
+            TimerKind.RETRY_WAITING: self._on_retry_waiting,
+            TimerKind.RESUME: self._on_resume,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -87,10 +85,10 @@ class Leader(Succession, Bidding):
         """A job was just created here: lead it, or hand it to its leader."""
         self.leader_moved(replica, None)
         leader = replica.header.leader
-        if leader == self.node.node_id:
+        if leader == self.ctx.node_id:
             self.adopt(replica)
         else:
-            self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
+            self.ctx.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
     def adopt(self, replica: JobReplica) -> None:
         """Lead the job from now on (once: a job led already is left as it is)."""
@@ -106,9 +104,9 @@ class Leader(Succession, Bidding):
             self.unindex(header.id, previous)
         if not header.state.terminal:
             self.by_leader.setdefault(header.leader, set()).add(header.id)
-            if not self.node.is_alive(header.leader):
+            if not self.ctx.is_alive(header.leader):
                 self._leaders_checked = None
-        if header.leader != self.node.node_id:
+        if header.leader != self.ctx.node_id:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
@@ -127,14 +125,14 @@ class Leader(Succession, Bidding):
     def resume(self) -> None:
         """After a restart, lead again once gossip had a chance to tell us
         whether someone took our jobs over meanwhile."""
-        for replica in self.node.jobs.values():
+        for replica in self.ctx.jobs.values():
             self.leader_moved(replica, None)
-        self.node.set_timer(("resume",), self.node.now + 2 * self.node.config.heartbeat_interval)
+        self.ctx.set_timer(TimerKey(TimerKind.RESUME), self.ctx.now + 2 * self.ctx.config.heartbeat_interval)
 
-    def _on_resume(self, key: tuple[Any, ...]) -> None:
-        me = self.node.node_id
+    def _on_resume(self, key: TimerKey) -> None:
+        me = self.ctx.node_id
         for job_id in sorted(self.by_leader.get(me, ())):
-            self.adopt(self.node.jobs[job_id])
+            self.adopt(self.ctx.jobs[job_id])
         self.check_leaders()
 
     # ------------------------------------------------------------ execution updates
@@ -142,10 +140,10 @@ class Leader(Succession, Bidding):
     def on_execution_update(self, sender: str, update: ExecutionUpdate) -> None:
         replica = self._led_replica(update.job_id)
         if replica is None:
-            held = self.node.jobs.get(update.job_id)
-            if held is not None and held.header.leader != self.node.node_id:
+            held = self.ctx.jobs.get(update.job_id)
+            if held is not None and held.header.leader != self.ctx.node_id:
                 # We were deposed: show the executor who leads now.
-                self.node.emit_send(sender, Records((held.snapshot(),)))
+                self.ctx.emit_send(sender, Records((held.snapshot(),)))
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
@@ -153,7 +151,7 @@ class Leader(Succession, Bidding):
         header = replica.header
         if execution.state.terminal or header.state.terminal:
             if not update.state.terminal:
-                self.node.emit_send(
+                self.ctx.emit_send(
                     sender, CancelExecution(header.id, execution.id, header.epoch, "execution is no longer wanted")
                 )
             return
@@ -165,7 +163,7 @@ class Leader(Succession, Bidding):
             moved = self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED)
             self._record(replica, [moved])
             if not update.state.terminal:
-                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
+                self.ctx.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
             self._schedule(replica)
             return
         if PROGRESS[update.state] <= PROGRESS[execution.state]:
@@ -177,7 +175,7 @@ class Leader(Succession, Bidding):
                                 DesiredState.STOPPED)
             self._record(replica, [moved])
             if not update.state.terminal:
-                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, moved.message))
+                self.ctx.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, moved.message))
             self._schedule(replica)
             return
         state, message = update.state, update.message
@@ -201,11 +199,11 @@ class Leader(Succession, Bidding):
         policy = policy_for(header.spec)
         final = policy.judges_faults() and self._fault_verdicts(replica, failed)
         plan = policy.after_failures(
-            header, failed, final=final, counted=counted, max_retries=self.node.config.max_retries,
+            header, failed, final=final, counted=counted, max_retries=self.ctx.config.max_retries,
             retry_on=lambda e: self._retry_on(replica, e),
         )
         if plan.retries is not None:
-            self.node.write(replica, retries=plan.retries)
+            self.ctx.write(replica, retries=plan.retries)
         if plan.finish is not None:
             self._finish(replica, plan.finish.state, plan.finish.message)
             return
@@ -217,10 +215,10 @@ class Leader(Succession, Bidding):
         """Say in the history why failed work is or is not run again; True
         when the job failed by its own doing more often than it asks to retry
         (a batch job then fails; an ops job is not run again on that node)."""
-        node = self.node
+        ctx = self.ctx
         own = [e for e in failed if own_fault(e)]
         events = [
-            node.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
+            ctx.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
                        execution_id=e.id)
             for e in failed if not own_fault(e)
         ]
@@ -236,16 +234,16 @@ class Leader(Succession, Bidding):
                     why = f"the job's own failure ({e.message}): not retried, its {asked} retries are used up"
                 else:
                     why = f"the job's own failure ({e.message}): not retried (set Meta {RETRIES_META} to retry)"
-                events.append(node.event("Retry", why, execution_id=e.id))
+                events.append(ctx.event("Retry", why, execution_id=e.id))
         if events:
-            node.write(replica, events=events)
+            ctx.write(replica, events=events)
         return final
 
     # ------------------------------------------------------------ stop
 
     def _cancel_unfinished(self, replica: JobReplica, why: str, message: str) -> None:
         """Cancel every execution of the job that has not ended."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         cancelled = []
         for execution in replica.executions.values():
@@ -253,9 +251,9 @@ class Leader(Succession, Bidding):
                 continue
             cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
             if execution.state != ExecutionState.ASK_FOR_BID_ACCEPTED and execution.state != ExecutionState.ASK_FOR_BID:
-                node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
+                ctx.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
             else:
-                node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
+                ctx.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
         self._record(replica, cancelled)
 
     def stop(self, replica: JobReplica, reason: str) -> None:
@@ -263,14 +261,14 @@ class Leader(Succession, Bidding):
 
     def _finish(self, replica: JobReplica, state: JobState, message: str) -> None:
         """End the job and cancel whatever of it still runs."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         self._cancel_unfinished(replica, f"job {state.lower()}", message)
         self._set_state(replica, state, message, urgent=True)
-        node.emit_cancel_timer(("bid-window", header.id))
+        ctx.cancel_timer(TimerKey(TimerKind.BID_WINDOW, header.id))
         self._windows.discard(header.id)
         self._window_until.pop(header.id, None)
-        node.emit_cancel_timer(("queue-timeout", header.id))
+        ctx.cancel_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id))
         self.led.discard(header.id)
         self.waiting.discard(header.id)
         self._ranked.pop(header.id, None)
@@ -291,7 +289,7 @@ class Leader(Succession, Bidding):
             return
         if replica.id in self.led:
             # The merge may bring work on a node that died before we heard of the work.
-            self._schedule(replica, self.node.presumed_lost, "was lost")
+            self._schedule(replica, self.ctx.presumed_lost, "was lost")
         else:
             self.adopt(replica)
 
@@ -300,7 +298,7 @@ class Leader(Succession, Bidding):
         `lost` nodes -> (a round is open: let it close) -> cancel surplus ->
         finish -> place, each as the job's type says (`protocols.jobtypes`)."""
         header = replica.header
-        if header.state.terminal or header.leader != self.node.node_id:
+        if header.state.terminal or header.leader != self.ctx.node_id:
             return
         if lost is not None and self._fail_lost(replica, lost, why):
             return  # `_after_failures` took the step
@@ -353,7 +351,7 @@ class Leader(Succession, Bidding):
             self._ask(replica, candidates)
             return
         awaiting = lambda: any(  # noqa: E731
-            unanswered(e) and self.node.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
+            unanswered(e) and self.ctx.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
         )
         match policy.when_none_fit(header, executions, awaiting):
             case NoFit.WAIT | NoFit.WAIT_FOR_ANSWERS:  # (slow is not no)
@@ -363,7 +361,7 @@ class Leader(Succession, Bidding):
                 if header.state != JobState.QUEUED:
                     why = f"no suitable node yet ({self._why_no_node(replica)}); waiting up to {queue_timeout} s"
                     self._set_state(replica, JobState.QUEUED, why)
-                    self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
+                    self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), self.ctx.now + queue_timeout)
                 self._wait(replica)
             case NoFit.FAIL:
                 self._finish(replica, JobState.FAILED, f"no suitable node: {self._why_no_node(replica)}")
@@ -372,26 +370,26 @@ class Leader(Succession, Bidding):
         """An ops job's failed run goes again on its node (ops runs once on
         each), `max_retries` times at most, while the node is alive and no
         later ask to it is pending or was declined."""
-        node = self.node
-        if not node.is_alive(failed.node_id) or replica.failures[failed.node_id] > node.config.max_retries:
+        ctx = self.ctx
+        if not ctx.is_alive(failed.node_id) or replica.failures[failed.node_id] > ctx.config.max_retries:
             return False
         return not any(e.create_time > failed.create_time for e in replica.on_node(failed.node_id))
 
     def _wait(self, replica: JobReplica) -> None:
         if not self.waiting:
-            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+            self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
         self.waiting.add(replica.id)
 
-    def _on_retry_waiting(self, key: tuple[Any, ...]) -> None:
+    def _on_retry_waiting(self, key: TimerKey) -> None:
         self._retry_waiting()
         if self.waiting:
-            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+            self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
 
     def _retry_waiting(self) -> None:
         """Look for nodes again, the most important waiting job first."""
-        jobs = self.node.jobs
+        jobs = self.ctx.jobs
         order = sorted(self.waiting, key=lambda j: (-jobs[j].header.spec.priority, jobs[j].header.create_time, j))
-        now = self.node.now
+        now = self.ctx.now
         for job_id in order:
             if job_id not in self.waiting:
                 continue
@@ -402,8 +400,8 @@ class Leader(Succession, Bidding):
                 self._daemon_looked[job_id] = now
             self._schedule(replica)
 
-    def _on_queue_timeout(self, key: tuple[Any, ...]) -> None:
-        replica = self._led_replica(key[1])
+    def _on_queue_timeout(self, key: TimerKey) -> None:
+        replica = self._led_replica(key.subject)
         if replica is None or replica.header.state != JobState.QUEUED:
             return
         timeout = replica.header.spec.task.timeouts.queue_timeout
@@ -419,26 +417,26 @@ class Leader(Succession, Bidding):
         if newest >= replica.header.epoch and any(e.state.terminal for e in surplus):
             # An end is final within its epoch: to overrule a completion we
             # must write from a newer epoch than any the record holds.
-            note = self.node.event("Note", "second completions of a partition cancelled after a split healed")
-            self.node.write(replica, epoch=newest + 1, leader=self.node.node_id, events=(note,))
+            note = self.ctx.event("Note", "second completions of a partition cancelled after a split healed")
+            self.ctx.write(replica, epoch=newest + 1, leader=self.ctx.node_id, events=(note,))
         header = replica.header
         cancelled = []
         for execution in surplus:
             why = "surplus: its partition completed elsewhere" if execution.state.terminal else "surplus execution"
             cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
             if not execution.state.terminal:
-                self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
+                self.ctx.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
         self._record(replica, cancelled)
 
     # ------------------------------------------------------------ writing
 
     def _led_replica(self, job_id: str) -> JobReplica | None:
-        return self.node.jobs.get(job_id) if job_id in self.led else None
+        return self.ctx.jobs.get(job_id) if job_id in self.led else None
 
     def _moved(
         self, execution: ExecutionRecord, state: ExecutionState, message: str, desired: DesiredState | None = None
     ) -> ExecutionRecord:
-        header = self.node.jobs[execution.job_id].header
+        header = self.ctx.jobs[execution.job_id].header
         return quick_replace(
             execution,
             state=state,
@@ -446,7 +444,7 @@ class Leader(Succession, Bidding):
             desired=desired or execution.desired,
             epoch=header.epoch,
             revision=execution.revision + 1,
-            modify_time=self.node.now,
+            modify_time=self.ctx.now,
         )
 
     def _record(self, replica: JobReplica, executions: Iterable[ExecutionRecord]) -> None:
@@ -461,13 +459,13 @@ class Leader(Succession, Bidding):
             event = self._transition(replica.executions.get(e.id), e)
             if event is not None:
                 events.append(event)
-        self.node.write(replica, executions=executions, events=events)
+        self.ctx.write(replica, executions=executions, events=events)
 
     def _transition(self, held: ExecutionRecord | None, moved: ExecutionRecord) -> HistoryEvent | None:
         previous = held.state if held is not None else ""
         if previous == moved.state:
             return None
-        return self.node.event(
+        return self.ctx.event(
             "ExecutionStateChanged", moved.message or f"{moved.state}", execution_id=moved.id,
             previous=str(previous), new=str(moved.state),
         )
@@ -476,7 +474,7 @@ class Leader(Succession, Bidding):
         previous = replica.header.state
         if previous == state and replica.header.message == message:
             return
-        event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
-        self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent)
+        event = self.ctx.event("JobStateChanged", message, previous=str(previous), new=str(state))
+        self.ctx.write(replica, state=state, message=message, events=(event,), urgent=urgent)
         if state.terminal:
             self.unindex(replica.id, replica.header.leader)

@@ -18,15 +18,12 @@ indexes (`led`, `by_leader`) it reads and whose scheduling step it calls.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from protocols import election
+from protocols.context import NodeContext
 from protocols.jobtypes import policy_for
 from protocols.messages import AskBid, BidDecision, CancelExecution, LeaderChanged, SubmitToLeader
 from protocols.records import DesiredState, ExecutionState, JobReplica
 
-if TYPE_CHECKING:
-    from protocols.node import Node
 
 SUCCESSORS = 2  # live failover successors a job keeps (besides its leader and submitter); lost ones are replaced
 MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
@@ -35,7 +32,7 @@ MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
 class Succession:
     """Failover and lost peers, for the jobs this node leads or may take over (part of `Leader`)."""
 
-    node: Node
+    ctx: NodeContext
     led: set[str]
     by_leader: dict[str, set[str]]
 
@@ -43,9 +40,9 @@ class Succession:
         """A node is dead, left or restarted: take over its jobs if we are
         next, and replace the executions it ran for jobs we lead."""
         for job_id in sorted(self.by_leader.get(node_id, ())):
-            self._maybe_take_over(self.node.jobs[job_id])
+            self._maybe_take_over(self.ctx.jobs[job_id])
         for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
+            replica = self.ctx.jobs[job_id]
             if node_id in replica.header.successors:
                 self._top_up_keepers(replica, f"keeper {node_id} {why}")
             self._fail_lost(replica, lambda n: n == node_id, why, replica.on_node(node_id))
@@ -56,22 +53,22 @@ class Succession:
         so when a partition heals both halves still share keepers and
         exchange what each wrote. Writes the change unless `successors` was
         given (the caller writes); returns the new list."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         given = successors is not None
         successors = header.successors if successors is None else successors
-        live = sum(1 for s in successors if node.is_alive(s))
+        live = sum(1 for s in successors if ctx.is_alive(s))
         if live < SUCCESSORS:
-            taken = header.keepers | set(successors) | {node.node_id}
-            alive = node.membership.alive_ids()
+            taken = header.keepers | set(successors) | {ctx.node_id}
+            alive = ctx.alive_ids()
             ranked = election.rank(header.id, alive, k=min(len(alive), len(taken) + SUCCESSORS - live))
             successors += tuple(n for n in ranked if n not in taken)[: SUCCESSORS - live]
         while len(successors) > MAX_SUCCESSORS:
-            dead = next((s for s in successors if not node.is_alive(s)), successors[-1])
+            dead = next((s for s in successors if not ctx.is_alive(s)), successors[-1])
             successors = tuple(s for s in successors if s != dead)
         if not given and successors != header.successors:
-            note = node.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
-            node.write(replica, successors=successors, events=(note,))
+            note = ctx.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
+            ctx.write(replica, successors=successors, events=(note,))
         return successors
 
     def node_joined(self, node_id: str) -> None:
@@ -79,7 +76,7 @@ class Succession:
         short of keepers (it may be one that returned) take it on."""
         self._retry_waiting()
         for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
+            replica = self.ctx.jobs[job_id]
             header = replica.header
             if node_id not in header.keepers:
                 self._top_up_keepers(replica, f"{node_id} joined")
@@ -90,85 +87,84 @@ class Succession:
         """Periodic care: take over jobs whose leader we never heard of or
         know dead, and nudge accepted bids that never started."""
         self._nudge_accepted()
-        membership = self.node.membership
-        if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
+        if self.ctx.now - self.ctx.started_at < (self.ctx.config.dead_after + 1) * self.ctx.config.ping_interval:
             return
-        alive = membership.alive_ids()
-        caught_up = self.node.caught_up()
+        alive = self.ctx.alive_ids()
+        caught_up = self.ctx.caught_up()
         if alive is self._leaders_checked and caught_up:
             return
         self._leaders_checked = alive if caught_up else None
         for leader, job_ids in list(self.by_leader.items()):
-            if leader != self.node.node_id and self.node.presumed_lost(leader):
+            if leader != self.ctx.node_id and self.ctx.presumed_lost(leader):
                 for job_id in sorted(job_ids):
-                    self._maybe_take_over(self.node.jobs[job_id])
+                    self._maybe_take_over(self.ctx.jobs[job_id])
 
     def _nudge_accepted(self) -> None:
         """A bid accepted long ago that never reported Running: the decision
         may have been lost (or sent by a leader since deposed). Say it again;
         the executor starts, or answers that the bid expired."""
-        node = self.node
-        stale = node.now - node.config.bid_hold
+        ctx = self.ctx
+        stale = ctx.now - ctx.config.bid_hold
         for job_id in sorted(self.led):
-            replica = node.jobs[job_id]
+            replica = ctx.jobs[job_id]
             if not replica.accepted:
                 continue
             header = replica.header
             for e in replica.executions.values():
                 if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
-                    node.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
+                    ctx.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
 
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
-        node = self.node
-        if header.state.terminal or not node.presumed_lost(header.leader):
+        ctx = self.ctx
+        if header.state.terminal or not ctx.presumed_lost(header.leader):
             return
-        chain = [name for name in header.successors if not node.presumed_lost(name)]
-        successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
-        if successor != node.node_id:
+        chain = [name for name in header.successors if not ctx.presumed_lost(name)]
+        successor = chain[0] if chain else election.rank(header.id, ctx.alive_ids(), k=1)[0]
+        if successor != ctx.node_id:
             return
         self._take_over(replica, f"leader {header.leader} was lost")
 
     def _take_over(self, replica: JobReplica, why: str) -> None:
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         epoch = header.epoch + 1
-        note = node.event("LeaderChanged", f"{why}; {node.node_id} leads from epoch {epoch}")
+        note = ctx.event("LeaderChanged", f"{why}; {ctx.node_id} leads from epoch {epoch}")
         # The lost leader stays a keeper: if it was only cut off, it learns
         # from us that it was deposed, and tells us what it wrote meanwhile.
-        successors = tuple(s for s in header.successors if s != node.node_id) + (header.leader,)
+        successors = tuple(s for s in header.successors if s != ctx.node_id) + (header.leader,)
         successors = self._top_up_keepers(replica, why, successors)
-        node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
+        ctx.write(replica, epoch=epoch, leader=ctx.node_id, successors=successors, events=(note,), urgent=True)
         for execution in replica.executions.values():
-            if not execution.state.terminal and not node.presumed_lost(execution.node_id):
-                node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
+            if not execution.state.terminal and not ctx.presumed_lost(execution.node_id):
+                ctx.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, ctx.node_id))
         self.led.add(replica.id)
         # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
-        self._schedule(replica, node.presumed_lost, "was lost before this leader took over")
+        self._schedule(replica, ctx.presumed_lost, "was lost before this leader took over")
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         match message:
             case SubmitToLeader(delta):
-                replica = self.node.jobs.get(delta.header.id)
+                replica = self.ctx.jobs.get(delta.header.id)
                 if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
                     self._hand_to_next(replica, peer)
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
                 self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
-            case CancelExecution() if self.node.is_alive(peer):
+            case CancelExecution() if self.ctx.is_alive(peer):
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
-                self.node.emit_send(peer, message)
+                self.ctx.emit_send(peer, message)
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""
-        node = self.node
-        chain = [n for n in replica.header.successors if n != failed and node.is_alive(n)]
-        following = chain[0] if chain else node.node_id
-        note = node.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
+        ctx = self.ctx
+        chain = [n for n in replica.header.successors if n != failed and ctx.is_alive(n)]
+        following = chain[0] if chain else ctx.node_id
+        note = ctx.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
         successors = tuple(n for n in replica.header.successors if n != failed and n != following)
-        node.write(
+        ctx.write(
             replica,
             epoch=replica.header.epoch + 1,
             leader=following,
@@ -176,10 +172,10 @@ class Succession:
             events=(note,),
             urgent=True,
         )
-        if following == node.node_id:
+        if following == ctx.node_id:
             self.adopt(replica)
         else:
-            node.emit_send(following, SubmitToLeader(replica.snapshot()))
+            ctx.emit_send(following, SubmitToLeader(replica.snapshot()))
 
     def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
         replica = self._led_replica(job_id)
