@@ -16,8 +16,8 @@ While bids are too few and answers are missing, the window opens again, up
 to `ROUND_PATIENCE` times. An ask still unanswered then is marked rejected
 with "no answer", which is not a no: that node may be asked again. `_decide`
 ranks the bids (`placement.rank_bids`), accepts as many as there are open
-slots, rejects the rest, and writes the answers, the decisions and the
-job's new state in one write.
+slots and rejects the rest: the answers, the decisions and the job's new
+state are three writes, which the flush sends to the holders as one message.
 
 `Bidding` keeps the open rounds' state; it is mixed into `Leader`, whose
 scheduling step it calls once a round is decided.
@@ -26,7 +26,6 @@ scheduling step it calls once a round is decided.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from protocols import election, placement
 from protocols.context import NodeContext, TimerKey, TimerKind
@@ -251,7 +250,7 @@ class Bidding:
 
     def _decide(self, replica: JobReplica) -> None:
         """Close the round: the answers in, asks left unanswered, the winning
-        and losing bids and the job's new state go into the record in one write."""
+        and losing bids and the job's new state go into the record."""
         ctx = self.ctx
         self._patience.pop(replica.id, None)
         answers = self._answers.pop(replica.id, None) or {}
@@ -281,18 +280,10 @@ class Bidding:
             why = "other bids were preferred"
             changes.append(self._moved(execution, ExecutionState.BID_REJECTED, why, DesiredState.STOPPED))
             ctx.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, why))
-        written = {a.id: a for a, _ in answers.values()}
-        events = [t for _, t in answers.values()]
-        for e in changes:
-            event = self._transition(view.get(e.id), e)
-            if event is not None:
-                events.append(event)
-            written[e.id] = e
-        state_changes: dict[str, Any] = {}
+        if answers:
+            ctx.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
+        if changes:
+            self._record(replica, changes)
         if winners and header.state in (JobState.PENDING, JobState.QUEUED):
-            message = f"placed on {len(winners)} node(s)"
-            events.append(ctx.event("JobStateChanged", message, previous=str(header.state), new=str(JobState.RUNNING)))
-            state_changes = {"state": JobState.RUNNING, "message": message}
-        if written or events:
-            ctx.write(replica, executions=written.values(), events=events, **state_changes)
+            self._set_state(replica, JobState.RUNNING, f"placed on {len(winners)} node(s)")
         self._schedule(replica)

@@ -27,7 +27,7 @@ from typing import Any
 from protocols import selection
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
-from protocols.jobspec import JobType
+from protocols.jobtypes import policy_for
 from protocols.messages import (
     AskBid,
     BidDecision,
@@ -169,7 +169,7 @@ class Executor:
                 self._drop(local)
                 r = local.header.spec.task.resources
                 busy = not self._free.covers(r.cpu, r.memory, r.disk, r.gpu)
-                if busy and local.header.spec.type == JobType.DAEMON:
+                if busy and policy_for(local.header.spec).keeps_looking:  # (daemons: see `RoomFreed`)
                     self._wait_for_room(local.header)
                 ctx.emit_send(
                     local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy, self._free)

@@ -8,7 +8,9 @@ failover. Scheduling is one idempotent step, `_schedule`, taken whenever
 anything that matters changes (a bid, an execution update, a node lost or
 joined, a timer). It reads the record and does what is next:
 
-1. fail work on lost nodes (their failures go to the job's retry policy);
+1. fail work on lost nodes, when the caller names them (a merge or a
+   takeover may bring work on nodes gone meanwhile; a node seen lost fails
+   its work at once, `node_lost`); the failures go to the job's policy;
 2. a round of asks is open (executions in AskForBid): let it close
    (`protocols.bidding`);
 3. cancel surplus work (two executions of one batch partition, more service
