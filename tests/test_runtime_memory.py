@@ -4,6 +4,7 @@ processes or sockets."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from p2pnode.config import NodeSettings
 from p2pnode.identity import load_or_create_identity
 from p2pnode.runtime import Runtime
 from p2pnode.transport.memory import MemoryNetwork
+from protocols.jobid import make_job_id
 from protocols.jobspec import job_spec_from_data
 from protocols.messages import NODES_TOPIC, Capacity
 from protocols.records import ExecutionState, JobReplica, JobState
@@ -86,9 +88,13 @@ async def nodes_in_memory(base: Path, count: int) -> AsyncIterator[Nodes]:
             nursery.cancel_scope.cancel()
 
 
-async def submit(runtime: Runtime, job_id: str, document: dict[str, Any]) -> None:
+async def submit(runtime: Runtime, document: dict[str, Any]) -> str:
+    """As the API submits: the node's defaults, a certified job ID."""
     spec = job_spec_from_data(document).spec.with_node_defaults(runtime.settings.job_defaults)
-    await runtime.submit(job_id, spec)
+    salt = secrets.token_hex(8)
+    job_id = make_job_id("j", runtime.node_id, salt, spec)
+    await runtime.submit(job_id, spec, salt)
+    return job_id
 
 
 def state_of(runtime: Runtime, job_id: str) -> JobReplica | None:
@@ -97,9 +103,7 @@ def state_of(runtime: Runtime, job_id: str) -> JobReplica | None:
 
 async def test_five_runtimes_in_one_process_run_wasm_jobs_to_completion(tmp_path: Path) -> None:
     async with nodes_in_memory(tmp_path, 5) as nodes:
-        job_ids = [f"j-hello-{i}" for i in range(5)]
-        for index, job_id in enumerate(job_ids):
-            await submit(nodes.runtimes[index], job_id, wasm_job(data_url(HELLO_WAT), f"node{index}"))
+        job_ids = [await submit(nodes.runtimes[i], wasm_job(data_url(HELLO_WAT), f"node{i}")) for i in range(5)]
 
         def all_done() -> list[JobReplica] | None:
             replicas = [state_of(nodes.runtimes[i], job_id) for i, job_id in enumerate(job_ids)]
@@ -119,15 +123,15 @@ async def test_five_runtimes_in_one_process_run_wasm_jobs_to_completion(tmp_path
 async def test_a_stopped_runtimes_job_is_taken_over_and_completes(tmp_path: Path) -> None:
     async with nodes_in_memory(tmp_path, 4) as nodes:
         submitter = nodes.runtimes[0]
-        await submit(submitter, "j-sleeper", wasm_job(data_url(SLEEPER_WAT), "3"))
-        replica = state_of(submitter, "j-sleeper")
+        job_id = await submit(submitter, wasm_job(data_url(SLEEPER_WAT), "3"))
+        replica = state_of(submitter, job_id)
         assert replica is not None
         leader = replica.header.leader
         nodes.stop(leader)
 
         def finished() -> JobReplica | None:
             """The job ended, as a surviving keeper holds it."""
-            held = [state_of(r, "j-sleeper") for r in nodes.up()]
+            held = [state_of(r, job_id) for r in nodes.up()]
             return next((r for r in held if r is not None and r.header.state.terminal), None)
 
         final = await nodes.until(finished, 90, "the job ends after its leader stopped")
