@@ -56,7 +56,7 @@ def test_a_busy_node_takes_inputs_in_turn_and_answers_late() -> None:
     assert world.slots["n1"].max_backlog == pytest.approx(9 * 0.07)
 
 
-def writer_world(crash_at: float) -> tuple[list[Any], list[Any]]:
+def writer_world(crash_at: float, graceful: bool = False) -> tuple[list[Any], list[Any]]:
     """n0 takes three writes at once on a busy thread, then crashes at
     `crash_at` and restarts: (what it saved, what its restart got back)."""
     world = World(random.Random(1), NetworkConfig(), cpu=CpuModel(scale=100.0))  # a write: 20 ms + a save 70 ms
@@ -75,7 +75,10 @@ def writer_world(crash_at: float) -> tuple[list[Any], list[Any]]:
     for revision in (1, 2, 3):
         world.inject("n0", TimerFired(revision))
     world.run(crash_at)
-    world.crash("n0")
+    if graceful:
+        world.leave("n0")
+    else:
+        world.crash("n0")
     saved = list(world.slots["n0"].disk.values())
     world.start("n0")
     return saved, made[-1].restored
@@ -85,6 +88,7 @@ def test_a_node_saves_when_its_inbox_drains_and_a_crash_before_loses_the_writes(
     # The 1st write met an empty inbox (saved); the 2nd was done at 0.09 s with the 3rd waiting (not saved).
     assert writer_world(crash_at=0.15) == (["j1@1"], ["j1@1"])
     assert writer_world(crash_at=1.0) == (["j1@3"], ["j1@3"])
+    assert writer_world(crash_at=0.15, graceful=True) == (["j1@2"], ["j1@2"])  # a clean stop saves on its way out
 
 
 def test_a_cpu_scale_of_zero_is_no_model_and_a_negative_one_is_refused() -> None:
