@@ -49,6 +49,7 @@ MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 CHUNK = 64 * 1024
+MAX_CONNECTIONS = 64  # open at once per job; more get 503 (each holds a thread)
 _CLONE_NEWNET = 0x40000000
 _DROPPED_HEADERS = ("proxy-connection", "proxy-authorization", "connection", "keep-alive")
 
@@ -133,6 +134,7 @@ class EgressProxy:
         self._closed = threading.Event()
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.refused: list[str] = []  # the reasons given, for the run's log
         self._thread = threading.Thread(target=self._accept, name="egress-accept", daemon=True)
 
@@ -161,10 +163,20 @@ class EgressProxy:
             except OSError:
                 return
             client.settimeout(HEAD_TIMEOUT)
+            if not self._slots.acquire(blocking=False):
+                _send_error(client, 503, f"more than {MAX_CONNECTIONS} connections open at once through the proxy")
+                _close(client)
+                continue
             self._track(client)
             threading.Thread(target=self._serve, args=(client,), name="egress-conn", daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        try:
+            self._serve_one(client)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
             head, rest = _read_head(client)
@@ -306,7 +318,8 @@ def _relay(a: socket.socket, b: socket.socket, closed: threading.Event) -> None:
 
 
 def _send_error(client: socket.socket, status: int, reason: str) -> None:
-    titles = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}
+    titles = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
+              503: "Service Unavailable"}
     body = f"p2pnode egress proxy: {reason}\n".encode()
     head = (f"HTTP/1.1 {status} {titles.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
