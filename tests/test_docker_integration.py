@@ -110,7 +110,11 @@ def test_batch_of_two_gets_env_workdir_entrypoint_and_parameters_and_its_results
         assert sorted(e["PartitionIndex"] for e in done) == [0, 1]  # on two nodes, or one if the other was slow to bid
         for execution in done:
             assert execution["RunOutput"]["Stdout"] == "hello from /tmp as the-zeroth\nread-only\n"
-        files = client.download(job_id, tmp_path / "results")
+    # `job get`, as a user types it, downloads both partitions' results from the peers that ran them.
+    got = subprocess.run([sys.executable, "-m", "p2pnode", "job", "get", job_id, "--api", network.peers[0].api,
+                          "--output-dir", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stdout + got.stderr
+    files = [Path(line) for line in got.stdout.splitlines()]
     greetings = [path.read_text() for path in files if path.name == "greeting.txt"]
     copies = [path.read_text() for path in files if path.name == "copy.txt"]
     assert greetings == ["hello from /tmp as the-zeroth\n"] * 2
@@ -235,13 +239,16 @@ def test_docker_run_prints_hello(peers: tuple[Network, Path]) -> None:
 
 def test_a_killed_nodes_container_is_removed_when_it_restarts(peers: tuple[Network, Path], dockerd: PrivateDockerd) -> None:
     network, _ = peers
-    victim = network.peers[1]
+    victim = next(peer for peer in network.peers if peer.index == 2)
     with network.client(0) as client:
-        job_id = client.submit(docker_job("sleep 300", name="p1", Timeouts={"TotalTimeout": 600}))["JobID"]
-        eventually(lambda: dockerd.containers(), 60, "the container running")
+        # An HTTP network: the job's container and its network's holder container are both left.
+        job = docker_job("sleep 300", name="p2", Timeouts={"TotalTimeout": 600},
+                         Network={"Type": "HTTP", "Domains": ["example.com"]})
+        job_id = client.submit(job)["JobID"]
+        eventually(lambda: len(dockerd.containers()) == 2, 60, "the container and its holder running")
         network.kill(victim.node_id)
-        assert dockerd.containers(), "the container outlives its killed node"
-        start(network, 1)
+        assert len(dockerd.containers()) == 2, "the containers outlive their killed node"
+        start(network, 2)
         eventually(lambda: not dockerd.containers(), 30, "the leftover container removed at restart")
         try:
             client.stop_job(job_id, "test done")  # in case it runs again on the restarted node
