@@ -24,6 +24,7 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.encode_once import EncodeOnce
 from p2pnode.engines.docker import DockerEngine
+from p2pnode.engines.egress_proxy import EgressPolicy
 from p2pnode.execution import ExecutionRunner
 from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
 from p2pnode.storage import s3 as s3_storage
@@ -157,7 +158,8 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._apply = dispatcher(_Effects(self))
         self.docker = (
-            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0)
+            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0,
+                         egress=EgressPolicy(allow_networks=settings.url_allow_networks))
             if "docker" in settings.engines
             else None
         )
