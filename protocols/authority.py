@@ -25,8 +25,7 @@ node's `refused` counter), without raising. One rule per message type, in
   submitter may hand it on (to a keeper, with the same spec), nobody may
   change it;
 - repairs (`Records`, `DigestReply`) relay records: one we hold only a
-  keeper our copy names (a runner only its own executions, under the header
-  we hold), the job's entitled leader, the leader our
+  keeper or runner our copy names, the job's entitled leader, the leader our
   work reports to, or a leader or keeper it names that the ranking makes
   plausible (whole or not, the chain we know: a split's other half must
   converge);
@@ -52,8 +51,11 @@ What this does not stop (there is no Byzantine fault tolerance):
   results), and a malicious *keeper* of a job can take it over (a higher
   epoch naming itself leader, as a successor does when the leader dies) or
   relay an altered copy of it to its fellow keepers;
-- a member can add, to a record it relays under the header the job's leader
-  wrote, executions that name itself (a runner shows the keepers its work so);
+- a member that runs work of a job relays its record as it likes (executors
+  pass on what their leader told them: a deposed leader's answer, a record a
+  keeper missed), and a member can add, to a record it relays under the
+  header the job's leader wrote, executions that name itself (a runner shows
+  the keepers its work so);
 - a member that stands high in a job's rendezvous ranking (`plausible`) can
   relay a record naming itself its leader or keeper, and give orders as a
   leader that took over while the chain we know is broken, or as one
@@ -271,10 +273,10 @@ class Authority:
             held = replica.header
             if not same_job(held, header):
                 return CHANGED_SPEC
-            if held.kept_by(sender) or not teaches(replica, delta):
-                continue  # a keeper repairs
-            if (_runs(replica, sender) or _runs(delta, sender)) and _only_its_work(replica, delta, sender):
-                continue  # a runner shows a keeper its work (the rest of a record comes from its leader or keepers)
+            if held.kept_by(sender) or _runs(replica, sender) or not teaches(replica, delta):
+                continue  # a keeper repairs, a runner passes on what it was told (trusted: see the module's doc)
+            if _runs(delta, sender) and (header.leader == held.leader or held.kept_by(header.leader)):
+                continue  # a runner shows a keeper the work it does, under the header its leader wrote
             if self.follows(header.id, sender):
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
@@ -339,19 +341,6 @@ def teaches(replica: JobReplica, delta: JobDelta) -> bool:
         seen = replica._seen  # noqa: SLF001 - the replica's own index of its history
         return any(e.order not in seen and (oldest is None or e.order > oldest) for e in delta.events)
     return False
-
-
-def _only_its_work(replica: JobReplica, delta: JobDelta, node_id: str) -> bool:
-    """Whether all `delta` would teach `replica` is executions of `node_id`:
-    no newer header, no other node's execution, no history."""
-    if delta.header is not replica.header and delta.header.order > replica.header.order:
-        return False
-    held = replica.executions
-    for execution in delta.executions:
-        mine = held.get(execution.id)
-        if (mine is None or (mine is not execution and execution.order > mine.order)) and execution.node_id != node_id:
-            return False
-    return not delta.events or not teaches(replica, JobDelta(replica.header, (), delta.events))
 
 
 def _wrote(replica: JobReplica, node_id: str) -> bool:

@@ -259,7 +259,8 @@ class Leader:
 
     def check_leaders(self) -> None:
         """Periodic care: take over jobs whose leader we never heard of or
-        know dead, and nudge accepted bids that never started."""
+        know dead, replace work on such nodes, and nudge accepted bids that
+        never started."""
         self._nudge_accepted()
         if self.ctx.now - self.ctx.started_at < (self.ctx.config.dead_after + 1) * self.ctx.config.ping_interval:
             return
@@ -272,6 +273,10 @@ class Leader:
             if leader != self.ctx.node_id and self.ctx.presumed_lost(leader):
                 for job_id in sorted(job_ids):
                     self._maybe_take_over(self.ctx.jobs[job_id])
+        # Work on nodes we never heard of: after a restart they were not yet
+        # presumed lost when we resumed our jobs, and no change of them comes.
+        for job_id in sorted(self.led):
+            self._fail_lost(self.ctx.jobs[job_id], self.ctx.presumed_lost, "was lost")
 
     def _nudge_accepted(self) -> None:
         """A bid accepted long ago that never reported Running: the decision
@@ -294,7 +299,11 @@ class Leader:
         if header.state.terminal or not ctx.presumed_lost(header.leader):
             return
         chain = [name for name in header.successors if not ctx.presumed_lost(name)]
-        successor = chain[0] if chain else election.rank(header.id, ctx.alive_ids(), k=1)[0]
+        if chain:
+            successor = chain[0]
+        else:  # no successor left: the live keepers (the submitter) hold the record, so one of them leads
+            keepers = [k for k in header.keepers if k == ctx.node_id or not ctx.presumed_lost(k)]
+            successor = election.rank(header.id, keepers or ctx.alive_ids(), k=1)[0]
         if successor != ctx.node_id:
             return
         self._take_over(replica, f"leader {header.leader} was lost")
@@ -339,6 +348,7 @@ class Leader:
         following = chain[0] if chain else ctx.node_id
         note = ctx.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
         successors = tuple(n for n in replica.header.successors if n != failed and n != following)
+        successors = self._top_up_keepers(replica, "", successors)  # never a job nobody would take over
         ctx.write(
             replica,
             epoch=replica.header.epoch + 1,

@@ -260,15 +260,18 @@ class Simulation:
         if not up:
             return
         slot = self.rng.choice(up)
-        # The job's ID certifies its submitter (`protocols.jobid`): a client
-        # that submits again, to another node, makes another job.
+        # With forgers about, the job's ID certifies its submitter
+        # (`protocols.jobid`), as the API's IDs do: a client that submits
+        # again, to another node, makes another job. Otherwise the readable
+        # label is the ID (a plain name), so a seed replays as it always has.
         attempt = self._attempts[arrival.job_id] = self._attempts.get(arrival.job_id, 0) + 1
         previous = self.ids.get(arrival.job_id)
         if previous is not None:
             self.tracks.pop(previous, None)
             self.active.discard(previous)
-        salt = str(attempt)
-        job_id = self.ids[arrival.job_id] = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec)
+        salt = str(attempt) if self.forgers is not None else ""
+        job_id = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec) if salt else arrival.job_id
+        self.ids[arrival.job_id] = job_id
         self.tracks[job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
         self.active.add(job_id)
         self.world.inject(slot.node_id, SubmitJob(job_id, arrival.spec, salt))
