@@ -188,6 +188,10 @@ class NodeContext:
             modify_time=self.now,
         )
 
+    def jittered(self, interval: float) -> float:
+        """`interval`, 10 % either way at random (so nodes do not act in step)."""
+        return interval * (0.9 + 0.2 * self.rng.random())
+
     def free(self) -> Capacity:
         """What this node has free now (its executor's reservations)."""
         assert self._free is not None
