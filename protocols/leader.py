@@ -153,7 +153,7 @@ class Leader:
         else:
             self.ctx.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
-    def adopt(self, replica: JobReplica, handed_by: str = "") -> None:
+    def adopt(self, replica: JobReplica) -> None:
         if replica.header.state.terminal or replica.id in self.led:
             return
         self.led.add(replica.id)
@@ -797,10 +797,10 @@ class Leader:
         spec = header.spec
         running = any(e.state.active for e in executions)
         if spec.type == JobType.DAEMON or (spec.type == JobType.SERVICE and (running or header.retries or executions)):
-            self._wait(replica, "waiting for suitable nodes")
+            self._wait(replica)  # for suitable nodes
             return
         if spec.type == JobType.BATCH and running:
-            self._wait(replica, "waiting for a suitable node for the remaining partitions")
+            self._wait(replica)  # for a suitable node for the remaining partitions
             return
         why = self._why_no_node(replica)
         queue_timeout = spec.task.timeouts.queue_timeout
@@ -808,16 +808,16 @@ class Leader:
             if header.state != JobState.QUEUED:
                 self._set_state(replica, JobState.QUEUED, f"no suitable node yet ({why}); waiting up to {queue_timeout} s")
                 self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), self.ctx.now + queue_timeout)
-            self._wait(replica, None)
+            self._wait(replica)
             return
         if spec.type != JobType.OPS and any(
             _unanswered(e) and self.ctx.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
         ):
-            self._wait(replica, "waiting for nodes that have not answered yet")  # slow is not no
+            self._wait(replica)  # for nodes that have not answered yet: slow is not no
             return
         self._finish(replica, JobState.FAILED, f"no suitable node: {why}")
 
-    def _wait(self, replica: JobReplica, message: str | None) -> None:
+    def _wait(self, replica: JobReplica) -> None:
         if not self.waiting:
             self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
         self.waiting.add(replica.id)

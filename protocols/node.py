@@ -369,7 +369,7 @@ class Node:
     def _on_submit_to_leader(self, sender: str, message: SubmitToLeader) -> None:
         replica = self.replication.merge(message.delta)
         if replica.header.leader == self.node_id:
-            self.leader.adopt(replica, handed_by=sender)
+            self.leader.adopt(replica)
 
     # ------------------------------------------------------------ periodic care
 
@@ -408,8 +408,7 @@ class Node:
             self.set_timer(TimerKey(TimerKind.MEMBERSHIP), max(at, self.now))
 
     def _on_membership_timer(self, key: TimerKey) -> None:
-        for change in self.membership.tick(self.now):
-            self._on_member_change(change)
+        self.membership.forget_gone(self.now)
         self._schedule_membership_check()
 
     def _on_node_info(self, sender: str, info: NodeInfo) -> None:
