@@ -245,8 +245,8 @@ class Node:
                 self.replication.on_send_failed(peer, message)
                 self.leader.on_send_failed(peer, message, reason)
                 self.executor.on_send_failed(peer, message, reason)
-            case SubmitJob(job_id, spec):
-                self._submit(job_id, spec)
+            case SubmitJob(job_id, spec, salt):
+                self._submit(job_id, spec, salt)
             case FetchJob(job_id):
                 self.replication.fetch(job_id)
             case StopJob(job_id, reason):
@@ -306,7 +306,7 @@ class Node:
 
     # ------------------------------------------------------------ submission and stop
 
-    def _submit(self, job_id: str, spec: JobSpec) -> None:
+    def _submit(self, job_id: str, spec: JobSpec, salt: str = "") -> None:
         if job_id in self.jobs:
             return
         ranked = election.rank(job_id, self.membership.alive_ids(), k=1 + SUCCESSORS)
@@ -324,6 +324,7 @@ class Node:
             create_time=self.now,
             modify_time=self.now,
             submitter=self.node_id,
+            salt=salt,
         )
         created = self.event(
             "JobStateChanged", f"job submitted to {self.node_id}; leader {ranked[0]}", new=JobState.PENDING
