@@ -47,6 +47,7 @@ from typing import Any
 
 from protocols import election, selection
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.lifecycle import EXECUTION_PROGRESS
 from protocols.jobspec import JobSpec, JobType, Resources
 from protocols.messages import (
     AskBid,
@@ -82,20 +83,7 @@ DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins a
 NO_ANSWER = "no answer"  # how an ask left unanswered is marked: slow is not no (see `_unanswered`)
 ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has too few bids
 
-# The order an execution moves in; an update never moves it backwards.
-_PROGRESS = {
-    ExecutionState.NEW: 0,
-    ExecutionState.ASK_FOR_BID: 1,
-    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
-    ExecutionState.ASK_FOR_BID_REJECTED: 2,
-    ExecutionState.BID_ACCEPTED: 3,
-    ExecutionState.BID_REJECTED: 3,
-    ExecutionState.RUNNING: 4,
-    ExecutionState.PUBLISHING: 5,
-    ExecutionState.COMPLETED: 6,
-    ExecutionState.FAILED: 6,
-    ExecutionState.CANCELLED: 6,
-}
+_PROGRESS = EXECUTION_PROGRESS  # an update never moves an execution backwards (`protocols.lifecycle`)
 _CONTINUOUS = (JobType.DAEMON, JobType.SERVICE)
 RETRIES_META = "p2pnode.retries"  # job Meta: times a batch or ops job is run again after failing by its own doing
 
@@ -536,6 +524,7 @@ class Leader:
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
+            self.ctx.drop(sender, update, "names no execution of the sender in the job")
             return
         header = replica.header
         if execution.state.terminal or header.state.terminal:
@@ -556,6 +545,7 @@ class Leader:
             self._schedule(replica)
             return
         if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
+            self.ctx.drop(sender, update, "does not move its execution forward (stale or repeated)")
             return
         if _PROGRESS[execution.state] < _PROGRESS[ExecutionState.BID_ACCEPTED]:
             # It runs on a bid this leader never accepted (the one before us
@@ -739,7 +729,7 @@ class Leader:
             return  # still running somewhere (and counted as records merge: no scan per update)
         last: dict[str, ExecutionRecord] = {}
         for e in sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id)):
-            if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED:
+            if _PROGRESS[e.state] >= _PROGRESS[ExecutionState.BID_ACCEPTED] and e.state != ExecutionState.BID_REJECTED:
                 last[e.node_id] = e
         placed = list(last.values())
         if not placed:

@@ -36,7 +36,7 @@ from typing import Any
 
 from protocols import election
 from protocols.authority import Authority
-from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.context import Dropped, NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.events import (
     Effect,
     EnginesChanged,
@@ -230,7 +230,9 @@ class Node:
         if type(event) is Received:  # most inputs: a peer's message
             handler = self._handlers.get(type(event.message))
             # `sender` is the authenticated peer, never a field: see `protocols.authority`.
-            if handler is not None and self.authority.check(event.sender, event.message) is None:
+            if handler is None:
+                self.ctx.drop(event.sender, event.message, "is no message a node handles")
+            elif self.authority.check(event.sender, event.message) is None:
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
@@ -296,6 +298,19 @@ class Node:
 
     def is_alive(self, node_id: str) -> bool:
         return self.ctx.is_alive(node_id)
+
+    @property
+    def dropped(self) -> Dropped:
+        """Peer input dropped past `authority` (stale, repeated, illegal moves), by why."""
+        return self.ctx.dropped
+
+    def members(self) -> list[tuple[NodeInfo, MemberStatus]]:
+        """Every member this node knows of, with its status, ourselves included."""
+        return self.membership.all_members()
+
+    def own_member(self) -> tuple[NodeInfo, MemberStatus | None]:
+        """What this node says of itself, and its status in its own eyes."""
+        return self.membership.local, self.membership.status(self.node_id)
 
     def keeps(self, replica: JobReplica) -> bool:
         """Whether this node keeps the job's whole record up to date."""

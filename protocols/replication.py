@@ -35,12 +35,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocols import election
+from protocols import election, lifecycle
 from protocols.context import NodeContext, TimerKey, TimerKind
 from protocols.events import JobChanged
 from protocols.executor import Executor
 from protocols.leader import Leader
-from protocols.messages import DigestReply, DigestRequest, JobUpdated, RecordRequest, Records
+from protocols.messages import DigestReply, DigestRequest, JobUpdated, RecordRequest, Records, SubmitToLeader
 from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
@@ -50,6 +50,7 @@ from protocols.records import (
     JobDelta,
     JobHeader,
     JobReplica,
+    JobState,
 )
 
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
@@ -124,14 +125,21 @@ class Replication:
         **header_changes: Any,
     ) -> None:
         """Write to a job this node leads: bump its revision, apply, and send
-        it (coalesced) to the job's holders."""
+        it (coalesced) to the job's holders. A move its lifecycle forbids
+        (`protocols.lifecycle`) raises in strict mode, else is left out."""
+        executions, events = tuple(executions), tuple(events)
+        illegal = _illegal_moves(replica, executions, header_changes.get("state"))
+        if illegal:
+            executions, events, header_changes = self._without(illegal, executions, events, header_changes)
+            if not (executions or events or header_changes):
+                return
         header = quick_replace(
             replica.header,
             revision=replica.header.revision + 1,
             modify_time=self.ctx.now,
             **header_changes,
         )
-        delta = JobDelta(header, tuple(executions), tuple(events))
+        delta = JobDelta(header, executions, events)
         previous = replica.header
         replica.apply(delta)
         if header.state.terminal:
@@ -156,6 +164,27 @@ class Replication:
             self.ctx.set_timer(TimerKey(TimerKind.FLUSH), self.ctx.now)
         elif first:
             self.ctx.set_timer(TimerKey(TimerKind.FLUSH), self.ctx.now + self.ctx.config.flush_interval)
+
+    def _without(
+        self,
+        illegal: list[tuple[str, str]],
+        executions: tuple[ExecutionRecord, ...],
+        events: tuple[HistoryEvent, ...],
+        header_changes: dict[str, Any],
+    ) -> tuple[tuple[ExecutionRecord, ...], tuple[HistoryEvent, ...], dict[str, Any]]:
+        """The write less its illegal moves (each execution id, or "" for the
+        job's state), each counted with its reason; strict mode raises."""
+        if lifecycle.strict():
+            raise lifecycle.IllegalMove("; ".join(why for _, why in illegal))
+        for _, why in illegal:
+            self.ctx.dropped.drop(self.node_id, "write", why)
+        dropped = {execution_id for execution_id, _ in illegal}
+        executions = tuple(e for e in executions if e.id not in dropped)
+        if "" in dropped:  # the job's state: its message and history event go with it
+            header_changes = {k: v for k, v in header_changes.items() if k not in ("state", "message")}
+            events = tuple(e for e in events if e.kind != "JobStateChanged")
+        events = tuple(e for e in events if not e.execution_id or e.execution_id not in dropped)
+        return executions, events, header_changes
 
     def note_own(self, record: ExecutionRecord) -> None:
         """Put a run we start into our own copy of its job (a runner's copy
@@ -477,6 +506,38 @@ class Replication:
         if replica is not None:
             answer = replica.snapshot() if self.keeps(replica) else JobDelta(replica.header)
             self.ctx.emit_send(sender, Records((answer,)))
+
+
+def handed_over(message: object) -> str | None:
+    """The job whose record a message, once delivered, puts in the peer's
+    hands (so a submit may be answered: a node that dies right after its
+    client was answered cannot lose the job); None for other messages."""
+    if isinstance(message, JobUpdated | SubmitToLeader):
+        return message.delta.header.id
+    return None
+
+
+def _illegal_moves(
+    replica: JobReplica, executions: tuple[ExecutionRecord, ...], state: JobState | None
+) -> list[tuple[str, str]]:
+    """The moves of a write its lifecycles forbid: (execution id, or "" for
+    the job, and why)."""
+    illegal = []
+    if state is not None:
+        why = lifecycle.job_move(replica.header.state, state)
+        if why is not None:
+            illegal.append(("", f"job {replica.id}: {why}"))
+    held = replica.executions
+    for execution in executions:
+        old = held.get(execution.id)
+        if old is None:
+            if execution.state != ExecutionState.ASK_FOR_BID:
+                illegal.append((execution.id, f"execution {execution.id} may not start in {execution.state}"))
+            continue
+        why = lifecycle.execution_move(old.state, execution.state)
+        if why is not None:
+            illegal.append((execution.id, f"execution {execution.id}: {why}"))
+    return illegal
 
 
 def _entry(replica: JobReplica) -> tuple[str, int, int, int, int]:
