@@ -65,8 +65,9 @@ from protocols.events import (
 )
 from protocols.jobspec import JobSpec
 from protocols.executor import HeldBid
-from protocols.messages import NODES_TOPIC, BidReply, JobUpdated, SubmitToLeader
+from protocols.messages import NODES_TOPIC, BidReply
 from protocols.node import Node
+from protocols.replication import handed_over
 from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
@@ -421,6 +422,8 @@ class Runtime:
             if self.node.authority.last is not None:
                 self._log_refusal(*self.node.authority.last)
                 self.node.authority.last = None
+            for sender, why in self.node.dropped.take():  # stale or repeated, mostly: normal in gossip
+                log.debug("dropped a message from %s: %s", sender, why)
             try:
                 self._apply(effects)
             except UnknownEffect:
@@ -510,8 +513,9 @@ class Runtime:
         except (PeerUnreachable, PayloadTooLarge) as error:
             await self._inputs_send.send(SendFailed(peer, message, str(error)))
             return
-        if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
-            self._handed_over[message.delta.header.id].set()
+        handed = handed_over(message)
+        if handed is not None and handed in self._handed_over:
+            self._handed_over[handed].set()
 
     async def _request(
         self, peer: str, data: bytes, timeout: float | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED

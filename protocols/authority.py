@@ -338,8 +338,7 @@ def teaches(replica: JobReplica, delta: JobDelta) -> bool:
             return True
     if delta.events:
         oldest = replica.history[0].order if len(replica.history) >= HISTORY_LIMIT else None
-        seen = replica._seen  # noqa: SLF001 - the replica's own index of its history
-        return any(e.order not in seen and (oldest is None or e.order > oldest) for e in delta.events)
+        return any(not replica.has_event(e.order) and (oldest is None or e.order > oldest) for e in delta.events)
     return False
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from protocols import election, selection
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.lifecycle import EXECUTION_PROGRESS
 from protocols.jobspec import JobSpec, JobType, Resources
 from protocols.messages import (
     AskBid,
@@ -82,20 +83,7 @@ DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins a
 NO_ANSWER = "no answer"  # how an ask left unanswered is marked: slow is not no (see `_unanswered`)
 ROUND_PATIENCE = 4  # bid windows a round waits for missing answers while it has too few bids
 
-# The order an execution moves in; an update never moves it backwards.
-_PROGRESS = {
-    ExecutionState.NEW: 0,
-    ExecutionState.ASK_FOR_BID: 1,
-    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
-    ExecutionState.ASK_FOR_BID_REJECTED: 2,
-    ExecutionState.BID_ACCEPTED: 3,
-    ExecutionState.BID_REJECTED: 3,
-    ExecutionState.RUNNING: 4,
-    ExecutionState.PUBLISHING: 5,
-    ExecutionState.COMPLETED: 6,
-    ExecutionState.FAILED: 6,
-    ExecutionState.CANCELLED: 6,
-}
+_PROGRESS = EXECUTION_PROGRESS  # an update never moves an execution backwards (`protocols.lifecycle`)
 _CONTINUOUS = (JobType.DAEMON, JobType.SERVICE)
 RETRIES_META = "p2pnode.retries"  # job Meta: times a batch or ops job is run again after failing by its own doing
 
@@ -153,7 +141,7 @@ class Leader:
         else:
             self.ctx.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
-    def adopt(self, replica: JobReplica, handed_by: str = "") -> None:
+    def adopt(self, replica: JobReplica) -> None:
         if replica.header.state.terminal or replica.id in self.led:
             return
         self.led.add(replica.id)
@@ -546,6 +534,7 @@ class Leader:
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
+            self.ctx.drop(sender, update, "names no execution of the sender in the job")
             return
         header = replica.header
         if execution.state.terminal or header.state.terminal:
@@ -566,6 +555,7 @@ class Leader:
             self._schedule(replica)
             return
         if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
+            self.ctx.drop(sender, update, "does not move its execution forward (stale or repeated)")
             return
         if _PROGRESS[execution.state] < _PROGRESS[ExecutionState.BID_ACCEPTED]:
             # It runs on a bid this leader never accepted (the one before us
@@ -749,7 +739,7 @@ class Leader:
             return  # still running somewhere (and counted as records merge: no scan per update)
         last: dict[str, ExecutionRecord] = {}
         for e in sorted(replica.executions.values(), key=lambda e: (e.create_time, e.id)):
-            if _PROGRESS[e.state] >= 3 and e.state != ExecutionState.BID_REJECTED:
+            if _PROGRESS[e.state] >= _PROGRESS[ExecutionState.BID_ACCEPTED] and e.state != ExecutionState.BID_REJECTED:
                 last[e.node_id] = e
         placed = list(last.values())
         if not placed:
@@ -807,10 +797,10 @@ class Leader:
         spec = header.spec
         running = any(e.state.active for e in executions)
         if spec.type == JobType.DAEMON or (spec.type == JobType.SERVICE and (running or header.retries or executions)):
-            self._wait(replica, "waiting for suitable nodes")
+            self._wait(replica)  # for suitable nodes
             return
         if spec.type == JobType.BATCH and running:
-            self._wait(replica, "waiting for a suitable node for the remaining partitions")
+            self._wait(replica)  # for a suitable node for the remaining partitions
             return
         why = self._why_no_node(replica)
         queue_timeout = spec.task.timeouts.queue_timeout
@@ -818,16 +808,16 @@ class Leader:
             if header.state != JobState.QUEUED:
                 self._set_state(replica, JobState.QUEUED, f"no suitable node yet ({why}); waiting up to {queue_timeout} s")
                 self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), self.ctx.now + queue_timeout)
-            self._wait(replica, None)
+            self._wait(replica)
             return
         if spec.type != JobType.OPS and any(
             _unanswered(e) and self.ctx.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
         ):
-            self._wait(replica, "waiting for nodes that have not answered yet")  # slow is not no
+            self._wait(replica)  # for nodes that have not answered yet: slow is not no
             return
         self._finish(replica, JobState.FAILED, f"no suitable node: {why}")
 
-    def _wait(self, replica: JobReplica, message: str | None) -> None:
+    def _wait(self, replica: JobReplica) -> None:
         if not self.waiting:
             self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
         self.waiting.add(replica.id)

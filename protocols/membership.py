@@ -64,8 +64,8 @@ A node cut off by a partition is declared dead by the other side; each round
 a watcher also pings one dead member, and one that answers is told it was
 declared dead, so it refutes and comes back as soon as the partition heals.
 
-SUSPECT counts as alive (`alive_ids`, `is_alive`); `version` bumps exactly
-when the alive set changes, so callers may cache what they derive from it.
+SUSPECT counts as alive (`alive_ids`, `is_alive`); `alive_ids` is a new list
+exactly when the alive set changes, so callers may cache what they derive from it.
 
 Size: a simulator holds thousands of these, each knowing thousands of
 members, so the state per member is one dict entry (its `NodeInfo`, an
@@ -188,7 +188,6 @@ class Membership:
         (shared with other nodes until either changes)."""
         self.local = local
         self.config = config
-        self.version = 0
         if members is None:
             self._infos: dict[str, NodeInfo] = {}
             self._ids: list[str] = [local.node_id]
@@ -451,8 +450,8 @@ class Membership:
                 return held[0], held[2]
         return None
 
-    def tick(self, now: float) -> list[MemberChange]:
-        """Forget members long dead or gone (silently)."""
+    def forget_gone(self, now: float) -> None:
+        """Forget members long dead or gone (silently: nobody is told)."""
         config = self.config  # times as `next_check` computes them, so a due one is never missed
         for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
@@ -460,10 +459,9 @@ class Membership:
             del self._infos[node_id]
             self._table_changes += 1
             self._announce.pop(node_id, None)
-        return []
 
     def next_check(self) -> float:
-        """When `tick` next has something to do (`inf` if never)."""
+        """When `forget_gone` next has something to do (`inf` if never)."""
         times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
         return min(times) + self.config.forget_after if times else float("inf")
 
@@ -573,7 +571,6 @@ class Membership:
             self._alive_set_changed()
 
     def _alive_set_changed(self) -> None:
-        self.version += 1
         self._alive_infos = None
 
 
