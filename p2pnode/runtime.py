@@ -150,7 +150,7 @@ class Runtime:
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](math.inf)
         self._timers = _Timers()
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
-        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id))
+        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id, canonical=False))
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them

@@ -17,11 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError
 from p2pnode.ipfs.importer import Added, Options, add_bytes, add_directory_entries, add_path
+from p2pnode.lazy import lazy_import
+
+trio = lazy_import("trio")  # the CLI imports this module for `location_cid` alone
 
 if TYPE_CHECKING:  # the CLI reads locations without loading libp2p
     from p2pnode.ipfs.service import IpfsService
