@@ -15,8 +15,8 @@ What the table counts, and from where:
 - starts: executions that began running, per job: each peer's
   `executions/<id>/` folders (made as a run starts, kept after it) together
   with the executions any keeper's record shows Running or past it. An extra
-  start is any start after a job's first. It is *explained* when one of the
-  job's earlier runs was on a peer killed or stopped during the run.
+  start is any start after a job's first. It is *explained* when an earlier
+  run of the job was on a peer killed or stopped after that run began.
 - false verdicts: every peer's own Suspect/Down verdicts (`/agent/node`
   Verdicts, sampled all along), judged against the faults: a verdict about an
   incarnation that was running and not stopped then is false.
@@ -167,9 +167,6 @@ class Cluster:
     def last_restart(self) -> float:
         ends = [o.end for outages in self.outages.values() for o in outages if o.end != float("inf")]
         return max(ends, default=0.0)
-
-    def faulted_node_ids(self) -> set[str]:
-        return {self.node_ids[i] for i, outages in self.outages.items() if outages}
 
 
 # ---------------------------------------------------------------- phases
@@ -347,15 +344,18 @@ def disagreements(copies: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[st
     return differ, running
 
 
-def settle(cluster: Cluster, seconds: float) -> tuple[dict, list[str], list[str], float | None]:
+def settle(cluster: Cluster, seconds: float, rounds: list[tuple[float, int, int]]) -> tuple[dict, list[str], list[str], float | None]:
     """Compare the keepers until they agree, at most `seconds` after the last restart
-    (or from now). Returns the last copies, the disagreements, and when they agreed."""
+    (or from now). Returns the last copies, the disagreements, and when they agreed
+    (seconds after the last restart); `rounds` gets each comparison's (when, differ, running)."""
     start = max(cluster.last_restart(), time.time() - 1)
     while True:
         copies = kept_copies(cluster)
         differ, running = disagreements(copies)
+        since = time.time() - cluster.last_restart()
+        rounds.append((round(since, 1), len(differ), len(running)))
         if not differ and not running:
-            return copies, differ, running, time.time() - cluster.last_restart() if cluster.last_restart() else None
+            return copies, differ, running, since if cluster.last_restart() else None
         if time.time() > start + seconds:
             return copies, differ, running, None
         time.sleep(2.0)
@@ -364,28 +364,49 @@ def settle(cluster: Cluster, seconds: float) -> tuple[dict, list[str], list[str]
 # ---------------------------------------------------------------- the figures
 
 
-def starts_by_job(cluster: Cluster, copies: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[str, dict[str, str]], int]:
-    """job -> {execution id: node id} of every execution that began running; and starts no record names."""
-    owner: dict[str, tuple[str, str]] = {}  # execution id -> (job, node)
-    started: dict[str, dict[str, str]] = defaultdict(dict)
+@dataclass(frozen=True)
+class Start:
+    execution_id: str
+    node_id: str
+    at: float  # when the execution was made (its record's CreateTime, else its folder's)
+
+
+def starts_by_job(cluster: Cluster, copies: dict[str, dict[str, dict[str, Any]]]) -> tuple[dict[str, list[Start]], int]:
+    """job -> every execution of it that began running, oldest first; and starts no record names."""
+    owner: dict[str, tuple[str, str, float]] = {}  # execution id -> (job, node, made at)
+    started: dict[str, dict[str, Start]] = defaultdict(dict)
     for job_id, by_peer in copies.items():
         for copy in by_peer.values():
             ran = {e["ExecutionID"] for e in copy["History"]["Items"]
                    if e.get("ExecutionState", {}).get("New") in STARTED}
             for execution in copy["Executions"]["Items"]:
-                owner[execution["ID"]] = (job_id, execution["NodeID"])
+                made = execution["CreateTime"] / 1e9
+                owner[execution["ID"]] = (job_id, execution["NodeID"], made)
                 if execution["ID"] in ran or execution["ComputeState"]["StateType"] in STARTED:
-                    started[job_id][execution["ID"]] = execution["NodeID"]
+                    started[job_id][execution["ID"]] = Start(execution["ID"], execution["NodeID"], made)
     orphans = 0
     for index, node_id in enumerate(cluster.node_ids):
         folder = cluster.base / f"node-{index}" / "executions"
         for run in folder.iterdir() if folder.is_dir() else ():
             if run.is_dir() and (run / "stdout").exists():
                 if run.name in owner:
-                    started[owner[run.name][0]][run.name] = node_id
+                    job_id, _, made = owner[run.name]
+                    started[job_id][run.name] = Start(run.name, node_id, made)
                 else:
                     orphans += 1
-    return started, orphans
+    return {j: sorted(runs.values(), key=lambda s: s.at) for j, runs in started.items()}, orphans
+
+
+def unexplained_starts(cluster: Cluster, runs: list[Start]) -> int:
+    """Starts after a job's first that no fault explains: a start is explained when an
+    earlier run of the job was on a peer that was killed or stopped after that run began."""
+    index_of = {node_id: i for i, node_id in enumerate(cluster.node_ids)}
+    count = 0
+    for later, run in enumerate(runs[1:], start=1):
+        if not any(o.end >= earlier.at for earlier in runs[:later]
+                   for o in cluster.outages.get(index_of.get(earlier.node_id, -1), ())):
+            count += 1
+    return count
 
 
 def judge_verdicts(cluster: Cluster, verdicts: dict[tuple, dict[str, Any]],
@@ -450,11 +471,12 @@ def run(nodes: int, jobs: int, clients: int, faults: list[Fault], job_seconds: i
         submitted, submit_errors, not_found = submit_all(cluster, jobs, clients, job)
         states = wait_terminal(cluster, [s.job_id for s in submitted], deadline)
         threads[0].join(timeout=max(0.0, t0 + max((f.at + f.length for f in faults), default=0) + 120 - time.time()))
-        copies, differ, running, agreed = settle(cluster, settle_seconds)
+        rounds: list[tuple[float, int, int]] = []
+        copies, differ, running, agreed = settle(cluster, settle_seconds, rounds)
         stop.set()
         threads[1].join(timeout=10)
         return figures(cluster, submitted, states, copies, differ, running, agreed, submit_errors, not_found,
-                       judge_verdicts(cluster, verdicts, incarnations, formed), nodes, clients, faults, t0)
+                       judge_verdicts(cluster, verdicts, incarnations, formed), nodes, clients, faults, t0, rounds)
     finally:
         stop.set()
         for thread in threads:
@@ -466,12 +488,11 @@ def run(nodes: int, jobs: int, clients: int, faults: list[Fault], job_seconds: i
 
 def figures(cluster: Cluster, submitted: list[Submitted], states: dict[str, str], copies: dict, differ: list[str],
             running: list[str], agreed: float | None, submit_errors: int, not_found: int, verdicts: Counter[str],
-            nodes: int, clients: int, faults: list[Fault], t0: float) -> dict[str, Any]:
+            nodes: int, clients: int, faults: list[Fault], t0: float, rounds: list[tuple[float, int, int]]) -> dict[str, Any]:
     started, orphans = starts_by_job(cluster, copies)
-    faulted = cluster.faulted_node_ids()
+    index_of = {node_id: i for i, node_id in enumerate(cluster.node_ids)}
     extra = {j: len(runs) - 1 for j, runs in started.items() if len(runs) > 1}
-    # explained: the job's run on a killed or stopped peer is why it ran again
-    unexplained = {j: n for j, n in extra.items() if not faulted & set(started[j].values())}
+    unexplained = {j: n for j in extra if (n := unexplained_starts(cluster, started[j]))}
     ended: dict[str, float] = {}
     for job_id, by_peer in copies.items():
         times = [
@@ -508,7 +529,18 @@ def figures(cluster: Cluster, submitted: list[Submitted], states: dict[str, str]
         "ended_with_running_execution": len(running),
         "agreed_after_last_restart": agreed,
         "disagreeing_jobs": sorted(differ)[:20],
+        "settle_rounds": rounds,  # (seconds after the last restart, jobs whose keepers differ, ended with one Running)
+        "extra_start_runs": {  # job -> its runs: (peer number, execution id, state in the record)
+            j: [(index_of[r.node_id], r.execution_id, _state(copies.get(j, {}), r.execution_id)) for r in started[j]]
+            for j in extra
+        },
     }
+
+
+def _state(by_peer: dict[str, dict[str, Any]], execution_id: str) -> str:
+    """An execution's state in each keeper's copy, e.g. "Completed" or "Completed/Cancelled" when they differ."""
+    states = {e["ComputeState"]["StateType"] for c in by_peer.values() for e in c["Executions"]["Items"] if e["ID"] == execution_id}
+    return "/".join(sorted(states)) or "unrecorded"
 
 
 def _seconds(iso: str) -> float:
@@ -536,8 +568,10 @@ def table(result: dict[str, Any]) -> str:
         ("submit→result p50 / p99", f"{sec(result['result_p50'])} / {sec(result['result_p99'])}"),
         ("keepers that disagree (jobs)", f"{result['keepers_disagree']} of {result['jobs_kept']}"),
         ("ended with an execution Running", result["ended_with_running_execution"]),
-        ("agreed, after the last restart", sec(result["agreed_after_last_restart"])),
+        ("agreed, after the last restart", f"{sec(result['agreed_after_last_restart'])} (checks: {result['settle_rounds']})"),
     ]
+    for job_id, runs in list(result["extra_start_runs"].items())[:10]:
+        rows.append((f"  {job_id[:14]}", ", ".join(f"peer {peer} {state}" for peer, _, state in runs)))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -1,7 +1,7 @@
 """The chaos harness (scripts/chaos.py) on real peers, small: 3 `p2pnode serve`
 processes, 20 jobs from 4 clients, one peer killed with SIGKILL while jobs run
-and restarted. Every job ends, the keepers agree, and a job ran more than once
-only when one of its runs was on the killed peer. Counts, never times."""
+and restarted. Every job ends, the keepers agree, and a job ran again only
+after an earlier run of it was on the killed peer. Counts, never times."""
 
 from __future__ import annotations
 
