@@ -279,10 +279,34 @@ def sample_verdicts(cluster: Cluster, seen: dict[tuple, dict[str, Any]], incarna
             return
 
 
+def _listing(api: str) -> dict[str, tuple[int, int, str]]:
+    """The jobs a peer keeps, each as (epoch, revision, state): one listing, not one request per job."""
+    kept: dict[str, tuple[int, int, str]] = {}
+    with ApiClient(api, timeout=30) as http:
+        token = ""
+        while True:
+            page = http.list_jobs(limit=500, next_token=token)
+            kept.update((j["ID"], (j["Epoch"], j["Revision"], j["State"]["StateType"])) for j in page["Items"])
+            token = page.get("NextToken", "")
+            if not token:
+                return kept
+
+
+def _kept(api: str) -> dict[str, str]:
+    return {job_id: state for job_id, (_, _, state) in _listing(api).items()}
+
+
 def wait_terminal(cluster: Cluster, job_ids: list[str], timeout: float) -> dict[str, str]:
-    """Ask live peers until every job is terminal or `timeout` passes; the last states seen."""
+    """List the live peers' jobs until every job is terminal at some keeper (or
+    `timeout` passes); a job no peer lists is asked for. The last states seen."""
     states = {job_id: "?" for job_id in job_ids}
     deadline = time.monotonic() + timeout
+
+    def listing(api: str) -> dict[str, str]:
+        try:
+            return _kept(api)
+        except ApiClientError:
+            return {}
 
     def ask(pair: tuple[str, str]) -> None:
         job_id, api = pair
@@ -294,12 +318,17 @@ def wait_terminal(cluster: Cluster, job_ids: list[str], timeout: float) -> dict[
 
     with ThreadPoolExecutor(8) as pool:
         while time.monotonic() < deadline:
-            open_jobs = [j for j, s in states.items() if s not in TERMINAL]
             apis = cluster.live_apis()
+            for kept in pool.map(listing, apis):
+                for job_id, state in kept.items():
+                    if job_id in states and states[job_id] not in TERMINAL:
+                        states[job_id] = state
+            open_jobs = [j for j, s in states.items() if s not in TERMINAL]
             if not open_jobs:
                 break
-            if apis:
-                list(pool.map(ask, [(j, apis[n % len(apis)]) for n, j in enumerate(open_jobs)]))
+            unlisted = [j for j in open_jobs if states[j] == "?"]
+            if apis and unlisted:
+                list(pool.map(ask, [(j, apis[n % len(apis)]) for n, j in enumerate(unlisted)]))
             time.sleep(1.0)
     return states
 
@@ -308,21 +337,19 @@ def kept_copies(cluster: Cluster) -> dict[str, dict[str, dict[str, Any]]]:
     """job -> peer's node id -> that peer's own copy (with executions and history), for the jobs each keeps
     (also any a client was never told of: a submit cut short by a kill may still have made one)."""
     copies: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for api in cluster.live_apis():
+
+    def one_peer(api: str) -> tuple[str, dict[str, dict[str, Any]]]:
         try:
             with ApiClient(api, timeout=30) as http:
                 node_id = http.agent_node()["NodeID"]
-                kept, token = [], ""
-                while True:
-                    page = http.list_jobs(limit=500, next_token=token)
-                    kept += [j["ID"] for j in page["Items"]]
-                    token = page.get("NextToken", "")
-                    if not token:
-                        break
-                for job_id in kept:
-                    copies[job_id][node_id] = http.get_job(job_id, include="executions,history")
+                return node_id, {j: http.get_job(j, include="executions,history") for j in _kept(api)}
         except ApiClientError:
-            continue
+            return "", {}
+
+    with ThreadPoolExecutor(8) as pool:
+        for node_id, held in pool.map(one_peer, cluster.live_apis()):
+            for job_id, copy in held.items():
+                copies[job_id][node_id] = copy
     return copies
 
 
@@ -345,20 +372,40 @@ def disagreements(copies: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[st
 
 
 def settle(cluster: Cluster, seconds: float, rounds: list[tuple[float, int, int]]) -> tuple[dict, list[str], list[str], float | None]:
-    """Compare the keepers until they agree, at most `seconds` after the last restart
-    (or from now). Returns the last copies, the disagreements, and when they agreed
-    (seconds after the last restart); `rounds` gets each comparison's (when, differ, running)."""
+    """Compare the keepers' (epoch, revision, state) of every job, from one listing
+    per peer, until they agree or `seconds` pass after the last restart (or from
+    now); then every copy whole (executions too). Returns the copies, the jobs
+    whose keepers differ, those kept ended with an execution Running, and when
+    the listings agreed (seconds after the last restart); `rounds` gets each
+    comparison's (when, differ, running)."""
     start = max(cluster.last_restart(), time.time() - 1)
+    agreed = None
     while True:
-        copies = kept_copies(cluster)
-        differ, running = disagreements(copies)
+        views: dict[str, set[tuple[int, int, str]]] = defaultdict(set)
+        with ThreadPoolExecutor(8) as pool:
+            for kept in pool.map(_listing_or_none, cluster.live_apis()):
+                for job_id, view in kept.items():
+                    views[job_id].add(view)
+        differ = sum(1 for v in views.values() if len(v) > 1)
         since = time.time() - cluster.last_restart()
-        rounds.append((round(since, 1), len(differ), len(running)))
-        if not differ and not running:
-            return copies, differ, running, since if cluster.last_restart() else None
+        rounds.append((round(since, 1), differ, -1))
+        if not differ:
+            agreed = since if cluster.last_restart() else None
+            break
         if time.time() > start + seconds:
-            return copies, differ, running, None
-        time.sleep(2.0)
+            break
+        time.sleep(1.0)
+    copies = kept_copies(cluster)
+    differ_jobs, running = disagreements(copies)
+    rounds.append((round(time.time() - cluster.last_restart(), 1), len(differ_jobs), len(running)))
+    return copies, differ_jobs, running, agreed if not differ_jobs and not running else None
+
+
+def _listing_or_none(api: str) -> dict[str, tuple[int, int, str]]:
+    try:
+        return _listing(api)
+    except ApiClientError:
+        return {}
 
 
 # ---------------------------------------------------------------- the figures
@@ -529,7 +576,8 @@ def figures(cluster: Cluster, submitted: list[Submitted], states: dict[str, str]
         "ended_with_running_execution": len(running),
         "agreed_after_last_restart": agreed,
         "disagreeing_jobs": sorted(differ)[:20],
-        "settle_rounds": rounds,  # (seconds after the last restart, jobs whose keepers differ, ended with one Running)
+        # (seconds after the last restart, jobs whose keepers differ, kept ended with one Running: -1 from listings)
+        "settle_rounds": rounds,
         "extra_start_runs": {  # job -> its runs: (peer number, execution id, state in the record)
             j: [(index_of[r.node_id], r.execution_id, _state(copies.get(j, {}), r.execution_id)) for r in started[j]]
             for j in extra
