@@ -296,17 +296,18 @@ def _kept(api: str) -> dict[str, str]:
     return {job_id: state for job_id, (_, _, state) in _listing(api).items()}
 
 
-def wait_terminal(cluster: Cluster, job_ids: list[str], timeout: float) -> dict[str, str]:
-    """List the live peers' jobs until every job is terminal at some keeper (or
-    `timeout` passes); a job no peer lists is asked for. The last states seen."""
+def watch(cluster: Cluster, job_ids: list[str], faults: threading.Thread, deadline: float, settle_seconds: float,
+          rounds: list[tuple[float, int, int]]) -> tuple[dict[str, str], float | None]:
+    """List every live peer's jobs once a second (a job no peer lists is asked for)
+    until every job is terminal at every keeper and the keepers agree on its
+    (epoch, revision, state) after the last fault, or `deadline` seconds pass, or
+    `settle_seconds` after the last restart and the jobs' ends. Returns each job's
+    state (terminal if any keeper holds it so) and when they agreed (seconds after
+    the last restart); `rounds` gets (when, jobs whose keepers differ, jobs not yet
+    ended everywhere) at every change."""
     states = {job_id: "?" for job_id in job_ids}
-    deadline = time.monotonic() + timeout
-
-    def listing(api: str) -> dict[str, str]:
-        try:
-            return _kept(api)
-        except ApiClientError:
-            return {}
+    give_up = time.monotonic() + deadline
+    ended_at: float | None = None
 
     def ask(pair: tuple[str, str]) -> None:
         job_id, api = pair
@@ -317,20 +318,38 @@ def wait_terminal(cluster: Cluster, job_ids: list[str], timeout: float) -> dict[
             pass
 
     with ThreadPoolExecutor(8) as pool:
-        while time.monotonic() < deadline:
+        while time.monotonic() < give_up:
             apis = cluster.live_apis()
-            for kept in pool.map(listing, apis):
-                for job_id, state in kept.items():
+            views: dict[str, set[tuple[int, int, str]]] = defaultdict(set)
+            for kept in pool.map(_listing_or_none, apis):
+                for job_id, view in kept.items():
+                    views[job_id].add(view)
                     if job_id in states and states[job_id] not in TERMINAL:
-                        states[job_id] = state
-            open_jobs = [j for j, s in states.items() if s not in TERMINAL]
-            if not open_jobs:
-                break
-            unlisted = [j for j in open_jobs if states[j] == "?"]
+                        states[job_id] = view[2]
+            unlisted = [j for j, state in states.items() if state == "?"]
             if apis and unlisted:
                 list(pool.map(ask, [(j, apis[n % len(apis)]) for n, j in enumerate(unlisted)]))
+            if all(state in TERMINAL for state in states.values()) and ended_at is None:
+                ended_at = time.time()
+            if not faults.is_alive():
+                differ = sum(1 for v in views.values() if len(v) > 1)
+                unended = sum(1 for v in views.values() if any(state not in TERMINAL for _, _, state in v))
+                since = round(time.time() - cluster.last_restart(), 1) if cluster.last_restart() else 0.0
+                if not rounds or rounds[-1][1:] != (differ, unended):
+                    rounds.append((since, differ, unended))
+                if ended_at is not None and not differ and not unended:
+                    return states, since if cluster.last_restart() else None
+                if ended_at is not None and time.time() > max(ended_at, cluster.last_restart()) + settle_seconds:
+                    return states, None
             time.sleep(1.0)
-    return states
+    return states, None
+
+
+def _listing_or_none(api: str) -> dict[str, tuple[int, int, str]]:
+    try:
+        return _listing(api)
+    except ApiClientError:
+        return {}
 
 
 def kept_copies(cluster: Cluster) -> dict[str, dict[str, dict[str, Any]]]:
@@ -369,43 +388,6 @@ def disagreements(copies: dict[str, dict[str, dict[str, Any]]]) -> tuple[list[st
                for c in by_peer.values())
     ]
     return differ, running
-
-
-def settle(cluster: Cluster, seconds: float, rounds: list[tuple[float, int, int]]) -> tuple[dict, list[str], list[str], float | None]:
-    """Compare the keepers' (epoch, revision, state) of every job, from one listing
-    per peer, until they agree or `seconds` pass after the last restart (or from
-    now); then every copy whole (executions too). Returns the copies, the jobs
-    whose keepers differ, those kept ended with an execution Running, and when
-    the listings agreed (seconds after the last restart); `rounds` gets each
-    comparison's (when, differ, running)."""
-    start = max(cluster.last_restart(), time.time() - 1)
-    agreed = None
-    while True:
-        views: dict[str, set[tuple[int, int, str]]] = defaultdict(set)
-        with ThreadPoolExecutor(8) as pool:
-            for kept in pool.map(_listing_or_none, cluster.live_apis()):
-                for job_id, view in kept.items():
-                    views[job_id].add(view)
-        differ = sum(1 for v in views.values() if len(v) > 1)
-        since = time.time() - cluster.last_restart()
-        rounds.append((round(since, 1), differ, -1))
-        if not differ:
-            agreed = since if cluster.last_restart() else None
-            break
-        if time.time() > start + seconds:
-            break
-        time.sleep(1.0)
-    copies = kept_copies(cluster)
-    differ_jobs, running = disagreements(copies)
-    rounds.append((round(time.time() - cluster.last_restart(), 1), len(differ_jobs), len(running)))
-    return copies, differ_jobs, running, agreed if not differ_jobs and not running else None
-
-
-def _listing_or_none(api: str) -> dict[str, tuple[int, int, str]]:
-    try:
-        return _listing(api)
-    except ApiClientError:
-        return {}
 
 
 # ---------------------------------------------------------------- the figures
@@ -516,10 +498,12 @@ def run(nodes: int, jobs: int, clients: int, faults: list[Fault], job_seconds: i
         for thread in threads:
             thread.start()
         submitted, submit_errors, not_found = submit_all(cluster, jobs, clients, job)
-        states = wait_terminal(cluster, [s.job_id for s in submitted], deadline)
-        threads[0].join(timeout=max(0.0, t0 + max((f.at + f.length for f in faults), default=0) + 120 - time.time()))
         rounds: list[tuple[float, int, int]] = []
-        copies, differ, running, agreed = settle(cluster, settle_seconds, rounds)
+        states, agreed = watch(cluster, [s.job_id for s in submitted], threads[0], deadline, settle_seconds, rounds)
+        copies = kept_copies(cluster)
+        differ, running = disagreements(copies)
+        if differ or running:
+            agreed = None  # the listings agreed, the executions in the whole copies do not
         stop.set()
         threads[1].join(timeout=10)
         return figures(cluster, submitted, states, copies, differ, running, agreed, submit_errors, not_found,
@@ -576,7 +560,7 @@ def figures(cluster: Cluster, submitted: list[Submitted], states: dict[str, str]
         "ended_with_running_execution": len(running),
         "agreed_after_last_restart": agreed,
         "disagreeing_jobs": sorted(differ)[:20],
-        # (seconds after the last restart, jobs whose keepers differ, kept ended with one Running: -1 from listings)
+        # (seconds after the last restart, jobs whose keepers differ, jobs not ended at every keeper), at each change
         "settle_rounds": rounds,
         "extra_start_runs": {  # job -> its runs: (peer number, execution id, state in the record)
             j: [(index_of[r.node_id], r.execution_id, _state(copies.get(j, {}), r.execution_id)) for r in started[j]]
