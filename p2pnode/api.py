@@ -280,6 +280,11 @@ def build_app(runtime: Runtime) -> Starlette:
         node = _node(runtime)
         info = node_view(*node.own_member())["Info"]
         info["Refused"] = dict(sorted(node.authority.refused.items()))  # peers' messages dropped, by reason
+        info["Incarnation"] = node.membership.local.incarnation
+        info["Verdicts"] = [  # our own Suspect/Down verdicts, newest last: a chaos run judges them
+            {"Time": nanos(time), "Kind": kind, "NodeID": node_id, "Incarnation": incarnation}
+            for time, kind, node_id, incarnation in node.membership.verdicts
+        ]
         return JSONResponse(info)
 
     async def healthz(request: Request) -> Response:

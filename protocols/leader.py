@@ -121,6 +121,7 @@ class Leader:
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
         self._free_hints: dict[str, tuple[Capacity, float]] = {}
+        self._paused_until = 0.0  # after we were away (see `woke`): lead nothing until then
 
     def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
@@ -144,6 +145,11 @@ class Leader:
     def adopt(self, replica: JobReplica) -> None:
         if replica.header.state.terminal or replica.id in self.led:
             return
+        if self.ctx.now < self._paused_until:
+            # Back from away: the job may have moved on without us. Its keepers
+            # say; meanwhile it waits in `by_leader`, where `_on_resume` finds it.
+            self.ctx.fetch(replica.id)
+            return
         self.led.add(replica.id)
         self._schedule(replica)
 
@@ -157,12 +163,16 @@ class Leader:
             if not self.ctx.is_alive(header.leader):
                 self._leaders_checked = None
         if header.leader != self.ctx.node_id:
-            self.led.discard(header.id)
-            self.waiting.discard(header.id)
-            self._windows.discard(header.id)
-            self._window_until.pop(header.id, None)
-            self._ranked.pop(header.id, None)
-            self._answers.pop(header.id, None)
+            self._step_back(header.id)
+
+    def _step_back(self, job_id: str) -> None:
+        """Stop leading the job here (its index entry stays)."""
+        self.led.discard(job_id)
+        self.waiting.discard(job_id)
+        self._windows.discard(job_id)
+        self._window_until.pop(job_id, None)
+        self._ranked.pop(job_id, None)
+        self._answers.pop(job_id, None)
 
     def unindex(self, job_id: str, leader: str) -> None:
         """The job is no longer `leader`'s, or has ended: drop it from the index."""
@@ -178,6 +188,19 @@ class Leader:
         for replica in self.ctx.jobs.values():
             self.leader_moved(replica, None)
         self.ctx.set_timer(TimerKey(TimerKind.RESUME), self.ctx.now + 2 * self.ctx.config.heartbeat_interval)
+
+    def woke(self) -> None:
+        """We were away (the process stopped, or its loop stuck) long enough
+        to be declared dead: others may have taken our jobs over, and what
+        reached us meanwhile is stale. Step back from every job we lead, ask
+        its keepers how it stands, and lead again as after a restart."""
+        ctx = self.ctx
+        for job_id in sorted(self.led | self.by_leader.get(ctx.node_id, set())):
+            self._step_back(job_id)
+            ctx.fetch(job_id)
+        self._paused_until = ctx.now + 2 * ctx.config.heartbeat_interval + ctx.config.ping_interval
+        self._leaders_checked = None
+        ctx.set_timer(TimerKey(TimerKind.RESUME), self._paused_until)
 
     def _on_resume(self, key: TimerKey) -> None:
         me = self.ctx.node_id
@@ -284,7 +307,7 @@ class Leader:
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
         ctx = self.ctx
-        if header.state.terminal or not ctx.presumed_lost(header.leader):
+        if header.state.terminal or not ctx.presumed_lost(header.leader) or ctx.now < self._paused_until:
             return
         chain = [name for name in header.successors if not ctx.presumed_lost(name)]
         if chain:

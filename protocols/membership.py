@@ -92,6 +92,7 @@ MAX_RELAYS = 256  # indirect probes a node runs for others at once; more are ref
 MAX_HEALTH = 3  # rounds of patience a node that sees itself late may add (Lifeguard's local health multiplier)
 MAX_LATE = 2  # rounds of patience a member that answered late may earn
 LATE_ROUND = 0.5  # a watch round that fires this many intervals late shows us we are behind
+MAX_VERDICTS = 200  # own verdicts a node remembers for its operator (`Membership.verdicts`)
 
 
 class MemberStatus(StrEnum):
@@ -209,6 +210,9 @@ class Membership:
         self._doubts: set[str] = set()  # accused under an older seq than ours: we check them, quietly
         self.health = 0  # our local health score: 0 healthy, up to MAX_HEALTH (see the module notes)
         self._late: dict[str, int] = {}  # member -> extra rounds it earned by answering late
+        # Our own latest verdicts, (time, "Suspect"|"Down", member, incarnation), for an
+        # operator or a chaos run to judge against who really was down (`MAX_VERDICTS` kept).
+        self.verdicts: list[tuple[float, str, str, int]] = []
 
     @staticmethod
     def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
@@ -350,6 +354,7 @@ class Membership:
             dead_after = config.dead_after + patience + self._late.get(node_id, 0)
             if misses == suspect_after and misses < dead_after:
                 suspect = Suspect(node_id, *key)
+                self._remember(now, "Suspect", suspect)
                 if not quiet:
                     accusations.append(suspect)
                 change = self.accused(suspect, now)
@@ -357,6 +362,7 @@ class Membership:
                     changes.append(change)
             elif misses >= dead_after:
                 down = Down(node_id, *key)
+                self._remember(now, "Down", down)
                 if not quiet:
                     self._announce[node_id] = [down, _DOWN_REPEATS]
                 self._doubts.discard(node_id)
@@ -392,6 +398,11 @@ class Membership:
             self._nonce += 1
             pings.append((dead[self._nonce % len(dead)], self._nonce))
         return WatchRound(pings, accusations, changes, requests)
+
+    def _remember(self, now: float, kind: str, verdict: Suspect | Down) -> None:
+        self.verdicts.append((now, kind, verdict.node_id, verdict.incarnation))
+        if len(self.verdicts) > MAX_VERDICTS:
+            del self.verdicts[: -MAX_VERDICTS // 2]
 
     def acked(self, node_id: str, nonce: int) -> Down | None:
         """An answer to a ping. From a member we hold dead, it returns the

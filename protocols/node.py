@@ -226,7 +226,9 @@ class Node:
         return self._drain()
 
     def handle(self, event: Input, now: float) -> list[Effect]:
-        self.now = now
+        previous, self.now = self.now, now
+        if previous and now - previous > self.config.suspect_after * self.config.ping_interval:
+            self.leader.woke()  # nothing handled for that long, not even our own timers: we were away
         if type(event) is Received:  # most inputs: a peer's message
             handler = self._handlers.get(type(event.message))
             # `sender` is the authenticated peer, never a field: see `protocols.authority`.
