@@ -100,6 +100,23 @@ class EnginesChanged:
     engines: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DataHeld:
+    """This node now holds (or, `held` false, no longer holds) these root
+    CIDs: it announces itself as their provider and bids for `local` jobs
+    that read them."""
+
+    cids: tuple[str, ...]
+    held: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FindProviders:
+    """A local reader wants to know who holds `cid` (answered by `ProvidersFound`)."""
+
+    cid: str
+
+
 Input = (
     Received
     | SendFailed
@@ -111,6 +128,8 @@ Input = (
     | ExecutionProgressed
     | ExecutionEnded
     | EnginesChanged
+    | DataHeld
+    | FindProviders
 )
 
 # ---------------------------------------------------------------- effects
@@ -176,6 +195,14 @@ class JobChanged:
     job_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProvidersFound:
+    """The answer to `FindProviders`: the live nodes known to hold `cid`."""
+
+    cid: str
+    providers: tuple[str, ...]
+
+
 Effect = (
     Publish
     | Send
@@ -185,6 +212,7 @@ Effect = (
     | StartExecution
     | StopExecution
     | JobChanged
+    | ProvidersFound
 )
 
 

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from protocols import election, selection
+from protocols import election, locality, selection
 from protocols.jobspec import JobSpec, JobType, Resources
 from protocols.messages import (
     AskBid,
@@ -159,7 +159,9 @@ class Leader:
         if replica.header.state.terminal or replica.id in self.led:
             return
         self.led.add(replica.id)
-        self._schedule(replica)
+        # Learn who holds the job's ipfs inputs before the first ask (`protocols.locality`).
+        if not self.node.providers.wait_for(locality.input_cids(replica.header.spec), lambda: self._schedule(replica)):
+            self._schedule(replica)
 
     def leader_moved(self, replica: JobReplica, previous: str | None) -> None:
         """Keep the by-leader index right; step down when deposed."""
@@ -490,7 +492,8 @@ class Leader:
         bids = [e for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
         slots = self._open_slots(replica)
         failures = self._failures(replica)
-        bids.sort(key=lambda e: (failures[e.node_id], -self._free_score(e.node_id), node.rng.random()))
+        held = locality.inputs_held(locality.input_cids(header.spec), node.providers.holders)
+        bids.sort(key=lambda e: (failures[e.node_id], -held(e.node_id), -self._free_score(e.node_id), node.rng.random()))
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
             accepted = quick_replace(
@@ -965,7 +968,8 @@ class Leader:
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        return held[1], len(held[1]) == len(eligible)
+        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.node.providers.holders)
+        return ranked, len(held[1]) == len(eligible)
 
     def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
         """Whether a bid after `since` showed room for `resources`."""
@@ -1137,7 +1141,7 @@ def _check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
         engines=frozenset(info.engines),
         publishers=frozenset(info.publishers),
         storages=frozenset(info.storages),
-        local_data=frozenset(info.local_data),
+        local_data=locality.may_hold(spec, info.local_data),
     )
     return selection.refusal(policy, view, spec)
 

@@ -35,7 +35,7 @@ node's view is ignored (it is stale, duplicated, or from a deposed leader).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,14 +43,17 @@ from protocols import election
 from protocols.authority import Authority
 from protocols.events import (
     CancelTimer,
+    DataHeld,
     Effect,
     EnginesChanged,
     ExecutionEnded,
     ExecutionProgressed,
     FetchJob,
+    FindProviders,
     Input,
     JobChanged,
     ProbeAnswered,
+    ProvidersFound,
     Publish,
     Received,
     Send,
@@ -84,6 +87,9 @@ from protocols.messages import (
     NodeLeft,
     Ping,
     PingReq,
+    ProviderAnnounce,
+    ProviderQuery,
+    ProviderReply,
     RecordRequest,
     Records,
     RoomFreed,
@@ -91,6 +97,7 @@ from protocols.messages import (
     SubmitToLeader,
     Suspect,
 )
+from protocols.providers import Providers
 from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
@@ -215,11 +222,12 @@ class Node:
         self._warm = members is not None
         self._caught_up = self._warm  # (see `caught_up`)
         self.executor = Executor(self)
+        self.providers = Providers(self)  # who holds which CID (`protocols.providers`)
         self.leader = Leader(self)
         # Who may write what: asked before any handler (see `protocols.authority`).
         self.authority = Authority(
             self.node_id, self.jobs, self.membership.is_alive, self.membership.info, self.membership.alive_ids,
-            self.executor.follows,
+            self.executor.follows, self.providers.asked,
         )
         self._seq = 0
         self._pending: dict[str, _PendingWrite] = {}  # unsent writes, by job
@@ -257,6 +265,9 @@ class Node:
             BidReply: self.leader.on_bid_reply,
             ExecutionUpdate: self.leader.on_execution_update,
             RoomFreed: self.leader.on_room_freed,
+            ProviderAnnounce: self.providers.on_announce,
+            ProviderQuery: self.providers.on_query,
+            ProviderReply: self.providers.on_reply,
         }
         self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
         self._ping_due = 0.0
@@ -270,6 +281,7 @@ class Node:
             "resync": self._resync,
             "stop-retry": self._on_stop_retry,
             **self.leader.timers(),
+            **self.providers.timers(),
             **self.executor.timers(),
         }
 
@@ -311,6 +323,7 @@ class Node:
                 self._on_write_failed(peer, message)
                 self.leader.on_send_failed(peer, message, reason)
                 self.executor.on_send_failed(peer, message, reason)
+                self.providers.on_send_failed(peer, message)
             case SubmitJob(job_id, spec):
                 self._submit(job_id, spec)
             case FetchJob(job_id):
@@ -325,6 +338,10 @@ class Node:
                 self.executor.on_ended(execution_id, ok, result, message)
             case EnginesChanged(engines):
                 self._set_engines(engines)
+            case DataHeld(cids, held):
+                self._set_held(cids, held)
+            case FindProviders(cid):
+                self.providers.find(cid, lambda found: self.out.append(ProvidersFound(cid, tuple(sorted(found)))))
 
     def leave(self, now: float) -> list[Effect]:
         """Say goodbye, so others do not wait for our heartbeats to stop."""
@@ -423,6 +440,9 @@ class Node:
 
     def free(self) -> Capacity:
         return self.executor.free()
+
+    def alive_ids(self) -> Sequence[str]:
+        return self.membership.alive_ids()
 
     def is_alive(self, node_id: str) -> bool:
         return node_id == self.node_id or self.membership.is_alive(node_id)
@@ -841,6 +861,16 @@ class Node:
         self.executor.set_engines(engines)
         info = self.membership.heartbeat(self.now, free=self.free(), engines=engines)
         self.out.append(Publish(NODES_TOPIC, info))
+
+    def _set_held(self, cids: tuple[str, ...], held: bool) -> None:
+        """Hold (or drop) these root CIDs: announce them to their record
+        keepers, and bid for `local` jobs reading them. (Node infos do not
+        list them: heartbeats are minutes apart in a large network.)"""
+        if held:
+            self.providers.provide(cids)
+        else:
+            self.providers.unprovide(cids)
+        self.executor.set_local_data(frozenset(self.config.local_data) | self.providers.provided)
 
     def _on_heartbeat_timer(self, key: tuple[Any, ...]) -> None:
         self._heartbeat()

@@ -47,6 +47,7 @@ from protocols.events import (
     ExecutionProgressed,
     JobChanged,
     ProbeAnswered,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -92,6 +93,8 @@ class Observer:
     def on_start(self, node_id: str, effect: StartExecution, now: float) -> None: ...
 
     def on_engine_end(self, node_id: str, run: Run, now: float) -> None: ...
+
+    def on_providers_found(self, node_id: str, effect: ProvidersFound, now: float) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -430,6 +433,8 @@ class World:
                     run.stopped = True
             elif kind is RunProbe:
                 self._run_probe(slot, effect)
+            elif kind is ProvidersFound:
+                self.observer.on_providers_found(slot.node_id, effect, now)
             else:
                 raise TypeError(f"node {slot.node_id} asked for an unknown effect {effect!r}")
 
