@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from p2pnode.results import ResultsUnavailable
 from p2pnode.runtime import AmbiguousJobRef, BidDecided, BidNotHeld, JobNotFound, Runtime
 from p2pnode.views import execution_view, history_view, job_view, nanos, node_view
 from protocols.events import ProbeVerdict
+from protocols.jobid import make_job_id
 from protocols.jobspec import MAX_SPEC_BYTES, JobSpecError, job_spec_from_data
 from protocols.node import VERSION
 
@@ -63,8 +65,9 @@ def build_app(runtime: Runtime) -> Starlette:
         if size > MAX_SPEC_BYTES:
             raise ApiError(413, f"the job is {size} bytes as JSON; a job may hold at most {MAX_SPEC_BYTES}",
                            "put large data in an input source (ipfs, s3, url) rather than inline in the job")
-        job_id = f"j-{uuid.uuid4()}"
-        await runtime.submit(job_id, spec)
+        salt = secrets.token_hex(8)
+        job_id = make_job_id("j", runtime.node_id, salt, spec)
+        await runtime.submit(job_id, spec, salt)
         return JSONResponse({"JobID": job_id, "EvaluationID": f"ev-{uuid.uuid4()}", "Warnings": list(parsed.warnings)})
 
     async def list_jobs(request: Request) -> Response:

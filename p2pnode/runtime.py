@@ -258,12 +258,12 @@ class Runtime:
 
     # ------------------------------------------------------------ what clients ask
 
-    async def submit(self, job_id: str, spec: JobSpec) -> None:
+    async def submit(self, job_id: str, spec: JobSpec, salt: str = "") -> None:
         """Return once another peer holds the job too (if any peer is up),
         so the death of this one right after cannot lose it."""
         held = self._handed_over[job_id] = trio.Event()
         try:
-            await self._inputs_send.send(SubmitJob(job_id, spec))
+            await self._inputs_send.send(SubmitJob(job_id, spec, salt))
             if self.node is not None and len(self.node.membership.alive_ids()) > 1:
                 with trio.move_on_after(HANDOVER_WAIT):  # unreachable peers: it is saved here and resent
                     await held.wait()

@@ -25,7 +25,8 @@ node's `refused` counter), without raising. One rule per message type, in
   submitter may hand it on (to a keeper, with the same spec), nobody may
   change it;
 - repairs (`Records`, `DigestReply`) relay records: one we hold only a
-  keeper or runner our copy names, the job's entitled leader, the leader our
+  keeper our copy names (a runner only its own executions, under the header
+  we hold), the job's entitled leader, the leader our
   work reports to, or a leader or keeper it names that the ranking makes
   plausible (whole or not, the chain we know: a split's other half must
   converge);
@@ -43,8 +44,11 @@ node's `refused` counter), without raising. One rule per message type, in
   about providers (`ProviderReply`) comes only from a keeper we asked
   (`protocols.providers`).
 
-Fields no write changes (the job's spec, submitter, creation time) must match
-our copy whoever sends them.
+Fields no write changes (the job's spec, submitter, salt, creation time) must
+match our copy whoever sends them; for a job we hold no copy of, its ID must
+certify its spec and submitter (`protocols.jobid`), so a forged version of a
+job -- a submit racing the real one to its leader, a record invented for a
+node without a copy -- is refused everywhere.
 
 What this does not stop (there is no Byzantine fault tolerance):
 
@@ -52,11 +56,8 @@ What this does not stop (there is no Byzantine fault tolerance):
   results), and a malicious *keeper* of a job can take it over (a higher
   epoch naming itself leader, as a successor does when the leader dies) or
   relay an altered copy of it to its fellow keepers;
-- a member can invent a record for a job id a node holds no copy of, naming
-  itself its leader (as it can submit a job): the keepers holding the real
-  record refuse it, the node that took it believes it; and a member can add,
-  to a record it relays under the header the job's leader wrote, executions
-  that name itself (a runner shows the keepers its work so);
+- a member can add, to a record it relays under the header the job's leader
+  wrote, executions that name itself (a runner shows the keepers its work so);
 - a member that stands high in a job's rendezvous ranking (`plausible`) can
   relay a record naming itself its leader or keeper, and give orders as a
   leader that took over while the chain we know is broken, or as one
@@ -80,6 +81,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from protocols import election
+from protocols.jobid import certifies
 from protocols.messages import (
     AskBid,
     BidDecision,
@@ -113,6 +115,7 @@ OTHERS_EXECUTION = "reports another node's execution"
 NOT_ITS_LEADER = "orders an execution it does not lead"
 NOT_MEMBER = "is not a live member"
 NOT_ASKED = "answers a question nobody asked it"
+UNCERTIFIED = "brings a job whose id does not certify its spec and submitter"
 
 
 SEQ_AHEAD = 64  # heartbeats a relayed info of a live member may be ahead of ours
@@ -140,6 +143,7 @@ def same_job(held: JobHeader, header: JobHeader) -> bool:
     """The fields no write changes agree with our copy."""
     return header is held or (
         header.submitter == held.submitter
+        and header.salt == held.salt
         and header.create_time == held.create_time
         and (header.spec is held.spec or header.spec == held.spec)
     )
@@ -243,6 +247,8 @@ class Authority:
         header = message.delta.header
         replica = self._held(header.id)
         if replica is None:
+            if not certified(header):
+                return UNCERTIFIED
             return None if sender in (header.leader, header.submitter) else NOT_LEADER
         held = replica.header
         if not same_job(held, header):
@@ -261,7 +267,7 @@ class Authority:
             return NOT_SUBMITTER
         replica = self._held(header.id)
         if replica is None:
-            return None
+            return None if certified(header) else UNCERTIFIED
         held = replica.header
         if not same_job(held, header):
             return RESUBMITTED
@@ -273,16 +279,18 @@ class Authority:
             header = delta.header
             replica = self._held(header.id)
             if replica is None:
+                if not certified(header):
+                    return UNCERTIFIED
                 if sender != header.leader and not header.kept_by(sender) and not plausible(header.id, sender, self.alive_ids()):
                     return NOT_NAMED  # (a node we asked about the job stands high in its ranking: `Node.fetch`)
                 continue
             held = replica.header
             if not same_job(held, header):
                 return CHANGED_SPEC
-            if held.kept_by(sender) or _runs(replica, sender) or not teaches(replica, delta):
-                continue  # a keeper repairs, a runner passes on what it was told (trusted: see the module's doc)
-            if _runs(delta, sender) and (header.leader == held.leader or held.kept_by(header.leader)):
-                continue  # a runner shows a keeper the work it does, under the header its leader wrote
+            if held.kept_by(sender) or not teaches(replica, delta):
+                continue  # a keeper repairs
+            if (_runs(replica, sender) or _runs(delta, sender)) and _only_its_work(replica, delta, sender):
+                continue  # a runner shows a keeper its work (the rest of a record comes from its leader or keepers)
             if self.follows(header.id, sender):
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
@@ -313,7 +321,7 @@ class Authority:
             return NOT_ITS_LEADER
         replica = self._held(header.id)
         if replica is None:
-            return None
+            return None if certified(header) else UNCERTIFIED
         if not same_job(replica.header, header):
             return CHANGED_SPEC
         return None if self.may_lead(replica, sender, header.epoch) else NOT_ITS_LEADER
@@ -325,6 +333,11 @@ class Authority:
         if replica is None or self.may_lead(replica, sender, message.epoch):
             return None  # (one we do not know: the executor ignores it)
         return NOT_ITS_LEADER
+
+
+def certified(header: JobHeader) -> bool:
+    """Whether the header is the submission its job ID certifies (`protocols.jobid`)."""
+    return certifies(header.id, header.submitter, header.salt, header.spec)
 
 
 def teaches(replica: JobReplica, delta: JobDelta) -> bool:
@@ -342,6 +355,19 @@ def teaches(replica: JobReplica, delta: JobDelta) -> bool:
         seen = replica._seen  # noqa: SLF001 - the replica's own index of its history
         return any(e.order not in seen and (oldest is None or e.order > oldest) for e in delta.events)
     return False
+
+
+def _only_its_work(replica: JobReplica, delta: JobDelta, node_id: str) -> bool:
+    """Whether all `delta` would teach `replica` is executions of `node_id`:
+    no newer header, no other node's execution, no history."""
+    if delta.header is not replica.header and delta.header.order > replica.header.order:
+        return False
+    held = replica.executions
+    for execution in delta.executions:
+        mine = held.get(execution.id)
+        if (mine is None or (mine is not execution and execution.order > mine.order)) and execution.node_id != node_id:
+            return False
+    return not delta.events or not teaches(replica, JobDelta(replica.header, (), delta.events))
 
 
 def _wrote(replica: JobReplica, node_id: str) -> bool:

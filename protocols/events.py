@@ -42,10 +42,12 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class SubmitJob:
-    """A local client submits a job; the driver chose its unique id."""
+    """A local client submits a job; the driver chose its unique id
+    (`protocols.jobid.make_job_id` with this node, `salt` and `spec`)."""
 
     job_id: str
     spec: JobSpec
+    salt: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,11 @@ off) is stopped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocols import selection
+from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
 from protocols.jobspec import JobType
 from protocols.messages import (
@@ -46,9 +46,6 @@ from protocols.records import (
     JobHeader,
     JobReplica,
 )
-
-if TYPE_CHECKING:
-    from protocols.node import Node
 
 PROBING, BID, RUNNING = "probing", "bid", "running"
 MAX_RESENDS = 100
@@ -94,13 +91,13 @@ class _Local:
 
 
 class Executor:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
         self.local: dict[str, _Local] = {}
         self._by_job: dict[str, dict[str, _Local]] = {}  # `local`, by job: merges look here
         # Final reports not yet seen in the record, with how often they went.
         self._unconfirmed: dict[str, tuple[ExecutionUpdate, int]] = {}
-        config = node.config
+        config = ctx.config
         self._view = selection.LocalNode(
             node_id=config.node_id,
             labels=dict(config.labels),
@@ -118,12 +115,12 @@ class Executor:
         self._doubtful = DOUBTFUL_CHECK_INS  # check-in rounds still to go out (see `doubt`)
         self._calm_rounds = 0
 
-    def timers(self) -> dict[str, Callable[[Any], None]]:
+    def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
-            "bid-hold": self._on_bid_hold,
-            "probe": self._on_probe_timeout,
-            "total-timeout": self._on_total_timeout,
-            "resend": self._on_resend,
+            TimerKind.BID_HOLD: self._on_bid_hold,
+            TimerKind.PROBE: self._on_probe_timeout,
+            TimerKind.TOTAL_TIMEOUT: self._on_total_timeout,
+            TimerKind.RESEND: self._on_resend,
         }
 
     def free(self) -> Capacity:
@@ -135,13 +132,13 @@ class Executor:
         header = ask.header
         if sender != header.leader or ask.execution_id in self.local:
             return
-        replica = self.node.jobs.get(header.id)
+        replica = self.ctx.jobs.get(header.id)
         if replica is not None and replica.header.epoch > header.epoch:
             return  # a deposed leader asks
         local = _Local(ask.execution_id, header, sender, header.epoch, PROBING)
-        decision = selection.decide(self.node.config.policy, self._current_view(), header.id, header.spec)
+        decision = selection.decide(self.ctx.config.policy, self._current_view(), header.id, header.spec)
         if replica is None and not isinstance(decision, selection.Decline):
-            self.node.merge_header(header)  # a node that may run it keeps a copy; one that says no, none
+            self.ctx.merge_header(header)  # a node that may run it keeps a copy; one that says no, none
         self._follow(local, decision)
 
     def on_probe_answered(self, execution_id: str, verdict: ProbeVerdict) -> None:
@@ -151,30 +148,30 @@ class Executor:
         if verdict.wait:
             if execution_id not in self.holds:
                 header = local.header
-                self._remember_hold(HeldBid(execution_id, header.id, header.name, verdict.reason, self.node.now))
-                self.node.set_timer(("probe", execution_id), self.node.now + self.node.config.probe_wait_timeout)
+                self._remember_hold(HeldBid(execution_id, header.id, header.name, verdict.reason, self.ctx.now))
+                self.ctx.set_timer(TimerKey(TimerKind.PROBE, execution_id), self.ctx.now + self.ctx.config.probe_wait_timeout)
             return
         if self._settle_hold(execution_id, "approved" if verdict.bid else f"rejected: {verdict.reason}") and not verdict.bid:
             self._follow(local, selection.Decline(f"the node's operator rejected the bid: {verdict.reason}"))
             return
-        decision = selection.after_probe(self.node.config.policy, local.probe_kind, verdict, local.probe_document)
+        decision = selection.after_probe(self.ctx.config.policy, local.probe_kind, verdict, local.probe_document)
         self._follow(local, decision)
 
     def _follow(self, local: _Local, decision: selection.Decision) -> None:
-        node = self.node
+        ctx = self.ctx
         match decision:
             case selection.Probe(kind, target, document):
                 local.probe_kind, local.probe_document = kind, document
                 self._hold(local)
-                node.emit(RunProbe(local.execution_id, kind, target, document))
-                node.set_timer(("probe", local.execution_id), node.now + node.config.probe_timeout)
+                ctx.emit(RunProbe(local.execution_id, kind, target, document))
+                ctx.set_timer(TimerKey(TimerKind.PROBE, local.execution_id), ctx.now + ctx.config.probe_timeout)
             case selection.Decline(reason):
                 self._drop(local)
                 r = local.header.spec.task.resources
                 busy = not self._free.covers(r.cpu, r.memory, r.disk, r.gpu)
                 if busy and local.header.spec.type == JobType.DAEMON:
                     self._wait_for_room(local.header)
-                node.emit_send(
+                ctx.emit_send(
                     local.leader, BidReply(local.job_id, local.execution_id, local.epoch, False, reason, busy, self._free)
                 )
             case selection.Accept():
@@ -186,17 +183,17 @@ class Executor:
                 local.state = ExecutionState.ASK_FOR_BID_ACCEPTED
                 self._hold(local)
                 self._reserve(local)
-                node.emit_cancel_timer(("probe", local.execution_id))
-                node.set_timer(("bid-hold", local.execution_id), node.now + node.config.bid_hold)
-                node.emit_send(
+                ctx.cancel_timer(TimerKey(TimerKind.PROBE, local.execution_id))
+                ctx.set_timer(TimerKey(TimerKind.BID_HOLD, local.execution_id), ctx.now + ctx.config.bid_hold)
+                ctx.emit_send(
                     local.leader, BidReply(local.job_id, local.execution_id, local.epoch, True, "bid", free=self._free)
                 )
 
-    def _on_probe_timeout(self, key: tuple[Any, ...]) -> None:
-        local = self.local.get(key[1])
+    def _on_probe_timeout(self, key: TimerKey) -> None:
+        local = self.local.get(key.subject)
         if local is not None and local.stage == PROBING:
             if self._settle_hold(local.execution_id, "expired"):
-                wait = self.node.config.probe_wait_timeout
+                wait = self.ctx.config.probe_wait_timeout
                 self._follow(local, selection.Decline(f"the bid was held for the operator, who did not decide within {wait:g} s"))
                 return
             self._follow(local, selection.Decline("the job selection probe did not answer in time"))
@@ -216,8 +213,8 @@ class Executor:
         self.holds[execution_id] = replace(held, outcome=outcome)
         return True
 
-    def _on_bid_hold(self, key: tuple[Any, ...]) -> None:
-        local = self.local.get(key[1])
+    def _on_bid_hold(self, key: TimerKey) -> None:
+        local = self.local.get(key.subject)
         if local is not None and local.stage == BID:
             self._drop(local)  # the leader never decided: free the resources
 
@@ -225,18 +222,18 @@ class Executor:
         local = self.local.get(decision.execution_id)
         if local is None and decision.accepted and decision.execution_id in self._unconfirmed:
             update, _ = self._unconfirmed[decision.execution_id]
-            self.node.emit_send(sender, replace(update, epoch=decision.epoch))  # it ran already: here is how it ended
+            self.ctx.emit_send(sender, replace(update, epoch=decision.epoch))  # it ran already: here is how it ended
             return
         if local is None and decision.accepted:
             # We let the bid go (bid_hold passed): say so, or the leader waits.
             update = ExecutionUpdate(decision.job_id, decision.execution_id, decision.epoch, ExecutionState.FAILED,
                                      "the bid expired before it was accepted")
-            self.node.emit_send(sender, update)
+            self.ctx.emit_send(sender, update)
             return
         if local is None or local.stage == RUNNING or decision.epoch < local.epoch:
             return
-        node = self.node
-        node.emit_cancel_timer(("bid-hold", local.execution_id))
+        ctx = self.ctx
+        ctx.cancel_timer(TimerKey(TimerKind.BID_HOLD, local.execution_id))
         if not decision.accepted:
             self._drop(local)
             return
@@ -245,20 +242,20 @@ class Executor:
         record = ExecutionRecord(
             id=local.execution_id,
             job_id=header.id,
-            node_id=node.node_id,
+            node_id=ctx.node_id,
             partition=decision.partition,
             state=ExecutionState.RUNNING,
             desired=DesiredState.RUNNING,
             epoch=decision.epoch,
             revision=0,
-            create_time=node.now,
-            modify_time=node.now,
+            create_time=ctx.now,
+            modify_time=ctx.now,
         )
-        node.emit(StartExecution(record, header))
-        node.note_own(record)
+        ctx.emit(StartExecution(record, header))
+        ctx.note_own(record)
         timeout = header.spec.task.timeouts.total_timeout
         if timeout > 0:
-            node.set_timer(("total-timeout", local.execution_id), node.now + timeout)
+            ctx.set_timer(TimerKey(TimerKind.TOTAL_TIMEOUT, local.execution_id), ctx.now + timeout)
         self._report(local, ExecutionState.RUNNING, "started")
 
     # ------------------------------------------------------------ running
@@ -275,13 +272,13 @@ class Executor:
         state = ExecutionState.COMPLETED if ok else ExecutionState.FAILED
         self._end(local, state, message or ("completed" if ok else result.error or "failed"), result)
 
-    def _on_total_timeout(self, key: tuple[Any, ...]) -> None:
-        local = self.local.get(key[1])
+    def _on_total_timeout(self, key: TimerKey) -> None:
+        local = self.local.get(key.subject)
         if local is None or local.stage != RUNNING:
             return
         timeout = local.header.spec.task.timeouts.total_timeout
         why = f"execution exceeded its TotalTimeout of {timeout} s"
-        self.node.emit(StopExecution(local.execution_id, why))
+        self.ctx.emit(StopExecution(local.execution_id, why))
         self._end(local, ExecutionState.FAILED, why, ExecutionResult(exit_code=-1, error=why, job_fault=True))
 
     def on_cancel(self, sender: str, cancel: CancelExecution) -> None:
@@ -292,13 +289,13 @@ class Executor:
 
     def _cancel(self, local: _Local, reason: str) -> None:
         if local.stage == RUNNING:
-            self.node.emit(StopExecution(local.execution_id, reason))
+            self.ctx.emit(StopExecution(local.execution_id, reason))
             self._end(local, ExecutionState.CANCELLED, reason, None)
         else:
             self._drop(local)
 
     def _end(self, local: _Local, state: ExecutionState, message: str, result: ExecutionResult | None) -> None:
-        self.node.emit_cancel_timer(("total-timeout", local.execution_id))
+        self.ctx.cancel_timer(TimerKey(TimerKind.TOTAL_TIMEOUT, local.execution_id))
         self._drop(local)
         self._report(local, state, message, result)
         update = ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result, local.partition)
@@ -338,14 +335,14 @@ class Executor:
         """After a restart, work we ran died with the process: say so, until
         the record shows it (the leader we knew may be gone: nothing else
         would tell its successor that the run ended)."""
-        node = self.node
-        for replica in node.jobs.values():
+        ctx = self.ctx
+        for replica in ctx.jobs.values():
             for record in replica.executions.values():
-                if record.node_id == node.node_id and (record.state.active or record.state == ExecutionState.ASK_FOR_BID_ACCEPTED):
+                if record.node_id == ctx.node_id and (record.state.active or record.state == ExecutionState.ASK_FOR_BID_ACCEPTED):
                     update = ExecutionUpdate(
                         replica.id, record.id, replica.header.epoch, ExecutionState.FAILED, "the node restarted", None
                     )
-                    node.emit_send(replica.header.leader, update)
+                    ctx.emit_send(replica.header.leader, update)
                     self._unconfirmed[record.id] = (update, 0)
                     self._arm_resend(record.id)
 
@@ -373,7 +370,7 @@ class Executor:
                 update = ExecutionUpdate(
                     local.job_id, local.execution_id, local.epoch, local.state, "still running", partition=local.partition
                 )
-                self.node.emit_send(local.leader, update)
+                self.ctx.emit_send(local.leader, update)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         if not isinstance(message, ExecutionUpdate):
@@ -382,25 +379,25 @@ class Executor:
         if message.execution_id in self._unconfirmed:
             self._arm_resend(message.execution_id)
         if message.execution_id in self._unconfirmed or message.execution_id in self.local:
-            self.node.fetch(message.job_id)  # who leads it now?
+            self.ctx.fetch(message.job_id)  # who leads it now?
 
     def _arm_resend(self, execution_id: str) -> None:
-        self.node.set_timer(("resend", execution_id), self.node.now + self.node.config.resend_interval)
+        self.ctx.set_timer(TimerKey(TimerKind.RESEND, execution_id), self.ctx.now + self.ctx.config.resend_interval)
 
-    def _on_resend(self, key: tuple[Any, ...]) -> None:
+    def _on_resend(self, key: TimerKey) -> None:
         """An ended execution's report goes again, to whoever leads the job
         now, until the record shows the leader has it."""
-        held = self._unconfirmed.get(key[1])
+        held = self._unconfirmed.get(key.subject)
         if held is None:
             return
         update, attempts = held
-        replica = self.node.jobs.get(update.job_id)
+        replica = self.ctx.jobs.get(update.job_id)
         record = replica.executions.get(update.execution_id) if replica is not None else None
         if replica is None or attempts >= MAX_RESENDS or (record is not None and record.state.terminal):
             del self._unconfirmed[update.execution_id]
             return
         self._unconfirmed[update.execution_id] = (update, attempts + 1)
-        self.node.emit_send(replica.header.leader, replace(update, epoch=replica.header.epoch))
+        self.ctx.emit_send(replica.header.leader, replace(update, epoch=replica.header.epoch))
         self._arm_resend(update.execution_id)
 
     # ------------------------------------------------------------ helpers
@@ -409,7 +406,7 @@ class Executor:
         self, local: _Local, state: ExecutionState, message: str, result: ExecutionResult | None = None
     ) -> None:
         local.state = state
-        self.node.emit_send(
+        self.ctx.emit_send(
             local.leader,
             ExecutionUpdate(local.job_id, local.execution_id, local.epoch, state, message, result, local.partition),
         )
@@ -458,7 +455,7 @@ class Executor:
 
     def _wait_for_room(self, header: JobHeader) -> None:
         self._wanting_room.pop(header.id, None)
-        self._wanting_room[header.id] = (self.node.now, header)
+        self._wanting_room[header.id] = (self.ctx.now, header)
         if len(self._wanting_room) > ROOM_WAITS:
             del self._wanting_room[next(iter(self._wanting_room))]
 
@@ -466,9 +463,9 @@ class Executor:
         """Room freed: tell the leaders of the daemons we turned away for
         want of it, the most important first, as many as it fits (each
         leader asks again, and we bid then)."""
-        node = self.node
+        ctx = self.ctx
         room = self._free
-        forgotten = node.now - ROOM_MEMORY
+        forgotten = ctx.now - ROOM_MEMORY
         waiting = sorted(self._wanting_room.items(), key=lambda item: (-item[1][1].spec.priority, item[1][0], item[0]))
         for job_id, (since, header) in waiting:
             r = header.spec.task.resources
@@ -477,10 +474,10 @@ class Executor:
             elif room.covers(r.cpu, r.memory, r.disk, r.gpu):
                 room = room.minus(r.cpu, r.memory, r.disk, r.gpu)
                 del self._wanting_room[job_id]
-                replica = node.jobs.get(job_id)
+                replica = ctx.jobs.get(job_id)
                 current = header if replica is None else replica.header
                 if not current.state.terminal:
-                    node.emit_send(current.leader, RoomFreed(job_id, self._free))
+                    ctx.emit_send(current.leader, RoomFreed(job_id, self._free))
 
     def _hold(self, local: _Local) -> None:
         self.local[local.execution_id] = local

@@ -43,9 +43,10 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from protocols import election, locality, selection
+from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.jobspec import JobSpec, JobType, Resources
 from protocols.messages import (
     AskBid,
@@ -69,9 +70,6 @@ from protocols.records import (
     JobReplica,
     JobState,
 )
-
-if TYPE_CHECKING:
-    from protocols.node import Node
 
 SUCCESSORS = 2  # live failover successors a job keeps (besides its leader and submitter); lost ones are replaced
 MAX_SUCCESSORS = 2 * SUCCESSORS  # listed at most, lost ones included
@@ -111,8 +109,8 @@ def job_retries(spec: JobSpec) -> int:
 
 
 class Leader:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
         self.led: set[str] = set()  # non-terminal jobs this node leads
         self.by_leader: dict[str, set[str]] = {}  # non-terminal jobs, by their leader
         # `check_leaders` rescans `by_leader` only when the alive set changed
@@ -136,12 +134,12 @@ class Leader:
         # heartbeats, which a large network spaces out.
         self._free_hints: dict[str, tuple[Capacity, float]] = {}
 
-    def timers(self) -> dict[str, Callable[[Any], None]]:
+    def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
-            "bid-window": self._on_bid_window,
-            "queue-timeout": self._on_queue_timeout,
-            "retry-waiting": self._on_retry_waiting,
-            "resume": self._on_resume,
+            TimerKind.BID_WINDOW: self._on_bid_window,
+            TimerKind.QUEUE_TIMEOUT: self._on_queue_timeout,
+            TimerKind.RETRY_WAITING: self._on_retry_waiting,
+            TimerKind.RESUME: self._on_resume,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -150,17 +148,17 @@ class Leader:
         """A job was just created here: lead it, or hand it to its leader."""
         self.leader_moved(replica, None)
         leader = replica.header.leader
-        if leader == self.node.node_id:
+        if leader == self.ctx.node_id:
             self.adopt(replica)
         else:
-            self.node.emit_send(leader, SubmitToLeader(replica.snapshot()))
+            self.ctx.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
     def adopt(self, replica: JobReplica, handed_by: str = "") -> None:
         if replica.header.state.terminal or replica.id in self.led:
             return
         self.led.add(replica.id)
         # Learn who holds the job's ipfs inputs before the first ask (`protocols.locality`).
-        if not self.node.providers.wait_for(locality.input_cids(replica.header.spec), lambda: self._schedule(replica)):
+        if not self.ctx.providers.wait_for(locality.input_cids(replica.header.spec), lambda: self._schedule(replica)):
             self._schedule(replica)
 
     def leader_moved(self, replica: JobReplica, previous: str | None) -> None:
@@ -170,9 +168,9 @@ class Leader:
             self.unindex(header.id, previous)
         if not header.state.terminal:
             self.by_leader.setdefault(header.leader, set()).add(header.id)
-            if not self.node.is_alive(header.leader):
+            if not self.ctx.is_alive(header.leader):
                 self._leaders_checked = None
-        if header.leader != self.node.node_id:
+        if header.leader != self.ctx.node_id:
             self.led.discard(header.id)
             self.waiting.discard(header.id)
             self._windows.discard(header.id)
@@ -191,14 +189,14 @@ class Leader:
     def resume(self) -> None:
         """After a restart, lead again once gossip had a chance to tell us
         whether someone took our jobs over meanwhile."""
-        for replica in self.node.jobs.values():
+        for replica in self.ctx.jobs.values():
             self.leader_moved(replica, None)
-        self.node.set_timer(("resume",), self.node.now + 2 * self.node.config.heartbeat_interval)
+        self.ctx.set_timer(TimerKey(TimerKind.RESUME), self.ctx.now + 2 * self.ctx.config.heartbeat_interval)
 
-    def _on_resume(self, key: tuple[Any, ...]) -> None:
-        me = self.node.node_id
+    def _on_resume(self, key: TimerKey) -> None:
+        me = self.ctx.node_id
         for job_id in sorted(self.by_leader.get(me, ())):
-            self.adopt(self.node.jobs[job_id])
+            self.adopt(self.ctx.jobs[job_id])
         self.check_leaders()
 
     # ------------------------------------------------------------ failover
@@ -207,9 +205,9 @@ class Leader:
         """A node is dead, left or restarted: take over its jobs if we are
         next, and replace the executions it ran for jobs we lead."""
         for job_id in sorted(self.by_leader.get(node_id, ())):
-            self._maybe_take_over(self.node.jobs[job_id])
+            self._maybe_take_over(self.ctx.jobs[job_id])
         for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
+            replica = self.ctx.jobs[job_id]
             if node_id in replica.header.successors:
                 self._top_up_keepers(replica, f"keeper {node_id} {why}")
             self._fail_lost(replica, lambda n: n == node_id, why)
@@ -231,22 +229,22 @@ class Leader:
         so when a partition heals both halves still share keepers and
         exchange what each wrote. Writes the change unless `successors` was
         given (the caller writes); returns the new list."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         given = successors is not None
         successors = header.successors if successors is None else successors
-        live = sum(1 for s in successors if node.is_alive(s))
+        live = sum(1 for s in successors if ctx.is_alive(s))
         if live < SUCCESSORS:
-            taken = header.keepers | set(successors) | {node.node_id}
-            alive = node.membership.alive_ids()
+            taken = header.keepers | set(successors) | {ctx.node_id}
+            alive = ctx.alive_ids()
             ranked = election.rank(header.id, alive, k=min(len(alive), len(taken) + SUCCESSORS - live))
             successors += tuple(n for n in ranked if n not in taken)[: SUCCESSORS - live]
         while len(successors) > MAX_SUCCESSORS:
-            dead = next((s for s in successors if not node.is_alive(s)), successors[-1])
+            dead = next((s for s in successors if not ctx.is_alive(s)), successors[-1])
             successors = tuple(s for s in successors if s != dead)
         if not given and successors != header.successors:
-            note = node.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
-            node.write(replica, successors=successors, events=(note,))
+            note = ctx.event("Note", f"{why}; successors now {', '.join(successors) or 'none'}")
+            ctx.write(replica, successors=successors, events=(note,))
         return successors
 
     def node_joined(self, node_id: str) -> None:
@@ -254,7 +252,7 @@ class Leader:
         short of keepers (it may be one that returned) take it on."""
         self._retry_waiting()
         for job_id in sorted(self.led):
-            replica = self.node.jobs[job_id]
+            replica = self.ctx.jobs[job_id]
             header = replica.header
             if node_id not in header.keepers:
                 self._top_up_keepers(replica, f"{node_id} joined")
@@ -265,86 +263,85 @@ class Leader:
         """Periodic care: take over jobs whose leader we never heard of or
         know dead, and nudge accepted bids that never started."""
         self._nudge_accepted()
-        membership = self.node.membership
-        if self.node.now - self.node._started_at < (self.node.config.dead_after + 1) * self.node.config.ping_interval:
+        if self.ctx.now - self.ctx.started_at < (self.ctx.config.dead_after + 1) * self.ctx.config.ping_interval:
             return
-        alive = membership.alive_ids()
-        caught_up = self.node.caught_up()
+        alive = self.ctx.alive_ids()
+        caught_up = self.ctx.caught_up()
         if alive is self._leaders_checked and caught_up:
             return
         self._leaders_checked = alive if caught_up else None
         for leader, job_ids in list(self.by_leader.items()):
-            if leader != self.node.node_id and self.node.presumed_lost(leader):
+            if leader != self.ctx.node_id and self.ctx.presumed_lost(leader):
                 for job_id in sorted(job_ids):
-                    self._maybe_take_over(self.node.jobs[job_id])
+                    self._maybe_take_over(self.ctx.jobs[job_id])
 
     def _nudge_accepted(self) -> None:
         """A bid accepted long ago that never reported Running: the decision
         may have been lost (or sent by a leader since deposed). Say it again;
         the executor starts, or answers that the bid expired."""
-        node = self.node
-        stale = node.now - node.config.bid_hold
+        ctx = self.ctx
+        stale = ctx.now - ctx.config.bid_hold
         for job_id in sorted(self.led):
-            replica = node.jobs[job_id]
+            replica = ctx.jobs[job_id]
             if not replica.accepted:
                 continue
             header = replica.header
             for e in replica.executions.values():
                 if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
-                    node.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
+                    ctx.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
 
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
-        node = self.node
-        if header.state.terminal or not node.presumed_lost(header.leader):
+        ctx = self.ctx
+        if header.state.terminal or not ctx.presumed_lost(header.leader):
             return
-        chain = [name for name in header.successors if not node.presumed_lost(name)]
-        successor = chain[0] if chain else election.rank(header.id, node.membership.alive_ids(), k=1)[0]
-        if successor != node.node_id:
+        chain = [name for name in header.successors if not ctx.presumed_lost(name)]
+        successor = chain[0] if chain else election.rank(header.id, ctx.alive_ids(), k=1)[0]
+        if successor != ctx.node_id:
             return
         self._take_over(replica, f"leader {header.leader} was lost")
 
     def _take_over(self, replica: JobReplica, why: str) -> None:
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         epoch = header.epoch + 1
-        note = node.event("LeaderChanged", f"{why}; {node.node_id} leads from epoch {epoch}")
+        note = ctx.event("LeaderChanged", f"{why}; {ctx.node_id} leads from epoch {epoch}")
         # The lost leader stays a keeper: if it was only cut off, it learns
         # from us that it was deposed, and tells us what it wrote meanwhile.
-        successors = tuple(s for s in header.successors if s != node.node_id) + (header.leader,)
+        successors = tuple(s for s in header.successors if s != ctx.node_id) + (header.leader,)
         successors = self._top_up_keepers(replica, why, successors)
-        node.write(replica, epoch=epoch, leader=node.node_id, successors=successors, events=(note,), urgent=True)
+        ctx.write(replica, epoch=epoch, leader=ctx.node_id, successors=successors, events=(note,), urgent=True)
         for execution in replica.executions.values():
-            if not execution.state.terminal and not node.presumed_lost(execution.node_id):
-                node.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, node.node_id))
+            if not execution.state.terminal and not ctx.presumed_lost(execution.node_id):
+                ctx.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, ctx.node_id))
         self.led.add(replica.id)
         # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
-        self._fail_lost(replica, node.presumed_lost, "was lost before this leader took over")
+        self._fail_lost(replica, ctx.presumed_lost, "was lost before this leader took over")
         self._schedule(replica)
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         match message:
             case SubmitToLeader(delta):
-                replica = self.node.jobs.get(delta.header.id)
+                replica = self.ctx.jobs.get(delta.header.id)
                 if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
                     self._hand_to_next(replica, peer)
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
                 self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
-            case CancelExecution() if self.node.is_alive(peer):
+            case CancelExecution() if self.ctx.is_alive(peer):
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
-                self.node.emit_send(peer, message)
+                self.ctx.emit_send(peer, message)
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""
-        node = self.node
-        chain = [n for n in replica.header.successors if n != failed and node.is_alive(n)]
-        following = chain[0] if chain else node.node_id
-        note = node.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
+        ctx = self.ctx
+        chain = [n for n in replica.header.successors if n != failed and ctx.is_alive(n)]
+        following = chain[0] if chain else ctx.node_id
+        note = ctx.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
         successors = tuple(n for n in replica.header.successors if n != failed and n != following)
-        node.write(
+        ctx.write(
             replica,
             epoch=replica.header.epoch + 1,
             leader=following,
@@ -352,10 +349,10 @@ class Leader:
             events=(note,),
             urgent=True,
         )
-        if following == node.node_id:
+        if following == ctx.node_id:
             self.adopt(replica)
         else:
-            node.emit_send(following, SubmitToLeader(replica.snapshot()))
+            ctx.emit_send(following, SubmitToLeader(replica.snapshot()))
 
     def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
         replica = self._led_replica(job_id)
@@ -386,11 +383,11 @@ class Leader:
             full = self._busy.setdefault(reply.job_id, {})
             times = full[sender][1] + 1 if sender in full else 1
             noticed = BUSY_NOTICED if replica.header.spec.type == JobType.DAEMON else 1
-            full[sender] = (self.node.now + noticed * min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
+            full[sender] = (self.ctx.now + noticed * min(BUSY_RETRY_MAX, BUSY_RETRY_FIRST * 2 ** (times - 1)), times)
         elif reply.job_id in self._busy:
             self._busy[reply.job_id].pop(sender, None)
         if reply.free is not None:
-            self._free_hints[sender] = (reply.free, self.node.now)
+            self._free_hints[sender] = (reply.free, self.ctx.now)
         answered = self._moved(execution, state, reply.reason)
         answers[execution.id] = (answered, self._transition(execution, answered))
         self._maybe_decide(replica)
@@ -402,7 +399,7 @@ class Leader:
         replica = self._led_replica(notice.job_id)
         if replica is None or replica.header.spec.type != JobType.DAEMON:
             return
-        self._free_hints[sender] = (notice.free, self.node.now)
+        self._free_hints[sender] = (notice.free, self.ctx.now)
         newest = max(
             (e for e in replica.executions.values() if e.node_id == sender),
             key=lambda e: (e.create_time, e.id),
@@ -410,14 +407,14 @@ class Leader:
         )
         if newest is None or newest.state != ExecutionState.ASK_FOR_BID_REJECTED:
             return
-        if self._failures(replica)[sender] > self.node.config.max_retries:
+        if self._failures(replica)[sender] > self.ctx.config.max_retries:
             return
         self._ask(replica, [sender])
 
     def _maybe_decide(self, replica: JobReplica) -> None:
         answers = self._answers.get(replica.id, {})
         if replica.asking <= len(answers) or self._enough_bids(replica, answers):
-            self.node.emit_cancel_timer(("bid-window", replica.id))
+            self.ctx.cancel_timer(TimerKey(TimerKind.BID_WINDOW, replica.id))
             self._windows.discard(replica.id)
             self._window_until.pop(replica.id, None)
             self._decide(replica)
@@ -435,21 +432,21 @@ class Leader:
         """Close the open round after `bid_window`, whoever opened it, or
         later if an asked node said it may take `wait` seconds to answer (its
         probes, a bid held for its operator: slow is not no)."""
-        until = self.node.now + max(self.node.config.bid_window, wait)
+        until = self.ctx.now + max(self.ctx.config.bid_window, wait)
         if job_id not in self._windows or (wait and until > self._window_until.get(job_id, 0.0)):
             self._windows.add(job_id)
             self._patience.setdefault(job_id, ROUND_PATIENCE)
             if wait:
                 self._window_until[job_id] = until
-            self.node.set_timer(("bid-window", job_id), until)
+            self.ctx.set_timer(TimerKey(TimerKind.BID_WINDOW, job_id), until)
 
     def _bid_wait(self, candidates: Iterable[str]) -> float:
         """The longest any of them said it may take to answer an ask."""
-        infos = (self.node.membership.info(candidate) for candidate in candidates)
+        infos = (self.ctx.info(candidate) for candidate in candidates)
         return max((info.policy.bid_wait for info in infos if info is not None), default=0.0)
 
-    def _on_bid_window(self, key: tuple[Any, ...]) -> None:
-        job_id = key[1]
+    def _on_bid_window(self, key: TimerKey) -> None:
+        job_id = key.subject
         self._windows.discard(job_id)
         self._window_until.pop(job_id, None)
         replica = self._led_replica(job_id)
@@ -464,16 +461,16 @@ class Leader:
             # answers late, so wait for it rather than take its silence for no.
             self._patience[job_id] = patience - 1
             self._windows.add(job_id)
-            self.node.set_timer(("bid-window", job_id), self.node.now + self.node.config.bid_window)
+            self.ctx.set_timer(TimerKey(TimerKind.BID_WINDOW, job_id), self.ctx.now + self.ctx.config.bid_window)
             return
         self._decide(replica)
 
     def _decide(self, replica: JobReplica) -> None:
-        node = self.node
+        ctx = self.ctx
         self._patience.pop(replica.id, None)
         answers = self._answers.pop(replica.id, None)
         if answers:
-            node.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
+            ctx.write(replica, executions=[a for a, _ in answers.values()], events=[t for _, t in answers.values()])
         header = replica.header
         changes: list[ExecutionRecord] = []
         for execution in replica.executions.values():
@@ -486,14 +483,14 @@ class Leader:
                         DesiredState.STOPPED,
                     )
                 )
-                node.emit_send(
+                ctx.emit_send(
                     execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "bid window closed")
                 )
         bids = [e for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
         slots = self._open_slots(replica)
         failures = self._failures(replica)
-        held = locality.inputs_held(locality.input_cids(header.spec), node.providers.holders)
-        bids.sort(key=lambda e: (failures[e.node_id], -held(e.node_id), -self._free_score(e.node_id), node.rng.random()))
+        held = locality.inputs_held(locality.input_cids(header.spec), ctx.providers.holders)
+        bids.sort(key=lambda e: (failures[e.node_id], -held(e.node_id), -self._free_score(e.node_id), ctx.rng.random()))
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
             accepted = quick_replace(
@@ -501,14 +498,14 @@ class Leader:
                 partition=partition,
             )
             changes.append(accepted)
-            node.emit_send(
+            ctx.emit_send(
                 execution.node_id, BidDecision(header.id, execution.id, header.epoch, True, "bid accepted", partition)
             )
         for execution in losers:
             changes.append(
                 self._moved(execution, ExecutionState.BID_REJECTED, "other bids were preferred", DesiredState.STOPPED)
             )
-            node.emit_send(
+            ctx.emit_send(
                 execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, "other bids were preferred")
             )
         if changes:
@@ -535,10 +532,10 @@ class Leader:
     def on_execution_update(self, sender: str, update: ExecutionUpdate) -> None:
         replica = self._led_replica(update.job_id)
         if replica is None:
-            held = self.node.jobs.get(update.job_id)
-            if held is not None and held.header.leader != self.node.node_id:
+            held = self.ctx.jobs.get(update.job_id)
+            if held is not None and held.header.leader != self.ctx.node_id:
                 # We were deposed: show the executor who leads now.
-                self.node.emit_send(sender, Records((held.snapshot(),)))
+                self.ctx.emit_send(sender, Records((held.snapshot(),)))
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
@@ -546,7 +543,7 @@ class Leader:
         header = replica.header
         if execution.state.terminal or header.state.terminal:
             if not update.state.terminal:
-                self.node.emit_send(
+                self.ctx.emit_send(
                     sender, CancelExecution(header.id, execution.id, header.epoch, "execution is no longer wanted")
                 )
             return
@@ -558,7 +555,7 @@ class Leader:
             moved = self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED)
             self._record(replica, [moved])
             if not update.state.terminal:
-                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
+                self.ctx.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
             self._schedule(replica)
             return
         if _PROGRESS[update.state] <= _PROGRESS[execution.state]:
@@ -570,7 +567,7 @@ class Leader:
                                 DesiredState.STOPPED)
             self._record(replica, [moved])
             if not update.state.terminal:
-                self.node.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, moved.message))
+                self.ctx.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, moved.message))
             self._schedule(replica)
             return
         state, message = update.state, update.message
@@ -616,14 +613,14 @@ class Leader:
             return
         if counted:
             retries = header.retries + len(failed)
-            self.node.write(replica, retries=retries)
-            if retries > self.node.config.max_retries:
+            self.ctx.write(replica, retries=retries)
+            if retries > self.ctx.config.max_retries:
                 last = failed[-1]
                 self._finish(
                     replica,
                     JobState.FAILED,
                     f"execution on {last.node_id} failed ({last.message}); "
-                    f"{self.node.config.max_retries} retries used up",
+                    f"{self.ctx.config.max_retries} retries used up",
                 )
                 return
         self._schedule(replica)
@@ -632,10 +629,10 @@ class Leader:
         """Say in the history why failed work is or is not run again; True
         when the job failed by its own doing more often than it asks to retry
         (a batch job then fails; an ops job is not run again on that node)."""
-        node = self.node
+        ctx = self.ctx
         own = [e for e in failed if e.result is not None and e.result.job_fault]
         events = [
-            node.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
+            ctx.event("Retry", f"a failure of the node, not of the job ({e.message}): run again, within limits",
                        execution_id=e.id)
             for e in failed if not (e.result is not None and e.result.job_fault)
         ]
@@ -651,19 +648,19 @@ class Leader:
                     why = f"the job's own failure ({e.message}): not retried, its {asked} retries are used up"
                 else:
                     why = f"the job's own failure ({e.message}): not retried (set Meta {RETRIES_META} to retry)"
-                events.append(node.event("Retry", why, execution_id=e.id))
+                events.append(ctx.event("Retry", why, execution_id=e.id))
             if events:
-                node.write(replica, events=events)
+                ctx.write(replica, events=events)
             return final
         if events:
-            node.write(replica, events=events)
+            ctx.write(replica, events=events)
         return False
 
     # ------------------------------------------------------------ stop
 
     def _cancel_unfinished(self, replica: JobReplica, why: str, message: str) -> None:
         """Cancel every execution of the job that has not ended."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         cancelled = []
         for execution in replica.executions.values():
@@ -671,9 +668,9 @@ class Leader:
                 continue
             cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
             if execution.state != ExecutionState.ASK_FOR_BID_ACCEPTED and execution.state != ExecutionState.ASK_FOR_BID:
-                node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
+                ctx.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, message))
             else:
-                node.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
+                ctx.emit_send(execution.node_id, BidDecision(header.id, execution.id, header.epoch, False, message))
         self._record(replica, cancelled)
 
     def stop(self, replica: JobReplica, reason: str) -> None:
@@ -681,14 +678,14 @@ class Leader:
 
     def _finish(self, replica: JobReplica, state: JobState, message: str) -> None:
         """End the job and cancel whatever of it still runs."""
-        node = self.node
+        ctx = self.ctx
         header = replica.header
         self._cancel_unfinished(replica, f"job {state.lower()}", message)
         self._set_state(replica, state, message, urgent=True)
-        node.emit_cancel_timer(("bid-window", header.id))
+        ctx.cancel_timer(TimerKey(TimerKind.BID_WINDOW, header.id))
         self._windows.discard(header.id)
         self._window_until.pop(header.id, None)
-        node.emit_cancel_timer(("queue-timeout", header.id))
+        ctx.cancel_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id))
         self.led.discard(header.id)
         self.waiting.discard(header.id)
         self._ranked.pop(header.id, None)
@@ -709,14 +706,14 @@ class Leader:
             return
         if replica.id in self.led:
             # The merge may bring work on a node that died before we heard of the work.
-            self._fail_lost(replica, self.node.presumed_lost, "was lost")
+            self._fail_lost(replica, self.ctx.presumed_lost, "was lost")
             self._schedule(replica)
         elif not replica.header.state.terminal:
             self.adopt(replica)
 
     def _schedule(self, replica: JobReplica) -> None:
         header = replica.header
-        if header.state.terminal or header.leader != self.node.node_id:
+        if header.state.terminal or header.leader != self.ctx.node_id:
             return
         executions = replica.executions.values()
         if replica.asking:
@@ -780,19 +777,19 @@ class Leader:
         self._ask(replica, candidates)
 
     def _ask(self, replica: JobReplica, candidates: list[str]) -> None:
-        node = self.node
-        asks = [node.new_execution(replica.header, candidate) for candidate in candidates]
+        ctx = self.ctx
+        asks = [ctx.new_execution(replica.header, candidate) for candidate in candidates]
         self._record(replica, asks)
         for ask in asks:
-            node.emit_send(ask.node_id, AskBid(replica.header, ask.id))
+            ctx.emit_send(ask.node_id, AskBid(replica.header, ask.id))
         self._arm_window(replica.id, self._bid_wait(candidates))
 
     def _retry_on(self, replica: JobReplica, failed: ExecutionRecord) -> bool:
         """An ops job's failed run goes again on its node (ops runs once on
         each), `max_retries` times at most, while the node is alive and no
         later ask to it is pending or was declined."""
-        node = self.node
-        if not node.is_alive(failed.node_id) or self._failures(replica)[failed.node_id] > node.config.max_retries:
+        ctx = self.ctx
+        if not ctx.is_alive(failed.node_id) or self._failures(replica)[failed.node_id] > ctx.config.max_retries:
             return False
         return not any(
             e.node_id == failed.node_id and e.create_time > failed.create_time for e in replica.executions.values()
@@ -813,11 +810,11 @@ class Leader:
         if spec.type == JobType.BATCH and queue_timeout > 0:
             if header.state != JobState.QUEUED:
                 self._set_state(replica, JobState.QUEUED, f"no suitable node yet ({why}); waiting up to {queue_timeout} s")
-                self.node.set_timer(("queue-timeout", header.id), self.node.now + queue_timeout)
+                self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), self.ctx.now + queue_timeout)
             self._wait(replica, None)
             return
         if spec.type != JobType.OPS and any(
-            _unanswered(e) and self.node.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
+            _unanswered(e) and self.ctx.is_alive(e.node_id) for e in executions if e.state == ExecutionState.ASK_FOR_BID_REJECTED
         ):
             self._wait(replica, "waiting for nodes that have not answered yet")  # slow is not no
             return
@@ -825,19 +822,19 @@ class Leader:
 
     def _wait(self, replica: JobReplica, message: str | None) -> None:
         if not self.waiting:
-            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+            self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
         self.waiting.add(replica.id)
 
-    def _on_retry_waiting(self, key: tuple[Any, ...]) -> None:
+    def _on_retry_waiting(self, key: TimerKey) -> None:
         self._retry_waiting()
         if self.waiting:
-            self.node.set_timer(("retry-waiting",), self.node.now + self.node.config.queue_retry_interval)
+            self.ctx.set_timer(TimerKey(TimerKind.RETRY_WAITING), self.ctx.now + self.ctx.config.queue_retry_interval)
 
     def _retry_waiting(self) -> None:
         """Look for nodes again, the most important waiting job first."""
-        jobs = self.node.jobs
+        jobs = self.ctx.jobs
         order = sorted(self.waiting, key=lambda j: (-jobs[j].header.spec.priority, jobs[j].header.create_time, j))
-        now = self.node.now
+        now = self.ctx.now
         for job_id in order:
             if job_id not in self.waiting:
                 continue
@@ -848,8 +845,8 @@ class Leader:
                 self._daemon_looked[job_id] = now
             self._schedule(replica)
 
-    def _on_queue_timeout(self, key: tuple[Any, ...]) -> None:
-        replica = self._led_replica(key[1])
+    def _on_queue_timeout(self, key: TimerKey) -> None:
+        replica = self._led_replica(key.subject)
         if replica is None or replica.header.state != JobState.QUEUED:
             return
         timeout = replica.header.spec.task.timeouts.queue_timeout
@@ -885,15 +882,15 @@ class Leader:
         if newest >= replica.header.epoch and any(e.state.terminal for e in surplus):
             # An end is final within its epoch: to overrule a completion we
             # must write from a newer epoch than any the record holds.
-            note = self.node.event("Note", "second completions of a partition cancelled after a split healed")
-            self.node.write(replica, epoch=newest + 1, leader=self.node.node_id, events=(note,))
+            note = self.ctx.event("Note", "second completions of a partition cancelled after a split healed")
+            self.ctx.write(replica, epoch=newest + 1, leader=self.ctx.node_id, events=(note,))
         header = replica.header
         cancelled = []
         for execution in surplus:
             why = "surplus: its partition completed elsewhere" if execution.state.terminal else "surplus execution"
             cancelled.append(self._moved(execution, ExecutionState.CANCELLED, why, DesiredState.STOPPED))
             if not execution.state.terminal:
-                self.node.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
+                self.ctx.emit_send(execution.node_id, CancelExecution(header.id, execution.id, header.epoch, "surplus"))
         self._record(replica, cancelled)
         return True
 
@@ -904,12 +901,12 @@ class Leader:
         daemon jobs (minus the nodes that already have one)."""
         header = replica.header
         spec = header.spec
-        node = self.node
+        ctx = self.ctx
         resources = spec.task.resources
         busy: set[str] = set()
         declined: set[str] = set()
         failures = self._failures(replica)
-        horizon = node.now - node.config.decline_memory
+        horizon = ctx.now - ctx.config.decline_memory
         full = self._busy.get(header.id, {})
         for e in replica.executions.values():
             if e.node_id in busy or e.node_id in declined:
@@ -917,10 +914,10 @@ class Leader:
             if not e.state.terminal:
                 busy.add(e.node_id)
             elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and _unanswered(e):
-                if e.modify_time > node.now - node.config.queue_retry_interval:
+                if e.modify_time > ctx.now - ctx.config.queue_retry_interval:
                     declined.add(e.node_id)  # asked again once the others had their chance
             elif e.state == ExecutionState.ASK_FOR_BID_REJECTED and e.node_id in full:
-                if full[e.node_id][0] > node.now and not self._room_since(e.node_id, e.modify_time, resources):
+                if full[e.node_id][0] > ctx.now and not self._room_since(e.node_id, e.modify_time, resources):
                     declined.add(e.node_id)  # still full, as far as we know
             elif (
                 e.state == ExecutionState.ASK_FOR_BID_REJECTED
@@ -933,7 +930,7 @@ class Leader:
             elif spec.type in (JobType.OPS,) or (spec.type == JobType.DAEMON and e.state == ExecutionState.COMPLETED):
                 busy.add(e.node_id)
         if spec.type == JobType.DAEMON:
-            busy.update(n for n, count in failures.items() if count > node.config.max_retries)
+            busy.update(n for n, count in failures.items() if count > ctx.config.max_retries)
         want = None if need is None else need + max(1, need // 2)
         # Most asks are met near the top of the ranking: rank a prefix, and
         # all of it only if the prefix falls short.
@@ -968,7 +965,7 @@ class Leader:
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.node.providers.holders)
+        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.ctx.providers.holders)
         return ranked, len(held[1]) == len(eligible)
 
     def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
@@ -979,27 +976,27 @@ class Leader:
         )
 
     def _restarted(self, node_id: str, since: float) -> bool:
-        info = self.node.membership.info(node_id)
+        info = self.ctx.info(node_id)
         return info is not None and info.started_at > since
 
     def _free(self, node_id: str) -> Capacity | None:
         """What the node has free, as far as we know: its bid if recent, else its heartbeat."""
-        node = self.node
-        if node_id == node.node_id:
-            return node.free()
+        ctx = self.ctx
+        if node_id == ctx.node_id:
+            return ctx.free()
         hint = self._free_hints.get(node_id)
-        if hint is not None and hint[1] >= node.now - FREE_HINT_TTL:
+        if hint is not None and hint[1] >= ctx.now - FREE_HINT_TTL:
             return hint[0]
-        info = node.membership.info(node_id)
+        info = ctx.info(node_id)
         return None if info is None else info.free
 
     def _eligible(self, spec: JobSpec) -> list[str]:
         """Alive nodes that could ever run the spec (not counting what they
         have free now). Cached per shape of spec and membership table (which
         nodes of one process share until their views differ)."""
-        membership = self.node.membership
-        ids = membership.alive_ids()
-        table, changes = membership.table()
+        ctx = self.ctx
+        ids = ctx.alive_ids()
+        table, changes = ctx.member_table()
         shape = _shape(spec)
         key = (shape, id(ids), id(table), changes)
         held = _eligible_cache.get(key)
@@ -1007,7 +1004,7 @@ class Leader:
             return held[2]
         if len(_eligible_cache) >= _ELIGIBLE_LIMIT:
             _eligible_cache.clear()
-        eligible = [info.node_id for info in membership.alive_infos() if not _unfit(spec, info, shape)]
+        eligible = [info.node_id for info in ctx.alive_infos() if not _unfit(spec, info, shape)]
         _eligible_cache[key] = (ids, table, eligible)  # held, so their ids stay theirs
         return eligible
 
@@ -1015,7 +1012,7 @@ class Leader:
         spec = replica.header.spec
         reasons: Counter[str] = Counter()
         resources = spec.task.resources
-        for info in self.node.membership.alive_infos():
+        for info in self.ctx.alive_infos():
             reason = _unfit(spec, info)
             if reason is None and not info.free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
                 reason = "too few free resources"
@@ -1030,7 +1027,7 @@ class Leader:
         return Counter(e.node_id for e in replica.executions.values() if e.state == ExecutionState.FAILED)
 
     def _free_score(self, node_id: str) -> float:
-        info = self.node.membership.info(node_id)
+        info = self.ctx.info(node_id)
         free = self._free(node_id)
         if info is None or free is None:
             return 0.0
@@ -1041,12 +1038,12 @@ class Leader:
     # ------------------------------------------------------------ writing
 
     def _led_replica(self, job_id: str) -> JobReplica | None:
-        return self.node.jobs.get(job_id) if job_id in self.led else None
+        return self.ctx.jobs.get(job_id) if job_id in self.led else None
 
     def _moved(
         self, execution: ExecutionRecord, state: ExecutionState, message: str, desired: DesiredState | None = None
     ) -> ExecutionRecord:
-        header = self.node.jobs[execution.job_id].header
+        header = self.ctx.jobs[execution.job_id].header
         return quick_replace(
             execution,
             state=state,
@@ -1054,7 +1051,7 @@ class Leader:
             desired=desired or execution.desired,
             epoch=header.epoch,
             revision=execution.revision + 1,
-            modify_time=self.node.now,
+            modify_time=self.ctx.now,
         )
 
     def _record(self, replica: JobReplica, executions: Iterable[ExecutionRecord]) -> None:
@@ -1069,13 +1066,13 @@ class Leader:
             event = self._transition(replica.executions.get(e.id), e)
             if event is not None:
                 events.append(event)
-        self.node.write(replica, executions=executions, events=events)
+        self.ctx.write(replica, executions=executions, events=events)
 
     def _transition(self, held: ExecutionRecord | None, moved: ExecutionRecord) -> HistoryEvent | None:
         previous = held.state if held is not None else ""
         if previous == moved.state:
             return None
-        return self.node.event(
+        return self.ctx.event(
             "ExecutionStateChanged", moved.message or f"{moved.state}", execution_id=moved.id,
             previous=str(previous), new=str(moved.state),
         )
@@ -1084,8 +1081,8 @@ class Leader:
         previous = replica.header.state
         if previous == state and replica.header.message == message:
             return
-        event = self.node.event("JobStateChanged", message, previous=str(previous), new=str(state))
-        self.node.write(replica, state=state, message=message, events=(event,), urgent=urgent)
+        event = self.ctx.event("JobStateChanged", message, previous=str(previous), new=str(state))
+        self.ctx.write(replica, state=state, message=message, events=(event,), urgent=urgent)
         if state.terminal:
             self.unindex(replica.id, replica.header.leader)
 

@@ -35,14 +35,14 @@ node's view is ignored (it is stale, duplicated, or from a deposed leader).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protocols import election
 from protocols.authority import Authority
+from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.events import (
-    CancelTimer,
     DataHeld,
     Effect,
     EnginesChanged,
@@ -58,7 +58,6 @@ from protocols.events import (
     Received,
     Send,
     SendFailed,
-    SetTimer,
     StopJob,
     SubmitJob,
     TimerFired,
@@ -109,7 +108,7 @@ from protocols.records import (
     JobReplica,
     JobState,
 )
-from protocols.selection import SelectionPolicy
+from protocols.nodeconfig import NodeConfig
 
 VERSION = "0.1.0"
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
@@ -119,7 +118,6 @@ MAX_DIGEST = 1024  # jobs per anti-entropy digest
 REFUTE_REPEATS = 3  # rounds a node says it is alive in after it was accused
 WELCOMERS = 2  # members before a newcomer on the ring that send it the member list
 FETCH_FROM = 3  # keepers asked at once about a job this node does not keep
-CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
 
 
@@ -131,38 +129,6 @@ class _PendingWrite:
     header: JobHeader  # the newest
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
     events: list[HistoryEvent] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    node_id: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    capacity: Capacity = Capacity(cpu=4000, memory=8 << 30, disk=64 << 30, gpu=0)
-    engines: tuple[str, ...] = ("docker", "wasm")
-    publishers: tuple[str, ...] = ("ipfs", "local")
-    storages: tuple[str, ...] = ("ipfs", "url", "inline", "localDirectory")
-    local_data: tuple[str, ...] = ()
-    policy: SelectionPolicy = SelectionPolicy()
-    addresses: tuple[str, ...] = ()
-    heartbeat_interval: float = 1.0  # at least; stretched in a large network
-    max_heartbeats_per_second: float = 0.5  # heartbeats a node receives from all others together, at most
-    ping_interval: float = 2.0  # how often a node pings the members it watches
-    watchers: int = 1  # members each node watches (so each is watched by as many)
-    helpers: int = 2  # members asked to ping a watched member that did not answer (indirect probes)
-    suspect_after: int = 2  # unanswered pings in a row
-    dead_after: int = 3  # unanswered pings in a row
-    bid_window: float = 0.5  # how long a leader waits for bids
-    bid_hold: float = 5.0  # how long a node holds resources for an undecided bid
-    probe_timeout: float = 10.0  # a probe that does not answer declines
-    probe_wait_timeout: float = 60.0  # a "shouldWait" bid declines after this
-    max_retries: int = 3  # failed executions retried per job
-    decline_memory: float = 30.0  # a node that declined is not asked again for this long
-    queue_retry_interval: float = 2.0  # how often queued jobs look for nodes again
-    flush_interval: float = 0.25  # execution-only writes to one job within this leave as one update
-    anti_entropy_interval: float = 10.0  # a backstop: undelivered writes go again, whole, after resend_interval
-    recent_window: float = 30.0  # terminal jobs younger than this are repaired too
-    resend_interval: float = 2.0  # an executor's undelivered report is retried this often
-    check_in_interval: float = 30.0  # how often an executor may tell each leader what it still runs (see Executor.check_in)
 
 
 def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> NodeInfo:
@@ -200,11 +166,8 @@ class Node:
     ) -> None:
         """`members`: start in a formed network (`Membership.warm_start`)
         instead of learning it from heartbeats."""
-        self.config = config
         self.node_id = config.node_id
         self.rng = rng
-        self.now = 0.0
-        self.out: list[Effect] = []
         self.jobs: dict[str, JobReplica] = {}
         self.membership = Membership(
             initial_info(config, incarnation),
@@ -220,23 +183,23 @@ class Node:
             members,
         )
         self._warm = members is not None
-        self._caught_up = self._warm  # (see `caught_up`)
-        self.executor = Executor(self)
-        self.providers = Providers(self)  # who holds which CID (`protocols.providers`)
-        self.leader = Leader(self)
+        self.ctx = NodeContext(config, rng, self.jobs, self.membership, caught_up=self._warm)
+        self.executor = Executor(self.ctx)
+        self.providers = Providers(self.ctx)  # who holds which CID (`protocols.providers`)
+        self.ctx.providers = self.providers
+        self.leader = Leader(self.ctx)
+        self.ctx.attach(self, self.executor.free)
         # Who may write what: asked before any handler (see `protocols.authority`).
         self.authority = Authority(
             self.node_id, self.jobs, self.membership.is_alive, self.membership.info, self.membership.alive_ids,
             self.executor.follows, self.providers.asked,
         )
-        self._seq = 0
         self._pending: dict[str, _PendingWrite] = {}  # unsent writes, by job
         self._fresh: dict[str, set[str]] = {}  # holders new to a job: they get it whole
         self._unsynced: dict[str, set[str]] = {}  # holders a write to a job did not reach
         self._kept_live: set[str] = set()  # jobs we keep that are live, ended lately, or in doubt (see `_recent`)
         self._doubted: dict[str, set[str]] = {}  # keepers that may lack an ended job's record (see `_doubt`)
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
-        self._started_at = 0.0
         self._refutations = 0  # ping rounds left that repeat our refutation of an accusation
         for delta in restored:
             self.jobs[delta.header.id] = JobReplica.from_delta(delta)
@@ -271,15 +234,15 @@ class Node:
         }
         self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
         self._ping_due = 0.0
-        self._timers: dict[str, Callable[[Any], None]] = {
-            "heartbeat": self._on_heartbeat_timer,
-            "ping": self._on_ping_timer,
-            "membership": self._on_membership_timer,
-            "flush": self._on_flush_timer,
-            "anti-entropy": self._on_anti_entropy_timer,
-            "check-in": self._on_check_in_timer,
-            "resync": self._resync,
-            "stop-retry": self._on_stop_retry,
+        self._timers: dict[TimerKind, TimerHandler] = {
+            TimerKind.HEARTBEAT: self._on_heartbeat_timer,
+            TimerKind.PING: self._on_ping_timer,
+            TimerKind.MEMBERSHIP: self._on_membership_timer,
+            TimerKind.FLUSH: self._on_flush_timer,
+            TimerKind.ANTI_ENTROPY: self._on_anti_entropy_timer,
+            TimerKind.CHECK_IN: self._on_check_in_timer,
+            TimerKind.RESYNC: self._resync,
+            TimerKind.STOP_RETRY: self._on_stop_retry,
             **self.leader.timers(),
             **self.providers.timers(),
             **self.executor.timers(),
@@ -289,15 +252,15 @@ class Node:
 
     def start(self, now: float) -> list[Effect]:
         """Announce ourselves and resume the jobs we had (after a restart)."""
-        self.now = self._started_at = now
+        self.now = self.ctx.started_at = now
         if self._warm:  # everyone knows us already: heartbeat at a random phase
-            self.set_timer(("heartbeat",), now + self.rng.random() * self.membership.heartbeat_interval())
+            self.set_timer(TimerKey(TimerKind.HEARTBEAT), now + self.rng.random() * self.membership.heartbeat_interval())
         else:
             self._heartbeat()
         self._ping_due = now + self._jittered(self.config.ping_interval)
-        self.set_timer(("ping",), self._ping_due)
-        self.set_timer(("anti-entropy",), now + self._jittered(self.config.anti_entropy_interval))
-        self.set_timer(("check-in",), now + self._jittered(self.config.check_in_interval))
+        self.set_timer(TimerKey(TimerKind.PING), self._ping_due)
+        self.set_timer(TimerKey(TimerKind.ANTI_ENTROPY), now + self._jittered(self.config.anti_entropy_interval))
+        self.set_timer(TimerKey(TimerKind.CHECK_IN), now + self._jittered(self.config.check_in_interval))
         self.leader.resume()
         self.executor.resume()
         return self._drain()
@@ -311,21 +274,20 @@ class Node:
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
-        out, self.out = self.out, []
-        return out
+        return self.ctx.drain()
 
     def _handle_local(self, event: Input) -> None:
         match event:
             case TimerFired(key):
-                if isinstance(key, tuple) and key and key[0] in self._timers:
-                    self._timers[key[0]](key)
+                if isinstance(key, TimerKey) and key.kind in self._timers:
+                    self._timers[key.kind](key)
             case SendFailed(peer, message, reason):
                 self._on_write_failed(peer, message)
                 self.leader.on_send_failed(peer, message, reason)
                 self.executor.on_send_failed(peer, message, reason)
                 self.providers.on_send_failed(peer, message)
-            case SubmitJob(job_id, spec):
-                self._submit(job_id, spec)
+            case SubmitJob(job_id, spec, salt):
+                self._submit(job_id, spec, salt)
             case FetchJob(job_id):
                 self.fetch(job_id)
             case StopJob(job_id, reason):
@@ -349,27 +311,42 @@ class Node:
         self.out.append(Publish(NODES_TOPIC, NodeLeft(self.node_id, self.membership.local.incarnation)))
         return self._drain()
 
-    # ------------------------------------------------------------ services for the parts
+    # ------------------------------------------------------------ what the parts share (see `protocols.context`)
 
-    def emit(self, effect: Effect) -> None:
-        self.out.append(effect)
+    @property
+    def now(self) -> float:
+        return self.ctx.now
 
-    def emit_send(self, peer: str, message: object) -> None:
-        self.out.append(Send(peer, message))
+    @now.setter
+    def now(self, now: float) -> None:
+        self.ctx.now = now
 
-    def emit_cancel_timer(self, key: tuple[Any, ...]) -> None:
-        self.out.append(CancelTimer(key))
+    @property
+    def config(self) -> NodeConfig:
+        return self.ctx.config
+
+    @property
+    def out(self) -> list[Effect]:
+        return self.ctx.out
+
+    def set_timer(self, key: TimerKey, at: float) -> None:
+        self.ctx.set_timer(key, at)
+
+    def event(self, kind: str, message: str, *, execution_id: str = "", previous: str = "", new: str = "") -> HistoryEvent:
+        return self.ctx.event(kind, message, execution_id=execution_id, previous=previous, new=new)
+
+    def new_execution(self, header: JobHeader, node_id: str) -> ExecutionRecord:
+        """A fresh ask for a bid (see `NodeContext.new_execution`)."""
+        return self.ctx.new_execution(header, node_id)
+
+    def is_alive(self, node_id: str) -> bool:
+        return self.ctx.is_alive(node_id)
+
+    # ------------------------------------------------------------ replication's services for the parts
 
     def merge_header(self, header: JobHeader) -> None:
         """Learn of a job from an ask before its announcement arrived."""
         self._merge(JobDelta(header))
-
-    def set_timer(self, key: tuple[Any, ...], at: float) -> None:
-        self.out.append(SetTimer(key, at))
-
-    def event(self, kind: str, message: str, *, execution_id: str = "", previous: str = "", new: str = "") -> HistoryEvent:
-        self._seq += 1
-        return HistoryEvent(self.now, self._seq, self.node_id, kind, message, execution_id, previous, new)
 
     def write(
         self,
@@ -410,9 +387,9 @@ class Node:
         held.executions.update((e.id, e) for e in delta.executions)
         held.events.extend(delta.events)
         if urgent:
-            self.set_timer(("flush",), self.now)
+            self.set_timer(TimerKey(TimerKind.FLUSH), self.now)
         elif first:
-            self.set_timer(("flush",), self.now + self.config.flush_interval)
+            self.set_timer(TimerKey(TimerKind.FLUSH), self.now + self.config.flush_interval)
 
     def note_own(self, record: ExecutionRecord) -> None:
         """Put a run we start into our own copy of its job (a runner's copy
@@ -422,49 +399,12 @@ class Node:
         if replica is not None and replica.apply(JobDelta(replica.header, (record,))):
             self.out.append(JobChanged(record.job_id))
 
-    def new_execution(self, header: JobHeader, node_id: str) -> ExecutionRecord:
-        """A fresh ask for a bid, with an id no other leader will pick."""
-        execution_id = f"e-{self.rng.getrandbits(64):016x}"
-        return ExecutionRecord(
-            id=execution_id,
-            job_id=header.id,
-            node_id=node_id,
-            partition=-1,
-            state=ExecutionState.ASK_FOR_BID,
-            desired=DesiredState.PENDING,
-            epoch=header.epoch,
-            revision=1,
-            create_time=self.now,
-            modify_time=self.now,
-        )
-
     def free(self) -> Capacity:
         return self.executor.free()
 
-    def alive_ids(self) -> Sequence[str]:
-        return self.membership.alive_ids()
-
-    def is_alive(self, node_id: str) -> bool:
-        return node_id == self.node_id or self.membership.is_alive(node_id)
-
-    def caught_up(self) -> bool:
-        """Whether we know the network well enough to take a member we never
-        heard of for gone: we started in a formed network, or were sent the
-        member list, or waited `CATCH_UP_GRACE` (a restarted node knows only
-        what it is told, and heartbeats come minutes apart in a large network)."""
-        return self._caught_up or self.now - self._started_at >= CATCH_UP_GRACE
-
-    def presumed_lost(self, node_id: str) -> bool:
-        """Held dead or gone; or never heard of, once we have caught up. A
-        node that restarted must not take over the jobs of leaders it simply
-        has not heard of yet, nor fail their work: that starts it twice."""
-        if self.is_alive(node_id):
-            return False
-        return self.membership.status(node_id) is not None or self.caught_up()
-
     # ------------------------------------------------------------ submission and stop
 
-    def _submit(self, job_id: str, spec: JobSpec) -> None:
+    def _submit(self, job_id: str, spec: JobSpec, salt: str = "") -> None:
         if job_id in self.jobs:
             return
         ranked = election.rank(job_id, self.membership.alive_ids(), k=1 + SUCCESSORS)
@@ -482,6 +422,7 @@ class Node:
             create_time=self.now,
             modify_time=self.now,
             submitter=self.node_id,
+            salt=salt,
         )
         created = self.event(
             "JobStateChanged", f"job submitted to {self.node_id}; leader {ranked[0]}", new=JobState.PENDING
@@ -512,12 +453,12 @@ class Node:
             self.fetch(job_id, attempt)  # (the leader we know may be gone: ask again on retries)
         if replica is not None:
             self.out.append(Send(replica.header.leader, StopRequest(job_id, reason)))
-        self.set_timer(("stop-retry", job_id), self.now + self.config.resend_interval)
+        self.set_timer(TimerKey(TimerKind.STOP_RETRY, job_id), self.now + self.config.resend_interval)
 
-    def _on_stop_retry(self, key: tuple[Any, ...]) -> None:
-        held = self._stops.get(key[1])
+    def _on_stop_retry(self, key: TimerKey) -> None:
+        held = self._stops.get(key.subject)
         if held is not None:
-            self._stop(key[1], held[0], held[1] + 1)
+            self._stop(key.subject, held[0], held[1] + 1)
 
     def _on_stop_request(self, sender: str, message: StopRequest) -> None:
         self._stop(message.job_id, message.reason)
@@ -569,7 +510,7 @@ class Node:
         if replica.header.state.terminal and self.keeps(replica):
             self._doubt_absent(replica)  # so the leader's doubts do not die with it
 
-    def _on_flush_timer(self, key: tuple[Any, ...]) -> None:
+    def _on_flush_timer(self, key: TimerKey) -> None:
         pending, self._pending = self._pending, {}
         for job_id, write in pending.items():
             replica = self.jobs[job_id]
@@ -616,11 +557,11 @@ class Node:
     def _on_write_failed(self, peer: str, message: object) -> None:
         if isinstance(message, (JobUpdated, Records)):
             if not self._unsynced:
-                self.set_timer(("resync",), self.now + self.config.resend_interval)
+                self.set_timer(TimerKey(TimerKind.RESYNC), self.now + self.config.resend_interval)
             for delta in getattr(message, "deltas", None) or (message.delta,):  # type: ignore[union-attr]
                 self._unsynced.setdefault(delta.header.id, set()).add(peer)
 
-    def _resync(self, key: tuple[Any, ...] = ()) -> None:
+    def _resync(self, key: TimerKey | None = None) -> None:
         """Send whole records to the live holders a write did not reach."""
         unsynced, self._unsynced = self._unsynced, {}
         for job_id, peers in sorted(unsynced.items()):
@@ -693,8 +634,8 @@ class Node:
         """What we hold of the recent jobs `peer` keeps with us."""
         return tuple(_entry(r) for r in recent if self._owes(r, peer))
 
-    def _on_anti_entropy_timer(self, key: tuple[Any, ...]) -> None:
-        self.set_timer(("anti-entropy",), self.now + self._jittered(self.config.anti_entropy_interval))
+    def _on_anti_entropy_timer(self, key: TimerKey) -> None:
+        self.set_timer(TimerKey(TimerKind.ANTI_ENTROPY), self.now + self._jittered(self.config.anti_entropy_interval))
         recent = self._recent()
         alive = self.membership.is_alive
         keepers: set[str] = set()
@@ -717,8 +658,8 @@ class Node:
             self.out.append(Send(peer, DigestRequest(self._digest(peer, recent))))
         self.leader.check_leaders()
 
-    def _on_check_in_timer(self, key: tuple[Any, ...]) -> None:
-        self.set_timer(("check-in",), self.now + self._jittered(self.config.check_in_interval))
+    def _on_check_in_timer(self, key: TimerKey) -> None:
+        self.set_timer(TimerKey(TimerKind.CHECK_IN), self.now + self._jittered(self.config.check_in_interval))
         self.executor.check_in()
 
     def _on_digest_request(self, sender: str, message: DigestRequest) -> None:
@@ -849,7 +790,7 @@ class Node:
     def _heartbeat(self) -> None:
         info = self.membership.heartbeat(self.now, free=self.free())
         self.out.append(Publish(NODES_TOPIC, info))
-        self.set_timer(("heartbeat",), self.now + self._jittered(info.heartbeat_interval))
+        self.set_timer(TimerKey(TimerKind.HEARTBEAT), self.now + self._jittered(info.heartbeat_interval))
         self._schedule_membership_check()
 
     def _set_engines(self, engines: tuple[str, ...]) -> None:
@@ -857,7 +798,7 @@ class Node:
         engines = tuple(engines)
         if engines == tuple(self.config.engines):
             return
-        self.config = replace(self.config, engines=engines)
+        self.ctx.config = replace(self.config, engines=engines)
         self.executor.set_engines(engines)
         info = self.membership.heartbeat(self.now, free=self.free(), engines=engines)
         self.out.append(Publish(NODES_TOPIC, info))
@@ -872,15 +813,15 @@ class Node:
             self.providers.unprovide(cids)
         self.executor.set_local_data(frozenset(self.config.local_data) | self.providers.provided)
 
-    def _on_heartbeat_timer(self, key: tuple[Any, ...]) -> None:
+    def _on_heartbeat_timer(self, key: TimerKey) -> None:
         self._heartbeat()
 
     def _schedule_membership_check(self) -> None:
         at = self.membership.next_check()
         if at != float("inf"):
-            self.set_timer(("membership",), max(at, self.now))
+            self.set_timer(TimerKey(TimerKind.MEMBERSHIP), max(at, self.now))
 
-    def _on_membership_timer(self, key: tuple[Any, ...]) -> None:
+    def _on_membership_timer(self, key: TimerKey) -> None:
         for change in self.membership.tick(self.now):
             self._on_member_change(change)
         self._schedule_membership_check()
@@ -927,7 +868,7 @@ class Node:
             self.out.append(Send(node_id, Members(tuple(infos[start : start + MEMBERS_PER_MESSAGE]))))
 
     def _on_members(self, sender: str, message: Members) -> None:
-        self._caught_up = True
+        self.ctx.mark_caught_up()
         for info in message.infos:
             change = self.membership.observe(info, self.now)
             if change is not None and change.previous is None:
@@ -936,10 +877,10 @@ class Node:
                 self._on_member_change(change)  # one we held dead is back: it may need records
         self._schedule_membership_check()
 
-    def _on_ping_timer(self, key: tuple[Any, ...]) -> None:
+    def _on_ping_timer(self, key: TimerKey) -> None:
         late = self.now - self._ping_due  # behind on our work? then slow to judge others
         self._ping_due = self.now + self._jittered(self.config.ping_interval)
-        self.set_timer(("ping",), self._ping_due)
+        self.set_timer(TimerKey(TimerKind.PING), self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
@@ -1008,8 +949,7 @@ class Node:
         return interval * (0.9 + 0.2 * self.rng.random())
 
     def _drain(self) -> list[Effect]:
-        out, self.out = self.out, []
-        return out
+        return self.ctx.drain()
 
 
 def _hearing(membership: Membership, handler: Callable[[str, Any], None]) -> Callable[[str, Any], None]:

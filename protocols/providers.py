@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocols import election
+from protocols.context import TimerKey, TimerKind
 from protocols.messages import ProviderAnnounce, ProviderQuery, ProviderReply
 
 KEEPERS = 3  # record keepers per CID
@@ -60,9 +61,9 @@ class ProviderHost(Protocol):
 
     def emit_send(self, peer: str, message: object) -> None: ...
 
-    def set_timer(self, key: tuple[Any, ...], at: float) -> None: ...
+    def set_timer(self, key: TimerKey, at: float) -> None: ...
 
-    def emit_cancel_timer(self, key: tuple[Any, ...]) -> None: ...
+    def cancel_timer(self, key: TimerKey) -> None: ...
 
 
 @dataclass(slots=True)
@@ -96,8 +97,12 @@ class Providers:
         self._lookups: dict[str, _Lookup] = {}
         self._reannounce_armed = False
 
-    def timers(self) -> dict[str, Callable[[Any], None]]:
-        return {"provider-lookup": self._on_lookup_timeout, "provider-reannounce": self._on_reannounce}
+    def timers(self) -> dict[TimerKind, Callable[[TimerKey], None]]:
+        return {TimerKind.PROVIDER_LOOKUP: self._on_lookup_timeout, TimerKind.PROVIDER_REANNOUNCE: self._on_reannounce}
+
+    @staticmethod
+    def _key(kind: str, subject: str = "") -> TimerKey:
+        return TimerKey(TimerKind(kind), subject)
 
     # ------------------------------------------------------------ what this node holds
 
@@ -112,7 +117,7 @@ class Providers:
         self._announce(new, self.ttl)
         if self.provided and not self._reannounce_armed:
             self._reannounce_armed = True
-            self.host.set_timer(("provider-reannounce",), self.host.now + self.ttl / 3)
+            self.host.set_timer(self._key("provider-reannounce"), self.host.now + self.ttl / 3)
 
     def unprovide(self, cids: Iterable[str]) -> None:
         """This node no longer holds `cids`: withdraw its records."""
@@ -133,7 +138,7 @@ class Providers:
                 else:
                     self.host.emit_send(keeper, message)
 
-    def _on_reannounce(self, key: tuple[Any, ...]) -> None:
+    def _on_reannounce(self, key: TimerKey) -> None:
         now = self.host.now
         for cid in list(self.records):
             alive = {p: t for p, t in self.records[cid].items() if t > now}
@@ -146,7 +151,7 @@ class Providers:
         self._announce(sorted(self.provided), self.ttl)
         self._reannounce_armed = bool(self.provided)
         if self._reannounce_armed:
-            self.host.set_timer(("provider-reannounce",), now + self.ttl / 3)
+            self.host.set_timer(self._key("provider-reannounce"), now + self.ttl / 3)
 
     # ------------------------------------------------------------ keeping records
 
@@ -213,7 +218,7 @@ class Providers:
             for keeper in sorted(asked):
                 self.host.emit_send(keeper, ProviderQuery(cid))
             if asked:
-                self.host.set_timer(("provider-lookup", cid), self.host.now + self.lookup_timeout)
+                self.host.set_timer(self._key("provider-lookup", cid), self.host.now + self.lookup_timeout)
         lookup.waiters.append(then)
         if not lookup.asked:
             self._finish(cid)
@@ -252,14 +257,14 @@ class Providers:
         if isinstance(message, ProviderQuery):
             self.on_reply(peer, ProviderReply(message.cid, ()))
 
-    def _on_lookup_timeout(self, key: tuple[Any, ...]) -> None:
-        if key[1] in self._lookups:
-            self._finish(key[1])
+    def _on_lookup_timeout(self, key: TimerKey) -> None:
+        if key.subject in self._lookups:
+            self._finish(key.subject)
 
     def _finish(self, cid: str) -> None:
         lookup = self._lookups.pop(cid)
         if lookup.asked:
-            self.host.emit_cancel_timer(("provider-lookup", cid))
+            self.host.cancel_timer(self._key("provider-lookup", cid))
         if len(self._known) >= MAX_CACHED:
             self._known.clear()
         found = frozenset(p for p in lookup.found if p == self.host.node_id or self.host.is_alive(p))

@@ -198,6 +198,7 @@ class JobHeader:
     modify_time: float
     retries: int = 0
     submitter: str = ""  # the node it was submitted to: it keeps the record too
+    salt: str = ""  # with the spec and submitter, what the job's ID certifies (`protocols.jobid`)
     # Which header wins a merge: an end is final; else the newest; the tail
     # breaks ties. Computed once: merges compare it often.
     order: tuple[int, int, int, str, float, str] = field(init=False, repr=False, compare=False)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.events import StopJob, SubmitJob
+from protocols.jobid import make_job_id
 from protocols.membership import Membership
 from protocols.node import Node, NodeConfig, initial_info
 from protocols.records import JobReplica, JobState
@@ -141,6 +142,8 @@ class Simulation:
         self.heartbeat_interval = probe.heartbeat_interval
         self.members = None if config.cold_boot else Membership.warm_start(initial_info(c) for c in self.configs)
         self.tracks: dict[str, _Track] = {}
+        self.ids: dict[str, str] = {}  # an arrival's label -> the ID of its latest submission
+        self._attempts: dict[str, int] = {}
         self.active: set[str] = set()  # submitted, not yet seen terminal
         self.terminal_states: Counter[str] = Counter()
         self.samples: list[tuple[float, dict[str, int]]] = []
@@ -264,9 +267,18 @@ class Simulation:
         if not up:
             return
         slot = self.rng.choice(up)
-        self.tracks[arrival.job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
-        self.active.add(arrival.job_id)
-        self.world.inject(slot.node_id, SubmitJob(arrival.job_id, arrival.spec))
+        # The job's ID certifies its submitter (`protocols.jobid`): a client
+        # that submits again, to another node, makes another job.
+        attempt = self._attempts[arrival.job_id] = self._attempts.get(arrival.job_id, 0) + 1
+        previous = self.ids.get(arrival.job_id)
+        if previous is not None:
+            self.tracks.pop(previous, None)
+            self.active.discard(previous)
+        salt = str(attempt)
+        job_id = self.ids[arrival.job_id] = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec)
+        self.tracks[job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
+        self.active.add(job_id)
+        self.world.inject(slot.node_id, SubmitJob(job_id, arrival.spec, salt))
         incarnation = slot.incarnation
         check = lambda: self._check_accepted(arrival, slot.node_id, incarnation)  # noqa: E731
         self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, check)
@@ -278,13 +290,14 @@ class Simulation:
         slot = self.world.slots[node_id]
         if incarnation is None:
             incarnation = slot.incarnation
-        if slot.up and arrival.job_id in slot.node.jobs:  # type: ignore[union-attr]
+        job_id = self.ids[arrival.job_id]
+        if slot.up and job_id in slot.node.jobs:  # type: ignore[union-attr]
             return
         if slot.up and slot.incarnation == incarnation:
             check = lambda: self._check_accepted(arrival, node_id, incarnation)  # noqa: E731
             self.world.call_at(self.world.now + SUBMIT_ANSWER_WITHIN, check)
             return
-        if not any(arrival.job_id in s.node.jobs for s in self.world.up_slots()):  # type: ignore[union-attr]
+        if not any(job_id in s.node.jobs for s in self.world.up_slots()):  # type: ignore[union-attr]
             self._submit(arrival)
 
     def view(self, job_id: str) -> JobReplica | None:

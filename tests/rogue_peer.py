@@ -1,6 +1,8 @@
 """A rogue member in its own OS process, driven by tests/test_integration.py:
 a fresh identity that joins an open network on loopback, asks the peers for
-a job's record, and forges writes to it (issue 12's attack).
+a job's record, and forges writes to it (issue 12's attack): a failed record written, relayed
+and repaired, a forged progress report and cancel, a re-submit with another
+spec, and another version of the job under a made-up certified ID.
 
     python tests/rogue_peer.py DATA_DIR JOB_ID PEER_ADDRESS...
 
@@ -27,11 +29,14 @@ from protocols import wire  # noqa: E402
 from protocols.messages import (  # noqa: E402
     NODES_TOPIC,
     CancelExecution,
+    DigestReply,
     ExecutionUpdate,
     JobUpdated,
     RecordRequest,
     Records,
+    SubmitToLeader,
 )
+from protocols.jobid import make_job_id  # noqa: E402
 from protocols.records import ExecutionState, JobDelta, JobReplica, JobState  # noqa: E402
 
 MARK = "forged"
@@ -83,6 +88,18 @@ async def main(data_dir: str, job_id: str, addresses: list[str]) -> None:
         execution = running[0] if running else max(newest.executions.values(), key=lambda e: e.create_time)
         await send(header.leader, ExecutionUpdate(job_id, execution.id, header.epoch, ExecutionState.FAILED, MARK))
         await send(execution.node_id, CancelExecution(job_id, execution.id, header.epoch + 1, MARK))
+        for peer in peers:  # relays of the failed record, as if it kept the job
+            await send(peer, Records((JobDelta(failed),)))
+            await send(peer, DigestReply(deltas=(JobDelta(failed),)))
+        other_spec = header.spec.model_copy(update={"priority": header.spec.priority + 1})
+        await send(header.leader, SubmitToLeader(JobDelta(replace(header, spec=other_spec, revision=1))))
+        # Another version of the job under an ID of the certified form: no peer holds it, so only
+        # the ID's digest tells it from a real job.
+        invented_id = make_job_id("j", transport.peer_id, "salt", header.spec)
+        invented = replace(header, id=invented_id, spec=other_spec, submitter=transport.peer_id,
+                           leader=transport.peer_id, salt="salt", revision=1)
+        for peer in peers:
+            await send(peer, SubmitToLeader(JobDelta(invented)))
         emit(event="forged", sent=sent, leader=header.leader)
         nursery.cancel_scope.cancel()
     await transport.aclose()

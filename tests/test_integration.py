@@ -177,8 +177,10 @@ def test_a_restarted_peer_keeps_its_identity_and_state(network: Network) -> None
 def test_a_rogue_member_forging_writes_changes_no_peers_job(network: Network, tmp_path: Path) -> None:
     """Issue 12's attack: a fresh identity joins (an open network), reads a
     running job's record, sends every peer a JobUpdated failing it with its
-    revision +1000, and the leader a forged ExecutionUpdate (the runner a
-    forged cancel). Every peer keeps the job's true state; they count what
+    revision +1000, relays it as Records and DigestReply, sends the leader a
+    forged ExecutionUpdate (the runner a forged cancel), re-submits the job with
+    another spec, and brings every peer another version of it under a made-up
+    certified ID. Every peer keeps the job's true state; they count what
     they refused."""
     for index in range(3):
         network.start(index)
@@ -201,7 +203,8 @@ def test_a_rogue_member_forging_writes_changes_no_peers_job(network: Network, tm
             rogue.wait()
     events = [json.loads(line) for line in out.splitlines()]
     forged = next(e for e in events if e["event"] == "forged")
-    assert forged["sent"] == {"JobUpdated": 3, "ExecutionUpdate": 1, "CancelExecution": 1}
+    assert forged["sent"] == {"JobUpdated": 3, "ExecutionUpdate": 1, "CancelExecution": 1, "Records": 3,
+                              "DigestReply": 3, "SubmitToLeader": 4}
     refused: Counter[str] = Counter()
     for peer in network.peers:
         with ApiClient(peer.api) as client:
@@ -209,6 +212,10 @@ def test_a_rogue_member_forging_writes_changes_no_peers_job(network: Network, tm
     assert refused["JobUpdated: not written by the job's leader"] == 3
     assert refused["ExecutionUpdate: reports another node's execution"] == 1
     assert refused["CancelExecution: orders an execution it does not lead"] == 1
+    assert refused["Records: relays a record it does not keep"] == 3
+    assert refused["DigestReply: relays a record it does not keep"] == 3
+    assert refused["SubmitToLeader: hands on a job it did not submit"] == 1
+    assert refused["SubmitToLeader: brings a job whose id does not certify its spec and submitter"] == 3
     for peer in network.peers:
         with ApiClient(peer.api) as client:
             answer = client.get_job(job_id, include="executions,history")
