@@ -139,6 +139,8 @@ class ExecutionRunner:
             memory_limit=task.resources.memory or self.defaults.memory,
             gpus=task.resources.gpu,
             network=str(task.network.type),
+            domains=tuple(task.network.domains),
+            disk_limit=task.resources.disk,
             timeout=float(task.timeouts.total_timeout) or None,
         )
         try:

@@ -24,6 +24,7 @@ import trio
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.encode_once import EncodeOnce
 from p2pnode.engines.docker import DockerEngine
+from p2pnode.engines.egress_proxy import EgressPolicy
 from p2pnode.execution import ExecutionRunner
 from p2pnode.results import ExecutionFiles, ResultChunkAsk, ResultFetcher, ResultManifestAsk, ResultServer
 from p2pnode.storage import s3 as s3_storage
@@ -39,11 +40,11 @@ from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
-from p2pnode.transport import PayloadTooLarge, PeerUnreachable, Transport
+from p2pnode.transport import PayloadTooLarge, PeerTransport, PeerUnreachable, Transport, TransportError
 from protocols import wire
+from protocols.effects import UnknownEffect, dispatcher
 from protocols.events import (
     CancelTimer,
-    Effect,
     EnginesChanged,
     ExecutionEnded,
     FetchJob,
@@ -127,13 +128,15 @@ class _Timers:
 
 
 class Runtime:
-    """One node: the libp2p transport, the state machine, engines and store."""
+    """One node: its transport, the state machine, engines and store."""
 
-    def __init__(self, settings: NodeSettings) -> None:
+    def __init__(self, settings: NodeSettings, transport: PeerTransport | None = None) -> None:
+        """`transport`: None for the libp2p one the settings describe; tests
+        pass a `MemoryTransport` to run many nodes in one process."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.data_dir / "node.db")
-        self.transport = Transport(
+        self.transport: PeerTransport = transport or Transport(
             load_or_create_identity(settings.data_dir),
             listen=list(settings.listen),
             bootstrap=list(settings.peers),
@@ -155,8 +158,10 @@ class Runtime:
         self._refusals_logged: dict[str, tuple[float, int]] = {}  # refusal -> (last logged, refused since)
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
+        self._apply = dispatcher(_Effects(self))
         self.docker = (
-            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0)
+            DockerEngine(self.node_id, settings.docker_host, gpus=settings.capacity.gpu if settings.capacity else 0,
+                         egress=EgressPolicy(allow_networks=settings.url_allow_networks))
             if "docker" in settings.engines
             else None
         )
@@ -192,7 +197,7 @@ class Runtime:
                 self._nursery = nursery
                 self.transport.on_request(self._on_request)
                 await nursery.start(self.transport.run)
-                await nursery.start(self.ipfs.run, self.transport.host)
+                await self._start_ipfs(nursery)
                 addresses = tuple(self.transport.listen_addrs) + ((self.api_url,) if self.api_url else ())
                 s3_missing = self.s3.missing()
                 if s3_missing is not None:
@@ -224,6 +229,18 @@ class Runtime:
             self.store.close()
             await self.transport.aclose()
 
+    async def _start_ipfs(self, nursery: trio.Nursery) -> None:
+        """The embedded IPFS speaks bitswap on the transport's libp2p host; on
+        a transport without one (in memory) it cannot run."""
+        host = self.transport.host
+        if host is not None or not isinstance(self.ipfs, IpfsService):
+            await nursery.start(self.ipfs.run, host)
+        elif "ipfs" in self.settings.publishers:
+            raise TransportError(
+                "the embedded IPFS needs a libp2p host, and this node's transport has none: "
+                "configure publishers without ipfs, or connect an IPFS daemon (ipfs_connect)"
+            )
+
     async def _engines_now(self) -> tuple[str, ...]:
         """The configured engines that can run now: docker only while its daemon answers.
         The first time it answers, the containers a killed run of this node left are removed."""
@@ -247,7 +264,8 @@ class Runtime:
                 await self._inputs_send.send(EnginesChanged(now))
 
     async def leave(self) -> None:
-        """Tell the network we go, so it need not wait for our silence."""
+        """Tell the network we go, so it need not wait for our silence (its
+        publishes leave now, not through the queue: the node is going away)."""
         if self.node is not None:
             for effect in self.node.leave(time.time()):
                 if isinstance(effect, Publish):
@@ -411,7 +429,10 @@ class Runtime:
             if self.node.authority.last is not None:
                 self._log_refusal(*self.node.authority.last)
                 self.node.authority.last = None
-            self._apply(effects)
+            try:
+                self._apply(effects)
+            except UnknownEffect:
+                log.exception("the protocol asked for an effect this node cannot carry out")
             if self._dirty and (type(event) is SubmitJob or self._inputs.statistics().current_buffer_used == 0):
                 # (A submit is saved at once: its client is answered once it is
                 # held here and by one more peer, even while work piles up.)
@@ -432,30 +453,6 @@ class Runtime:
         more = f" ({quiet} more since the last such warning)" if quiet else ""
         log.warning("refused a message from %s: %s%s", sender, key, more)
         self._refusals_logged[key] = (now, 0)
-
-    def _apply(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            match effect:
-                case Publish(topic, message):
-                    self._publish_send.send_nowait((topic, wire.encode(message, self.node_id)))
-                case Send(peer, message):
-                    if isinstance(message, BidReply) and not message.bid:
-                        log.info("declined job %s (execution %s): %s", message.job_id, message.execution_id, message.reason)
-                    self._send(peer, message)
-                case SetTimer(key, at):
-                    self._timers.set(key, at)
-                case CancelTimer(key):
-                    self._timers.cancel(key)
-                case JobChanged(job_id):
-                    self._dirty.add(job_id)
-                case RunProbe(execution_id, kind, target, document):
-                    self._spawn(self._probe, execution_id, kind, target, document)
-                case StartExecution(execution, header):
-                    self._spawn(self._execute, execution, header)
-                case StopExecution(execution_id, reason):
-                    self.executions.cancel(execution_id, reason)
-                case ProvidersFound(cid, providers):
-                    self.providers.found(cid, providers)
 
     def _spawn(self, fn: Any, *args: Any) -> None:
         assert self._nursery is not None
@@ -604,3 +601,41 @@ class Runtime:
         self.logs.seal(execution.id)
         await self._inputs_send.send(ended)
 
+
+class _Effects:
+    """The runtime's side of `protocols.effects`: each effect carried out on
+    the real transport, timers, engines and store."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def publish(self, effect: Publish) -> None:
+        runtime = self.runtime
+        runtime._publish_send.send_nowait((effect.topic, wire.encode(effect.message, runtime.node_id)))
+
+    def send(self, effect: Send) -> None:
+        message = effect.message
+        if isinstance(message, BidReply) and not message.bid:
+            log.info("declined job %s (execution %s): %s", message.job_id, message.execution_id, message.reason)
+        self.runtime._send(effect.peer, message)
+
+    def set_timer(self, effect: SetTimer) -> None:
+        self.runtime._timers.set(effect.key, effect.at)
+
+    def cancel_timer(self, effect: CancelTimer) -> None:
+        self.runtime._timers.cancel(effect.key)
+
+    def run_probe(self, effect: RunProbe) -> None:
+        self.runtime._spawn(self.runtime._probe, effect.execution_id, effect.kind, effect.target, effect.document)
+
+    def start_execution(self, effect: StartExecution) -> None:
+        self.runtime._spawn(self.runtime._execute, effect.execution, effect.header)
+
+    def stop_execution(self, effect: StopExecution) -> None:
+        self.runtime.executions.cancel(effect.execution_id, effect.reason)
+
+    def job_changed(self, effect: JobChanged) -> None:
+        self.runtime._dirty.add(effect.job_id)  # saved when the inbox drains (`Runtime._drive`)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.runtime.providers.found(effect.cid, effect.providers)

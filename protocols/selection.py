@@ -36,10 +36,6 @@ EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
 ENDING = (JobType.BATCH, JobType.OPS)  # the types a TotalTimeout bounds; daemons and services run on
 NO_PUBLISHER = frozenset({"", "none", "noop"})
-# Engines that cannot hold a job to the Domains of an HTTP network: their
-# containers would reach everything (the node runs no filtering proxy), so
-# such jobs are declined rather than run with more network than they asked.
-UNFILTERED_HTTP = frozenset({"docker"})
 # Why a node may lack a storage it knows: a node offers s3 only with AWS credentials.
 _WHY_NOT = {"s3": " without AWS credentials"}
 
@@ -190,11 +186,6 @@ def refusal(policy: SelectionPolicy, node: LocalNode, spec: JobSpec) -> str | No
         return (
             f"the job needs network access ({network}) and this node refuses networked jobs; "
             "its operator can allow them with --job-selection-accept-networked"
-        )
-    if network == "HTTP" and engine in UNFILTERED_HTTP:
-        return (
-            f"{engine} jobs cannot be limited to the Domains of an HTTP network on this node "
-            "(it runs no filtering proxy); use Network Type None, or Full on a node that accepts networked jobs"
         )
     timeout = task.timeouts.total_timeout
     if policy.max_total_timeout and spec.type in ENDING and not 0 < timeout <= policy.max_total_timeout:

@@ -24,11 +24,18 @@ timers on nearly every input (a membership check at an unchanged time), so a
 when it comes up early, re-pushes itself to the due time. The heap thus holds
 about one entry per live timer, not one per `SetTimer`.
 
-A crash takes the node down: what it held is snapshotted ("on disk"), its
-timers, engine runs and queued inputs die with its incarnation (every entry
-aimed at a node carries the incarnation it was meant for). A restart builds a
-new node from the snapshot with the next incarnation. Messages in flight are
-delivered to whoever is up at the receiving end when they arrive.
+A node's effects are carried out by `protocols.effects` (the interpreter the
+real node and the test cluster share) on `_Effects`, this world's handler.
+
+A node saves as the real one does (`p2pnode/runtime.py`): a `JobChanged`
+marks the job dirty, and the dirty jobs are written to its "disk" when its
+inbox has drained (with a CPU model, when no input waits for its thread), or at
+once after a submit. A crash takes the node down with what it had not saved
+yet: its unsaved changes, timers, engine runs and queued inputs die with its
+incarnation (every entry aimed at a node carries the incarnation it was meant
+for). A restart builds a new node from its disk with the next incarnation.
+Messages in flight are delivered to whoever is up at the receiving end when
+they arrive.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from protocols.effects import dispatcher
 from protocols.events import (
     CancelTimer,
+    Effect,
     ExecutionEnded,
     ExecutionProgressed,
     JobChanged,
@@ -56,6 +65,7 @@ from protocols.events import (
     SetTimer,
     StartExecution,
     StopExecution,
+    SubmitJob,
     TimerFired,
 )
 from protocols.records import ExecutionResult, ExecutionState
@@ -73,6 +83,7 @@ class NodeLike(Protocol):
     """What the world drives: `protocols.node.Node`, or a tiny test node."""
 
     node_id: str
+    jobs: dict[str, Any]  # job id -> a replica whose snapshot() is what is saved
 
     def start(self, now: float) -> list[Any]: ...
 
@@ -116,7 +127,7 @@ class Slot:
 
     __slots__ = (
         "index", "node_id", "factory", "node", "up", "incarnation", "timers",
-        "group", "log_link", "slow", "disk", "runs", "busy_until", "max_backlog", "inbox",
+        "group", "log_link", "slow", "disk", "dirty", "runs", "busy_until", "max_backlog", "inbox", "apply",
     )
 
     def __init__(self, index: int, node_id: str, factory: NodeFactory, log_link: float) -> None:
@@ -130,7 +141,9 @@ class Slot:
         self.group = 0  # nodes reach only nodes of their own group
         self.log_link = log_link  # log of its link-quality factor
         self.slow = 0.0  # extra seconds to process each event (0: not slow)
-        self.disk: list[Any] = []
+        self.disk: dict[str, Any] = {}  # job id -> its last saved snapshot
+        self.dirty: set[str] = set()  # jobs changed since the last save
+        self.apply: Callable[[Iterable[Effect]], None] = lambda effects: None  # set by the world
         self.runs: dict[str, Run] = {}
         self.busy_until = 0.0  # with a CPU model: when its thread is free again
         self.max_backlog = 0.0  # the most seconds an input waited for its thread
@@ -149,7 +162,6 @@ class World:
         engine: EngineModel | None = None,
         *,
         sizer: Callable[[object, str], int] = _zero_size,
-        persist: Callable[[Any], list[Any]] = lambda node: [r.snapshot() for r in node.jobs.values()],
         observer: Observer | None = None,
         exact_bytes: bool = False,
         cpu: CpuModel | None = None,
@@ -160,7 +172,6 @@ class World:
         self.network = network
         self.engine = engine
         self.sizer = sizer
-        self.persist = persist
         self.observer = observer or Observer()
         self.now = 0.0
         self.events = 0  # inputs handled by nodes
@@ -187,6 +198,7 @@ class World:
             raise ValueError(f"node {node_id!r} is already in the world")
         log_link = self.rng.gauss(0.0, self.network.link_sigma) if self.network.link_sigma else 0.0
         slot = Slot(len(self._order), node_id, factory, log_link)
+        slot.apply = dispatcher(_Effects(self, slot))
         self.slots[node_id] = slot
         self._order.append(slot)
         return slot
@@ -197,7 +209,7 @@ class World:
         if slot.up:
             return
         slot.incarnation += 1
-        slot.node = slot.factory(slot.incarnation, slot.disk)
+        slot.node = slot.factory(slot.incarnation, list(slot.disk.values()))
         slot.up = True
         slot.timers = {}
         slot.busy_until = self.now
@@ -206,12 +218,12 @@ class World:
         self._apply(slot, slot.node.start(self.now))
 
     def crash(self, node_id: str) -> None:
-        """The process dies: it keeps its snapshot, loses timers, runs, inbox."""
+        """The process dies: it keeps what it saved, loses unsaved changes, timers, runs, inbox."""
         slot = self.slots[node_id]
         if not slot.up:
             return
         slot.up = False
-        slot.disk = self.persist(slot.node)
+        slot.dirty = set()
         slot.timers = {}
         for run in slot.runs.values():
             run.stopped = True
@@ -220,12 +232,13 @@ class World:
         self._membership_changed()
 
     def leave(self, node_id: str) -> None:
-        """A graceful stop: the node says goodbye, then goes down."""
+        """A graceful stop: the node says goodbye, saves, then goes down."""
         slot = self.slots[node_id]
         if slot.up:
             leave = getattr(slot.node, "leave", None)
             if leave is not None:
                 self._apply(slot, leave(self.now))
+            self._save(slot)
             self.crash(node_id)
 
     def set_groups(self, groups: dict[str, int]) -> None:
@@ -356,7 +369,19 @@ class World:
         if effects:
             if self.cpu is not None:
                 slot.busy_until += self.cpu.effects_cost(effects)
-            self._apply(slot, effects)
+            slot.apply(effects)
+        if slot.dirty and (not slot.inbox or type(event) is SubmitJob):
+            self._save(slot)
+
+    def _save(self, slot: Slot) -> None:
+        """Write the node's dirty jobs to its disk, as the real node does
+        when its inbox drains (a submit at once: its client waits on it)."""
+        dirty, slot.dirty = slot.dirty, set()
+        jobs = slot.node.jobs  # type: ignore[union-attr]
+        for job_id in dirty:
+            replica = jobs.get(job_id)
+            if replica is not None:
+                slot.disk[job_id] = replica.snapshot()
 
     def _defer(self, slot: Slot, event: Any) -> None:
         """A slow node gets to the event later (incarnation -2 marks it deferred)."""
@@ -385,7 +410,9 @@ class World:
             delivered += 1
             effects = slot.node.handle(received, now)
             if effects:
-                self._apply(slot, effects)
+                slot.apply(effects)
+            if slot.dirty:  # (no CPU model: its inbox is always empty)
+                self._save(slot)
         self.events += delivered
         self.delivered += delivered
         self.dropped += dropped
@@ -402,41 +429,23 @@ class World:
     # ------------------------------------------------------------ effects
 
     def _apply(self, slot: Slot, effects: Iterable[Any]) -> None:
-        heap = self._heap
-        push = heapq.heappush
-        seq = self._seq
+        slot.apply(effects)
+
+    def _set_timer(self, slot: Slot, effect: SetTimer) -> None:
         now = self.now
-        for effect in effects:
-            kind = type(effect)
-            if kind is SetTimer:
-                at = effect.at if effect.at > now else now
-                held = slot.timers.get(effect.key)
-                if held is not None and held[0] <= at:  # its entry comes first: reuse it
-                    slot.timers[effect.key] = (at, held[1])
-                else:
-                    generation = seq()
-                    slot.timers[effect.key] = (at, generation)
-                    push(heap, (at, generation, _TIMER, slot, slot.incarnation, effect.key, generation))
-            elif kind is Publish:
-                self._publish(slot, effect.message)
-            elif kind is Send:
-                self._send(slot, effect.peer, effect.message)
-            elif kind is JobChanged:
-                continue  # the world persists by snapshot at crash time
-            elif kind is CancelTimer:
-                slot.timers.pop(effect.key, None)
-            elif kind is StartExecution:
-                self._start_execution(slot, effect)
-            elif kind is StopExecution:
-                run = slot.runs.pop(effect.execution_id, None)
-                if run is not None:
-                    run.stopped = True
-            elif kind is RunProbe:
-                self._run_probe(slot, effect)
-            elif kind is ProvidersFound:
-                self.observer.on_providers_found(slot.node_id, effect, now)
-            else:
-                raise TypeError(f"node {slot.node_id} asked for an unknown effect {effect!r}")
+        at = effect.at if effect.at > now else now
+        held = slot.timers.get(effect.key)
+        if held is not None and held[0] <= at:  # its entry comes first: reuse it
+            slot.timers[effect.key] = (at, held[1])
+        else:
+            generation = self._seq()
+            slot.timers[effect.key] = (at, generation)
+            heapq.heappush(self._heap, (at, generation, _TIMER, slot, slot.incarnation, effect.key, generation))
+
+    def _stop_execution(self, slot: Slot, effect: StopExecution) -> None:
+        run = slot.runs.pop(effect.execution_id, None)
+        if run is not None:
+            run.stopped = True
 
     def _size(self, message: object, sender: str) -> int:
         """Encoded bytes of a message: measured once per message object; with
@@ -545,6 +554,43 @@ class World:
     def _membership_changed(self) -> None:
         self._groups = None
         self._up = None
+
+
+class _Effects:
+    """One node's effects carried out in the world (a `protocols.effects.EffectHandler`)."""
+
+    __slots__ = ("world", "slot")
+
+    def __init__(self, world: World, slot: Slot) -> None:
+        self.world = world
+        self.slot = slot
+
+    def publish(self, effect: Publish) -> None:
+        self.world._publish(self.slot, effect.message)
+
+    def send(self, effect: Send) -> None:
+        self.world._send(self.slot, effect.peer, effect.message)
+
+    def set_timer(self, effect: SetTimer) -> None:
+        self.world._set_timer(self.slot, effect)
+
+    def cancel_timer(self, effect: CancelTimer) -> None:
+        self.slot.timers.pop(effect.key, None)
+
+    def run_probe(self, effect: RunProbe) -> None:
+        self.world._run_probe(self.slot, effect)
+
+    def start_execution(self, effect: StartExecution) -> None:
+        self.world._start_execution(self.slot, effect)
+
+    def stop_execution(self, effect: StopExecution) -> None:
+        self.world._stop_execution(self.slot, effect)
+
+    def job_changed(self, effect: JobChanged) -> None:
+        self.slot.dirty.add(effect.job_id)  # saved when its inbox drains (`World._process`)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.world.observer.on_providers_found(self.slot.node_id, effect, self.world.now)
 
 
 def _fake_cid(execution_id: str) -> str:

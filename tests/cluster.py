@@ -10,11 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocols.effects import dispatcher
 from protocols.events import (
     CancelTimer,
     ExecutionEnded,
+    JobChanged,
     ProbeAnswered,
     ProbeVerdict,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -70,7 +73,10 @@ class Cluster:
     _queue: list[tuple[float, int, str, Any]] = field(default_factory=list)
     _seq: int = 0
     _timers: dict[tuple[str, Any], int] = field(default_factory=dict)
-    _disk: dict[str, list[Any]] = field(default_factory=dict)
+    _disk: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> job id -> saved snapshot
+    _dirty: dict[str, set[str]] = field(default_factory=dict)  # node -> jobs changed since its last save
+    providers_found: list[tuple[str, ProvidersFound]] = field(default_factory=list)  # answers to FindProviders, by node
+    _appliers: dict[str, Callable[[list[Any]], None]] = field(default_factory=dict)
     _incarnation: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -112,12 +118,13 @@ class Cluster:
                 result = ExecutionResult(0 if event.ok else 1, "done\n", error="" if event.ok else "exit code 1")
                 event = ExecutionEnded(event.run.execution_id, event.ok, result)
             self._apply(node_id, self.nodes[node_id].handle(event, at))
+            self._save(node_id)  # each input is handled as it comes: the inbox has drained
         self.now = max(self.now, until)
 
     def crash(self, node_id: str) -> None:
         """The process dies: it keeps only what it had saved."""
         self.down.add(node_id)
-        self._disk[node_id] = [r.snapshot() for r in self.nodes[node_id].jobs.values()]
+        self._dirty.pop(node_id, None)
         for run in self.runs.values():
             if run.node == node_id:
                 run.stopped = True
@@ -125,7 +132,7 @@ class Cluster:
     def restart(self, node_id: str) -> None:
         self.down.discard(node_id)
         config = next(c for c in self.configs if c.node_id == node_id)
-        self._boot(config, restored=self._disk.get(node_id, []))
+        self._boot(config, restored=list(self._disk.get(node_id, {}).values()))
 
     def job(self, job_id: str, index: int = 0) -> JobReplica:
         return self.node(index).jobs[job_id]
@@ -143,6 +150,7 @@ class Cluster:
         node = Node(config, rng=random.Random(f"{self.seed}/{config.node_id}"), restored=restored,
                     incarnation=self._incarnation[config.node_id])
         self.nodes[config.node_id] = node
+        self._appliers[config.node_id] = dispatcher(_Effects(self, config.node_id))
         self._apply(config.node_id, node.start(self.now))
 
     def _push(self, at: float, node_id: str, event: Any) -> None:
@@ -153,33 +161,15 @@ class Cluster:
         return b not in self.down and frozenset((a, b)) not in self.cut
 
     def _apply(self, node_id: str, effects: list[Any]) -> None:
-        for effect in effects:
-            match effect:
-                case Publish(_, message):
-                    for other in self.nodes:
-                        if other != node_id and self._reachable(node_id, other):
-                            self._push(self.now + self.latency, other, Received(node_id, message))
-                case Send(peer, message):
-                    if peer == node_id or self._reachable(node_id, peer):
-                        self._push(self.now + self.latency, peer, Received(node_id, message))
-                    else:
-                        self._push(self.now + self.send_timeout, node_id, SendFailed(peer, message, "unreachable"))
-                case SetTimer(key, at):
-                    self._seq += 1
-                    self._timers[(node_id, key)] = self._seq
-                    self._push(at, node_id, ("timer", key, self._seq))
-                case CancelTimer(key):
-                    self._timers.pop((node_id, key), None)
-                case RunProbe(execution_id, _, _, _):
-                    self._push(self.now + self.latency, node_id, ProbeAnswered(execution_id, self.probe(node_id, execution_id)))
-                case StartExecution(execution, header):
-                    run = Run(node_id, execution.id, header.id, execution.partition, self.now)
-                    self.runs[execution.id] = run
-                    spec = header.spec
-                    self._push(self.now + self.duration(run, spec), node_id, _Finish(run, self.outcome(run, spec)))
-                case StopExecution(execution_id, _):
-                    if execution_id in self.runs:
-                        self.runs[execution_id].stopped = True
+        self._appliers[node_id](effects)
+
+    def _save(self, node_id: str) -> None:
+        """Write the node's changed jobs to its disk, as the real node does when its inbox drains."""
+        dirty = self._dirty.pop(node_id, ())
+        jobs = self.nodes[node_id].jobs
+        for job_id in dirty:
+            if job_id in jobs:
+                self._disk.setdefault(node_id, {})[job_id] = jobs[job_id].snapshot()
 
     def running(self, job_id: str) -> list[Run]:
         """Runs of the job the fake engine still has going."""
@@ -188,3 +178,55 @@ class Cluster:
             if r.job_id == job_id and not r.stopped and r not in self.completions and r.node not in self.down
         ]
 
+
+@dataclass
+class _Effects:
+    """One node's effects in the fake world (a `protocols.effects.EffectHandler`)."""
+
+    cluster: Cluster
+    node_id: str
+
+    def publish(self, effect: Publish) -> None:
+        cluster, node_id = self.cluster, self.node_id
+        for other in cluster.nodes:
+            if other != node_id and cluster._reachable(node_id, other):
+                cluster._push(cluster.now + cluster.latency, other, Received(node_id, effect.message))
+
+    def send(self, effect: Send) -> None:
+        cluster, node_id, peer = self.cluster, self.node_id, effect.peer
+        if peer == node_id or cluster._reachable(node_id, peer):
+            cluster._push(cluster.now + cluster.latency, peer, Received(node_id, effect.message))
+        else:
+            cluster._push(cluster.now + cluster.send_timeout, node_id, SendFailed(peer, effect.message, "unreachable"))
+
+    def set_timer(self, effect: SetTimer) -> None:
+        cluster = self.cluster
+        cluster._seq += 1
+        cluster._timers[(self.node_id, effect.key)] = cluster._seq
+        cluster._push(effect.at, self.node_id, ("timer", effect.key, cluster._seq))
+
+    def cancel_timer(self, effect: CancelTimer) -> None:
+        self.cluster._timers.pop((self.node_id, effect.key), None)
+
+    def run_probe(self, effect: RunProbe) -> None:
+        cluster, node_id = self.cluster, self.node_id
+        answer = ProbeAnswered(effect.execution_id, cluster.probe(node_id, effect.execution_id))
+        cluster._push(cluster.now + cluster.latency, node_id, answer)
+
+    def start_execution(self, effect: StartExecution) -> None:
+        cluster, execution, header = self.cluster, effect.execution, effect.header
+        run = Run(self.node_id, execution.id, header.id, execution.partition, cluster.now)
+        cluster.runs[execution.id] = run
+        spec = header.spec
+        cluster._push(cluster.now + cluster.duration(run, spec), self.node_id, _Finish(run, cluster.outcome(run, spec)))
+
+    def stop_execution(self, effect: StopExecution) -> None:
+        run = self.cluster.runs.get(effect.execution_id)
+        if run is not None:
+            run.stopped = True
+
+    def job_changed(self, effect: JobChanged) -> None:
+        self.cluster._dirty.setdefault(self.node_id, set()).add(effect.job_id)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.cluster.providers_found.append((self.node_id, effect))

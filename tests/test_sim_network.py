@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from protocols.effects import UnknownEffect
 from protocols.events import (
     CancelTimer,
+    JobChanged,
     Publish,
     Received,
     Send,
@@ -159,15 +161,19 @@ def test_partition_option_parses_and_rejects_nonsense() -> None:
             Partition.parse(bad)
 
 
-def test_a_crashed_node_gets_nothing_and_restarts_from_its_snapshot() -> None:
+def test_a_crashed_node_gets_nothing_and_restarts_from_what_it_saved() -> None:
     def ticking(node: TinyNode, event: Any, now: float) -> list[Any]:
+        if event == TimerFired("save"):
+            return [JobChanged("j1")]
         return [SetTimer("tick", now + 1.0)] if isinstance(event, TimerFired) else []
 
     world, made = world_of(2, react=ticking)
     first = made["n1"][0]
     first.jobs = {"j1": Snap("j1@rev3")}
+    world.inject("n1", TimerFired("save"))
     world.inject("n1", TimerFired("tick"), at=0.5)
     world.run(3.0)
+    first.jobs = {"j1": Snap("j1@rev4"), "j2": Snap("j2@rev1")}  # changed, never said so: never saved
     ticks_before = len(first.seen)
     world.crash("n1")
     made["n0"][0].react = lambda node, event, now: [Publish("t", now), Send("n1", now)] if event == TimerFired("x") else []
@@ -180,6 +186,13 @@ def test_a_crashed_node_gets_nothing_and_restarts_from_its_snapshot() -> None:
     second = made["n1"][1]
     assert (second.incarnation, second.restored) == (2, ["j1@rev3"])
     assert second.seen == []  # the old incarnation's timer died with it
+
+
+def test_an_effect_the_world_does_not_know_is_an_error_naming_it() -> None:
+    world, made = world_of(1, react=lambda node, event, now: [("not", "an effect")])
+    world.inject("n0", TimerFired("go"))
+    with pytest.raises(UnknownEffect, match="not.*an effect"):
+        world.run(1.0)
 
 
 def test_set_timer_replaces_and_cancel_timer_cancels() -> None:

@@ -11,10 +11,16 @@ container ran finds it by that label when it starts again
 (`remove_leftovers`).
 
 Network: `None` gets a container with no network at all (`network_mode
-none`), `Full` shares the node's (`host`). `HTTP` limited to domains is
-refused: enforcing it would need a network the container can reach only
-through a filtering proxy, that is a bridge or namespace set up on the
-machine, which this engine does not do (see `HTTP_REFUSAL`).
+none`), `Full` shares the node's (`host`), `HTTP` joins a namespace whose
+only reachable address is the node's filtering proxy for the job's Domains
+(`docker_egress`, `egress_proxy`).
+
+Disk: a daemon whose storage driver can cap a container's writable layer
+(`--storage-opt size`: overlay2 on xfs with pquota, btrfs, zfs…) gets the cap;
+whatever the driver, the run is also watched: the container's writable layer
+plus its writable mounts (result paths) over the job's Disk kills it, saying
+so. Overlay2 on ext4 (this machine) cannot cap, so the watch is what holds
+there; a burst written between two looks is caught when the run ends.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from p2pnode.engines.docker_egress import EgressUnavailable, http_egress
+from p2pnode.engines.egress_proxy import EgressPolicy, ProxyUnavailable
 
 log = logging.getLogger("p2pnode.docker")
 
@@ -36,10 +46,7 @@ POLL_SECONDS = 0.2  # how often a run looks at its deadline and cancel event
 API_TIMEOUT = 300  # seconds for one daemon call (a pull may be slow)
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_OUTPUT_CAP = 1 << 20
-HTTP_REFUSAL = (  # selection declines these jobs first (protocols.selection.UNFILTERED_HTTP)
-    "docker jobs cannot be limited to the Domains of an HTTP network on this node "
-    "(it runs no filtering proxy); use Network Type None, or Full on a node that accepts networked jobs"
-)
+DISK_POLL_SECONDS = 1.0  # how often a run with a Disk limit is measured
 
 
 class DockerUnavailable(RuntimeError):
@@ -72,6 +79,8 @@ class DockerRun:
     memory_limit: int = 0  # bytes; 0: no limit
     gpus: int = 0
     network: str = "None"  # None, Full or HTTP
+    domains: tuple[str, ...] = ()  # what an HTTP network may reach
+    disk_limit: int = 0  # bytes written to the container's layer and writable mounts; 0: no limit
     timeout: float | None = None  # seconds; None or 0: no limit
     stdout_cap: int = DEFAULT_OUTPUT_CAP  # bytes of each stream returned as text
 
@@ -97,10 +106,13 @@ class DockerEngine:
     """One node's view of one Docker daemon. `base_url` None means the
     environment's (DOCKER_HOST, else the default socket)."""
 
-    def __init__(self, node_id: str, base_url: str | None = None, gpus: int = 0) -> None:
+    def __init__(self, node_id: str, base_url: str | None = None, gpus: int = 0,
+                 egress: EgressPolicy = EgressPolicy()) -> None:
         self.node_id = node_id
         self.base_url = base_url
         self.gpus = gpus
+        self.egress = egress
+        self._storage_size_works: bool | None = None  # whether the daemon takes --storage-opt size
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -176,7 +188,7 @@ class DockerEngine:
         if error is None:
             try:
                 exit_code, error, node_fault = self._run(run, cancel, stdout_path, stderr_path)
-            except DockerUnavailable as unavailable:
+            except (DockerUnavailable, EgressUnavailable, ProxyUnavailable) as unavailable:
                 error, node_fault = str(unavailable), True
             except Exception as failure:  # noqa: BLE001 - the daemon's errors, reported as the run's
                 error, node_fault = f"the Docker daemon failed the run: {_explain(failure)}", True
@@ -185,9 +197,7 @@ class DockerEngine:
         return DockerOutcome(exit_code, stdout, stderr, error, node_fault)
 
     def _refusal(self, run: DockerRun) -> str | None:
-        if run.network == "HTTP":
-            return HTTP_REFUSAL
-        if run.network not in ("None", "Full"):
+        if run.network not in ("None", "Full", "HTTP"):
             return f"unknown network type {run.network!r}; use None, Full or HTTP"
         if run.gpus > self.gpus:
             return (
@@ -200,33 +210,20 @@ class DockerEngine:
         self, run: DockerRun, cancel: threading.Event, stdout_path: Path, stderr_path: Path
     ) -> tuple[int, str | None, bool]:
         """(exit code, error, whether the error is the node's)."""
-        import docker
-
         client = self.client()
         image_error = self._ensure_image(client, run.image)
         if image_error is not None:
             return -1, image_error, True
         if cancel.is_set():
             return -1, "cancelled before the container started", False
-        container = client.containers.create(
-            run.image,
-            command=list(run.parameters) or None,
-            entrypoint=list(run.entrypoint) if run.entrypoint is not None else None,
-            working_dir=run.working_directory or None,
-            environment=dict(run.environment),
-            labels={OWNER_LABEL: self.node_id, EXECUTION_LABEL: run.execution_id},
-            volumes={
-                str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
-                for mount in run.mounts
-            },
-            network_mode="host" if run.network == "Full" else "none",
-            nano_cpus=run.cpu_millicores * 1_000_000 or None,
-            mem_limit=run.memory_limit or None,
-            memswap_limit=run.memory_limit or None,  # no swap beyond the limit
-            device_requests=[docker.types.DeviceRequest(count=run.gpus, capabilities=[["gpu"]])] if run.gpus else None,
-            detach=True,
-        )
-        try:
+        labels = {OWNER_LABEL: self.node_id, EXECUTION_LABEL: run.execution_id}
+        with ExitStack() as stack:
+            network_mode, environment = "host" if run.network == "Full" else "none", dict(run.environment)
+            if run.network == "HTTP":
+                egress = stack.enter_context(http_egress(client, labels, run.domains, self.egress))
+                network_mode, environment = egress.network_mode, {**environment, **egress.environment}
+            container = self._create(client, run, labels, network_mode, environment)
+            stack.callback(_remove, container)
             container.start()
             copiers = [
                 threading.Thread(target=_copy_output, args=(client, container.id, name, path), daemon=True)
@@ -234,7 +231,7 @@ class DockerEngine:
             ]
             for copier in copiers:
                 copier.start()
-            stopped = self._wait(container, run, cancel)
+            stopped = self._wait(client, container, run, cancel)
             for copier in copiers:
                 copier.join(timeout=10)
             container.reload()
@@ -242,6 +239,9 @@ class DockerEngine:
             exit_code = int(state.get("ExitCode", -1))
             if stopped is not None:
                 return -1, stopped, stopped.startswith("the Docker daemon")
+            over_disk = self._over_disk(client, container, run)
+            if over_disk is not None:
+                return exit_code, over_disk, False
             if state.get("OOMKilled"):
                 return exit_code, (
                     f"the task exceeded its memory limit of {_bytes(run.memory_limit)} and was killed; "
@@ -255,19 +255,48 @@ class DockerEngine:
                     f"{_bytes(run.memory_limit)}; ask for more Memory"
                 ), False
             return exit_code, None if exit_code == 0 else f"exit code {exit_code}", False
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except Exception as error:  # noqa: BLE001 - found by label at the next start
-                log.warning("could not remove container %s: %s", container.short_id, error)
+        raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
-    def _wait(self, container: Any, run: DockerRun, cancel: threading.Event) -> str | None:
-        """Wait for the container to exit; kill it on timeout or cancel and say why."""
+    def _create(self, client: Any, run: DockerRun, labels: dict[str, str], network_mode: str,
+                environment: dict[str, str]) -> Any:
+        """The run's container, its writable layer capped at the Disk limit where the daemon can."""
+        import docker
+
+        options: dict[str, Any] = dict(
+            command=list(run.parameters) or None,
+            entrypoint=list(run.entrypoint) if run.entrypoint is not None else None,
+            working_dir=run.working_directory or None,
+            environment=environment,
+            labels=labels,
+            volumes={
+                str(mount.source): {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
+                for mount in run.mounts
+            },
+            network_mode=network_mode,
+            nano_cpus=run.cpu_millicores * 1_000_000 or None,
+            mem_limit=run.memory_limit or None,
+            memswap_limit=run.memory_limit or None,  # no swap beyond the limit
+            device_requests=[docker.types.DeviceRequest(count=run.gpus, capabilities=[["gpu"]])] if run.gpus else None,
+            detach=True,
+        )
+        if run.disk_limit and self._storage_size_works is not False:
+            try:
+                container = client.containers.create(run.image, storage_opt={"size": str(run.disk_limit)}, **options)
+                self._storage_size_works = True
+                return container
+            except docker.errors.APIError as error:
+                if "storage" not in _explain(error).lower():
+                    raise
+                log.info("the daemon cannot cap a container's disk (%s); watching its size instead", _explain(error))
+                self._storage_size_works = False
+        return client.containers.create(run.image, **options)
+
+    def _wait(self, client: Any, container: Any, run: DockerRun, cancel: threading.Event) -> str | None:
+        """Wait for the container to exit; kill it on timeout, cancel or too much disk, and say why."""
         import requests
 
         deadline = time.monotonic() + run.timeout if run.timeout else None
+        next_disk_look = time.monotonic() + DISK_POLL_SECONDS
         while True:
             asked = time.monotonic()
             try:
@@ -282,6 +311,26 @@ class DockerEngine:
             if deadline is not None and time.monotonic() >= deadline:
                 _kill(container)
                 return f"the task exceeded its TotalTimeout of {run.timeout:g} s and was killed"
+            if run.disk_limit and time.monotonic() >= next_disk_look:
+                over_disk = self._over_disk(client, container, run)
+                if over_disk is not None:
+                    _kill(container)
+                    return over_disk
+                next_disk_look = time.monotonic() + DISK_POLL_SECONDS
+
+    def _over_disk(self, client: Any, container: Any, run: DockerRun) -> str | None:
+        """Why the run is over its Disk limit, or None (also when it has none)."""
+        if not run.disk_limit:
+            return None
+        used = _written(client, container.id) + sum(
+            _tree_size(mount.source) for mount in run.mounts if not mount.read_only
+        )
+        if used <= run.disk_limit:
+            return None
+        return (
+            f"the task wrote {_bytes(used)} to disk, over its Disk limit of {_bytes(run.disk_limit)}, "
+            "and was stopped; ask for more Disk"
+        )
 
     def _ensure_image(self, client: Any, image: str) -> str | None:
         """Use the image when present, pull it when not; an error text if neither works."""
@@ -313,6 +362,34 @@ def _copy_output(client: Any, container_id: str, stream: str, path: Path) -> Non
                 file.write(chunk)
     except Exception as error:  # noqa: BLE001 - output is best effort once the container is gone
         log.debug("%s of %s ended: %s", stream, container_id[:12], error)
+
+
+def _remove(container: Any) -> None:
+    import docker
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except Exception as error:  # noqa: BLE001 - found by label at the next start
+        log.warning("could not remove container %s: %s", container.short_id, error)
+
+
+def _written(client: Any, container_id: str) -> int:
+    """Bytes in the container's writable layer, as the daemon counts them."""
+    listed = client.api.containers(all=True, size=True, filters={"id": container_id})
+    return int(listed[0].get("SizeRw") or 0) if listed else 0
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _kill(container: Any) -> None:

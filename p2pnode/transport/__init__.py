@@ -17,6 +17,7 @@ from p2pnode.transport._transport import (
     RequestHandler,
     Transport,
 )
+from p2pnode.transport.interface import PeerTransport
 
 __all__ = [
     "MAX_FRAME_BYTES",
@@ -28,6 +29,7 @@ __all__ = [
     "ListenFailed",
     "NotRunning",
     "PayloadTooLarge",
+    "PeerTransport",
     "PeerUnreachable",
     "RequestHandler",
     "RequestRejected",
