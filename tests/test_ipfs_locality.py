@@ -23,8 +23,8 @@ LOCAL = ["--job-selection-data-locality", "local"]
 ANYWHERE = ["--job-selection-data-locality", "anywhere"]
 
 
-def copy_job(cid: str, role: str | None = None) -> dict[str, Any]:
-    job = wasm_job(data_url(COPY), constraints=[{"Key": "role", "Operator": "=", "Values": [role]}] if role else None)
+def copy_job(cid: str, *roles: str) -> dict[str, Any]:
+    job = wasm_job(data_url(COPY), constraints=[{"Key": "role", "Operator": "in", "Values": list(roles)}])
     task = job["Tasks"][0]
     task["InputSources"] = [{"Source": {"Type": "ipfs", "Params": {"CID": cid}}, "Target": "/inputs"}]
     task["Timeouts"]["QueueTimeout"] = 0
@@ -63,7 +63,8 @@ def run(peer: Peer, job: dict[str, Any]) -> dict[str, Any]:
 
 def test_under_local_the_job_runs_on_the_one_peer_holding_its_input(peers: list[Peer], held_by_b: str) -> None:
     holder = peers[0]
-    done = run(peers[2], copy_job(held_by_b))  # submitted through a peer that lacks the data
+    # Both `local` peers may be asked; only the holder bids. (Submitted through a peer that lacks the data.)
+    done = run(peers[2], copy_job(held_by_b, "holder", "local-other"))
     assert done["Job"]["State"]["StateType"] == "Completed", done["Job"]["State"]
     ran = [e["NodeID"] for e in done["Executions"]["Items"] if e["ComputeState"]["StateType"] == "Completed"]
     assert ran == [holder.node_id]
