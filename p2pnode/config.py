@@ -76,6 +76,8 @@ class NodeSettings:
     publishers: tuple[str, ...] = ("local", "ipfs")  # IPFS is embedded in every node
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     ipfs_connect: str = ""  # an IPFS daemon's HTTP RPC API to use instead of the embedded store
+    ipfs_results_pin: float = 7 * 86400.0  # seconds results published to IPFS stay pinned here
+    ipfs_cache_quota: int = 10 << 30  # bytes of unpinned blocks (fetched inputs) kept, least recently used dropped first
     capacity: Capacity | None = None
     policy: SelectionPolicy = field(default_factory=lambda: _policy())  # noqa: PLW0108 - defined below
     heartbeat_interval: float = 1.0
@@ -326,6 +328,8 @@ _PROPERTIES = tuple(
         ("Node.Compute.Publishers", "publishers", _choices(KNOWN_PUBLISHERS), f"some of {', '.join(KNOWN_PUBLISHERS)}"),
         ("Node.Compute.AllowedLocalPaths", "allowed_local_paths", _strings, "directory paths, e.g. /data/shared"),
         ("Node.IPFS.Connect", "ipfs_connect", _optional_text, "an IPFS API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001"),
+        ("Node.IPFS.ResultsPin", "ipfs_results_pin", _seconds, "seconds results published to IPFS stay pinned, e.g. 604800"),
+        ("Node.IPFS.CacheQuota", "ipfs_cache_quota", _unit(units.parse_bytes), "an amount like 10Gb of fetched blocks"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),
         ("Node.Compute.Capacity.Memory", "capacity.memory", _unit(units.parse_bytes), "an amount like 4Gb or 512Mb"),
         ("Node.Compute.Capacity.Disk", "capacity.disk", _unit(units.parse_bytes), "an amount like 100Gb"),
@@ -378,6 +382,8 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--publishers": "Node.Compute.Publishers",
     "--allowed-local-paths": "Node.Compute.AllowedLocalPaths",
     "--ipfs-connect": "Node.IPFS.Connect",
+    "--ipfs-results-pin": "Node.IPFS.ResultsPin",
+    "--ipfs-cache-quota": "Node.IPFS.CacheQuota",
     "--cpu": "Node.Compute.Capacity.CPU",
     "--memory": "Node.Compute.Capacity.Memory",
     "--disk": "Node.Compute.Capacity.Disk",

@@ -34,6 +34,7 @@ from p2pnode.storage.s3 import S3Access
 from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
 from p2pnode.ipfs.external import ExternalIpfsService
+from p2pnode.ipfs.locate import ProviderLookups
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
@@ -51,6 +52,7 @@ from protocols.events import (
     JobChanged,
     ProbeAnswered,
     ProbeVerdict,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -171,7 +173,10 @@ class Runtime:
         )
         self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
         self.ipfs = (ExternalIpfsService(settings.ipfs_connect) if settings.ipfs_connect
-                     else IpfsService(settings.data_dir / "ipfs"))
+                     else IpfsService(settings.data_dir / "ipfs", results_pin=settings.ipfs_results_pin,
+                                      cache_quota=settings.ipfs_cache_quota))
+        self.providers = ProviderLookups(self.node_id, self._inputs_send.send_nowait, self._dial,
+                                         self.transport.connected_peers)
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
             self.local_results, self.s3,
@@ -212,6 +217,9 @@ class Runtime:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._expire_results)
                 self._apply(self.node.start(time.time()))
+                if isinstance(self.ipfs, IpfsService):  # a daemon announces its own blocks
+                    self.ipfs.announce, self.ipfs.locate = self.providers.announce, self.providers.locate
+                    self.providers.announce(self.ipfs.held(), True)
                 nursery.start_soon(self._drive)
                 if self.docker is not None:
                     nursery.start_soon(self._watch_engines, engines)
@@ -563,6 +571,7 @@ class Runtime:
         while True:
             try:
                 await trio.to_thread.run_sync(self.local_results.sweep, time.time())
+                await self.ipfs.maintain()  # unpin results due, keep fetched inputs under the cache quota
             except OSError:
                 log.warning("could not expire old results", exc_info=True)
             await trio.sleep(60)
@@ -631,3 +640,6 @@ class _Effects:
 
     def job_changed(self, effect: JobChanged) -> None:
         self.runtime._dirty.add(effect.job_id)  # saved when the inbox drains (`Runtime._drive`)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.runtime.providers.found(effect.cid, effect.providers)

@@ -37,7 +37,11 @@ node's `refused` counter), without raising. One rule per message type, in
   `LeaderChanged`) come only from the job's leader by the same rule;
 - a node speaks only for itself (`NodeInfo`, `NodeLeft`); a relayed member
   list (`Members`) may introduce nodes, never change what we hold of a live
-  member.
+  member;
+- a provider announces only itself (`ProviderAnnounce` names nobody: the
+  sender is the provider) and only while it is a live member; an answer
+  about providers (`ProviderReply`) comes only from a keeper we asked
+  (`protocols.providers`).
 
 Fields no write changes (the job's spec, submitter, salt, creation time) must
 match our copy whoever sends them; for a job we hold no copy of, its ID must
@@ -92,6 +96,8 @@ from protocols.messages import (
     Members,
     NodeInfo,
     NodeLeft,
+    ProviderAnnounce,
+    ProviderReply,
     Records,
     SubmitToLeader,
 )
@@ -109,6 +115,8 @@ NOT_RELAYER = "relays a record it does not keep"
 NOT_NAMED = "brings a record that does not name it"
 OTHERS_EXECUTION = "reports another node's execution"
 NOT_ITS_LEADER = "orders an execution it does not lead"
+NOT_MEMBER = "is not a live member"
+NOT_ASKED = "answers a question nobody asked it"
 UNCERTIFIED = "brings a job whose id does not certify its spec and submitter"
 
 
@@ -155,6 +163,7 @@ class Authority:
         info: Callable[[str], NodeInfo | None],
         alive_ids: Callable[[], Sequence[str]],
         follows: Callable[[str, str], bool] = lambda job_id, node_id: False,
+        asked: Callable[[str, str], bool] = lambda sender, cid: False,
     ) -> None:
         self.me = me
         self.jobs = jobs
@@ -162,6 +171,7 @@ class Authority:
         self.info = info
         self.alive_ids = alive_ids
         self.follows = follows
+        self.asked = asked
         self.refused: Counter[str] = Counter()  # "<message type>: <reason>" -> count
         self.last: tuple[str, str] | None = None  # the latest refusal: (sender, key of `refused`)
 
@@ -213,6 +223,12 @@ class Authority:
 
     def _for_itself(self, sender: str, message: NodeInfo | NodeLeft) -> str | None:
         return None if message.node_id == sender else NOT_ITSELF
+
+    def _provider_announce(self, sender: str, message: ProviderAnnounce) -> str | None:
+        return None if self.alive(sender) else NOT_MEMBER
+
+    def _provider_reply(self, sender: str, message: ProviderReply) -> str | None:
+        return None if self.asked(sender, message.cid) else NOT_ASKED
 
     def _members(self, sender: str, message: Members) -> str | None:
         for info in message.infos:
@@ -355,6 +371,8 @@ def _runs(record: JobReplica | JobDelta, node_id: str) -> bool:
 _RULES: dict[type, Callable[[Authority, str, Any], str | None]] = {
     NodeInfo: Authority._for_itself,
     NodeLeft: Authority._for_itself,
+    ProviderAnnounce: Authority._provider_announce,
+    ProviderReply: Authority._provider_reply,
     Members: Authority._members,
     JobUpdated: Authority._job_updated,
     SubmitToLeader: Authority._submit,

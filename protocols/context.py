@@ -18,7 +18,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from protocols.events import CancelTimer, Effect, Send, SetTimer
 from protocols.membership import Membership
@@ -32,6 +32,9 @@ from protocols.records import (
     JobHeader,
     JobReplica,
 )
+
+if TYPE_CHECKING:
+    from protocols.providers import Providers
 
 CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 
@@ -55,6 +58,8 @@ class TimerKind(StrEnum):
     PROBE = "probe"  # an execution
     TOTAL_TIMEOUT = "total-timeout"  # an execution
     RESEND = "resend"  # an execution
+    PROVIDER_LOOKUP = "provider-lookup"  # a CID
+    PROVIDER_REANNOUNCE = "provider-reannounce"
 
     __hash__ = str.__hash__  # (keys are hashed at every timer set: keep it cheap)
 
@@ -137,6 +142,7 @@ class NodeContext:
         self._seq = 0  # history events written here
         self.dropped = Dropped()  # input dropped, by why
         self._replicator: Replicator | None = None
+        self.providers: Providers | None = None  # who holds which CID (`protocols.providers`), set by the node
         self._free: Callable[[], Capacity] | None = None
 
     def attach(self, replicator: Replicator, free: Callable[[], Capacity]) -> None:

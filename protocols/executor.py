@@ -428,6 +428,10 @@ class Executor:
         """Bid with these engines from now on (runs under way go on)."""
         self._view = replace(self._view, engines=frozenset(engines))
 
+    def set_local_data(self, local_data: frozenset[str]) -> None:
+        """Bid for `local` jobs reading these CIDs and paths from now on."""
+        self._view = replace(self._view, local_data=local_data)
+
     def _current_view(self) -> selection.LocalNode:
         if self._view.free is not self._free:
             self._view = _with_free(self._view, self._free)

@@ -45,7 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from protocols import election, selection
+from protocols import election, locality, selection
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.lifecycle import EXECUTION_PROGRESS
 from protocols.jobspec import JobSpec, JobType, Resources
@@ -151,7 +151,9 @@ class Leader:
             self.ctx.fetch(replica.id)
             return
         self.led.add(replica.id)
-        self._schedule(replica)
+        # Learn who holds the job's ipfs inputs before the first ask (`protocols.locality`).
+        if not self.ctx.providers.wait_for(locality.input_cids(replica.header.spec), lambda: self._schedule(replica)):
+            self._schedule(replica)
 
     def leader_moved(self, replica: JobReplica, previous: str | None) -> None:
         """Keep the by-leader index right; step down when deposed."""
@@ -508,7 +510,8 @@ class Leader:
         bids = [e for e in replica.executions.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
         slots = self._open_slots(replica)
         failures = self._failures(replica)
-        bids.sort(key=lambda e: (failures[e.node_id], -self._free_score(e.node_id), ctx.rng.random()))
+        held = locality.inputs_held(locality.input_cids(header.spec), ctx.providers.holders)
+        bids.sort(key=lambda e: (failures[e.node_id], -held(e.node_id), -self._free_score(e.node_id), ctx.rng.random()))
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
             accepted = quick_replace(
@@ -985,7 +988,8 @@ class Leader:
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        return held[1], len(held[1]) == len(eligible)
+        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.ctx.providers.holders)
+        return ranked, len(held[1]) == len(eligible)
 
     def _room_since(self, node_id: str, since: float, resources: Resources) -> bool:
         """Whether a bid after `since` showed room for `resources`."""
@@ -1157,7 +1161,7 @@ def _check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
         engines=frozenset(info.engines),
         publishers=frozenset(info.publishers),
         storages=frozenset(info.storages),
-        local_data=frozenset(info.local_data),
+        local_data=locality.may_hold(spec, info.local_data),
     )
     return selection.refusal(policy, view, spec)
 

@@ -38,13 +38,16 @@ from protocols import election
 from protocols.authority import Authority
 from protocols.context import Dropped, NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.events import (
+    DataHeld,
     Effect,
     EnginesChanged,
     ExecutionEnded,
     ExecutionProgressed,
     FetchJob,
+    FindProviders,
     Input,
     ProbeAnswered,
+    ProvidersFound,
     Publish,
     Received,
     Send,
@@ -77,6 +80,9 @@ from protocols.messages import (
     NodeLeft,
     Ping,
     PingReq,
+    ProviderAnnounce,
+    ProviderQuery,
+    ProviderReply,
     RecordRequest,
     Records,
     RoomFreed,
@@ -84,6 +90,7 @@ from protocols.messages import (
     SubmitToLeader,
     Suspect,
 )
+from protocols.providers import Providers
 from protocols.replication import FETCH_FROM, Replication  # noqa: F401 (FETCH_FROM: re-exported)
 from protocols.records import (
     ExecutionRecord,
@@ -156,6 +163,8 @@ class Node:
         self._warm = members is not None
         self.ctx = NodeContext(config, rng, self.jobs, self.membership, caught_up=self._warm)
         self.executor = Executor(self.ctx)
+        self.providers = Providers(self.ctx)  # who holds which CID (`protocols.providers`)
+        self.ctx.providers = self.providers
         self.leader = Leader(self.ctx)
         self.replication = Replication(
             self.ctx, self.jobs, self.leader, self.executor, learned=self._on_learned, restored=restored
@@ -164,7 +173,7 @@ class Node:
         # Who may write what: asked before any handler (see `protocols.authority`).
         self.authority = Authority(
             self.node_id, self.jobs, self.membership.is_alive, self.membership.info, self.membership.alive_ids,
-            self.executor.follows,
+            self.executor.follows, self.providers.asked,
         )
         self._stops: dict[str, tuple[str, int]] = {}  # stops asked of other leaders: (reason, attempts)
         self._refutations = 0  # ping rounds left that repeat our refutation of an accusation
@@ -192,6 +201,9 @@ class Node:
             BidReply: self.leader.on_bid_reply,
             ExecutionUpdate: self.leader.on_execution_update,
             RoomFreed: self.leader.on_room_freed,
+            ProviderAnnounce: self.providers.on_announce,
+            ProviderQuery: self.providers.on_query,
+            ProviderReply: self.providers.on_reply,
         }
         self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
         self._ping_due = 0.0
@@ -205,6 +217,7 @@ class Node:
             TimerKind.RESYNC: self.replication.on_resync_timer,
             TimerKind.STOP_RETRY: self._on_stop_retry,
             **self.leader.timers(),
+            **self.providers.timers(),
             **self.executor.timers(),
         }
 
@@ -249,6 +262,7 @@ class Node:
                 self.replication.on_send_failed(peer, message)
                 self.leader.on_send_failed(peer, message, reason)
                 self.executor.on_send_failed(peer, message, reason)
+                self.providers.on_send_failed(peer, message)
             case SubmitJob(job_id, spec, salt):
                 self._submit(job_id, spec, salt)
             case FetchJob(job_id):
@@ -263,6 +277,10 @@ class Node:
                 self.executor.on_ended(execution_id, ok, result, message)
             case EnginesChanged(engines):
                 self._set_engines(engines)
+            case DataHeld(cids, held):
+                self._set_held(cids, held)
+            case FindProviders(cid):
+                self.providers.find(cid, lambda found: self.out.append(ProvidersFound(cid, tuple(sorted(found)))))
 
     def leave(self, now: float) -> list[Effect]:
         """Say goodbye, so others do not wait for our heartbeats to stop."""
@@ -416,6 +434,16 @@ class Node:
         self.executor.set_engines(engines)
         info = self.membership.heartbeat(self.now, free=self.free(), engines=engines)
         self.out.append(Publish(NODES_TOPIC, info))
+
+    def _set_held(self, cids: tuple[str, ...], held: bool) -> None:
+        """Hold (or drop) these root CIDs: announce them to their record
+        keepers, and bid for `local` jobs reading them. (Node infos do not
+        list them: heartbeats are minutes apart in a large network.)"""
+        if held:
+            self.providers.provide(cids)
+        else:
+            self.providers.unprovide(cids)
+        self.executor.set_local_data(frozenset(self.config.local_data) | self.providers.provided)
 
     def _on_heartbeat_timer(self, key: TimerKey) -> None:
         self._heartbeat()

@@ -103,6 +103,7 @@ def add(path: Path, only_hash: bool, cid_version: str, raw_leaves: bool | None, 
                 added = add_path(path, uploader, options)
             finally:
                 uploader.finish()
+            _call(api, "POST", "/api/v1/ipfs/pins", json={"Cid": str(added.cid)})  # kept, and announced as held
     except httpx.TransportError as error:
         _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`, or use --only-hash)")
     except (OSError, ValueError) as error:

@@ -7,8 +7,9 @@ directory, the layout the reference network uses:
 
     stdout, stderr, exitCode, and one folder per ResultPath name
 
-and returns `ipfs://CID`; the blocks stay in this node's store, where any
-peer fetches them. Nothing is followed through symlinks a task may leave:
+and returns `ipfs://CID`; the blocks stay pinned in this node's store for
+its `ipfs_results_pin` seconds, where any peer fetches them. A fetched input
+stays as cache under the node's `ipfs_cache_quota`. Nothing is followed through symlinks a task may leave:
 they are published as symlinks.
 """
 
@@ -52,6 +53,7 @@ async def fetch_input(ipfs: IpfsService | None, params: dict[str, Any], dest: Pa
         await ipfs.get(cid, dest)
     except (ExportError, LookupError) as error:
         raise IpfsStorageError(f"could not fetch {cid}: {error}") from None
+    await ipfs.fetched(cid)
     return dest
 
 
@@ -77,6 +79,7 @@ async def publish(ipfs: IpfsService | None, workdir: Path, exit_code: int, resul
         added = await trio.to_thread.run_sync(build)
     except (OSError, ValueError) as error:
         raise IpfsStorageError(f"could not add the results to IPFS: {error}") from None
+    await ipfs.pin(added.cid, ipfs.results_pin)  # kept (and announced) for the node's ipfs_results_pin
     return SCHEME + str(added.cid)
 
 
