@@ -278,8 +278,13 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'This node'
         """
         node = _node(runtime)
-        info = node_view(node.membership.local, node.membership.status(node.node_id))["Info"]
+        info = node_view(*node.own_member())["Info"]
         info["Refused"] = dict(sorted(node.authority.refused.items()))  # peers' messages dropped, by reason
+        info["Incarnation"] = node.membership.local.incarnation
+        info["Verdicts"] = [  # our own Suspect/Down verdicts, newest last: a chaos run judges them
+            {"Time": nanos(time), "Kind": kind, "NodeID": node_id, "Incarnation": incarnation}
+            for time, kind, node_id, incarnation in node.membership.verdicts
+        ]
         return JSONResponse(info)
 
     async def healthz(request: Request) -> Response:
@@ -287,7 +292,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'Health'
         """
         node = _node(runtime)
-        liveness = Counter(str(status) for _, status in node.membership.all_members())
+        liveness = Counter(str(status) for _, status in node.members())
         usage = shutil.disk_usage(runtime.settings.data_dir)
         return JSONResponse({
             "Status": "OK", "NodeID": node.node_id, "Liveness": dict(sorted(liveness.items())),
@@ -531,5 +536,5 @@ def _bid_view(held: Any) -> dict[str, Any]:
 
 def _members(runtime: Runtime) -> list[dict[str, Any]]:
     node = _node(runtime)
-    members = node.membership.all_members()
+    members = node.members()
     return [node_view(info, status) for info, status in sorted(members, key=lambda m: m[0].node_id)]

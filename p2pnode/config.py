@@ -30,16 +30,19 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from p2pnode.lazy import lazy_import
 from protocols import units
-from protocols.jobspec import JobDefaults
-from protocols.messages import Capacity, Locality
-from protocols.node import NodeConfig
-from protocols.selection import SelectionPolicy
+
+if TYPE_CHECKING:  # the protocol's models load with the node, not with `p2pnode --help`
+    from protocols.jobspec import JobDefaults
+    from protocols.messages import Capacity, Locality
+    from protocols.node import NodeConfig
+    from protocols.selection import SelectionPolicy
+
+yaml = lazy_import("yaml")
 
 log = logging.getLogger("p2pnode.config")
 
@@ -73,8 +76,10 @@ class NodeSettings:
     publishers: tuple[str, ...] = ("local", "ipfs")  # IPFS is embedded in every node
     allowed_local_paths: tuple[str, ...] = ()  # allow-list for localDirectory inputs
     ipfs_connect: str = ""  # an IPFS daemon's HTTP RPC API to use instead of the embedded store
+    ipfs_results_pin: float = 7 * 86400.0  # seconds results published to IPFS stay pinned here
+    ipfs_cache_quota: int = 10 << 30  # bytes of unpinned blocks (fetched inputs) kept, least recently used dropped first
     capacity: Capacity | None = None
-    policy: SelectionPolicy = SelectionPolicy(max_total_timeout=DEFAULT_MAX_TOTAL_TIMEOUT)
+    policy: SelectionPolicy = field(default_factory=lambda: _policy())  # noqa: PLW0108 - defined below
     heartbeat_interval: float = 1.0
     log_level: str = "info"
     network_key_file: Path | None = None  # None: an open network, allowed on loopback or with network_open
@@ -82,7 +87,7 @@ class NodeSettings:
     api_token: str | None = None  # required of API clients when set
     api_insecure: bool = False
     api_max_body: int = 4 << 20
-    job_defaults: JobDefaults = JobDefaults()
+    job_defaults: JobDefaults = field(default_factory=lambda: _job_defaults())  # noqa: PLW0108 - defined below
     log_keep_bytes: int = 1 << 20  # of each of stdout and stderr, once an execution ended
     probe_timeout: float = 10.0  # a probe that does not answer declines
     probe_wait_timeout: float = 300.0  # a bid held by "shouldWait" declines after this
@@ -238,7 +243,21 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
+def _policy(**settings: Any) -> SelectionPolicy:
+    from protocols.selection import SelectionPolicy
+
+    return SelectionPolicy(**{"max_total_timeout": DEFAULT_MAX_TOTAL_TIMEOUT, **settings})
+
+
+def _job_defaults(**settings: int) -> JobDefaults:
+    from protocols.jobspec import JobDefaults
+
+    return JobDefaults(**settings)
+
+
 def _locality(value: Any) -> Locality:
+    from protocols.messages import Locality
+
     text = _text(value).lower()
     try:
         return Locality(text)
@@ -309,6 +328,8 @@ _PROPERTIES = tuple(
         ("Node.Compute.Publishers", "publishers", _choices(KNOWN_PUBLISHERS), f"some of {', '.join(KNOWN_PUBLISHERS)}"),
         ("Node.Compute.AllowedLocalPaths", "allowed_local_paths", _strings, "directory paths, e.g. /data/shared"),
         ("Node.IPFS.Connect", "ipfs_connect", _optional_text, "an IPFS API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001"),
+        ("Node.IPFS.ResultsPin", "ipfs_results_pin", _seconds, "seconds results published to IPFS stay pinned, e.g. 604800"),
+        ("Node.IPFS.CacheQuota", "ipfs_cache_quota", _unit(units.parse_bytes), "an amount like 10Gb of fetched blocks"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),
         ("Node.Compute.Capacity.Memory", "capacity.memory", _unit(units.parse_bytes), "an amount like 4Gb or 512Mb"),
         ("Node.Compute.Capacity.Disk", "capacity.disk", _unit(units.parse_bytes), "an amount like 100Gb"),
@@ -361,6 +382,8 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--publishers": "Node.Compute.Publishers",
     "--allowed-local-paths": "Node.Compute.AllowedLocalPaths",
     "--ipfs-connect": "Node.IPFS.Connect",
+    "--ipfs-results-pin": "Node.IPFS.ResultsPin",
+    "--ipfs-cache-quota": "Node.IPFS.CacheQuota",
     "--cpu": "Node.Compute.Capacity.CPU",
     "--memory": "Node.Compute.Capacity.Memory",
     "--disk": "Node.Compute.Capacity.Disk",
@@ -429,8 +452,8 @@ def _settings(values: Mapping[str, Any]) -> NodeSettings:
     return NodeSettings(
         data_dir=data_dir,
         capacity=replace(machine, **capacity),
-        policy=SelectionPolicy(**{"max_total_timeout": DEFAULT_MAX_TOTAL_TIMEOUT, **policy}),
-        job_defaults=JobDefaults(**defaults),
+        policy=_policy(**policy),
+        job_defaults=_job_defaults(**defaults),
         **plain,
     )
 
@@ -549,6 +572,8 @@ def _loopback_multiaddr(address: str) -> bool:
 def machine_capacity(data_dir: Path) -> Capacity:
     """Most of this machine: `MACHINE_SHARE` of its cores, memory, and of the
     free disk where the node keeps its data. No GPUs unless configured."""
+    from protocols.messages import Capacity
+
     return Capacity(
         cpu=int(_cores() * 1000 * MACHINE_SHARE),
         memory=int(_memory() * MACHINE_SHARE),
@@ -604,6 +629,8 @@ def automatic_labels() -> dict[str, str]:
 def node_config(settings: NodeSettings, node_id: str, addresses: tuple[str, ...], s3: bool = False) -> NodeConfig:
     """The protocol's view of this node. Configured labels may override the
     automatic ones (a warning says so)."""
+    from protocols.node import NodeConfig
+
     labels = automatic_labels()
     for key, value in settings.labels.items():
         if key in labels and labels[key] != value:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from p2pnode.config import DEFAULT_DATA_DIR, PROPERTIES, ConfigError, NodeSettings, _Invalid, load_settings
+from p2pnode.lazy import lazy_import
 from p2pnode.tables import Sheet, show
+
+yaml = lazy_import("yaml")
 
 CONFIG_FILE = "config.yaml"
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_private_key
-from libp2p.peer.id import ID
 
 KEY_FILE = "identity.key"
 
@@ -31,11 +30,6 @@ def load_or_create_identity(data_dir: Path) -> KeyPair:
     key_pair = create_new_key_pair()
     _write_private(path, key_pair.private_key.serialize())
     return key_pair
-
-
-def peer_id_of(key_pair: KeyPair) -> str:
-    """The base58 peer ID other nodes will know us by."""
-    return ID.from_pubkey(key_pair.public_key).to_base58()
 
 
 def _load(path: Path) -> KeyPair:

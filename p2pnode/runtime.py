@@ -34,6 +34,7 @@ from p2pnode.storage.s3 import S3Access
 from p2pnode.storage.url import UrlPolicy
 from p2pnode.identity import load_or_create_identity
 from p2pnode.ipfs.external import ExternalIpfsService
+from p2pnode.ipfs.locate import ProviderLookups
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
@@ -51,6 +52,7 @@ from protocols.events import (
     JobChanged,
     ProbeAnswered,
     ProbeVerdict,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -65,8 +67,9 @@ from protocols.events import (
 )
 from protocols.jobspec import JobSpec
 from protocols.executor import HeldBid
-from protocols.messages import NODES_TOPIC, BidReply, JobUpdated, SubmitToLeader
+from protocols.messages import NODES_TOPIC, BidReply
 from protocols.node import Node
+from protocols.replication import handed_over
 from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
@@ -149,7 +152,7 @@ class Runtime:
         self._inputs_send, self._inputs = trio.open_memory_channel[Input](math.inf)
         self._timers = _Timers()
         self._peer_queues: dict[str, trio.MemorySendChannel[object]] = {}
-        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id))
+        self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id, canonical=False))
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
         self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
@@ -170,7 +173,10 @@ class Runtime:
         )
         self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
         self.ipfs = (ExternalIpfsService(settings.ipfs_connect) if settings.ipfs_connect
-                     else IpfsService(settings.data_dir / "ipfs"))
+                     else IpfsService(settings.data_dir / "ipfs", results_pin=settings.ipfs_results_pin,
+                                      cache_quota=settings.ipfs_cache_quota))
+        self.providers = ProviderLookups(self.node_id, self._inputs_send.send_nowait, self._dial,
+                                         self.transport.connected_peers)
         self.executions = ExecutionRunner(
             settings.data_dir / "executions", settings.data_dir / "wasm-cache", settings.allowed_local_paths,
             self.local_results, self.s3,
@@ -211,6 +217,9 @@ class Runtime:
                 nursery.start_soon(self._timer_loop)
                 nursery.start_soon(self._expire_results)
                 self._apply(self.node.start(time.time()))
+                if isinstance(self.ipfs, IpfsService):  # a daemon announces its own blocks
+                    self.ipfs.announce, self.ipfs.locate = self.providers.announce, self.providers.locate
+                    self.providers.announce(self.ipfs.held(), True)
                 nursery.start_soon(self._drive)
                 if self.docker is not None:
                     nursery.start_soon(self._watch_engines, engines)
@@ -421,6 +430,8 @@ class Runtime:
             if self.node.authority.last is not None:
                 self._log_refusal(*self.node.authority.last)
                 self.node.authority.last = None
+            for sender, why in self.node.dropped.take():  # stale or repeated, mostly: normal in gossip
+                log.debug("dropped a message from %s: %s", sender, why)
             try:
                 self._apply(effects)
             except UnknownEffect:
@@ -510,8 +521,9 @@ class Runtime:
         except (PeerUnreachable, PayloadTooLarge) as error:
             await self._inputs_send.send(SendFailed(peer, message, str(error)))
             return
-        if isinstance(message, JobUpdated | SubmitToLeader) and message.delta.header.id in self._handed_over:
-            self._handed_over[message.delta.header.id].set()
+        handed = handed_over(message)
+        if handed is not None and handed in self._handed_over:
+            self._handed_over[handed].set()
 
     async def _request(
         self, peer: str, data: bytes, timeout: float | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -559,6 +571,7 @@ class Runtime:
         while True:
             try:
                 await trio.to_thread.run_sync(self.local_results.sweep, time.time())
+                await self.ipfs.maintain()  # unpin results due, keep fetched inputs under the cache quota
             except OSError:
                 log.warning("could not expire old results", exc_info=True)
             await trio.sleep(60)
@@ -627,3 +640,6 @@ class _Effects:
 
     def job_changed(self, effect: JobChanged) -> None:
         self.runtime._dirty.add(effect.job_id)  # saved when the inbox drains (`Runtime._drive`)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.runtime.providers.found(effect.cid, effect.providers)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich loads when a table is shown on a terminal, not at import
+    from rich.console import Console
 
 
 @dataclass
@@ -32,8 +32,13 @@ class Sheet:
 
 def show(sheet: Sheet, *, wide: bool = False, console: Console | None = None, stream: TextIO | None = None) -> None:
     """Print the sheet: rich and trimmed on a terminal, whole otherwise."""
-    console = console or Console()
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
     if console.is_terminal and not wide:
+        from rich.table import Table
+
         table = Table(*sheet.headers, box=None)
         for row in sheet.rows:
             table.add_row(*(cell[: sheet.short[i]] if i in sheet.short else cell for i, cell in enumerate(row)))

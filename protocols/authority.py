@@ -25,8 +25,7 @@ node's `refused` counter), without raising. One rule per message type, in
   submitter may hand it on (to a keeper, with the same spec), nobody may
   change it;
 - repairs (`Records`, `DigestReply`) relay records: one we hold only a
-  keeper our copy names (a runner only its own executions, under the header
-  we hold), the job's entitled leader, the leader our
+  keeper or runner our copy names, the job's entitled leader, the leader our
   work reports to, or a leader or keeper it names that the ranking makes
   plausible (whole or not, the chain we know: a split's other half must
   converge);
@@ -38,7 +37,11 @@ node's `refused` counter), without raising. One rule per message type, in
   `LeaderChanged`) come only from the job's leader by the same rule;
 - a node speaks only for itself (`NodeInfo`, `NodeLeft`); a relayed member
   list (`Members`) may introduce nodes, never change what we hold of a live
-  member.
+  member;
+- a provider announces only itself (`ProviderAnnounce` names nobody: the
+  sender is the provider) and only while it is a live member; an answer
+  about providers (`ProviderReply`) comes only from a keeper we asked
+  (`protocols.providers`).
 
 Fields no write changes (the job's spec, submitter, salt, creation time) must
 match our copy whoever sends them; for a job we hold no copy of, its ID must
@@ -52,8 +55,11 @@ What this does not stop (there is no Byzantine fault tolerance):
   results), and a malicious *keeper* of a job can take it over (a higher
   epoch naming itself leader, as a successor does when the leader dies) or
   relay an altered copy of it to its fellow keepers;
-- a member can add, to a record it relays under the header the job's leader
-  wrote, executions that name itself (a runner shows the keepers its work so);
+- a member that runs work of a job relays its record as it likes (executors
+  pass on what their leader told them: a deposed leader's answer, a record a
+  keeper missed), and a member can add, to a record it relays under the
+  header the job's leader wrote, executions that name itself (a runner shows
+  the keepers its work so);
 - a member that stands high in a job's rendezvous ranking (`plausible`) can
   relay a record naming itself its leader or keeper, and give orders as a
   leader that took over while the chain we know is broken, or as one
@@ -90,6 +96,8 @@ from protocols.messages import (
     Members,
     NodeInfo,
     NodeLeft,
+    ProviderAnnounce,
+    ProviderReply,
     Records,
     SubmitToLeader,
 )
@@ -107,6 +115,8 @@ NOT_RELAYER = "relays a record it does not keep"
 NOT_NAMED = "brings a record that does not name it"
 OTHERS_EXECUTION = "reports another node's execution"
 NOT_ITS_LEADER = "orders an execution it does not lead"
+NOT_MEMBER = "is not a live member"
+NOT_ASKED = "answers a question nobody asked it"
 UNCERTIFIED = "brings a job whose id does not certify its spec and submitter"
 
 
@@ -153,6 +163,7 @@ class Authority:
         info: Callable[[str], NodeInfo | None],
         alive_ids: Callable[[], Sequence[str]],
         follows: Callable[[str, str], bool] = lambda job_id, node_id: False,
+        asked: Callable[[str, str], bool] = lambda sender, cid: False,
     ) -> None:
         self.me = me
         self.jobs = jobs
@@ -160,6 +171,7 @@ class Authority:
         self.info = info
         self.alive_ids = alive_ids
         self.follows = follows
+        self.asked = asked
         self.refused: Counter[str] = Counter()  # "<message type>: <reason>" -> count
         self.last: tuple[str, str] | None = None  # the latest refusal: (sender, key of `refused`)
 
@@ -211,6 +223,12 @@ class Authority:
 
     def _for_itself(self, sender: str, message: NodeInfo | NodeLeft) -> str | None:
         return None if message.node_id == sender else NOT_ITSELF
+
+    def _provider_announce(self, sender: str, message: ProviderAnnounce) -> str | None:
+        return None if self.alive(sender) else NOT_MEMBER
+
+    def _provider_reply(self, sender: str, message: ProviderReply) -> str | None:
+        return None if self.asked(sender, message.cid) else NOT_ASKED
 
     def _members(self, sender: str, message: Members) -> str | None:
         for info in message.infos:
@@ -271,10 +289,10 @@ class Authority:
             held = replica.header
             if not same_job(held, header):
                 return CHANGED_SPEC
-            if held.kept_by(sender) or not teaches(replica, delta):
-                continue  # a keeper repairs
-            if (_runs(replica, sender) or _runs(delta, sender)) and _only_its_work(replica, delta, sender):
-                continue  # a runner shows a keeper its work (the rest of a record comes from its leader or keepers)
+            if held.kept_by(sender) or _runs(replica, sender) or not teaches(replica, delta):
+                continue  # a keeper repairs, a runner passes on what it was told (trusted: see the module's doc)
+            if _runs(delta, sender) and (header.leader == held.leader or held.kept_by(header.leader)):
+                continue  # a runner shows a keeper the work it does, under the header its leader wrote
             if self.follows(header.id, sender):
                 continue  # the leader our work reports to answers (deposed: it shows who leads now)
             if sender == header.leader and self.may_lead(replica, sender, header.epoch):
@@ -336,22 +354,8 @@ def teaches(replica: JobReplica, delta: JobDelta) -> bool:
             return True
     if delta.events:
         oldest = replica.history[0].order if len(replica.history) >= HISTORY_LIMIT else None
-        seen = replica._seen  # noqa: SLF001 - the replica's own index of its history
-        return any(e.order not in seen and (oldest is None or e.order > oldest) for e in delta.events)
+        return any(not replica.has_event(e.order) and (oldest is None or e.order > oldest) for e in delta.events)
     return False
-
-
-def _only_its_work(replica: JobReplica, delta: JobDelta, node_id: str) -> bool:
-    """Whether all `delta` would teach `replica` is executions of `node_id`:
-    no newer header, no other node's execution, no history."""
-    if delta.header is not replica.header and delta.header.order > replica.header.order:
-        return False
-    held = replica.executions
-    for execution in delta.executions:
-        mine = held.get(execution.id)
-        if (mine is None or (mine is not execution and execution.order > mine.order)) and execution.node_id != node_id:
-            return False
-    return not delta.events or not teaches(replica, JobDelta(replica.header, (), delta.events))
 
 
 def _wrote(replica: JobReplica, node_id: str) -> bool:
@@ -368,6 +372,8 @@ def _runs(record: JobReplica | JobDelta, node_id: str) -> bool:
 _RULES: dict[type, Callable[[Authority, str, Any], str | None]] = {
     NodeInfo: Authority._for_itself,
     NodeLeft: Authority._for_itself,
+    ProviderAnnounce: Authority._provider_announce,
+    ProviderReply: Authority._provider_reply,
     Members: Authority._members,
     JobUpdated: Authority._job_updated,
     SubmitToLeader: Authority._submit,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from protocols import election, placement
+from protocols import election, locality, placement
 from protocols.context import NodeContext, TimerKey, TimerKind
 from protocols.jobspec import JobSpec
 from protocols.jobtypes import policy_for
@@ -109,7 +109,8 @@ class Bidding:
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        return held[1], len(held[1]) == len(eligible)
+        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.ctx.providers.holders)
+        return ranked, len(held[1]) == len(eligible)
 
     def _room_since(self, node_id: str, since: float, spec: JobSpec) -> bool:
         """Whether a bid after `since` showed room for the spec."""
@@ -268,7 +269,8 @@ class Bidding:
         policy = policy_for(header.spec)
         slots = policy.open_slots(header.spec, view.values())
         bids = [e for e in view.values() if e.state == ExecutionState.ASK_FOR_BID_ACCEPTED]
-        bids = placement.rank_bids(bids, replica.failures, self._free_score, ctx.rng)
+        held = locality.inputs_held(locality.input_cids(header.spec), ctx.providers.holders)
+        bids = placement.rank_bids(bids, replica.failures, held, self._free_score, ctx.rng)
         winners, losers = bids[: len(slots)], bids[len(slots) :]
         for execution, partition in zip(winners, slots):
             accepted = self._moved(execution, ExecutionState.BID_ACCEPTED, "bid accepted", DesiredState.RUNNING)

@@ -15,9 +15,10 @@ timer is about, so the node routes a fired timer by its kind.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from protocols.events import CancelTimer, Effect, Send, SetTimer
 from protocols.membership import Membership
@@ -31,6 +32,9 @@ from protocols.records import (
     JobHeader,
     JobReplica,
 )
+
+if TYPE_CHECKING:
+    from protocols.providers import Providers
 
 CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 
@@ -54,6 +58,8 @@ class TimerKind(StrEnum):
     PROBE = "probe"  # an execution
     TOTAL_TIMEOUT = "total-timeout"  # an execution
     RESEND = "resend"  # an execution
+    PROVIDER_LOOKUP = "provider-lookup"  # a CID
+    PROVIDER_REANNOUNCE = "provider-reannounce"
 
     __hash__ = str.__hash__  # (keys are hashed at every timer set: keep it cheap)
 
@@ -66,6 +72,30 @@ class TimerKey(NamedTuple):
 
 
 TimerHandler = Callable[[TimerKey], None]
+
+
+class Dropped:
+    """Input a node dropped, counted by why ("<what>: <reason>"); the newest
+    wait in `fresh` for the driver to log (see `p2pnode.runtime`). Stale and
+    duplicated messages are normal in a gossiping network: they are counted
+    too, so a reader can tell them from bugs."""
+
+    FRESH_LIMIT = 64  # drops kept for the driver between two inputs
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.fresh: list[tuple[str, str]] = []  # (sender, key of `counts`), oldest first
+
+    def drop(self, sender: str, what: str, why: str) -> None:
+        key = f"{what}: {why}"
+        self.counts[key] += 1
+        if len(self.fresh) < self.FRESH_LIMIT:
+            self.fresh.append((sender, key))
+
+    def take(self) -> list[tuple[str, str]]:
+        """The drops since the last take, for the driver to log."""
+        fresh, self.fresh = self.fresh, []
+        return fresh
 
 
 class Replicator(Protocol):
@@ -110,7 +140,9 @@ class NodeContext:
         self._membership = membership
         self._caught_up = caught_up
         self._seq = 0  # history events written here
+        self.dropped = Dropped()  # input dropped, by why
         self._replicator: Replicator | None = None
+        self.providers: Providers | None = None  # who holds which CID (`protocols.providers`), set by the node
         self._free: Callable[[], Capacity] | None = None
 
     def attach(self, replicator: Replicator, free: Callable[[], Capacity]) -> None:
@@ -136,6 +168,10 @@ class NodeContext:
 
     def cancel_timer(self, key: TimerKey) -> None:
         self.out.append(CancelTimer(key))
+
+    def drop(self, sender: str, message: object, why: str) -> None:
+        """Count (and have the driver log) a peer's message dropped, and why."""
+        self.dropped.drop(sender, type(message).__name__, why)
 
     # ------------------------------------------------------------ writing jobs
 
@@ -187,6 +223,10 @@ class NodeContext:
             create_time=self.now,
             modify_time=self.now,
         )
+
+    def jittered(self, interval: float) -> float:
+        """`interval`, 10 % either way at random (so nodes do not act in step)."""
+        return interval * (0.9 + 0.2 * self.rng.random())
 
     def free(self) -> Capacity:
         """What this node has free now (its executor's reservations)."""

@@ -17,6 +17,7 @@ from protocols.events import (
     CancelTimer,
     Effect,
     JobChanged,
+    ProvidersFound,
     Publish,
     RunProbe,
     Send,
@@ -57,6 +58,9 @@ class EffectHandler(Protocol):
     def job_changed(self, effect: JobChanged) -> None:
         """The job's replica changed: save it (when the inbox drains) and wake its watchers."""
 
+    def providers_found(self, effect: ProvidersFound) -> None:
+        """The answer to a local `FindProviders`: hand it to whoever asked."""
+
 
 METHODS: dict[type, str] = {
     Publish: "publish",
@@ -67,6 +71,7 @@ METHODS: dict[type, str] = {
     StartExecution: "start_execution",
     StopExecution: "stop_execution",
     JobChanged: "job_changed",
+    ProvidersFound: "providers_found",
 }
 """Each kind of effect and the `EffectHandler` method that carries it out."""
 

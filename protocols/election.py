@@ -126,8 +126,3 @@ def _weights(job_key: int, node_ids: list[str]) -> list[int]:
         weights.append(z ^ (z >> 31))
     return weights
 
-
-def leader_of(job_id: str, node_ids: Iterable[str]) -> str | None:
-    """The job's leader among `node_ids`, or None if there is nobody."""
-    ranked = rank(job_id, node_ids, k=1)
-    return ranked[0] if ranked else None

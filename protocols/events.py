@@ -102,6 +102,23 @@ class EnginesChanged:
     engines: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DataHeld:
+    """This node now holds (or, `held` false, no longer holds) these root
+    CIDs: it announces itself as their provider and bids for `local` jobs
+    that read them."""
+
+    cids: tuple[str, ...]
+    held: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FindProviders:
+    """A local reader wants to know who holds `cid` (answered by `ProvidersFound`)."""
+
+    cid: str
+
+
 Input = (
     Received
     | SendFailed
@@ -113,6 +130,8 @@ Input = (
     | ExecutionProgressed
     | ExecutionEnded
     | EnginesChanged
+    | DataHeld
+    | FindProviders
 )
 
 # ---------------------------------------------------------------- effects
@@ -178,6 +197,14 @@ class JobChanged:
     job_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class ProvidersFound:
+    """The answer to `FindProviders`: the live nodes known to hold `cid`."""
+
+    cid: str
+    providers: tuple[str, ...]
+
+
 Effect = (
     Publish
     | Send
@@ -187,6 +214,7 @@ Effect = (
     | StartExecution
     | StopExecution
     | JobChanged
+    | ProvidersFound
 )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from protocols import selection
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.lifecycle import BidStage
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
 from protocols.jobtypes import policy_for
 from protocols.messages import (
@@ -47,7 +48,6 @@ from protocols.records import (
     JobReplica,
 )
 
-PROBING, BID, RUNNING = "probing", "bid", "running"
 MAX_RESENDS = 100
 HOLDS_REMEMBERED = 256  # held bids remembered, decided or not (the newest)
 ROOM_WAITS = 256  # daemons remembered as waiting for room here, the newest
@@ -78,7 +78,7 @@ class _Local:
     header: JobHeader  # as the asking leader sent it
     leader: str
     epoch: int
-    stage: str
+    stage: BidStage  # see `protocols.lifecycle.BID_MOVES`
     reserved: bool = False
     probe_kind: str = ""
     probe_document: dict[str, Any] | None = None
@@ -131,11 +131,13 @@ class Executor:
     def on_ask_bid(self, sender: str, ask: AskBid) -> None:
         header = ask.header
         if sender != header.leader or ask.execution_id in self.local:
+            self.ctx.drop(sender, ask, "not from the job's leader, or asked twice")
             return
         replica = self.ctx.jobs.get(header.id)
         if replica is not None and replica.header.epoch > header.epoch:
-            return  # a deposed leader asks
-        local = _Local(ask.execution_id, header, sender, header.epoch, PROBING)
+            self.ctx.drop(sender, ask, "from a deposed leader")
+            return
+        local = _Local(ask.execution_id, header, sender, header.epoch, BidStage.PROBING)
         decision = selection.decide(self.ctx.config.policy, self._current_view(), header.id, header.spec)
         if replica is None and not isinstance(decision, selection.Decline):
             self.ctx.merge_header(header)  # a node that may run it keeps a copy; one that says no, none
@@ -143,7 +145,7 @@ class Executor:
 
     def on_probe_answered(self, execution_id: str, verdict: ProbeVerdict) -> None:
         local = self.local.get(execution_id)
-        if local is None or local.stage != PROBING:
+        if local is None or local.stage != BidStage.PROBING:
             return
         if verdict.wait:
             if execution_id not in self.holds:
@@ -179,7 +181,7 @@ class Executor:
                 if not self._free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
                     self._follow(local, selection.Decline("resources were taken by other work meanwhile"))
                     return
-                local.stage = BID
+                local.stage = BidStage.BID
                 local.state = ExecutionState.ASK_FOR_BID_ACCEPTED
                 self._hold(local)
                 self._reserve(local)
@@ -191,7 +193,7 @@ class Executor:
 
     def _on_probe_timeout(self, key: TimerKey) -> None:
         local = self.local.get(key.subject)
-        if local is not None and local.stage == PROBING:
+        if local is not None and local.stage == BidStage.PROBING:
             if self._settle_hold(local.execution_id, "expired"):
                 wait = self.ctx.config.probe_wait_timeout
                 self._follow(local, selection.Decline(f"the bid was held for the operator, who did not decide within {wait:g} s"))
@@ -215,7 +217,7 @@ class Executor:
 
     def _on_bid_hold(self, key: TimerKey) -> None:
         local = self.local.get(key.subject)
-        if local is not None and local.stage == BID:
+        if local is not None and local.stage == BidStage.BID:
             self._drop(local)  # the leader never decided: free the resources
 
     def on_bid_decision(self, sender: str, decision: BidDecision) -> None:
@@ -230,14 +232,15 @@ class Executor:
                                      "the bid expired before it was accepted")
             self.ctx.emit_send(sender, update)
             return
-        if local is None or local.stage == RUNNING or decision.epoch < local.epoch:
+        if local is None or local.stage == BidStage.RUNNING or decision.epoch < local.epoch:
+            self.ctx.drop(sender, decision, "for no bid held here, or stale")
             return
         ctx = self.ctx
         ctx.cancel_timer(TimerKey(TimerKind.BID_HOLD, local.execution_id))
         if not decision.accepted:
             self._drop(local)
             return
-        local.leader, local.epoch, local.stage, local.partition = sender, decision.epoch, RUNNING, decision.partition
+        local.leader, local.epoch, local.stage, local.partition = sender, decision.epoch, BidStage.RUNNING, decision.partition
         header = local.header
         record = ExecutionRecord(
             id=local.execution_id,
@@ -262,19 +265,19 @@ class Executor:
 
     def on_progress(self, execution_id: str, state: ExecutionState, message: str) -> None:
         local = self.local.get(execution_id)
-        if local is not None and local.stage == RUNNING and not state.terminal:
+        if local is not None and local.stage == BidStage.RUNNING and not state.terminal:
             self._report(local, state, message)
 
     def on_ended(self, execution_id: str, ok: bool, result: ExecutionResult, message: str) -> None:
         local = self.local.get(execution_id)
-        if local is None or local.stage != RUNNING:
+        if local is None or local.stage != BidStage.RUNNING:
             return
         state = ExecutionState.COMPLETED if ok else ExecutionState.FAILED
         self._end(local, state, message or ("completed" if ok else result.error or "failed"), result)
 
     def _on_total_timeout(self, key: TimerKey) -> None:
         local = self.local.get(key.subject)
-        if local is None or local.stage != RUNNING:
+        if local is None or local.stage != BidStage.RUNNING:
             return
         timeout = local.header.spec.task.timeouts.total_timeout
         why = f"execution exceeded its TotalTimeout of {timeout} s"
@@ -284,11 +287,12 @@ class Executor:
     def on_cancel(self, sender: str, cancel: CancelExecution) -> None:
         local = self.local.get(cancel.execution_id)
         if local is None or cancel.epoch < local.epoch:
+            self.ctx.drop(sender, cancel, "for no execution here, or from a deposed leader")
             return
         self._cancel(local, cancel.reason)
 
     def _cancel(self, local: _Local, reason: str) -> None:
-        if local.stage == RUNNING:
+        if local.stage == BidStage.RUNNING:
             self.ctx.emit(StopExecution(local.execution_id, reason))
             self._end(local, ExecutionState.CANCELLED, reason, None)
         else:
@@ -306,11 +310,12 @@ class Executor:
 
     def on_leader_changed(self, sender: str, change: LeaderChanged) -> None:
         if sender != change.leader:
+            self.ctx.drop(sender, change, "names another node as leader")
             return
         for local in self._of_job(change.job_id):
             if change.epoch > local.epoch:
                 local.leader, local.epoch = change.leader, change.epoch
-                if local.stage == RUNNING:
+                if local.stage == BidStage.RUNNING:
                     self._report(local, local.state, "reporting to the new leader")
 
     def reconcile(self, replica: JobReplica) -> None:
@@ -320,7 +325,7 @@ class Executor:
         for local in self._of_job(header.id):
             if header.epoch > local.epoch and header.leader != local.leader:
                 local.leader, local.epoch = header.leader, header.epoch
-                if local.stage == RUNNING:
+                if local.stage == BidStage.RUNNING:
                     self._report(local, local.state, "reporting to the new leader")
             # The merged record is the one truth every replica reaches (an
             # ended execution stays ended), so obey it whoever wrote it.
@@ -366,7 +371,7 @@ class Executor:
             return
         self._calm_rounds = 0
         for local in sorted(self.local.values(), key=lambda local: local.execution_id):
-            if local.stage == RUNNING:
+            if local.stage == BidStage.RUNNING:
                 update = ExecutionUpdate(
                     local.job_id, local.execution_id, local.epoch, local.state, "still running", partition=local.partition
                 )
@@ -422,6 +427,10 @@ class Executor:
     def set_engines(self, engines: tuple[str, ...]) -> None:
         """Bid with these engines from now on (runs under way go on)."""
         self._view = replace(self._view, engines=frozenset(engines))
+
+    def set_local_data(self, local_data: frozenset[str]) -> None:
+        """Bid for `local` jobs reading these CIDs and paths from now on."""
+        self._view = replace(self._view, local_data=local_data)
 
     def _current_view(self) -> selection.LocalNode:
         if self._view.free is not self._free:

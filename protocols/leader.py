@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 
+from protocols import locality
 from protocols.bidding import Bidding
 from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
 from protocols.jobtypes import PLACED, PROGRESS, RETRIES_META, Finish, NoFit, Step, job_retries, own_fault, policy_for
@@ -72,6 +73,7 @@ class Leader(Succession, Bidding):
         self._leaders_checked: Sequence[str] | None = None
         self.waiting: set[str] = set()  # led jobs looking for nodes
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
+        self._paused_until = 0.0  # after we were away (see `woke`): lead nothing until then
 
     def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
@@ -96,8 +98,15 @@ class Leader(Succession, Bidding):
         """Lead the job from now on (once: a job led already is left as it is)."""
         if replica.header.state.terminal or replica.id in self.led:
             return
+        if self.ctx.now < self._paused_until:
+            # Back from away: the job may have moved on without us. Its keepers
+            # say; meanwhile it waits in `by_leader`, where `_on_resume` finds it.
+            self.ctx.fetch(replica.id)
+            return
         self.led.add(replica.id)
-        self._schedule(replica)
+        # Learn who holds the job's ipfs inputs before the first ask (`protocols.locality`).
+        if not self.ctx.providers.wait_for(locality.input_cids(replica.header.spec), lambda: self._schedule(replica)):
+            self._schedule(replica)
 
     def leader_moved(self, replica: JobReplica, previous: str | None) -> None:
         """Keep the by-leader index right; step down when deposed."""
@@ -109,12 +118,16 @@ class Leader(Succession, Bidding):
             if not self.ctx.is_alive(header.leader):
                 self._leaders_checked = None
         if header.leader != self.ctx.node_id:
-            self.led.discard(header.id)
-            self.waiting.discard(header.id)
-            self._windows.discard(header.id)
-            self._window_until.pop(header.id, None)
-            self._ranked.pop(header.id, None)
-            self._answers.pop(header.id, None)
+            self._step_back(header.id)
+
+    def _step_back(self, job_id: str) -> None:
+        """Stop leading the job here (its index entry stays)."""
+        self.led.discard(job_id)
+        self.waiting.discard(job_id)
+        self._windows.discard(job_id)
+        self._window_until.pop(job_id, None)
+        self._ranked.pop(job_id, None)
+        self._answers.pop(job_id, None)
 
     def unindex(self, job_id: str, leader: str) -> None:
         """The job is no longer `leader`'s, or has ended: drop it from the index."""
@@ -130,6 +143,19 @@ class Leader(Succession, Bidding):
         for replica in self.ctx.jobs.values():
             self.leader_moved(replica, None)
         self.ctx.set_timer(TimerKey(TimerKind.RESUME), self.ctx.now + 2 * self.ctx.config.heartbeat_interval)
+
+    def woke(self) -> None:
+        """We were away (the process stopped, or its loop stuck) long enough
+        to be declared dead: others may have taken our jobs over, and what
+        reached us meanwhile is stale. Step back from every job we lead, ask
+        its keepers how it stands, and lead again as after a restart."""
+        ctx = self.ctx
+        for job_id in sorted(self.led | self.by_leader.get(ctx.node_id, set())):
+            self._step_back(job_id)
+            ctx.fetch(job_id)
+        self._paused_until = ctx.now + 2 * ctx.config.heartbeat_interval + ctx.config.ping_interval
+        self._leaders_checked = None
+        ctx.set_timer(TimerKey(TimerKind.RESUME), self._paused_until)
 
     def _on_resume(self, key: TimerKey) -> None:
         me = self.ctx.node_id
@@ -149,6 +175,7 @@ class Leader(Succession, Bidding):
             return
         execution = replica.executions.get(update.execution_id)
         if execution is None or execution.node_id != sender:
+            self.ctx.drop(sender, update, "names no execution of the sender in the job")
             return
         header = replica.header
         if execution.state.terminal or header.state.terminal:
@@ -169,6 +196,7 @@ class Leader(Succession, Bidding):
             self._schedule(replica)
             return
         if PROGRESS[update.state] <= PROGRESS[execution.state]:
+            self.ctx.drop(sender, update, "does not move its execution forward (stale or repeated)")
             return
         if PROGRESS[execution.state] < PLACED:
             # It runs on a bid this leader never accepted (the one before us

@@ -64,8 +64,8 @@ A node cut off by a partition is declared dead by the other side; each round
 a watcher also pings one dead member, and one that answers is told it was
 declared dead, so it refutes and comes back as soon as the partition heals.
 
-SUSPECT counts as alive (`alive_ids`, `is_alive`); `version` bumps exactly
-when the alive set changes, so callers may cache what they derive from it.
+SUSPECT counts as alive (`alive_ids`, `is_alive`); `alive_ids` is a new list
+exactly when the alive set changes, so callers may cache what they derive from it.
 
 Size: a simulator holds thousands of these, each knowing thousands of
 members, so the state per member is one dict entry (its `NodeInfo`, an
@@ -92,6 +92,7 @@ MAX_RELAYS = 256  # indirect probes a node runs for others at once; more are ref
 MAX_HEALTH = 3  # rounds of patience a node that sees itself late may add (Lifeguard's local health multiplier)
 MAX_LATE = 2  # rounds of patience a member that answered late may earn
 LATE_ROUND = 0.5  # a watch round that fires this many intervals late shows us we are behind
+MAX_VERDICTS = 200  # own verdicts a node remembers for its operator (`Membership.verdicts`)
 
 
 class MemberStatus(StrEnum):
@@ -188,7 +189,6 @@ class Membership:
         (shared with other nodes until either changes)."""
         self.local = local
         self.config = config
-        self.version = 0
         if members is None:
             self._infos: dict[str, NodeInfo] = {}
             self._ids: list[str] = [local.node_id]
@@ -210,6 +210,9 @@ class Membership:
         self._doubts: set[str] = set()  # accused under an older seq than ours: we check them, quietly
         self.health = 0  # our local health score: 0 healthy, up to MAX_HEALTH (see the module notes)
         self._late: dict[str, int] = {}  # member -> extra rounds it earned by answering late
+        # Our own latest verdicts, (time, "Suspect"|"Down", member, incarnation), for an
+        # operator or a chaos run to judge against who really was down (`MAX_VERDICTS` kept).
+        self.verdicts: list[tuple[float, str, str, int]] = []
 
     @staticmethod
     def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
@@ -351,6 +354,7 @@ class Membership:
             dead_after = config.dead_after + patience + self._late.get(node_id, 0)
             if misses == suspect_after and misses < dead_after:
                 suspect = Suspect(node_id, *key)
+                self._remember(now, "Suspect", suspect)
                 if not quiet:
                     accusations.append(suspect)
                 change = self.accused(suspect, now)
@@ -358,6 +362,7 @@ class Membership:
                     changes.append(change)
             elif misses >= dead_after:
                 down = Down(node_id, *key)
+                self._remember(now, "Down", down)
                 if not quiet:
                     self._announce[node_id] = [down, _DOWN_REPEATS]
                 self._doubts.discard(node_id)
@@ -393,6 +398,11 @@ class Membership:
             self._nonce += 1
             pings.append((dead[self._nonce % len(dead)], self._nonce))
         return WatchRound(pings, accusations, changes, requests)
+
+    def _remember(self, now: float, kind: str, verdict: Suspect | Down) -> None:
+        self.verdicts.append((now, kind, verdict.node_id, verdict.incarnation))
+        if len(self.verdicts) > MAX_VERDICTS:
+            del self.verdicts[: -MAX_VERDICTS // 2]
 
     def acked(self, node_id: str, nonce: int) -> Down | None:
         """An answer to a ping. From a member we hold dead, it returns the
@@ -451,8 +461,8 @@ class Membership:
                 return held[0], held[2]
         return None
 
-    def tick(self, now: float) -> list[MemberChange]:
-        """Forget members long dead or gone (silently)."""
+    def forget_gone(self, now: float) -> None:
+        """Forget members long dead or gone (silently: nobody is told)."""
         config = self.config  # times as `next_check` computes them, so a due one is never missed
         for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
@@ -460,10 +470,9 @@ class Membership:
             del self._infos[node_id]
             self._table_changes += 1
             self._announce.pop(node_id, None)
-        return []
 
     def next_check(self) -> float:
-        """When `tick` next has something to do (`inf` if never)."""
+        """When `forget_gone` next has something to do (`inf` if never)."""
         times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
         return min(times) + self.config.forget_after if times else float("inf")
 
@@ -573,7 +582,6 @@ class Membership:
             self._alive_set_changed()
 
     def _alive_set_changed(self) -> None:
-        self.version += 1
         self._alive_infos = None
 
 

@@ -285,4 +285,32 @@ class Records:
     deltas: tuple[JobDelta, ...] = field(default=())
 
 
+@message("provider-announce")
+@dataclass(frozen=True, slots=True)
+class ProviderAnnounce:
+    """The sender holds these root CIDs, for `ttl` seconds unless it says so
+    again (`protocols.providers`); a `ttl` of 0 withdraws them. It names no
+    provider: the sender is the provider, so nobody announces another."""
+
+    cids: tuple[str, ...]
+    ttl: float
+
+
+@message("provider-query")
+@dataclass(frozen=True, slots=True)
+class ProviderQuery:
+    """Who holds `cid`? Asked of the nodes that keep its provider records."""
+
+    cid: str
+
+
+@message("provider-reply")
+@dataclass(frozen=True, slots=True)
+class ProviderReply:
+    """The providers of `cid` the sender keeps records of (maybe none)."""
+
+    cid: str
+    providers: tuple[str, ...]
+
+
 quick_init_module(globals())

@@ -14,7 +14,8 @@ bidders said they have free, when they said it) and asks here:
 - `choose`: the nodes to ask, walking the job's rendezvous ranking, nodes
   that failed the job before last;
 - `rank_bids`: the order bids win in — fewest earlier failures of that node
-  on this job, then most free resources, then a seeded random tie-break;
+  on this job, then most of its inputs held, then most free resources, then
+  a seeded random tie-break;
 - `backoff`: how long a node that was full waits before it is asked again;
 - `why_no_node`: one line saying why nothing fits, counted by reason.
 """
@@ -27,7 +28,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocols import selection
+from protocols import locality, selection
 from protocols.jobspec import JobSpec, Resources
 from protocols.messages import Capacity, NodeInfo
 from protocols.records import ExecutionRecord, ExecutionState
@@ -138,10 +139,15 @@ def free_score(free: Capacity | None, capacity: Capacity | None) -> float:
 
 
 def rank_bids(
-    bids: Iterable[ExecutionRecord], failures: Mapping[str, int], score: Callable[[str], float], rng: random.Random
+    bids: Iterable[ExecutionRecord],
+    failures: Mapping[str, int],
+    held: Callable[[str], float],
+    score: Callable[[str], float],
+    rng: random.Random,
 ) -> list[ExecutionRecord]:
-    """Bids best first: fewest failures of that node on this job, most free, then a seeded draw."""
-    return sorted(bids, key=lambda e: (failures.get(e.node_id, 0), -score(e.node_id), rng.random()))
+    """Bids best first: fewest failures of that node on this job, most of
+    the job's inputs held there (`protocols.locality`), most free, then a seeded draw."""
+    return sorted(bids, key=lambda e: (failures.get(e.node_id, 0), -held(e.node_id), -score(e.node_id), rng.random()))
 
 
 def backoff(held: tuple[float, int] | None, now: float, noticed: int) -> tuple[float, int]:
@@ -251,6 +257,6 @@ def check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
         engines=frozenset(info.engines),
         publishers=frozenset(info.publishers),
         storages=frozenset(info.storages),
-        local_data=frozenset(info.local_data),
+        local_data=locality.may_hold(spec, info.local_data),
     )
     return selection.refusal(policy, view, spec)

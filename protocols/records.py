@@ -262,6 +262,10 @@ class JobReplica:
     def id(self) -> str:
         return self.header.id
 
+    def has_event(self, order: tuple[float, int, str, str, str, str]) -> bool:
+        """Whether the history holds the event of this `HistoryEvent.order`."""
+        return order in self._seen
+
     def apply(self, delta: JobDelta) -> bool:
         """Merge a delta in; return True when anything changed."""
         changed = False

@@ -35,6 +35,7 @@ class Succession:
     ctx: NodeContext
     led: set[str]
     by_leader: dict[str, set[str]]
+    _paused_until: float
 
     def node_lost(self, node_id: str, why: str = "was lost") -> None:
         """A node is dead, left or restarted: take over its jobs if we are
@@ -85,7 +86,8 @@ class Succession:
 
     def check_leaders(self) -> None:
         """Periodic care: take over jobs whose leader we never heard of or
-        know dead, and nudge accepted bids that never started."""
+        know dead, replace work on such nodes, and nudge accepted bids that
+        never started."""
         self._nudge_accepted()
         if self.ctx.now - self.ctx.started_at < (self.ctx.config.dead_after + 1) * self.ctx.config.ping_interval:
             return
@@ -98,6 +100,10 @@ class Succession:
             if leader != self.ctx.node_id and self.ctx.presumed_lost(leader):
                 for job_id in sorted(job_ids):
                     self._maybe_take_over(self.ctx.jobs[job_id])
+        # Work on nodes we never heard of: after a restart they were not yet
+        # presumed lost when we resumed our jobs, and no change of them comes.
+        for job_id in sorted(self.led):
+            self._fail_lost(self.ctx.jobs[job_id], self.ctx.presumed_lost, "was lost")
 
     def _nudge_accepted(self) -> None:
         """A bid accepted long ago that never reported Running: the decision
@@ -117,10 +123,14 @@ class Succession:
     def _maybe_take_over(self, replica: JobReplica) -> None:
         header = replica.header
         ctx = self.ctx
-        if header.state.terminal or not ctx.presumed_lost(header.leader):
+        if header.state.terminal or not ctx.presumed_lost(header.leader) or ctx.now < self._paused_until:
             return
         chain = [name for name in header.successors if not ctx.presumed_lost(name)]
-        successor = chain[0] if chain else election.rank(header.id, ctx.alive_ids(), k=1)[0]
+        if chain:
+            successor = chain[0]
+        else:  # no successor left: the live keepers (the submitter) hold the record, so one of them leads
+            keepers = [k for k in header.keepers if k == ctx.node_id or not ctx.presumed_lost(k)]
+            successor = election.rank(header.id, keepers or ctx.alive_ids(), k=1)[0]
         if successor != ctx.node_id:
             return
         self._take_over(replica, f"leader {header.leader} was lost")
@@ -164,6 +174,7 @@ class Succession:
         following = chain[0] if chain else ctx.node_id
         note = ctx.event("LeaderChanged", f"leader {failed} did not answer ({following} next)")
         successors = tuple(n for n in replica.header.successors if n != failed and n != following)
+        successors = self._top_up_keepers(replica, "", successors)  # never a job nobody would take over
         ctx.write(
             replica,
             epoch=replica.header.epoch + 1,

@@ -200,8 +200,11 @@ class Envelope:
     version: int
 
 
-def encode(message: object, sender: str) -> bytes:
-    """The envelope bytes for `message` from `sender`; raises a `LocalWireError`."""
+def encode(message: object, sender: str, *, canonical: bool = True) -> bytes:
+    """The envelope bytes for `message` from `sender`; raises a `LocalWireError`.
+    `canonical=False` keeps maps in the order the message holds them: 4-5x
+    faster CBOR for bytes that only need to decode to the same message (to a
+    peer, to the store), not to equal bytes (a hash of them)."""
     name = _names_by_type.get(type(message))
     if name is None:
         raise UnencodableMessage(
@@ -213,7 +216,7 @@ def encode(message: object, sender: str) -> bytes:
     with _translated("encode", name):
         body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
         envelope = {"v": PROTOCOL_VERSION, "t": name, "s": sender, "b": _plain(body, 2)}
-        data = cbor2.dumps(envelope, canonical=True)
+        data = cbor2.dumps(envelope, canonical=canonical)
     if len(data) > MAX_MESSAGE_BYTES:
         raise OutgoingMessageTooLarge(
             f"a {name!r} message encodes to {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit; "

@@ -91,8 +91,9 @@ class Forgers:
             self._forge_members(forger, up)
 
     def _victim(self, forger: str, up: dict[str, object]) -> JobReplica | None:
-        """A live job, as its freshest honest holder has it, that the forger
-        has no part in."""
+        """A live job, as an honest holder has it, that the forger has no
+        part in by any honest node's copy (not keeper, not runner: those the
+        network trusts with the record, see `protocols.authority`)."""
         holders = [up[n] for n in self.honest if n in up]
         for _ in range(8):
             slot = self.rng.choice(holders)
@@ -101,11 +102,10 @@ class Forgers:
                 continue
             replica = jobs[self.rng.choice(list(jobs))]
             header = replica.header
-            if header.state.terminal or header.kept_by(forger):
+            if header.state.terminal or forger in election.rank(header.id, list(up), k=FAR_DOWN):
                 continue
-            if any(e.node_id == forger for e in replica.executions.values()):
-                continue
-            if forger in election.rank(header.id, list(up), k=FAR_DOWN):
+            copies = (h.node.jobs.get(header.id) for h in holders)  # type: ignore[attr-defined]
+            if any(c is not None and _has_part(c, forger) for c in copies):
                 continue
             return replica
         return None
@@ -152,6 +152,10 @@ class Forgers:
             return
         self.sent[type(message).__name__] += 1
         self.world.inject(peer, Received(forger, message))
+
+
+def _has_part(replica: JobReplica, node_id: str) -> bool:
+    return replica.header.kept_by(node_id) or any(e.node_id == node_id for e in replica.executions.values())
 
 
 def check_unforged(seed: int, slots: Sequence[object], forgers: Sequence[str]) -> None:

@@ -53,6 +53,7 @@ class Report:
     invariants: list[str]
     forged: dict[str, int] = field(default_factory=dict)  # messages the forgers sent, by type (`--forgers`)
     refused: dict[str, int] = field(default_factory=dict)  # messages dropped by `protocols.authority`, by type and reason
+    data: dict[str, float] = field(default_factory=dict)  # bytes moved for jobs' inputs (`sim.data`), when datasets were placed
     latencies: list[float] = field(default_factory=list, repr=False)
     samples: list[tuple[float, dict[str, int]]] = field(default_factory=list, repr=False)
 
@@ -95,6 +96,9 @@ class Report:
             "invariants held: " + "; ".join(self.invariants),
             *(["forged messages sent: " + _pairs(self.forged)] if self.forged else []),
             "messages refused (who may write what): " + (_pairs(self.refused) or "none"),
+            *([f"data: {self.data['bytes_moved_per_job'] / 2**20:,.1f} MiB moved per job that reads data; "
+               f"{self.data['runs_local']:g} of {self.data['runs_with_data']:g} runs found their input in place"]
+              if self.data else []),
         ]
         if self.oversize_messages:
             lines.append(

@@ -44,6 +44,7 @@ from protocols.wire import OutgoingMessageTooLarge, encoded_size
 
 from sim import invariants
 from sim.cpu import CpuModel
+from sim.data import DataConfig, DataModel
 from sim.engine import EngineConfig, EngineModel
 from sim.forgers import UNFORGED, Forgers, check_unforged, forger_count
 from sim.metrics import Metrics
@@ -79,6 +80,7 @@ class SimConfig:
     cold_boot: bool = False  # nodes start knowing nobody (else: a formed network)
     forgers: float = 0.0  # members that also forge messages (`sim.forgers`): a fraction below 1, else a count
     cpu_scale: float = 1.0  # what handling costs a node's thread, times the measured figures (0: nothing)
+    data: DataConfig = DataConfig()  # where datasets live and which jobs read them (`sim.data`)
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -131,6 +133,9 @@ class Simulation:
         )
         self.metrics.watch(self.world)
         self.configs = node_configs(config.nodes, self.rng, **config.node_tuning)
+        self.data = DataModel(config.data, config.seed, [c.node_id for c in self.configs], self.metrics)
+        if self.data.enabled:
+            self.world.observer = self.data  # it forwards every hook to the metrics
         probe = self.configs[0]
         # how long a death goes unnoticed: the pings, then a slow watcher's round
         self.detection_time = (probe.dead_after + 2) * probe.ping_interval + 2 * config.network.latency_median
@@ -166,7 +171,9 @@ class Simulation:
         for node_config in self.configs:
             world.call_at(self.rng.uniform(0.0, 0.5), lambda n=node_config.node_id: world.start(n))
         warm = 0.5 + (2.5 * self.heartbeat_interval if config.cold_boot else 0.5)
-        jobs = arrivals(config.workload, self.rng, config.seed, warm)
+        jobs = self.data.with_inputs(arrivals(config.workload, self.rng, config.seed, warm))
+        if self.data.enabled:
+            self.data.announce(world, 0.5 * warm)
         for arrival in jobs:
             world.call_at(arrival.at, lambda a=arrival: self._submit(a))
         last_arrival = jobs[-1].at if jobs else warm
@@ -260,15 +267,18 @@ class Simulation:
         if not up:
             return
         slot = self.rng.choice(up)
-        # The job's ID certifies its submitter (`protocols.jobid`): a client
-        # that submits again, to another node, makes another job.
+        # With forgers about, the job's ID certifies its submitter
+        # (`protocols.jobid`), as the API's IDs do: a client that submits
+        # again, to another node, makes another job. Otherwise the readable
+        # label is the ID (a plain name), so a seed replays as it always has.
         attempt = self._attempts[arrival.job_id] = self._attempts.get(arrival.job_id, 0) + 1
         previous = self.ids.get(arrival.job_id)
         if previous is not None:
             self.tracks.pop(previous, None)
             self.active.discard(previous)
-        salt = str(attempt)
-        job_id = self.ids[arrival.job_id] = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec)
+        salt = str(attempt) if self.forgers is not None else ""
+        job_id = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec) if salt else arrival.job_id
+        self.ids[arrival.job_id] = job_id
         self.tracks[job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
         self.active.add(job_id)
         self.world.inject(slot.node_id, SubmitJob(job_id, arrival.spec, salt))
@@ -504,6 +514,8 @@ class Simulation:
             forged=dict(sorted(self.forgers.sent.items())) if self.forgers is not None else {},
             refused=dict(sorted(sum((n.authority.refused for n in self.made), Counter()).items())),
             samples=self.samples,
+            data=self.data.summary(sum(bool(self.tracks[j].arrival.spec.task.input_sources) for j in job_ids))
+            if self.data.enabled else {},
         )
 
 

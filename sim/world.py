@@ -56,6 +56,7 @@ from protocols.events import (
     ExecutionProgressed,
     JobChanged,
     ProbeAnswered,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -103,6 +104,8 @@ class Observer:
     def on_start(self, node_id: str, effect: StartExecution, now: float) -> None: ...
 
     def on_engine_end(self, node_id: str, run: Run, now: float) -> None: ...
+
+    def on_providers_found(self, node_id: str, effect: ProvidersFound, now: float) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -585,6 +588,9 @@ class _Effects:
 
     def job_changed(self, effect: JobChanged) -> None:
         self.slot.dirty.add(effect.job_id)  # saved when its inbox drains (`World._process`)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.world.observer.on_providers_found(self.slot.node_id, effect, self.world.now)
 
 
 def _fake_cid(execution_id: str) -> str:

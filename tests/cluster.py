@@ -17,6 +17,7 @@ from protocols.events import (
     JobChanged,
     ProbeAnswered,
     ProbeVerdict,
+    ProvidersFound,
     Publish,
     Received,
     RunProbe,
@@ -74,6 +75,7 @@ class Cluster:
     _timers: dict[tuple[str, Any], int] = field(default_factory=dict)
     _disk: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> job id -> saved snapshot
     _dirty: dict[str, set[str]] = field(default_factory=dict)  # node -> jobs changed since its last save
+    providers_found: list[tuple[str, ProvidersFound]] = field(default_factory=list)  # answers to FindProviders, by node
     _appliers: dict[str, Callable[[list[Any]], None]] = field(default_factory=dict)
     _incarnation: dict[str, int] = field(default_factory=dict)
 
@@ -225,3 +227,6 @@ class _Effects:
 
     def job_changed(self, effect: JobChanged) -> None:
         self.cluster._dirty.setdefault(self.node_id, set()).add(effect.job_id)
+
+    def providers_found(self, effect: ProvidersFound) -> None:
+        self.cluster.providers_found.append((self.node_id, effect))

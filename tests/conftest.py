@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from protocols import lifecycle
 from tests.docker_daemon import DaemonUnavailable, PrivateDockerd, start_dockerd
+
+lifecycle.set_strict(True)  # an illegal move of a job or an execution raises in tests (production drops it)
 
 
 @pytest.fixture(scope="session")

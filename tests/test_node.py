@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import pytest
 
 from protocols import election
-from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, StopExecution
+from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, StopExecution, SubmitJob, TimerFired
+from protocols.context import TimerKey, TimerKind
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.leader import SUCCESSORS
 from protocols.membership import MemberStatus
@@ -25,6 +26,7 @@ from protocols.messages import (
     RecordRequest,
     Records,
     RoomFreed,
+    SubmitToLeader,
 )
 from protocols.node import FETCH_FROM, NodeConfig
 from protocols.records import DesiredState, ExecutionResult, ExecutionState, JobDelta, JobHeader, JobState
@@ -880,3 +882,23 @@ def test_a_member_that_missed_a_restart_hears_of_it_from_the_restarted_node() ->
     assert cluster.node(2).membership.status("n01") == MemberStatus.DEAD
     cluster.run(40)
     assert cluster.node(2).membership.status("n01") == MemberStatus.ALIVE
+
+
+def test_a_leader_back_from_away_learns_how_its_jobs_stand_before_it_leads_them() -> None:
+    """A stopped process (SIGSTOP) wakes to stale hand-overs: meanwhile its
+    submitter gave the job to the next node. It asks before it places anything."""
+    cluster = settled(Cluster(configs(5)))
+    ids = [c.node_id for c in cluster.configs]
+    job_id = next(f"k{i}" for i in range(200) if election.rank(f"k{i}", ids, k=1)[0] == ids[1])
+    submitter, leader = cluster.node(0), cluster.node(1)
+    handover = next(e.message for e in submitter.handle(SubmitJob(job_id, spec()), cluster.now)
+                    if isinstance(e, Send) and isinstance(e.message, SubmitToLeader))
+
+    back = leader.handle(Received(submitter.node_id, handover), leader.now + 10)  # nothing handled for 10 s
+    assert not [e for e in back if isinstance(e, Send) and isinstance(e.message, AskBid)]
+    asked = {e.peer for e in back if isinstance(e, Send) and isinstance(e.message, RecordRequest) and e.message.job_id == job_id}
+    assert submitter.node_id in asked
+
+    # No one answered that the job moved on: once resumed, it leads the job.
+    resumed = leader.handle(TimerFired(TimerKey(TimerKind.RESUME)), leader.now + 4)
+    assert [e for e in resumed if isinstance(e, Send) and isinstance(e.message, AskBid)]

@@ -121,7 +121,7 @@ def test_choose_stops_once_enough_are_found_and_every_node_ignores_room() -> Non
 def test_bids_rank_by_failures_then_free_share() -> None:
     bids = [execution(n, ExecutionState.ASK_FOR_BID_ACCEPTED) for n in ("a", "b", "c")]
     free = {"a": 0.5, "b": 1.5, "c": 1.9}
-    ranked = placement.rank_bids(bids, Counter({"c": 1}), free.__getitem__, random.Random(1))
+    ranked = placement.rank_bids(bids, Counter({"c": 1}), lambda n: 0.0, free.__getitem__, random.Random(1))
     assert [e.node_id for e in ranked] == ["b", "a", "c"]
 
 

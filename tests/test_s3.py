@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +161,21 @@ def test_the_access_check_reads_only_the_nodes_own_chain(tmp_path: Path, monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-the-environment")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     assert s3.S3Access().missing() is None
+
+
+def test_a_node_with_nothing_to_read_says_so_without_loading_boto3(tmp_path: Path) -> None:
+    """No AWS variable and no AWS file: no credentials, and boto3 stays out of the
+    node's memory; one credentials file in the home directory, and boto3 reads it."""
+    check = ("import sys; from p2pnode.storage.s3 import S3Access; "
+             "print(S3Access().missing()); print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))")
+    env = {name: value for name, value in os.environ.items() if name not in s3.CHAIN_VARIABLES}
+    env["HOME"] = str(tmp_path)
+    nothing = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert nothing.stdout.splitlines() == [s3.NO_CREDENTIALS, "[]"]
+    (tmp_path / ".aws").mkdir()
+    s3_server.credentials_file(tmp_path / ".aws" / "credentials")
+    found = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True)
+    assert found.stdout.splitlines() == ["None", "['boto3', 'botocore']"]
 
 
 def test_an_endpoint_on_a_network_not_allowed_fails_the_execution(cluster: tuple[Network, str]) -> None:

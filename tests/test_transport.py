@@ -21,7 +21,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pnode.identity import KEY_FILE, IdentityError, load_or_create_identity, peer_id_of
+from p2pnode.identity import KEY_FILE, IdentityError, load_or_create_identity
 from p2pnode.transport import (
     MAX_FRAME_BYTES,
     MAX_MESSAGE_AGE,
@@ -45,6 +45,11 @@ PATIENCE = 15.0  # generous: a bound on a hang, not a performance claim
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def peer_id_of(key_pair: Any) -> str:
+    """The base58 peer ID other nodes know a key pair by."""
+    return ID.from_pubkey(key_pair.public_key).to_base58()
 
 
 @asynccontextmanager

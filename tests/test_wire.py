@@ -230,6 +230,13 @@ def test_equal_messages_encode_to_equal_bytes_whatever_their_dict_order() -> Non
     assert encode(first, "p") == encode(second, "p")
 
 
+@FAST
+@given(samples, senders)
+def test_a_non_canonical_encoding_decodes_to_the_same_message(original: Sample, sender: str) -> None:
+    data = encode(original, sender, canonical=False)
+    assert decode(data) == decode(encode(original, sender))
+
+
 def test_fields_unknown_to_this_node_are_ignored_so_newer_peers_can_add_some() -> None:
     assert decode(envelope({"seq": 1, "note": "n", "added_later": [1, 2]})).message == Ping(1, "n")
 

@@ -18,6 +18,7 @@ import base64
 import binascii
 import ctypes
 import hashlib
+import importlib
 import math
 import os
 import tempfile
@@ -29,9 +30,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-import wasmtime
-from wasmtime import _bindings as wasmtime_c
+from p2pnode.lazy import lazy_import
+
+# Loaded by the first run, not when the node starts (≈7 MiB with its engine).
+wasmtime = lazy_import("wasmtime")
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -43,8 +48,17 @@ MODULES_IN_MEMORY = 64
 WASM_PAGE = 64 * KIB
 _CACHE_MAGIC = b"p2pnode-cwasm-1\n"
 _CONTINUE = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
-_EpochCallback = wasmtime_c._wasmtime_store_epoch_deadline_callback.argtypes[1]
-_NO_FINALIZER = wasmtime_c._wasmtime_store_epoch_deadline_callback.argtypes[3]()
+
+
+def _bindings() -> ModuleType:
+    """wasmtime's C bindings (for the epoch callback its Python API lacks)."""
+    return importlib.import_module("wasmtime._bindings")
+
+
+def _epoch_callback_types() -> tuple[Any, Any]:
+    """The C callback type for epoch deadlines, and a null finalizer."""
+    argtypes = _bindings()._wasmtime_store_epoch_deadline_callback.argtypes
+    return argtypes[1], argtypes[3]()
 
 
 class WasmError(ValueError):
@@ -131,26 +145,43 @@ class WasmEngine:
     """One wasmtime engine (epoch interruption on), its ticker and its module cache."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        self._engine = wasmtime.Engine(config)
-        self._ticker = _EpochTicker(self._engine)
-        self._modules = _ModuleCache(self._engine, cache_dir)
+        self._cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._closed = False
+        self._started: tuple[_EpochTicker, _ModuleCache] | None = None  # made by the first run
+
+    def _start(self) -> None:
+        """The wasmtime engine, its ticker and its cache, made once."""
+        with self._lock:
+            if self._closed:
+                raise WasmError("this WasmEngine is closed")
+            if self._started is None:
+                config = wasmtime.Config()
+                config.epoch_interruption = True
+                self._engine = wasmtime.Engine(config)
+                self._ticker = _EpochTicker(self._engine)
+                self._modules = _ModuleCache(self._engine, self._cache_dir)
+                self._started = (self._ticker, self._modules)
 
     @property
     def compilations(self) -> int:
         """How many modules this engine compiled (cache misses, memory and disk)."""
-        return self._modules.compilations
+        return self._started[1].compilations if self._started is not None else 0
 
     def close(self) -> None:
         """Stop the ticker thread. Runs after this raise WasmError."""
-        self._ticker.close()
+        with self._lock:
+            self._closed = True
+            started = self._started
+        if started is not None:
+            started[0].close()
 
     def run(self, run: WasmRun, cancel: threading.Event | None = None) -> WasmOutcome:
         """Run `run` to its end. Setting `cancel` from any thread stops it within a tick."""
         if not isinstance(run, WasmRun):
             raise WasmError("run needs a WasmRun")
         stdout_path, stderr_path = run.output_dir / "stdout", run.output_dir / "stderr"
+        self._start()
         stop = _Stop(run.timeout, cancel)
         started = time.monotonic()
         with self._ticker.running():
@@ -234,7 +265,8 @@ class _Stop:
         self.deadline = time.monotonic() + timeout if timeout else None
         self.cancel = cancel
         self.fired: str | None = None  # why the callback stopped the run, if it did
-        self._callback = _EpochCallback(self._on_tick)  # kept alive as long as the store may call it
+        callback_type, self._no_finalizer = _epoch_callback_types()
+        self._callback = callback_type(self._on_tick)  # kept alive as long as the store may call it
 
     def reason(self) -> str | None:
         if self.cancel is not None and self.cancel.is_set():
@@ -244,14 +276,14 @@ class _Stop:
         return None
 
     def install(self, store: wasmtime.Store) -> None:
-        wasmtime_c.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, _NO_FINALIZER)
+        _bindings().wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, self._no_finalizer)
         store.set_epoch_deadline(1)
 
     def _on_tick(self, _context: object, _data: object, delta: ctypes.Array, kind: ctypes.Array) -> int:
         reason = self.reason()
         if reason is not None:
             self.fired = reason
-            error = wasmtime_c.wasmtime_error_new(f"p2pnode: {reason}".encode())
+            error = _bindings().wasmtime_error_new(f"p2pnode: {reason}".encode())
             return ctypes.cast(error, ctypes.c_void_p).value or 0
         delta[0] = 1
         kind[0] = _CONTINUE

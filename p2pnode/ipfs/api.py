@@ -91,6 +91,27 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             raise api_error(502, f"could not connect to {address}: {error}", "check the address and that the peer runs")
         return JSONResponse({"Connected": address})
 
+    async def pin(request: Request) -> Response:
+        """
+        summary: 'Pin a DAG this node holds, and announce this node as its provider'
+        description: 'Body {"Cid": CID, "Seconds": optional, for good without}; `ipfs add` pins what it added.'
+        """
+        try:
+            body = await request.json()
+            cid = CID.parse(str(body["Cid"]))
+            seconds = body.get("Seconds")
+            seconds = None if seconds is None else float(seconds)
+        except CIDError as error:
+            raise api_error(400, str(error), "give a CID such as Qm… or bafy…")
+        except Exception:
+            raise api_error(400, 'the body must be {"Cid": CID} or {"Cid": CID, "Seconds": N}')
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise api_error(400, f"Seconds must be a positive number, not {body.get('Seconds')!r}", "leave it out to pin for good")
+        if not runtime.ipfs.store.has(cid):
+            raise api_error(404, f"this node does not hold {cid}", "add it first: `p2pnode ipfs add PATH`")
+        await runtime.ipfs.pin(cid, seconds)
+        return JSONResponse({"Pinned": str(cid), "Seconds": seconds})
+
     async def identity(request: Request) -> Response:
         """
         summary: 'This node''s IPFS identity and addresses'
@@ -102,6 +123,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         Route(PREFIX + "/blocks/{cid}", put_block, methods=["PUT"]),
         Route(PREFIX + "/blocks/{cid}", get_block, methods=["GET"]),
         Route(PREFIX + "/connect", connect, methods=["POST"]),
+        Route(PREFIX + "/pins", pin, methods=["POST"]),
         Route(PREFIX + "/id", identity, methods=["GET"]),
     ]
 

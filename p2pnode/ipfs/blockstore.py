@@ -57,13 +57,19 @@ class BlockStore:
         os.replace(temporary, path)
 
     def get(self, cid: CID) -> bytes:
+        """The block, checked against its digest; a read marks it used (see `pins`)."""
+        path = self._path(cid)
         try:
-            block = self._path(cid).read_bytes()
+            block = path.read_bytes()
         except FileNotFoundError:
             raise BlockMissing(f"block {cid} is not held here") from None
         if hashlib.sha256(block).digest() != cid.digest:
-            self._path(cid).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise CorruptBlock(f"block {cid} was corrupted on disk; it has been dropped, fetch it again")
+        try:
+            os.utime(path)
+        except OSError:
+            pass  # dropped meanwhile: we have the bytes
         return block
 
     def delete(self, cid: CID) -> None:

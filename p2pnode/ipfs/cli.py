@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
-import trio
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError, export
 from p2pnode.ipfs.importer import Options, add_path, discard
+from p2pnode.lazy import lazy_import
 from p2pnode.storage.ipfs import location_cid
+
+httpx = lazy_import("httpx")  # loaded by the first request, not by `p2pnode --help`
+trio = lazy_import("trio")
 
 UPLOADS_IN_FLIGHT = 8
 
@@ -101,6 +103,7 @@ def add(path: Path, only_hash: bool, cid_version: str, raw_leaves: bool | None, 
                 added = add_path(path, uploader, options)
             finally:
                 uploader.finish()
+            _call(api, "POST", "/api/v1/ipfs/pins", json={"Cid": str(added.cid)})  # kept, and announced as held
     except httpx.TransportError as error:
         _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`, or use --only-hash)")
     except (OSError, ValueError) as error:

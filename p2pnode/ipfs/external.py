@@ -45,6 +45,13 @@ class ExternalBlockStore:
             raise CorruptBlock(f"the IPFS daemon at {self.api} gave bytes for {cid} that do not hash to it")
         return block
 
+    def has(self, cid: CID) -> bool:
+        try:
+            self._client.block.stat(str(cid))
+            return True
+        except self._errors:
+            return False
+
     def put(self, cid: CID, block: bytes) -> None:
         if len(block) > MAX_BLOCK_BYTES or not cid.verifies(block):
             raise CorruptBlock(f"the bytes given for {cid} do not hash to it")
@@ -82,3 +89,20 @@ class ExternalIpfsService:
 
     async def get(self, cid: CID, dest: Path) -> None:
         await export(cid, self.fetch, dest)
+
+    # The daemon keeps, pins and announces its own blocks: nothing for the node to do.
+    announce = staticmethod(lambda cids, held: None)
+    locate = None
+    results_pin = 0.0
+
+    def held(self) -> list[str]:
+        return []
+
+    async def fetched(self, cid: CID) -> None:
+        pass
+
+    async def pin(self, cid: CID, seconds: float | None) -> None:
+        pass
+
+    async def maintain(self) -> None:
+        pass

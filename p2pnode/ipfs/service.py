@@ -1,8 +1,15 @@
-"""One node's IPFS: its block store, bitswap on its host, add and get."""
+"""One node's IPFS: its block store, bitswap on its host, add and get, pins.
+
+The node is told what this store holds (`announce`: the runtime turns it
+into `DataHeld`, so the node announces itself as a provider and bids for
+`local` jobs reading it), and asks the network who holds a root before
+fetching it (`locate`: a provider lookup, then a dial of each holder).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -14,16 +21,28 @@ from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID
 from p2pnode.ipfs.exporter import export
 from p2pnode.ipfs.importer import Added, Options, add_path
+from p2pnode.ipfs.pins import Pins
+
+Announce = Callable[[Sequence[str], bool], None]
+Locate = Callable[[str], Awaitable[list[ID]]]
 
 
 class IpfsService:
-    def __init__(self, root: Path, *, fetch_timeout: float = 60.0) -> None:
+    def __init__(self, root: Path, *, fetch_timeout: float = 60.0, results_pin: float = 7 * 86400.0,
+                 cache_quota: int = 10 << 30) -> None:
         self.store = BlockStore(root / "blocks")
         self.bitswap = Bitswap(self.store)
+        self.pins = Pins(self.store, root / "pins.json", cache_quota)
         self.fetch_timeout = fetch_timeout
+        self.results_pin = results_pin
+        self.announce: Announce = lambda cids, held: None
+        self.locate: Locate | None = None
 
     async def run(self, host: IHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.bitswap.run(host, task_status=task_status)
+
+    def held(self) -> list[str]:
+        return self.pins.held()
 
     async def add(self, path: Path, options: Options = Options()) -> Added:
         """Import a file or directory into the store (in a thread: it reads and hashes)."""
@@ -35,4 +54,30 @@ class IpfsService:
         return await self.bitswap.fetch(cids, timeout=timeout or self.fetch_timeout, providers=providers)
 
     async def get(self, cid: CID, dest: Path) -> None:
-        await export(cid, self.fetch, dest)
+        """Write `cid` at `dest`, fetching from the nodes that hold it."""
+        providers: list[ID] = []
+        if self.locate is not None and not self.store.has(cid):
+            providers = await self.locate(str(cid))
+
+        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+            return await self.fetch(cids, providers=providers)
+
+        await export(cid, fetch, dest)
+
+    async def fetched(self, cid: CID) -> None:
+        """A job's input arrived whole: held as cache (and announced) while the quota allows."""
+        self.pins.cache(cid, time.time())
+        self.announce([str(cid)], True)
+        await self.maintain()
+
+    async def pin(self, cid: CID, seconds: float | None) -> None:
+        """Keep `cid` for `seconds` (None: for good), and say we hold it."""
+        self.pins.pin(cid, seconds, time.time())
+        self.announce([str(cid)], True)
+
+    async def maintain(self) -> None:
+        """Unpin what is due, keep the cache under its quota, withdraw what went."""
+        self.pins.expire(time.time())
+        gone = await trio.to_thread.run_sync(self.pins.collect)
+        if gone:
+            self.announce(gone, False)

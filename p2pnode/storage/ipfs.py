@@ -7,8 +7,9 @@ directory, the layout the reference network uses:
 
     stdout, stderr, exitCode, and one folder per ResultPath name
 
-and returns `ipfs://CID`; the blocks stay in this node's store, where any
-peer fetches them. Nothing is followed through symlinks a task may leave:
+and returns `ipfs://CID`; the blocks stay pinned in this node's store for
+its `ipfs_results_pin` seconds, where any peer fetches them. A fetched input
+stays as cache under the node's `ipfs_cache_quota`. Nothing is followed through symlinks a task may leave:
 they are published as symlinks.
 """
 
@@ -17,11 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.exporter import ExportError
 from p2pnode.ipfs.importer import Added, Options, add_bytes, add_directory_entries, add_path
+from p2pnode.lazy import lazy_import
+
+trio = lazy_import("trio")  # the CLI imports this module for `location_cid` alone
 
 if TYPE_CHECKING:  # the CLI reads locations without loading libp2p
     from p2pnode.ipfs.service import IpfsService
@@ -51,6 +53,7 @@ async def fetch_input(ipfs: IpfsService | None, params: dict[str, Any], dest: Pa
         await ipfs.get(cid, dest)
     except (ExportError, LookupError) as error:
         raise IpfsStorageError(f"could not fetch {cid}: {error}") from None
+    await ipfs.fetched(cid)
     return dest
 
 
@@ -76,6 +79,7 @@ async def publish(ipfs: IpfsService | None, workdir: Path, exit_code: int, resul
         added = await trio.to_thread.run_sync(build)
     except (OSError, ValueError) as error:
         raise IpfsStorageError(f"could not add the results to IPFS: {error}") from None
+    await ipfs.pin(added.cid, ipfs.results_pin)  # kept (and announced) for the node's ipfs_results_pin
     return SCHEME + str(added.cid)
 
 

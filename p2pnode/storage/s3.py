@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ if TYPE_CHECKING:
     from p2pnode.storage.local import FileEntry, Manifest
 
 BLOCK = 1 << 20
+# What botocore's credential chain reads from the environment (AWS_CA_BUNDLE,
+# AWS_DEFAULT_REGION and such give no credentials).
+CHAIN_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_CREDENTIAL_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "BOTO_CONFIG",
+)
+NO_CREDENTIALS = ("it has no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment, "
+                  "or a credentials file (Node.S3.CredentialsFile / --s3-credentials-file)")
 SHA_META = "sha256"
 
 
@@ -71,14 +81,26 @@ class S3Access:
 
     def missing(self) -> str | None:
         """Why this node cannot use S3, or None if it has credentials."""
+        if not self._anything_to_read():
+            return NO_CREDENTIALS
         try:
             credentials = self.session().get_credentials()
         except Exception as error:  # noqa: BLE001 - a broken profile or file: say so
             return f"its AWS credentials cannot be read: {error}"
         if credentials is None:
-            return ("it has no AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in its environment, "
-                    "or a credentials file (Node.S3.CredentialsFile / --s3-credentials-file)")
+            return NO_CREDENTIALS
         return None
+
+    def _anything_to_read(self) -> bool:
+        """Whether the AWS chain (less instance metadata) has a variable or a
+        file to look at. Without one it finds nothing, and the node is spared
+        boto3 (≈24 MiB) until a job needs it."""
+        if self.credentials_file or self.config_file or self.profile:
+            return True
+        if any(name in os.environ for name in CHAIN_VARIABLES) or any(name.startswith("AWS_CONTAINER_") for name in os.environ):
+            return True
+        files = ("~/.aws/credentials", "~/.aws/config", "~/.boto", "/etc/boto.cfg")
+        return any(Path(name).expanduser().exists() for name in files)
 
     def client(self, region: str = "", endpoint: str = "") -> Any:
         from botocore.config import Config

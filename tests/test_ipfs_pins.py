@@ -1,0 +1,97 @@
+"""What a node's block store keeps (issue 16, item 6): pinned DAGs until their
+time, other blocks (fetched inputs) under a disk quota, least recently used
+dropped first; and the settings that say how long and how much."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from p2pnode.config import ConfigError, load_settings
+from p2pnode.ipfs.blockstore import BlockStore
+from p2pnode.ipfs.importer import Added, add_bytes
+from p2pnode.ipfs.pins import Pins
+
+KIB = 1024
+
+
+def added(store: BlockStore, size: int, seed: int) -> Added:
+    """A file of `size` distinct bytes (several 256 KiB chunks when large)."""
+    data = (seed.to_bytes(4, "big") * (size // 4 + 1))[:size]
+    return add_bytes(bytes((b + i) % 251 for i, b in enumerate(data)), store.put_made)
+
+
+def age(store: BlockStore, seconds_ago: float) -> None:
+    """Mark the blocks written since the last call as last used `seconds_ago` (a day back, and more)."""
+    now = time.time()
+    for path in store.root.glob("*/*"):
+        if path.stat().st_mtime > now - 3600:  # written just now
+            os.utime(path, (now - 86400 - seconds_ago,) * 2)
+
+
+def test_unpinned_blocks_over_the_quota_go_least_recently_used_first_and_pins_stay(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    pins = Pins(store, tmp_path / "pins.json", quota=700 * KIB)
+    result = added(store, 600 * KIB, 1)
+    pins.pin(result.cid, 3600, now=0.0)
+    age(store, 300)
+    old_input = added(store, 600 * KIB, 2)
+    pins.cache(old_input.cid, now=0.0)
+    age(store, 200)
+    new_input = added(store, 600 * KIB, 3)
+    pins.cache(new_input.cid, now=0.0)
+    age(store, 100)
+
+    gone = pins.collect()
+
+    assert gone == [str(old_input.cid)]  # the older input went, whole
+    assert not store.has(old_input.cid)
+    assert store.has(new_input.cid) and store.has(result.cid)
+    assert sorted(pins.held()) == sorted([str(result.cid), str(new_input.cid)])
+    unpinned = sum(p.stat().st_size for p in store.root.glob("*/*")) - result.tsize
+    assert unpinned <= 700 * KIB
+
+
+def test_a_read_makes_a_block_recently_used(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    pins = Pins(store, tmp_path / "pins.json", quota=300 * KIB)
+    first, second = added(store, 200 * KIB, 4), added(store, 200 * KIB, 5)
+    for item, ago in ((first, 200), (second, 100)):
+        pins.cache(item.cid, now=0.0)
+        age(store, ago)
+    store.get(first.cid)  # used again just now
+    assert pins.collect() == [str(second.cid)]
+    assert store.has(first.cid)
+
+
+def test_a_pin_that_expires_turns_its_blocks_into_cache_and_survives_a_restart(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    pins = Pins(store, tmp_path / "pins.json", quota=0)
+    result = added(store, 10 * KIB, 6)
+    forever = added(store, 10 * KIB, 7)
+    pins.pin(result.cid, 60, now=100.0)
+    pins.pin(forever.cid, None, now=100.0)
+    assert pins.expire(now=159.0) == [] and pins.collect() == []  # pinned: kept despite a quota of 0
+
+    reopened = Pins(store, tmp_path / "pins.json", quota=0)  # a restarted node
+    assert reopened.held() == sorted([str(result.cid), str(forever.cid)])
+    assert reopened.expire(now=160.0) == [str(result.cid)]
+    assert reopened.collect() == [str(result.cid)]
+    assert not store.has(result.cid) and store.has(forever.cid)
+
+
+def test_results_pin_and_cache_quota_come_from_the_file_the_environment_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("Node:\n  IPFS:\n    ResultsPin: 3600\n    CacheQuota: 2Gb\n")
+    settings = load_settings(config_file=config, env={}, flags={"--data-dir": str(tmp_path)})
+    assert settings.ipfs_results_pin == 3600 and settings.ipfs_cache_quota == 2 << 30
+    settings = load_settings(
+        config_file=config, env={"P2PNODE_NODE_IPFS_RESULTSPIN": "60"},
+        flags={"--data-dir": str(tmp_path), "--ipfs-cache-quota": "512Mb"},
+    )
+    assert settings.ipfs_results_pin == 60 and settings.ipfs_cache_quota == 512 << 20
+    with pytest.raises(ConfigError, match="seconds"):
+        load_settings(config_file=None, env={}, flags={"--data-dir": str(tmp_path), "--ipfs-results-pin": "soon"})
