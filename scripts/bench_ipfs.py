@@ -72,11 +72,18 @@ async def raw_stream(size: int) -> None:
             await host.close()
 
 
+_DISK: list[float] = []  # the disk copy's MiB/s, the yardstick (goal: add and fetch at >= 0.5x it)
+
+
 def timed(label: str, size: int, action) -> float:
     start = time.perf_counter()
     result = action()
     seconds = time.perf_counter() - start
-    print(f"{label:<44} {seconds:7.2f} s  {size / seconds / 2**20:8.1f} MiB/s")
+    rate = size / seconds / 2**20
+    versus = f"  {rate / _DISK[0]:5.2f}x disk copy" if _DISK else ""
+    print(f"{label:<44} {seconds:7.2f} s  {rate:8.1f} MiB/s{versus}")
+    if not _DISK:
+        _DISK.append(rate)
     return result
 
 
