@@ -119,6 +119,11 @@ class FrameWriter:
         """Write until the stream breaks (raises) or the task is cancelled."""
         while True:
             await self._wakeup.wait()
+            # One more turn of the scheduler before taking the batch: the tasks
+            # already runnable (a burst's handlers, a flush to many peers) queue
+            # their frames too, and they leave in one Noise/yamux write instead
+            # of one each (each write costs ≈0.5 ms of CPU at both ends).
+            await trio.sleep(0)
             self._wakeup = trio.Event()
             batch, self._queued = self._queued, []
             await self._stream.write(b"".join(batch))
