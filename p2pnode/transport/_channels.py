@@ -53,6 +53,10 @@ READ_CHUNK = 256 * 1024
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 
 
+def _nobody() -> None:
+    pass
+
+
 class ProtocolViolation(Exception):
     """The peer sent what our framing never would; its stream is closed."""
 
@@ -132,8 +136,10 @@ class FrameWriter:
 class Channel:
     """Our requests to one peer on one stream we opened, answers matched by id."""
 
-    def __init__(self, peer_id: str, stream: INetStream, window: int) -> None:
+    def __init__(self, peer_id: str, stream: INetStream, window: int, heard: Callable[[], None] = _nobody) -> None:
+        """`heard` is called at every frame the peer sends: it is alive."""
         self.peer_id = peer_id
+        self._heard = heard
         self._stream = stream
         self._writer = FrameWriter(stream)
         self._room = trio.Semaphore(window)
@@ -190,6 +196,7 @@ class Channel:
                 kind, request_id, body = await reader.next()
             except EOFError:
                 return
+            self._heard()
             if kind == REQUEST:
                 raise ProtocolViolation("it sent a request on a stream that carries our requests")
             answer = self._waiting.get(request_id)
@@ -218,7 +225,7 @@ class _Answer:
         self.failure: str | None = None
 
 
-async def serve_channel(stream: INetStream, sender: str, handler: Handler) -> None:
+async def serve_channel(stream: INetStream, sender: str, handler: Handler, heard: Callable[[], None] = _nobody) -> None:
     """Answer a peer's requests on the stream it opened to us, one at a time
     and in order (the node's handler only queues the message, so this costs
     nothing and keeps a peer's messages in the order it sent them); while a
@@ -233,6 +240,7 @@ async def serve_channel(stream: INetStream, sender: str, handler: Handler) -> No
                     kind, request_id, body = await reader.next()
                 except EOFError:
                     break
+                heard()
                 if kind != REQUEST:
                     raise ProtocolViolation(f"it sent an answer (kind {kind}) on a stream for its requests")
                 writer.put(await _answer(sender, handler, request_id, body))
