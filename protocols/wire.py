@@ -218,8 +218,8 @@ def encode(message: object, sender: str, *, canonical: bool = True) -> bytes:
     adapter = _adapter(type(message))
     with _translated("encode", name):
         body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
-        for path in _model_paths(type(message)):
-            body = _models_out(message, body, path[0], canonical, 2)
+        for path, _ in _encoded_paths(type(message)):
+            body = _models_out(message, body, path, canonical, 2)
         envelope = {"v": PROTOCOL_VERSION, "t": name, "s": sender, "b": _plain(body, 2)}
         data = cbor2.dumps(envelope, canonical=canonical, default=_write_encoded)
     if len(data) > MAX_MESSAGE_BYTES:
@@ -286,21 +286,25 @@ def _open_envelope(envelope: object) -> tuple[dict[str, Any], type, str]:
 _ENVELOPE_KEYS = frozenset({"v", "t", "s", "b"})
 
 
-# ---------------------------------------------------------------- frozen models, encoded and validated once
+# ---------------------------------------------------------------- frozen values, encoded and validated once
 #
 # A job's spec (a frozen pydantic model) rides in most messages about the job
 # (asks, updates, records) and in every save of it, unchanged for the job's
 # life; turning it into CBOR is about half of encoding such a message, and
-# validating it about half of decoding one. So each message type's paths to
-# frozen models are found once from its type hints, and:
-# - encoding writes the CBOR bytes this process made for the very same model
-#   object before (`_Encoded`, written as they are: CBOR items concatenate);
-# - decoding hands pydantic the instance it validated from an equal plain
-#   value before (equal `repr` of plain CBOR values means equal values), which
-#   lax validation takes as it is. A value that fails is left in place, so
-#   the whole body's validation reports it at its path as before.
+# validating it about half of decoding one. Its executions and history
+# events (frozen dataclasses) are saved again with every write to the job.
+# So each message type's paths to such values are found once from its type
+# hints, and:
+# - encoding writes the CBOR bytes this process made for the very same
+#   object before (`_Encoded`, written as they are: CBOR items concatenate):
+#   frozen models, and frozen dataclasses held in tuples that hold no model;
+# - decoding hands pydantic the model instance it validated from an equal
+#   plain value before (equal `repr` of plain CBOR values means equal
+#   values), which lax validation takes as it is. A value that fails is
+#   left in place, so the whole body's validation reports it at its path.
 
-REMEMBERED_MODELS = 512
+REMEMBERED_MODELS = 512  # validated specs kept
+REMEMBERED_ENCODINGS = 4096  # encoded values kept: a burst's jobs' specs, executions and events
 
 
 class _Encoded:
@@ -318,19 +322,30 @@ def _write_encoded(encoder: cbor2.CBOREncoder, value: object) -> None:
     encoder.write(value.data)
 
 
-_model_paths_of: dict[type, tuple[tuple[tuple[str, ...], type], ...]] = {}
-_encoded_models: OrderedDict[tuple[int, bool, int], tuple[object, _Encoded]] = OrderedDict()
+_Paths = tuple[tuple[tuple[str, ...], type], ...]
+_model_paths_of: dict[type, tuple[_Paths, _Paths]] = {}
+_encoded_values: OrderedDict[tuple[int, bool], tuple[object, _Encoded, int]] = OrderedDict()
 _validated_models: OrderedDict[tuple[type, str], object] = OrderedDict()
 
 
-def _model_paths(cls: type) -> tuple[tuple[tuple[str, ...], type], ...]:
+def _model_paths(cls: type) -> _Paths:
     """(path, model class) of each frozen model a message type may hold,
     through dataclass fields ("name"), homogeneous tuples ("*") and optionals."""
+    return _paths(cls)[1]
+
+
+def _encoded_paths(cls: type) -> _Paths:
+    """Those paths, and those of frozen dataclasses in tuples that hold no model."""
+    return _paths(cls)[0]
+
+
+def _paths(cls: type) -> tuple[_Paths, _Paths]:
     paths = _model_paths_of.get(cls)
     if paths is None:
         found: list[tuple[tuple[str, ...], type]] = []
         _find_models(cls, (), found, frozenset())
-        paths = _model_paths_of[cls] = tuple(found)
+        models = tuple((path, kind) for path, kind in found if issubclass(kind, BaseModel))
+        paths = _model_paths_of[cls] = (tuple(found), models)
     return paths
 
 
@@ -342,7 +357,11 @@ def _find_models(hint: Any, path: tuple[str, ...], found: list[tuple[tuple[str, 
     elif origin is tuple:
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            _find_models(args[0], (*path, "*"), found, seen)
+            item = args[0]
+            inner: list[tuple[tuple[str, ...], type]] = []
+            _find_models(item, (*path, "*"), inner, seen)
+            frozen = isinstance(item, type) and dataclasses.is_dataclass(item) and item.__dataclass_params__.frozen  # type: ignore[attr-defined]
+            found.extend(inner if inner or not frozen else [((*path, "*"), item)])
     elif isinstance(hint, type) and issubclass(hint, BaseModel):
         if path and hint.model_config.get("frozen"):
             found.append((path, hint))
@@ -359,7 +378,7 @@ def _find_models(hint: Any, path: tuple[str, ...], found: list[tuple[tuple[str, 
 def _models_out(value: Any, node: Any, path: tuple[str, ...], canonical: bool, depth: int) -> Any:
     """`node` (the dump of `value`) with the model at `path` as its CBOR bytes."""
     if not path:
-        return _encoded_model(value, node, canonical, depth) if isinstance(value, BaseModel) else node
+        return node if value is None or type(node) is not dict else _encoded_value(value, node, canonical, depth)
     if value is None:
         return node
     step, rest = path[0], path[1:]
@@ -372,16 +391,16 @@ def _models_out(value: Any, node: Any, path: tuple[str, ...], canonical: bool, d
     return node
 
 
-def _encoded_model(model: BaseModel, dumped: Any, canonical: bool, depth: int) -> _Encoded:
-    key = (id(model), canonical, depth)
-    held = _encoded_models.get(key)
-    if held is not None and held[0] is model:
-        _encoded_models.move_to_end(key)
+def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int) -> _Encoded:
+    key = (id(value), canonical)
+    held = _encoded_values.get(key)
+    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it might nest past MAX_DEPTH)
+        _encoded_values.move_to_end(key)
         return held[1]
     encoded = _Encoded(cbor2.dumps(_plain(dumped, depth), canonical=canonical))
-    _encoded_models[key] = (model, encoded)  # holding the model: its id is not reused while it is a key
-    if len(_encoded_models) > REMEMBERED_MODELS:
-        _encoded_models.popitem(last=False)
+    _encoded_values[key] = (value, encoded, depth)  # holding the value: its id is not reused while it is a key
+    if len(_encoded_values) > REMEMBERED_ENCODINGS:
+        _encoded_values.popitem(last=False)
     return encoded
 
 
