@@ -22,6 +22,8 @@ What it promises on top of libp2p (whose traps `_settings` lists):
   it) when the peer's handler failed.
 - A handler's exception is logged and answered as a failure; a peer's broken
   stream is reset; neither reaches the host.
+- A peer that sends us frames is alive; a quiet one is pinged, and its
+  connection closed when it neither answers nor speaks (`_watch_liveness`).
 """
 
 from __future__ import annotations
