@@ -28,10 +28,22 @@ from multiaddr import Multiaddr
 #  6. leaving host.run() leaves connections open        -> Transport._run_libp2p
 #  7. pubsub must run before the host accepts streams   -> Transport.run
 #  9. new peers are sent recent cached messages         -> Envelope, Transport._accept
+# 10. a frozen peer keeps its connection (ping it)      -> Transport._watch_liveness
 # 11. bootstrap peers are redialled only 3 times        -> Transport._keep_bootstrap_peers
 # 13. Pubsub's seen-cache sweeper thread is never stopped -> Transport.aclose
 # 14. SO_REUSEPORT lets two nodes share a port; failed listens are only printed
 #                                                       -> _addresses.check_can_listen
+
+
+LIVENESS_INTERVAL = 2.0
+"""Seconds between looks at each connection for a peer gone quiet."""
+
+QUIET_BEFORE_PING = 2.0
+"""A peer heard from on a request channel within this many seconds is alive: no ping."""
+
+PING_TIMEOUT = 3.0
+"""A quiet peer that neither answers a ping nor says anything else within this
+is taken for frozen: its connection is closed (so in about 5 s in all)."""
 
 
 def build_host(key_pair: KeyPair, listen: list[Multiaddr], *, mdns: bool, psk: str | None = None) -> IHost:
@@ -57,17 +69,14 @@ def _connection_config() -> ConnectionConfig:
         # Trap 3: with more than one connection allowed per peer, connect()
         # waits 250 ms for a second one it will never need.
         max_connections_per_peer=1,
-        # Trap 10: without pings, a frozen (SIGSTOPped) peer keeps its
-        # connection for 20 s or more; with these it is dropped in about 5 s.
-        # (The first check would otherwise wait 60 s.) One failed ping closes
-        # the connection and every channel on it, so the ping gets 3 s: at
-        # 1 s a busy 2-core machine dropped live connections every few seconds.
-        enable_health_monitoring=True,
-        health_initial_delay=2.0,
-        health_warmup_window=2.0,
-        health_check_interval=2.0,
-        ping_timeout=3.0,
-        abort_connection_on_ping_failure=True,
+        # Trap 10: without pings a frozen (SIGSTOPped) peer keeps its
+        # connection for 20 s or more. libp2p's own health check drops a
+        # connection at its first failed ping, and on a busy 2-core machine a
+        # burst's load made pings miss their 3 s while the peer was answering
+        # our requests all along: connections of live peers were cut mid-burst
+        # and every message on them failed. So we ping ourselves, only peers
+        # we have not heard from lately (`Transport._watch_liveness`).
+        enable_health_monitoring=False,
     )
 
 
