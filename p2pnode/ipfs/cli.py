@@ -154,6 +154,7 @@ def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, ti
 async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
                headers: dict[str, str] | None = None) -> None:
     async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
+        batches = [True]  # the node answers several blocks a request (older nodes: one at a time)
 
         async def one(cid: CID, slot: list[Any], index: int) -> None:
             try:
@@ -164,7 +165,7 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
             slot[index] = response.content if response.status_code < 400 else LookupError(
                 f"block {cid}: {_error_text(response)}")
 
-        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+        async def each(cids: Sequence[CID]) -> list[bytes]:
             blocks: list[Any] = [None] * len(cids)
             async with trio.open_nursery() as nursery:
                 for index, cid in enumerate(cids):
@@ -174,7 +175,50 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
                     raise block
             return blocks
 
+        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+            if not batches[0]:
+                return await each(cids)
+            response = await http.post("/api/v1/ipfs/blocks", json={
+                "Cids": [str(cid) for cid in cids], "Timeout": timeout, "Provider": provider})
+            if response.status_code in (404, 405) and not _is_api_error(response):
+                batches[0] = False  # a node from before the batch route: no such route
+                return await each(cids)
+            if response.status_code >= 400:
+                raise LookupError(f"blocks {cids[0]}…: {_error_text(response)}")
+            return _frames(response.content, len(cids))  # the exporter checks each against its CID
+
         await export(root, fetch, dest)
+
+
+def _is_api_error(response: httpx.Response) -> bool:
+    """The node's own error (a JSON body with "error"), not "no such route"."""
+    try:
+        return isinstance(response.json(), dict) and "error" in response.json()
+    except ValueError:
+        return False
+
+
+def _frames(body: bytes, count: int) -> list[bytes]:
+    """`count` blocks, each a uvarint length and the bytes."""
+    blocks, at, view = [], 0, memoryview(body)
+    for _ in range(count):
+        length = shift = 0
+        while True:
+            if at >= len(body) or shift > 28:
+                raise LookupError("the node's answer ended inside a block's length")
+            byte = body[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if at + length > len(body):
+            raise LookupError("the node's answer ended inside a block")
+        blocks.append(bytes(view[at:at + length]))
+        at += length
+    if at != len(body):
+        raise LookupError("the node's answer holds more than the blocks asked for")
+    return blocks
 
 
 @ipfs.command("connect")
