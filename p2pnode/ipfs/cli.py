@@ -178,14 +178,20 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
         async def fetch(cids: Sequence[CID]) -> list[bytes]:
             if not batches[0]:
                 return await each(cids)
-            response = await http.post("/api/v1/ipfs/blocks", json={
-                "Cids": [str(cid) for cid in cids], "Timeout": timeout, "Provider": provider})
-            if response.status_code in (404, 405) and not _is_api_error(response):
-                batches[0] = False  # a node from before the batch route: no such route
-                return await each(cids)
-            if response.status_code >= 400:
-                raise LookupError(f"blocks {cids[0]}…: {_error_text(response)}")
-            return _frames(response.content, len(cids))  # the exporter checks each against its CID
+            question = {"Cids": [str(cid) for cid in cids], "Timeout": timeout, "Provider": provider}
+            async with http.stream("POST", "/api/v1/ipfs/blocks", json=question) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    if response.status_code in (404, 405) and not _is_api_error(response):
+                        batches[0] = False  # a node from before the batch route: no such route
+                    else:
+                        raise LookupError(f"blocks {cids[0]}…: {_error_text(response)}")
+                else:  # read as it comes: no window-sized buffer (the exporter checks each block's hash)
+                    frames = _Frames(len(cids))
+                    async for chunk in response.aiter_raw():
+                        frames.feed(chunk)
+                    return frames.end()
+            return await each(cids)
 
         await export(root, fetch, dest)
 
@@ -198,27 +204,56 @@ def _is_api_error(response: httpx.Response) -> bool:
         return False
 
 
+class _Frames:
+    """Blocks from a batch answer, each a uvarint length and the bytes, parsed as chunks arrive."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.blocks: list[bytes] = []
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        at = 0
+        while len(self.blocks) < self.count:
+            length = shift = 0
+            start = at
+            while True:
+                if at >= len(self._buffer):
+                    del self._buffer[:start]
+                    return  # the length is still coming
+                byte = self._buffer[at]
+                at += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+                if shift > 28:
+                    raise LookupError("the node's answer holds a bad block length")
+            if at + length > len(self._buffer):
+                del self._buffer[:start]
+                return  # the block is still coming
+            view = memoryview(self._buffer)
+            try:
+                self.blocks.append(bytes(view[at:at + length]))
+            finally:
+                view.release()
+            at += length
+        del self._buffer[:at]
+        if self._buffer:
+            raise LookupError("the node's answer holds more than the blocks asked for")
+
+    def end(self) -> list[bytes]:
+        if len(self.blocks) != self.count or self._buffer:
+            raise LookupError(f"the node's answer ended after {len(self.blocks)} of {self.count} blocks")
+        return self.blocks
+
+
 def _frames(body: bytes, count: int) -> list[bytes]:
-    """`count` blocks, each a uvarint length and the bytes."""
-    blocks, at, view = [], 0, memoryview(body)
-    for _ in range(count):
-        length = shift = 0
-        while True:
-            if at >= len(body) or shift > 28:
-                raise LookupError("the node's answer ended inside a block's length")
-            byte = body[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if at + length > len(body):
-            raise LookupError("the node's answer ended inside a block")
-        blocks.append(bytes(view[at:at + length]))
-        at += length
-    if at != len(body):
-        raise LookupError("the node's answer holds more than the blocks asked for")
-    return blocks
+    """`count` blocks from a whole batch answer."""
+    frames = _Frames(count)
+    frames.feed(body)
+    return frames.end()
 
 
 @ipfs.command("connect")
