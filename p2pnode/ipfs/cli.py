@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
-from p2pnode.ipfs.cid import CID, CIDError
+from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES
+from p2pnode.ipfs.cid import CID, CIDError, read_varint
 from p2pnode.ipfs.exporter import ExportError, export
 from p2pnode.ipfs.importer import Options, add_path, discard
 from p2pnode.lazy import lazy_import
@@ -216,20 +217,16 @@ class _Frames:
         self._buffer += chunk
         at = 0
         while len(self.blocks) < self.count:
-            length = shift = 0
             start = at
-            while True:
-                if at >= len(self._buffer):
+            try:
+                length, at = read_varint(self._buffer, start)
+            except CIDError:
+                if len(self._buffer) - start < 4:  # a block's length takes at most 4 bytes
                     del self._buffer[:start]
                     return  # the length is still coming
-                byte = self._buffer[at]
-                at += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-                if shift > 28:
-                    raise LookupError("the node's answer holds a bad block length")
+                raise LookupError("the node's answer holds a bad block length") from None
+            if length > MAX_BLOCK_BYTES:
+                raise LookupError(f"the node's answer holds a {length}-byte block, over the limit")
             if at + length > len(self._buffer):
                 del self._buffer[:start]
                 return  # the block is still coming
