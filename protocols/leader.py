@@ -81,6 +81,8 @@ class Leader(Succession, Bidding):
             TimerKind.QUEUE_TIMEOUT: self._on_queue_timeout,
             TimerKind.RETRY_WAITING: self._on_retry_waiting,
             TimerKind.RESUME: self._on_resume,
+            TimerKind.HAND_OVER: self._on_hand_over,
+            TimerKind.TAKE_OVER: self._on_take_over,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -321,7 +323,9 @@ class Leader(Succession, Bidding):
             # The merge may bring work on a node that died before we heard of the work.
             self._schedule(replica, self.ctx.presumed_lost, "was lost")
         else:
-            self.adopt(replica)
+            self.adopt(replica)  # (also a job we took over, once a keeper told us how it stands)
+            if replica.id in self.led and replica.executions:
+                self._fail_lost(replica, self.ctx.presumed_lost, "was lost")
 
     def _schedule(self, replica: JobReplica, lost: Callable[[str], bool] | None = None, why: str = "") -> None:
         """The scheduling step, idempotent, for a job we lead: fail work on
