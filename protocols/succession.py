@@ -191,7 +191,7 @@ class Succession:
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
-                self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
+                self._accept_unsent(job_id, execution_id, peer, reason)
             case CancelExecution() if self.ctx.is_alive(peer):
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
@@ -231,6 +231,21 @@ class Succession:
             self.adopt(replica)
         else:
             ctx.emit_send(following, SubmitToLeader(replica.snapshot()))
+
+    def _accept_unsent(self, job_id: str, execution_id: str, peer: str, reason: str) -> None:
+        """An acceptance whose sending failed. A send that timed out may
+        still have arrived, and a node that has reported the run started had
+        it: placing the work again while that node lives would run it twice.
+        So the bid is given up only when its node is lost; a live node's is
+        said again (`_nudge_accepted`) until the node starts it or answers
+        that the bid expired."""
+        replica = self._led_replica(job_id)
+        execution = replica and replica.executions.get(execution_id)
+        if execution is None or execution.state != ExecutionState.BID_ACCEPTED:
+            return
+        if not self.ctx.presumed_lost(peer):
+            return
+        self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
 
     def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
         replica = self._led_replica(job_id)

@@ -141,3 +141,23 @@ def test_a_node_that_takes_a_job_over_first_learns_what_the_lost_leader_placed()
     assert job.header.leader == heir and job.header.epoch == 2
     assert [r.execution_id for r in cluster.runs.values() if r.job_id == job_id] == [execution_id]
     assert job.executions[execution_id].state == ExecutionState.RUNNING
+
+
+def test_a_leader_does_not_give_up_a_run_whose_acceptance_timed_out_while_its_node_lives() -> None:
+    # The acceptance (or a nudge of it) timed out, but the node got it and
+    # runs the work: placing it again would run it twice (burst seed 2).
+    nodes = configs(4)
+    nodes[3] = replace(nodes[3], labels={"role": "runner"})
+    cluster = settled(Cluster(nodes))
+    cluster.duration = lambda run, s: 10.0
+    cluster.submit(0, "j", spec(Constraints=[{"Key": "role", "Operator": "=", "Values": ["runner"]}]))
+    cluster.run(cluster.now + 1.0)
+    job = cluster.job("j")
+    leader = cluster.nodes[job.header.leader]
+    (execution,) = [e for e in leader.jobs["j"].executions.values() if e.state == ExecutionState.RUNNING]
+    timed_out = BidDecision("j", execution.id, job.header.epoch, True, "bid accepted", execution.partition)
+    leader.handle(SendFailed(execution.node_id, timed_out, "stream timed out"), cluster.now)
+    assert leader.jobs["j"].executions[execution.id].state == ExecutionState.RUNNING
+    cluster.run(60)
+    assert cluster.job("j").header.state == JobState.COMPLETED
+    assert [r.execution_id for r in cluster.runs.values() if r.job_id == "j"] == [execution.id]
