@@ -161,3 +161,27 @@ def test_a_leader_does_not_give_up_a_run_whose_acceptance_timed_out_while_its_no
     cluster.run(60)
     assert cluster.job("j").header.state == JobState.COMPLETED
     assert [r.execution_id for r in cluster.runs.values() if r.job_id == "j"] == [execution.id]
+
+
+def test_a_leader_restarted_from_a_stale_store_learns_what_it_placed_before_it_leads_again() -> None:
+    # Killed before it saved its last writes: its store shows the job as
+    # submitted, with nothing placed; the run it placed goes on elsewhere.
+    nodes = configs(4)
+    nodes[3] = replace(nodes[3], labels={"role": "runner"})
+    ids = [c.node_id for c in nodes]
+    job_id = next(f"r{i}" for i in range(1000) if election.rank(f"r{i}", ids, k=1)[0] not in ("n00", "n03"))
+    leader = election.rank(job_id, ids, k=1)[0]
+    cluster = settled(Cluster(nodes))
+    cluster.duration = lambda run, s: 30.0
+    cluster.submit(0, job_id, spec(Constraints=[{"Key": "role", "Operator": "=", "Values": ["runner"]}]))
+    cluster.run(cluster.now + 0.015)
+    saved = cluster._disk[leader][job_id]
+    assert all(e.state == ExecutionState.ASK_FOR_BID for e in saved.executions)  # asked, not yet placed
+    cluster.run(cluster.now + 1.0)
+    (run,) = cluster.running(job_id)
+    cluster.crash(leader)
+    cluster._disk[leader][job_id] = saved
+    cluster.restart(leader)
+    cluster.run(60)
+    assert [r.execution_id for r in cluster.runs.values() if r.job_id == job_id] == [run.execution_id]
+    assert cluster.job(job_id, 0).header.state == JobState.COMPLETED
