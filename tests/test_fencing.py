@@ -185,3 +185,19 @@ def test_a_leader_restarted_from_a_stale_store_learns_what_it_placed_before_it_l
     cluster.run(60)
     assert [r.execution_id for r in cluster.runs.values() if r.job_id == job_id] == [run.execution_id]
     assert cluster.job(job_id, 0).header.state == JobState.COMPLETED
+
+
+def test_a_queued_job_whose_leader_restarted_still_fails_at_its_queue_timeout() -> None:
+    # The QueueTimeout timer dies with the process; the leader that leads the
+    # job after (the same node restarted, burst seed 18) sets it again, from
+    # when the job was queued.
+    cluster = settled(Cluster(configs(3)))
+    cluster.submit(0, "big", spec(Resources={"CPU": "8"}, Timeouts={"QueueTimeout": 30}))
+    cluster.run(8)
+    header = cluster.job("big").header
+    assert header.state == JobState.QUEUED
+    cluster.crash(header.leader)
+    cluster.restart(header.leader)
+    cluster.run(60)
+    job = cluster.job("big")
+    assert job.header.state == JobState.FAILED and "QueueTimeout" in job.header.message
