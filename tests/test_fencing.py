@@ -12,6 +12,7 @@ from dataclasses import replace
 from protocols import election
 from protocols.events import Received, Send, SendFailed, StartExecution, SubmitJob
 from protocols.messages import AskBid, BidDecision, BidReply, JobUpdated, RecordRequest, SubmitToLeader
+from protocols.node import Node
 from protocols.records import ExecutionState, JobState
 from tests.cluster import Cluster
 from tests.test_node import configs, settled, spec
@@ -21,49 +22,46 @@ def _job_led_by(ids: list[str], leader: str, prefix: str = "j") -> str:
     return next(f"{prefix}{i}" for i in range(1000) if election.rank(f"{prefix}{i}", ids, k=1)[0] == leader)
 
 
-def test_an_executor_starts_nothing_on_a_decision_of_a_leader_deposed_since_it_asked() -> None:
+def _asked_by_the_first_leader() -> tuple[SubmitToLeader, str, Node, float]:
+    """A job n00 submitted, led by n01, and an executor (neither its leader,
+    successor nor submitter) that bid on n01's ask: (the hand-over, the heir,
+    the executor, now)."""
     cluster = settled(Cluster(configs(5)))
     ids = [c.node_id for c in cluster.configs]
     job_id = _job_led_by(ids, "n01")
-    submitter = cluster.node(0)
-    handover = next(e.message for e in submitter.handle(SubmitJob(job_id, spec()), cluster.now)
+    handover = next(e.message for e in cluster.node(0).handle(SubmitJob(job_id, spec()), cluster.now)
                     if isinstance(e, Send) and isinstance(e.message, SubmitToLeader))
     old = handover.delta.header
     heir = old.successors[0]
     executor = cluster.nodes[next(n for n in ids if n not in (old.leader, heir, old.submitter))]
-    now = cluster.now
-
-    bid = executor.handle(Received(old.leader, AskBid(old, "e-old")), now)
+    bid = executor.handle(Received(old.leader, AskBid(old, "e-old")), cluster.now)
     assert [e for e in bid if isinstance(e, Send) and isinstance(e.message, BidReply) and e.message.bid]
+    return handover, heir, executor, cluster.now
+
+
+def test_an_executor_starts_nothing_on_a_decision_of_a_leader_deposed_since_it_asked() -> None:
+    handover, heir, executor, now = _asked_by_the_first_leader()
+    old = handover.delta.header
     # The successor took over and asks again (the executor's copy still says epoch 1).
     new = replace(old, epoch=old.epoch + 1, leader=heir, revision=old.revision + 1)
     executor.handle(Received(heir, AskBid(new, "e-new")), now + 0.1)
 
-    stale = BidDecision(job_id, "e-old", old.epoch, True, "bid accepted", 0)
+    stale = BidDecision(old.id, "e-old", old.epoch, True, "bid accepted", 0)
     assert not [e for e in executor.handle(Received(old.leader, stale), now + 0.2) if isinstance(e, StartExecution)]
-    current = BidDecision(job_id, "e-new", new.epoch, True, "bid accepted", 0)
+    current = BidDecision(old.id, "e-new", new.epoch, True, "bid accepted", 0)
     started = [e for e in executor.handle(Received(heir, current), now + 0.3) if isinstance(e, StartExecution)]
     assert [e.execution.id for e in started] == ["e-new"]
 
 
 def test_a_decision_older_than_the_record_the_executor_holds_starts_nothing() -> None:
-    cluster = settled(Cluster(configs(5)))
-    ids = [c.node_id for c in cluster.configs]
-    job_id = _job_led_by(ids, "n01")
-    submitter = cluster.node(0)
-    handover = next(e.message for e in submitter.handle(SubmitJob(job_id, spec()), cluster.now)
-                    if isinstance(e, Send) and isinstance(e.message, SubmitToLeader))
+    handover, heir, executor, now = _asked_by_the_first_leader()
     old = handover.delta.header
-    heir = old.successors[0]
-    executor = cluster.nodes[next(n for n in ids if n not in (old.leader, heir, old.submitter))]
-    now = cluster.now
-    executor.handle(Received(old.leader, AskBid(old, "e-old")), now)
     # The new leader's write reaches the executor's copy before the old decision does.
     new = replace(old, epoch=old.epoch + 1, leader=heir, revision=old.revision + 1)
     executor.handle(Received(heir, JobUpdated(replace(handover.delta, header=new))), now + 0.1)
-    assert executor.jobs[job_id].header.epoch == new.epoch
+    assert executor.jobs[old.id].header.epoch == new.epoch
 
-    stale = BidDecision(job_id, "e-old", old.epoch, True, "bid accepted", 0)
+    stale = BidDecision(old.id, "e-old", old.epoch, True, "bid accepted", 0)
     assert not [e for e in executor.handle(Received(old.leader, stale), now + 0.2) if isinstance(e, StartExecution)]
 
 
