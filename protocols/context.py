@@ -54,6 +54,8 @@ class TimerKind(StrEnum):
     QUEUE_TIMEOUT = "queue-timeout"  # a job
     RETRY_WAITING = "retry-waiting"
     RESUME = "resume"
+    HAND_OVER = "hand-over"  # a job submitted here whose leader did not answer
+    TAKE_OVER = "take-over"  # a job taken over, its fellow keepers asked how it stands
     BID_HOLD = "bid-hold"  # an execution
     PROBE = "probe"  # an execution
     TOTAL_TIMEOUT = "total-timeout"  # an execution

@@ -235,6 +235,12 @@ class Executor:
         if local is None or local.stage == BidStage.RUNNING or decision.epoch < local.epoch:
             self.ctx.drop(sender, decision, "for no bid held here, or stale")
             return
+        if decision.accepted and decision.epoch < self._newest_epoch(decision.job_id):
+            # Fencing: a leader deposed since it asked would place work its
+            # successor may place again. The bid stays held: the current
+            # leader confirms it (`Succession._nudge_accepted`), or it expires.
+            self.ctx.drop(sender, decision, "from a leader deposed since it asked")
+            return
         ctx = self.ctx
         ctx.cancel_timer(TimerKey(TimerKind.BID_HOLD, local.execution_id))
         if not decision.accepted:
@@ -420,6 +426,16 @@ class Executor:
         """Whether our work on the job reports to `node_id` (so its answer,
         a record, is one we asked for)."""
         return any(local.leader == node_id for local in self._by_job.get(job_id, {}).values())
+
+    def _newest_epoch(self, job_id: str) -> int:
+        """The newest epoch of the job this node has heard of: its copy of the
+        record, and any ask or leader change of it (a newer leader's ask may
+        come before its write does)."""
+        replica = self.ctx.jobs.get(job_id)
+        epochs = [local.epoch for local in self._of_job(job_id)]
+        if replica is not None:
+            epochs.append(replica.header.epoch)
+        return max(epochs, default=0)
 
     def _of_job(self, job_id: str) -> list[_Local]:
         return list(self._by_job.get(job_id, {}).values())

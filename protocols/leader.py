@@ -74,6 +74,7 @@ class Leader(Succession, Bidding):
         self.waiting: set[str] = set()  # led jobs looking for nodes
         self._daemon_looked: dict[str, float] = {}  # waiting daemons: when each last looked
         self._paused_until = 0.0  # after we were away (see `woke`): lead nothing until then
+        self._queue_timed: set[str] = set()  # queued jobs whose QueueTimeout timer this process set
 
     def timers(self) -> dict[TimerKind, TimerHandler]:
         return {
@@ -81,6 +82,8 @@ class Leader(Succession, Bidding):
             TimerKind.QUEUE_TIMEOUT: self._on_queue_timeout,
             TimerKind.RETRY_WAITING: self._on_retry_waiting,
             TimerKind.RESUME: self._on_resume,
+            TimerKind.HAND_OVER: self._on_hand_over,
+            TimerKind.TAKE_OVER: self._on_take_over,
         }
 
     # ------------------------------------------------------------ becoming and ceasing to be leader
@@ -124,6 +127,7 @@ class Leader(Succession, Bidding):
         """Stop leading the job here (its index entry stays)."""
         self.led.discard(job_id)
         self.waiting.discard(job_id)
+        self._queue_timed.discard(job_id)
         self._windows.discard(job_id)
         self._window_until.pop(job_id, None)
         self._ranked.pop(job_id, None)
@@ -301,6 +305,7 @@ class Leader(Succession, Bidding):
         self._windows.discard(header.id)
         self._window_until.pop(header.id, None)
         ctx.cancel_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id))
+        self._queue_timed.discard(header.id)
         self.led.discard(header.id)
         self.waiting.discard(header.id)
         self._ranked.pop(header.id, None)
@@ -323,7 +328,9 @@ class Leader(Succession, Bidding):
             # The merge may bring work on a node that died before we heard of the work.
             self._schedule(replica, self.ctx.presumed_lost, "was lost")
         else:
-            self.adopt(replica)
+            self.adopt(replica)  # (also a job we took over, once a keeper told us how it stands)
+            if replica.id in self.led and replica.executions:
+                self._fail_lost(replica, self.ctx.presumed_lost, "was lost")
 
     def _schedule(self, replica: JobReplica, lost: Callable[[str], bool] | None = None, why: str = "") -> None:
         """The scheduling step, idempotent, for a job we lead: fail work on
@@ -394,6 +401,14 @@ class Leader(Succession, Bidding):
                     why = f"no suitable node yet ({self._why_no_node(replica)}); waiting up to {queue_timeout} s"
                     self._set_state(replica, JobState.QUEUED, why)
                     self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), self.ctx.now + queue_timeout)
+                    self._queue_timed.add(header.id)
+                elif header.id not in self._queue_timed:
+                    # Queued by a leader before us, or by us before a restart:
+                    # its timer died with that process. It counts from then.
+                    queued = max((e.time for e in replica.history if e.kind == "JobStateChanged" and e.new == JobState.QUEUED),
+                                 default=header.modify_time)
+                    self.ctx.set_timer(TimerKey(TimerKind.QUEUE_TIMEOUT, header.id), max(self.ctx.now, queued + queue_timeout))
+                    self._queue_timed.add(header.id)
                 self._wait(replica)
             case NoFit.FAIL:
                 self._finish(replica, JobState.FAILED, f"no suitable node: {self._why_no_node(replica)}")
@@ -433,6 +448,7 @@ class Leader(Succession, Bidding):
             self._schedule(replica)
 
     def _on_queue_timeout(self, key: TimerKey) -> None:
+        self._queue_timed.discard(key.subject)
         replica = self._led_replica(key.subject)
         if replica is None or replica.header.state != JobState.QUEUED:
             return

@@ -5,12 +5,16 @@ Theory of operation
 A job's header names its leader and its successors (rendezvous ranking at
 submission). When the leader is lost, the first live successor takes over
 with the next epoch; the lost leader stays a keeper, so a leader that was
-only cut off learns it was deposed and tells what it wrote meanwhile. Lost
+only cut off learns it was deposed and tells what it wrote meanwhile. Before
+it places anything, the new leader asks its fellow keepers for their copies:
+what the lost leader placed may have reached them and not it. Lost
 successors are replaced by the next live nodes of the ranking (`SUCCESSORS`
 live ones kept). Work on a lost node is failed and placed again by the
 scheduling step (`Leader._fail_lost`). A message a peer could not be sent
 (`on_send_failed`) is a lost ask, decision or hand-over: it is marked so in
-the record, or sent to the next node.
+the record, or sent again. A new job goes to the next node only once its
+leader is presumed lost: a leader that is merely slow may hold the job
+already, and a second one would place it twice.
 
 `Succession` holds no state of its own: it is mixed into `Leader`, whose
 indexes (`led`, `by_leader`) it reads and whose scheduling step it calls.
@@ -19,7 +23,7 @@ indexes (`led`, `by_leader`) it reads and whose scheduling step it calls.
 from __future__ import annotations
 
 from protocols import election
-from protocols.context import NodeContext
+from protocols.context import NodeContext, TimerKey, TimerKind
 from protocols.jobtypes import policy_for
 from protocols.messages import AskBid, BidDecision, CancelExecution, LeaderChanged, SubmitToLeader
 from protocols.records import DesiredState, ExecutionState, JobReplica
@@ -148,24 +152,64 @@ class Succession:
         for execution in replica.executions.values():
             if not execution.state.terminal and not ctx.presumed_lost(execution.node_id):
                 ctx.emit_send(execution.node_id, LeaderChanged(replica.id, epoch, ctx.node_id))
+        if any(k != ctx.node_id and not ctx.presumed_lost(k) for k in header.keepers):
+            # First learn what the lost leader placed: a write of it that
+            # reached a fellow keeper and not us would otherwise be placed
+            # again. The first answer that teaches us something has us lead
+            # (`Leader.reconcile`); none, and we lead after `resend_interval`.
+            ctx.fetch(replica.id)
+            ctx.set_timer(TimerKey(TimerKind.TAKE_OVER, replica.id), ctx.now + ctx.config.resend_interval)
+            return
+        self._lead_taken(replica)
+
+    def _on_take_over(self, key: TimerKey) -> None:
+        replica = self.ctx.jobs.get(key.subject)
+        if replica is not None and replica.header.leader == self.ctx.node_id and replica.id not in self.led:
+            self._lead_taken(replica)
+
+    def _lead_taken(self, replica: JobReplica) -> None:
+        if replica.header.state.terminal:
+            return
         self.led.add(replica.id)
         # Work on a node we only have not heard of yet (we restarted) is not lost: it reports to us.
-        self._schedule(replica, ctx.presumed_lost, "was lost before this leader took over")
+        self._schedule(replica, self.ctx.presumed_lost, "was lost before this leader took over")
 
     def on_send_failed(self, peer: str, message: object, reason: str) -> None:
         match message:
             case SubmitToLeader(delta):
                 replica = self.ctx.jobs.get(delta.header.id)
                 if replica is not None and replica.header.leader == peer and not replica.header.state.terminal:
-                    self._hand_to_next(replica, peer)
+                    if self.ctx.presumed_lost(peer):
+                        self._hand_to_next(replica, peer)
+                    else:
+                        # Alive, only slow or hard to reach: it may hold the
+                        # job already, and a second leader now would place it
+                        # twice. Say it again; if it is found dead meanwhile,
+                        # the next one leads.
+                        self.ctx.set_timer(TimerKey(TimerKind.HAND_OVER, replica.id),
+                                           self.ctx.now + self.ctx.config.resend_interval)
             case AskBid(header, execution_id):
                 self._unreachable(header.id, execution_id, peer, ExecutionState.ASK_FOR_BID_REJECTED, reason)
             case BidDecision(job_id, execution_id, _epoch, True):
-                self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
+                self._accept_unsent(job_id, execution_id, peer, reason)
             case CancelExecution() if self.ctx.is_alive(peer):
                 # A run the record gave up on hears of it only from us (its
                 # node gets no more writes of the job): say it again.
                 self.ctx.emit_send(peer, message)
+
+    def _on_hand_over(self, key: TimerKey) -> None:
+        """Hand a job submitted here to its leader again (its last hand-over
+        did not go through), or to the next one once that leader is lost."""
+        replica = self.ctx.jobs.get(key.subject)
+        if replica is None or replica.header.state.terminal:
+            return
+        leader = replica.header.leader
+        if leader == self.ctx.node_id or replica.header.submitter != self.ctx.node_id:
+            return
+        if self.ctx.presumed_lost(leader):
+            self._hand_to_next(replica, leader)
+        else:
+            self.ctx.emit_send(leader, SubmitToLeader(replica.snapshot()))
 
     def _hand_to_next(self, replica: JobReplica, failed: str) -> None:
         """The leader we handed a new job to did not answer: try the next."""
@@ -187,6 +231,21 @@ class Succession:
             self.adopt(replica)
         else:
             ctx.emit_send(following, SubmitToLeader(replica.snapshot()))
+
+    def _accept_unsent(self, job_id: str, execution_id: str, peer: str, reason: str) -> None:
+        """An acceptance whose sending failed. A send that timed out may
+        still have arrived, and a node that has reported the run started had
+        it: placing the work again while that node lives would run it twice.
+        So the bid is given up only when its node is lost; a live node's is
+        said again (`_nudge_accepted`) until the node starts it or answers
+        that the bid expired."""
+        replica = self._led_replica(job_id)
+        execution = replica and replica.executions.get(execution_id)
+        if execution is None or execution.state != ExecutionState.BID_ACCEPTED:
+            return
+        if not self.ctx.presumed_lost(peer):
+            return
+        self._unreachable(job_id, execution_id, peer, ExecutionState.FAILED, reason)
 
     def _unreachable(self, job_id: str, execution_id: str, peer: str, state: ExecutionState, reason: str) -> None:
         replica = self._led_replica(job_id)

@@ -198,6 +198,33 @@ class Submitted:
     acked: float
 
 
+class Connections:
+    """One API client per peer, kept for the life of a thread (see `submit_all`)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.clients: dict[str, ApiClient] = {}
+
+    def to(self, api: str) -> ApiClient:
+        client = self.clients.get(api)
+        if client is None:
+            client = self.clients[api] = ApiClient(api, timeout=self.timeout)
+        return client
+
+    def drop(self, api: str) -> None:
+        """Forget a peer's client after an error (the peer may have been killed)."""
+        client = self.clients.pop(api, None)
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for api in list(self.clients):
+            self.drop(api)
+
+
 def submit_all(cluster: Cluster, jobs: int, clients: int, job: dict[str, Any]) -> tuple[list[Submitted], int, int]:
     """`jobs` submits from `clients` threads, each to its own peer (the next live
     one if that fails). Each client then asks another peer for the job once: it
@@ -209,35 +236,40 @@ def submit_all(cluster: Cluster, jobs: int, clients: int, job: dict[str, Any]) -
 
     def client(number: int) -> None:
         turn = number
-        for _ in range(shares[number]):
-            while True:
-                apis = cluster.live_apis()
-                if not apis:
-                    time.sleep(0.2)
-                    continue
-                api = apis[turn % len(apis)]
-                sent = time.time()
-                try:
-                    with ApiClient(api, timeout=60) as http:
-                        job_id = http.submit(job)["JobID"]
-                except ApiClientError:
-                    with lock:
-                        failed["submit"] += 1
-                    turn += 1
-                    continue
-                acked = time.time()
-                other = [a for a in cluster.live_apis() if a != api]
-                if other:
+        # One kept-alive connection per peer, as a real client program holds:
+        # making an HTTP client costs ~60 ms of CPU (its TLS context), which 16
+        # threads of this one process would otherwise count in every ack.
+        with Connections(timeout=60) as http:
+            for _ in range(shares[number]):
+                while True:
+                    apis = cluster.live_apis()
+                    if not apis:
+                        time.sleep(0.2)
+                        continue
+                    api = apis[turn % len(apis)]
+                    sent = time.time()
                     try:
-                        with ApiClient(other[turn % len(other)], timeout=60) as http:
-                            http.get_job(job_id)
-                    except ApiClientError as error:
-                        if error.status == 404:
-                            with lock:
-                                failed["not found"] += 1
-                with lock:
-                    done.append(Submitted(job_id, api, sent, acked))
-                break
+                        job_id = http.to(api).submit(job)["JobID"]
+                    except ApiClientError:
+                        http.drop(api)
+                        with lock:
+                            failed["submit"] += 1
+                        turn += 1
+                        continue
+                    acked = time.time()
+                    other = [a for a in cluster.live_apis() if a != api]
+                    if other:
+                        peer = other[turn % len(other)]
+                        try:
+                            http.to(peer).get_job(job_id)
+                        except ApiClientError as error:
+                            http.drop(peer)
+                            if error.status == 404:
+                                with lock:
+                                    failed["not found"] += 1
+                    with lock:
+                        done.append(Submitted(job_id, api, sent, acked))
+                    break
 
     with ThreadPoolExecutor(clients) as pool:
         for outcome in [pool.submit(client, n) for n in range(clients)]:
@@ -262,21 +294,27 @@ def run_faults(cluster: Cluster, faults: list[Fault], t0: float, stop: threading
 def sample_verdicts(cluster: Cluster, seen: dict[tuple, dict[str, Any]], incarnations: dict[tuple[str, int], float],
                     stop: threading.Event) -> None:
     """Every peer's own verdicts and incarnation, every second, until `stop`."""
-    while True:
-        with cluster.lock:
-            live = [(i, p) for i, p in enumerate(cluster.peers) if p is not None and not cluster._out(i)]
-        for index, peer in live:
-            try:
-                with ApiClient(peer.api, timeout=3) as http:
-                    info = http.agent_node()
-            except ApiClientError:
-                continue
-            incarnations.setdefault((info["NodeID"], info.get("Incarnation", 0)), time.time())
-            for verdict in info.get("Verdicts", []):
-                key = (info["NodeID"], verdict["Time"], verdict["Kind"], verdict["NodeID"], verdict["Incarnation"])
-                seen[key] = dict(verdict, By=info["NodeID"], ByIndex=index)
-        if stop.wait(1.0):
-            return
+    with Connections(timeout=3) as http:
+        while True:
+            _sample_once(cluster, http, seen, incarnations)
+            if stop.wait(1.0):
+                return
+
+
+def _sample_once(cluster: Cluster, http: Connections, seen: dict[tuple, dict[str, Any]],
+                 incarnations: dict[tuple[str, int], float]) -> None:
+    with cluster.lock:
+        live = [(i, p) for i, p in enumerate(cluster.peers) if p is not None and not cluster._out(i)]
+    for index, peer in live:
+        try:
+            info = http.to(peer.api).agent_node()
+        except ApiClientError:
+            http.drop(peer.api)
+            continue
+        incarnations.setdefault((info["NodeID"], info.get("Incarnation", 0)), time.time())
+        for verdict in info.get("Verdicts", []):
+            key = (info["NodeID"], verdict["Time"], verdict["Kind"], verdict["NodeID"], verdict["Incarnation"])
+            seen[key] = dict(verdict, By=info["NodeID"], ByIndex=index)
 
 
 def _listing(api: str) -> dict[str, tuple[int, int, str]]:

@@ -267,16 +267,18 @@ class Simulation:
         if not up:
             return
         slot = self.rng.choice(up)
-        # With forgers about, the job's ID certifies its submitter
-        # (`protocols.jobid`), as the API's IDs do: a client that submits
-        # again, to another node, makes another job. Otherwise the readable
-        # label is the ID (a plain name), so a seed replays as it always has.
+        # With forgers about, or when a client submits again (to another
+        # node), the job's ID certifies its submitter (`protocols.jobid`), as
+        # the API's IDs do: a submit made again is another job, never a second
+        # version of the first under its ID (which keepers refuse, and with it
+        # every repair message that carries it). Otherwise the readable label
+        # is the ID (a plain name), so a seed replays as it always has.
         attempt = self._attempts[arrival.job_id] = self._attempts.get(arrival.job_id, 0) + 1
         previous = self.ids.get(arrival.job_id)
         if previous is not None:
             self.tracks.pop(previous, None)
             self.active.discard(previous)
-        salt = str(attempt) if self.forgers is not None else ""
+        salt = str(attempt) if self.forgers is not None or attempt > 1 else ""
         job_id = make_job_id(arrival.job_id, slot.node_id, salt, arrival.spec) if salt else arrival.job_id
         self.ids[arrival.job_id] = job_id
         self.tracks[job_id] = _Track(arrival, str(arrival.spec.type), slot.node_id)
@@ -496,7 +498,7 @@ class Simulation:
             duplicate_engine_completions=sum(
                 len(runs) - 1
                 for (job_id, _), runs in metrics.engine_completions.items()
-                if self.tracks[job_id].kind == "batch" and len(runs) > 1
+                if job_id in self.tracks and self.tracks[job_id].kind == "batch" and len(runs) > 1  # (not a submit given up)
             ),
             services=services,
             services_at_count=services_at_count,

@@ -122,9 +122,11 @@ class Cluster:
         self.now = max(self.now, until)
 
     def crash(self, node_id: str) -> None:
-        """The process dies: it keeps only what it had saved."""
+        """The process dies: it keeps only what it had saved (its timers die with it)."""
         self.down.add(node_id)
         self._dirty.pop(node_id, None)
+        for key in [key for key in self._timers if key[0] == node_id]:
+            del self._timers[key]
         for run in self.runs.values():
             if run.node == node_id:
                 run.stopped = True

@@ -462,10 +462,10 @@ def test_a_run_its_own_leader_gives_up_on_is_stopped_at_once() -> None:
             break
     else:
         pytest.fail("no job ran on its leader")
-    # the acceptance it sent itself "did not arrive": the record gives the run up
-    lost = BidDecision(job_id, run.execution_id, header.epoch, True, "bid accepted")
-    effects = cluster.nodes[run.node].handle(SendFailed(run.node, lost, "stream reset"), cluster.now)
-    assert cluster.nodes[run.node].jobs[job_id].executions[run.execution_id].state == ExecutionState.FAILED
+    # it reports the run as another partition than it was placed as: the record gives the run up
+    report = ExecutionUpdate(job_id, run.execution_id, header.epoch, ExecutionState.RUNNING, "running", partition=1)
+    effects = cluster.nodes[run.node].handle(Received(run.node, report), cluster.now)
+    assert cluster.nodes[run.node].jobs[job_id].executions[run.execution_id].state == ExecutionState.CANCELLED
     assert StopExecution(run.execution_id, "the job's record no longer wants this execution") in effects
 
 
