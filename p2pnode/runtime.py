@@ -38,10 +38,11 @@ from p2pnode.ipfs.locate import ProviderLookups
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
+from p2pnode.lookup import DIRECT_FROM, RecordAsk, answer, kept_record
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PayloadTooLarge, PeerTransport, PeerUnreachable, Transport, TransportError
-from protocols import wire
+from protocols import election, wire
 from protocols.effects import UnknownEffect, dispatcher
 from protocols.events import (
     CancelTimer,
@@ -337,6 +338,10 @@ class Runtime:
         job_id = ref if replica is None else replica.id
         if replica is None and (self.node is None or len(self.node.membership.alive_ids()) <= 1):
             raise JobNotFound(f"no job {ref!r} is known to this node, and no other node is up to ask")
+        if replica is None:
+            found = await self._ask_directly(job_id)  # ahead of every queue (`p2pnode.lookup`)
+            if found is not None:
+                return found
         await self._inputs_send.send(FetchJob(job_id))
         if replica is None:
             with trio.move_on_after(FETCH_WAIT):
@@ -347,6 +352,36 @@ class Runtime:
         if job_id not in self._jobs():
             raise JobNotFound(f"no job {ref!r} is known to this node or to the nodes that would keep it")
         return self._jobs()[job_id]
+
+    async def _ask_directly(self, job_id: str) -> JobReplica | None:
+        """The job as the first peer that keeps it answers (the rendezvous top
+        asked at once, `FETCH_WAIT` s at most); the node merges it as it would
+        the protocol's answer. None if no peer asked keeps it."""
+        assert self.node is not None
+        ranked = election.rank(job_id, self.node.membership.alive_ids(), k=DIRECT_FROM + 1)
+        peers = [n for n in ranked if n != self.node_id][:DIRECT_FROM]
+        data = wire.encode(RecordAsk(job_id), self.node_id)
+        answers, answered = trio.open_memory_channel[tuple[str, Any]](len(peers))
+
+        async def ask(peer: str) -> None:
+            try:
+                message: Any = wire.decode(await self._request(peer, data, FETCH_WAIT)).message
+            except (PeerUnreachable, PayloadTooLarge, wire.WireError) as error:
+                log.debug("no record of %s from %s: %s", job_id, peer, error)
+                message = None
+            answers.send_nowait((peer, message))
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask, peer)
+            for _ in peers:
+                peer, message = await answered.receive()
+                delta = kept_record(peer, job_id, message)
+                if delta is not None:
+                    self._inputs_send.send_nowait(Received(peer, message))  # as a `RecordRequest`'s answer
+                    nursery.cancel_scope.cancel()
+                    return JobReplica.from_delta(delta)
+        return None
 
     async def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
         """Return once `ready()` holds, checked at once and after every change
@@ -549,6 +584,8 @@ class Runtime:
             raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
         if isinstance(envelope.message, LogRead):
             return wire.encode(self.logs.read(envelope.message), self.node_id)
+        if isinstance(envelope.message, RecordAsk):
+            return wire.encode(answer(self.node, envelope.message.job_id), self.node_id)
         if isinstance(envelope.message, ResultManifestAsk | ResultChunkAsk):
             return wire.encode(await self.result_server.answer(envelope.message), self.node_id)
         await self._inputs_send.send(Received(sender, envelope.message))  # the connection's authenticated peer

@@ -137,3 +137,29 @@ async def test_a_stopped_runtimes_job_is_taken_over_and_completes(tmp_path: Path
         final = await nodes.until(finished, 90, "the job ends after its leader stopped")
         assert final.header.state == JobState.COMPLETED, final.header
         assert final.header.leader != leader and final.header.epoch >= 2
+
+
+async def test_a_busy_peer_finds_a_job_it_does_not_hold_right_after_its_submit(tmp_path: Path) -> None:
+    """Issue 14, item 5: once a submit is answered, any peer finds the job,
+    even one whose inbox is so far behind that the protocol's fetch (asked
+    through it) would be answered after the API gave up."""
+    async with nodes_in_memory(tmp_path, 5) as nodes:
+        submitter, asker = nodes.runtimes[0], nodes.runtimes[1]
+        assert asker.node is not None
+        handle = asker.node.handle
+        held: list[Any] = []  # what the busy peer has not got round to yet
+
+        def busy(event: Any, now: float) -> list[Any]:
+            held.append(event)
+            return []
+
+        asker.node.handle = busy  # type: ignore[method-assign]
+        try:
+            job_id = await submit(submitter, wasm_job(data_url(HELLO_WAT), "busy"))
+            assert job_id not in asker.node.jobs
+            found = await asker.lookup_job(job_id)
+            assert found.id == job_id and found.header.submitter == submitter.node_id
+        finally:
+            asker.node.handle = handle  # type: ignore[method-assign]
+            for event in held:
+                asker._inputs_send.send_nowait(event)
