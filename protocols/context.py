@@ -250,9 +250,9 @@ class NodeContext:
         """What the member last said of itself."""
         return self._membership.info(node_id)
 
-    def member_table(self) -> tuple[Mapping[str, NodeInfo], int]:
-        """Every member's info and a count of its changes (see `Membership.table`)."""
-        return self._membership.table()
+    def table_changes(self) -> int:
+        """A count of the changes to the members' infos (see `Membership.table_changes`)."""
+        return self._membership.table_changes()
 
     def mark_caught_up(self) -> None:
         """We were sent the member list."""
