@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -242,8 +242,8 @@ class NodeContext:
         """Sorted ids of the live members and ourselves (shared: do not modify)."""
         return self._membership.alive_ids()
 
-    def alive_infos(self) -> list[NodeInfo]:
-        """The newest info of each of `alive_ids` (shared: do not modify)."""
+    def alive_infos(self) -> Iterator[NodeInfo]:
+        """The newest info of each of `alive_ids`, in that order."""
         return self._membership.alive_infos()
 
     def info(self, node_id: str) -> NodeInfo | None:

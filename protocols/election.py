@@ -101,20 +101,25 @@ class NodeIds(list):  # type: ignore[type-arg]
 
     def without(self, index: int) -> NodeIds:
         """A copy without the id at `index`."""
-        new = NodeIds(self)
-        del new[index]
-        if self.keys is not None:
+        new = NodeIds()
+        new += self[:index]  # (slices are plain lists, copied at C speed; a list subclass is not)
+        new += self[index + 1 :]
+        keys = self.keys
+        if keys is not None:
             import numpy as np
-            new.keys = np.delete(self.keys, index)
+            new.keys = np.concatenate((keys[:index], keys[index + 1 :]))
         return new
 
     def with_id(self, index: int, node_id: str) -> NodeIds:
         """A copy with `node_id` inserted at `index` (where it sorts)."""
-        new = NodeIds(self)
-        new.insert(index, node_id)
-        if self.keys is not None:
+        new = NodeIds()
+        new += self[:index]
+        new.append(node_id)
+        new += self[index:]
+        keys = self.keys
+        if keys is not None:
             import numpy as np
-            new.keys = np.insert(self.keys, index, np.uint64(node_key(node_id)))
+            new.keys = np.concatenate((keys[:index], np.array([node_key(node_id)], dtype=np.uint64), keys[index:]))
         return new
 
 

@@ -73,13 +73,17 @@ object shared between nodes in one process), plus a small entry for the few
 members that are not ALIVE and the few we watch. A heartbeat that only
 refreshes a live member (a later seq, new free resources) is not stored:
 leaders learn free resources fresher from bids. A warm start shares the
-member table and the sorted id list between nodes until one changes them.
+member table and the sorted id list between nodes until one changes them:
+a node then derives its own id list (an `election.NodeIds`, which carries
+its members' rendezvous keys along), and keeps its changes to the table
+beside the shared one until they are many (`_set`): thousands of nodes each
+copying the whole table at a death or a return cost gigabytes.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -201,7 +205,6 @@ class Membership:
         self._table_changes = 0
         self._down: dict[str, _Down] = {}
         self._gone_since: float | None = None  # earliest `since` of the DEAD and LEFT in `_down` (None: to count again)
-        self._alive_infos: list[NodeInfo] | None = None
         self._nonce = 0
         self._awaiting: dict[str, int] = {}  # watched member -> nonce of its unanswered ping
         self._misses: dict[str, int] = {}
@@ -276,9 +279,7 @@ class Membership:
         if down is not None:
             del self._down[node_id]
             self._gone_since = None
-            if down.status is _SUSPECT:
-                self._alive_infos = None
-            else:
+            if down.status is not _SUSPECT:
                 self._insert(node_id)
             return MemberChange(node_id, down.status, _ALIVE, info)
         return None
@@ -308,8 +309,6 @@ class Membership:
         if status is _DEAD:
             self._gone(now)
             self._remove(node_id)
-        else:
-            self._alive_infos = None
         return MemberChange(node_id, previous, status, held)
 
     def about_us(self, message: Suspect | Down) -> bool:
@@ -449,7 +448,6 @@ class Membership:
         self._doubts.discard(node_id)  # it answered: our check is over
         if node_id in self._down and self._down[node_id].status is _SUSPECT:
             del self._down[node_id]  # it answered us: alive (as it counted all along)
-            self._alive_infos = None
 
     def relay(self, asker: str, node_id: str, nonce: int) -> int | None:
         """A `PingReq` from `asker`: the nonce of the ping to send `node_id`
@@ -554,18 +552,14 @@ class Membership:
         infos, so callers may keep what they derive by them."""
         return self._table_changes
 
-    def alive_infos(self) -> list[NodeInfo]:
-        """The newest info of each of `alive_ids`, in that order (shared: do
-        not modify)."""
-        if self._alive_infos is None:
-            local = self.local
-            if self._mine:
-                info = self._info
-                self._alive_infos = [local if i == local.node_id else info(i) for i in self._ids]  # type: ignore[misc]
-            else:
-                infos = self._infos
-                self._alive_infos = [local if i == local.node_id else infos[i] for i in self._ids]
-        return self._alive_infos
+    def alive_infos(self) -> Iterator[NodeInfo]:
+        """The newest info of each of `alive_ids`, in that order (not kept:
+        a list of every member per node is too much in a simulator, and the
+        callers keep what they derive)."""
+        local = self.local
+        me = local.node_id
+        info = self._info if self._mine else self._infos.__getitem__
+        return (local if i == me else info(i) for i in self._ids)  # type: ignore[misc]
 
     def all_members(self) -> list[tuple[NodeInfo, MemberStatus]]:
         """Everyone we know of, ourselves included, by node id."""
@@ -606,25 +600,18 @@ class Membership:
 
     def _store(self, info: NodeInfo) -> None:
         self._set(info.node_id, info)
-        self._alive_infos = None
 
     def _insert(self, node_id: str) -> None:
         ids = self._ids
         i = bisect_left(ids, node_id)
         if i == len(ids) or ids[i] != node_id:
             self._ids = ids.with_id(i, node_id)  # a new list: others may hold (or cache by) the old one
-            self._alive_set_changed()
 
     def _remove(self, node_id: str) -> None:
         ids = self._ids
         i = bisect_left(ids, node_id)
         if i < len(ids) and ids[i] == node_id:
             self._ids = ids.without(i)
-            self._alive_set_changed()
-
-    def _alive_set_changed(self) -> None:
-        self._alive_infos = None
-
 
 def _same_but_fresher(held: NodeInfo, info: NodeInfo) -> bool:
     """Whether `info` only repeats `held` with a later seq: same incarnation,

@@ -260,9 +260,11 @@ class FitCache:
         spec_shape = self.shape(job_id, spec)
         found = self._eligible.get(spec_shape)
         if found is None:
-            found = self._eligible[spec_shape] = NodeIds(
-                [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
-            )
+            fit = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
+            # Every member fits (the common case): the alive list itself, and
+            # the rendezvous keys it keeps; else a list of its own.
+            found = ids if len(fit) == len(ids) and type(ids) is NodeIds else NodeIds(fit)
+            self._eligible[spec_shape] = found
         return found
 
 
