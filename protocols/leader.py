@@ -290,9 +290,11 @@ class Leader(Succession, Bidding):
         self._finish(replica, JobState.STOPPED, reason or "stopped by user")
 
     def _finish(self, replica: JobReplica, state: JobState, message: str) -> None:
-        """End the job and cancel whatever of it still runs."""
+        """End the job and cancel whatever of it still runs (and a healed
+        split's second completions: the record ends with one a partition)."""
         ctx = self.ctx
         header = replica.header
+        self._cancel_surplus(replica)
         self._cancel_unfinished(replica, f"job {state.lower()}", message)
         self._set_state(replica, state, message, urgent=True)
         ctx.cancel_timer(TimerKey(TimerKind.BID_WINDOW, header.id))

@@ -63,6 +63,13 @@ rounds by a healthy watcher, as before.
 A node cut off by a partition is declared dead by the other side; each round
 a watcher also pings one dead member, and one that answers is told it was
 declared dead, so it refutes and comes back as soon as the partition heals.
+The nodes that were cut off also missed the deaths announced meanwhile (a
+member that crashed on the other side stays alive in their view, its jobs
+never taken over): so when a member we held dead comes back under the same
+incarnation (a healed split), we accuse once more, as `Suspect`, the members
+we declared dead ourselves and still hold so. A suspicion, not a death: on
+the side that missed our verdict the member may be alive (it was our side it
+was cut off from), so each node there checks it with its own pings.
 
 SUSPECT counts as alive (`alive_ids`, `is_alive`); `alive_ids` is a new list
 exactly when the alive set changes, so callers may cache what they derive from it.
@@ -78,6 +85,9 @@ a node then derives its own id list (an `election.NodeIds`, which carries
 its members' rendezvous keys along), and keeps its changes to the table
 beside the shared one until they are many (`_set`): thousands of nodes each
 copying the whole table at a death or a return cost gigabytes.
+
+Length: ≈650 lines, one state machine (heartbeats, the watch ring, its
+verdicts) whose parts share the member table; the theory above is its map.
 """
 
 from __future__ import annotations
@@ -210,7 +220,8 @@ class Membership:
         self._misses: dict[str, int] = {}
         self._relays: dict[int, tuple[str, str, int]] = {}  # our ping's nonce -> (asker, member, its nonce)
         self._old_relays: dict[int, tuple[str, str, int]] = {}  # the previous round's: still answerable
-        self._announce: dict[str, list[Any]] = {}  # member -> [Down message, rounds left]
+        self._announce: dict[str, list[Any]] = {}  # member -> [accusation to publish, rounds left]
+        self._declared: dict[str, Down] = {}  # members we announced dead, while they stay so
         # The newest (incarnation, seq) heard of the members we ping, where it
         # is newer than the info we keep: our accusations carry it.
         self._heard: dict[str, tuple[int, int]] = {}
@@ -279,10 +290,18 @@ class Membership:
         if down is not None:
             del self._down[node_id]
             self._gone_since = None
+            self._declared.pop(node_id, None)
             if down.status is not _SUSPECT:
                 self._insert(node_id)
+                if down.status is _DEAD and info.incarnation == down.key[0]:
+                    self._announce_again()  # a split healed: its other side missed our verdicts
             return MemberChange(node_id, down.status, _ALIVE, info)
         return None
+
+    def _announce_again(self) -> None:
+        """Accuse once more the members we declared dead and still hold so."""
+        for node_id, down in self._declared.items():
+            self._announce.setdefault(node_id, [Suspect(node_id, down.incarnation, down.seq), 1])
 
     def accused(self, message: Suspect | Down, now: float) -> MemberChange | None:
         """An accusation from a watcher. Returns the change it causes; one
@@ -332,6 +351,7 @@ class Membership:
             self._gone_since = None  # a death, now a goodbye: counted from now
         self._down[msg.node_id] = _Down(_LEFT, (msg.incarnation, 1 << 62), now)
         self._gone(now)
+        self._declared.pop(msg.node_id, None)
         if previous is not _DEAD:
             self._remove(msg.node_id)
         return MemberChange(msg.node_id, previous, _LEFT, held)
@@ -373,6 +393,7 @@ class Membership:
                 self._remember(now, "Down", down)
                 if not quiet:
                     self._announce[node_id] = [down, _DOWN_REPEATS]
+                    self._declared[node_id] = down
                 self._doubts.discard(node_id)
                 change = self.accused(down, now)
                 if change is not None:
@@ -474,6 +495,7 @@ class Membership:
         for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
             self._gone_since = None
+            self._declared.pop(node_id, None)
             self._set(node_id, None)
             self._announce.pop(node_id, None)
 

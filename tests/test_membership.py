@@ -266,6 +266,28 @@ def test_a_dead_member_that_answers_is_told_to_refute() -> None:
     assert m.acked("c", nonce) == Down("c", 1, 1)
 
 
+def test_a_healed_split_hears_again_of_the_deaths_we_declared() -> None:
+    # Seed 37: a leader crashed while its successor was cut off; the successor
+    # missed the Down and held the leader alive for good, its job never taken over.
+    m = joined("b", "c", watchers=1, suspect_after=1, dead_after=2)
+    m.ping_round(0.0)
+    m.ping_round(1.0)
+    assert m.ping_round(2.0)[1] == [Down("b", 1, 1)]  # we watch b, and declare it
+    m.accused(Down("c", 1, 1), 2.0)  # c, cut off, is declared by its own watcher
+    for second in (3.0, 4.0, 5.0):
+        m.ping_round(second)
+    assert m.ping_round(6.0)[1] == []  # the announcements are over
+    m.observe(info("c", seq=2), 7.0)  # c refutes: the split healed
+    pings, accusations, _, _ = m.ping_round(8.0)
+    assert accusations == [Suspect("b", 1, 1)]  # a suspicion: each node checks b itself
+    for peer, nonce in pings:
+        m.acked(peer, nonce)
+    assert m.ping_round(9.0)[1] == []  # once
+    m.accused(Down("c", 1, 2), 10.0)
+    m.observe(info("c", seq=1, incarnation=2), 11.0)  # a restart is no healed split
+    assert Suspect("b", 1, 1) not in m.ping_round(12.0)[1]
+
+
 def test_a_restarted_member_has_a_higher_incarnation_and_is_alive() -> None:
     m = joined("b")
     m.accused(Down("b", 1, 1), 1.0)

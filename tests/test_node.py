@@ -902,3 +902,31 @@ def test_a_leader_back_from_away_learns_how_its_jobs_stand_before_it_leads_them(
     # No one answered that the job moved on: once resumed, it leads the job.
     resumed = leader.handle(TimerFired(TimerKey(TimerKind.RESUME)), leader.now + 4)
     assert [e for e in resumed if isinstance(e, Send) and isinstance(e.message, AskBid)]
+
+
+def test_a_job_that_ends_in_the_step_a_split_heals_keeps_one_completion_a_partition() -> None:
+    # Seed 35: the other side's write brought a second completion of partition 0
+    # and work on a node that died meanwhile; failing that work ended the job
+    # (no retries) before the step came to cancel surplus.
+    cluster = settled(Cluster(configs(6, max_retries=0)))
+    cluster.duration = lambda run, s: 2.0 if run.partition == 0 else 1000.0
+    cluster.submit(0, "j", spec(count=2))
+    cluster.run(10)
+    header = cluster.job("j").header
+    assert completed_partitions(cluster, "j") == Counter({0: 1})
+    busy = {e.node_id for e in cluster.job("j").executions.values()} | header.keepers
+    other, dead = [c.node_id for c in cluster.configs if c.node_id not in busy][:2]
+    cluster.crash(dead)
+    cluster.run(30)
+    leader = cluster.nodes[header.leader]
+    assert not leader.is_alive(dead)
+    stale = replace(header, epoch=header.epoch - 1, leader=other)
+    done = ExecutionResult(exit_code=0, stdout="done\n")
+    second = replace(leader.new_execution(stale, other), partition=0, state=ExecutionState.COMPLETED,
+                     desired=DesiredState.STOPPED, revision=6, result=done)
+    lost = replace(leader.new_execution(stale, dead), partition=1, state=ExecutionState.RUNNING,
+                   desired=DesiredState.RUNNING, revision=4)
+    leader.handle(Received(other, JobUpdated(JobDelta(stale, (second, lost)))), cluster.now)
+    job = leader.jobs["j"]
+    assert job.header.state == JobState.FAILED, job.header.message
+    assert Counter(e.partition for e in job.executions.values() if e.state == ExecutionState.COMPLETED) == Counter({0: 1})
