@@ -25,7 +25,7 @@ scheduling step it calls once a round is decided.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from protocols import election, locality, placement
 from protocols.context import NodeContext, TimerKey, TimerKind
@@ -58,7 +58,7 @@ class Bidding:
         # Answers to the open bid round, by job, with the transition each
         # records: written in one go when the round is decided.
         self._answers: dict[str, dict[str, tuple[ExecutionRecord, HistoryEvent]]] = {}
-        self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
+        self._ranked: dict[str, tuple[Sequence[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
         self._fits = placement.FitCache()  # which members could ever run each shape of job, per view
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
@@ -133,7 +133,7 @@ class Bidding:
         info = ctx.info(node_id)
         return None if info is None else info.free
 
-    def _eligible(self, replica: JobReplica) -> list[str]:
+    def _eligible(self, replica: JobReplica) -> Sequence[str]:
         """Alive nodes that could ever run the job (free resources aside)."""
         ctx = self.ctx
         return self._fits.eligible(replica.id, replica.header.spec, ctx.alive_ids(), ctx.table_changes(), ctx.alive_infos)

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocols import locality, selection
-from protocols.election import NodeIds
 from protocols.jobspec import JobSpec, Resources
 from protocols.messages import Capacity, NodeInfo
 from protocols.records import ExecutionRecord, ExecutionState
@@ -234,7 +233,7 @@ class FitCache:
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[Any, ...]] = {}  # job id -> shape (a job's spec never changes)
         self._view: tuple[Sequence[str] | None, int] = (None, -1)
-        self._eligible: dict[tuple[Any, ...], NodeIds] = {}
+        self._eligible: dict[tuple[Any, ...], Sequence[str]] = {}
 
     def shape(self, job_id: str, spec: JobSpec) -> tuple[Any, ...]:
         """The job's `selection.fit_key` (its spec is fixed by its id: `protocols.jobid`)."""
@@ -246,7 +245,7 @@ class FitCache:
         return found
 
     def eligible(self, job_id: str, spec: JobSpec, ids: Sequence[str], changes: int,
-                 infos: Callable[[], Iterable[NodeInfo]]) -> NodeIds:
+                 infos: Callable[[], Iterable[NodeInfo]]) -> Sequence[str]:
         """Alive nodes that could ever run the spec (not counting what they
         have free now), given the membership view: `ids` (the alive list,
         a new object whenever the alive set changes), `changes` (the member
@@ -262,8 +261,10 @@ class FitCache:
         if found is None:
             fit = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
             # Every member fits (the common case): the alive list itself, and
-            # the rendezvous keys it keeps; else a list of its own.
-            found = ids if len(fit) == len(ids) and type(ids) is NodeIds else NodeIds(fit)
+            # the rendezvous keys it keeps; else a plain list of its own (its
+            # keys are not kept: a job's ranking is kept by the leader, and
+            # thousands of nodes each keeping keys per shape cost memory).
+            found = ids if len(fit) == len(ids) else fit
             self._eligible[spec_shape] = found
         return found
 
