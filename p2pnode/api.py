@@ -102,7 +102,7 @@ def build_app(runtime: Runtime) -> Starlette:
         summary: 'Describe a job'
         description: 'The id or a unique prefix; include=executions,history adds those. wait=SECONDS&since=REVISION
           answers once the job''s Revision is not REVISION or it has ended, or after SECONDS (at most 60): a client
-          waits for a change without polling.'
+          waits for a change without polling. until=ended waits for the end only (one answer, not one per change).'
         """
         replica = await _job(request)
         if "wait" in request.query_params:
@@ -490,7 +490,9 @@ MAX_WAIT = 60.0
 
 
 async def _changed_job(runtime: Runtime, replica: Any, query: Any) -> Any:
-    """The job once its revision moves past `since` or it has ended, or as it is after `wait` seconds."""
+    """The job once its revision moves past `since` (with `until=ended`: only
+    once it has ended, so a client waiting for the result is answered once,
+    not at every change) or it has ended, or as it is after `wait` seconds."""
     try:
         seconds = min(float(query["wait"]), MAX_WAIT)
         since = int(query.get("since", "-1"))
@@ -498,10 +500,15 @@ async def _changed_job(runtime: Runtime, replica: Any, query: Any) -> Any:
         raise ApiError(400, "wait must be a number of seconds and since a revision number",
                        "e.g. ?wait=30&since=4 (the Revision of the job as you last saw it)") from error
     job_id = replica.id
+    until = query.get("until", "")
+    if until not in ("", "changed", "ended"):
+        raise ApiError(400, f"until must be changed or ended, not {until[:40]!r}",
+                       "until=ended answers once the job has ended; leave it out to hear of every change")
+    ended_only = until == "ended"
 
     def moved() -> bool:
         current = _held(runtime, job_id) or replica
-        return current.header.revision != since or current.header.state.terminal
+        return current.header.state.terminal or (not ended_only and current.header.revision != since)
 
     deadline = trio.current_time() + max(seconds, 0.0)
     while not moved() and (left := deadline - trio.current_time()) > 0:

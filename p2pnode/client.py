@@ -158,7 +158,7 @@ class ApiClient:
             try:
                 answer = self._call("GET", f"/orchestrator/jobs/{ref}", timeout=min(max(left, 0), LONG_POLL) + 10,
                                     params={"include": "executions", "wait": f"{min(max(left, 0), LONG_POLL):.1f}",
-                                            "since": str(revision)})
+                                            "since": str(revision), "until": "ended"})
             except ApiClientError as error:
                 if error.status != 404 or time.monotonic() > deadline:
                     raise

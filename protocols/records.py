@@ -15,10 +15,14 @@ so a delta that arrives twice, late, or out of order does no harm:
 - an ended job stays ended (Completed above the other ends), so no leader,
   stale or new, can write it back to life;
 - otherwise job-level fields come from the header with the highest ``(epoch, revision)``;
-- each execution keeps the copy with the highest ``(epoch, finality, revision)``
-  of its own: a deposed leader's late writes lose to the new leader's, and
-  within one epoch an ended execution stays ended (ties, which only two
-  leaders of one epoch can make, break on the remaining fields);
+- each execution keeps the copy with the highest ``(settled, epoch, finality,
+  revision)`` of its own: a deposed leader's late writes lose to the new
+  leader's, and within one epoch an ended execution stays ended (ties, which
+  only two leaders of one epoch can make, break on the remaining fields). A
+  completion is a fact its node reported, so it is *settled*: a leader on
+  the other side of a split that gave the run up for lost (a guess) cannot
+  overrule it; only a cancellation, which is settled too, from a newer epoch
+  can (a healed split's second completion of a batch partition);
 - history is a set ordered by ``(time, seq, node, ...)``, trimmed to the newest
   `HISTORY_LIMIT` events.
 
@@ -102,6 +106,9 @@ _ACTIVE_EXECUTION_STATES = frozenset(
 # state, or took over without seeing the end, cannot write it back to life.
 # Completed outranks the other ends: the work was done. (Job and execution
 # states share values, so one table serves both.)
+_FINGERPRINT_BITS = (1 << 63) - 1
+_SETTLED = {ExecutionState.COMPLETED: 1, ExecutionState.CANCELLED: 1}  # ends no guess may overrule
+
 _FINALITY = {
     JobState.COMPLETED: 2,
     JobState.FAILED: 1,
@@ -151,13 +158,15 @@ class ExecutionRecord:
     modify_time: float
     message: str = ""
     result: ExecutionResult | None = None
-    # Which copy wins a merge: a newer leader; within one leader's epoch an
-    # end is final (a leader that restarted with stale state cannot undo it);
-    # the tail breaks ties. Computed once: merges compare it often.
-    order: tuple[int, int, int, float, str] = field(init=False, repr=False, compare=False)
+    # Which copy wins a merge: a settled end (see the module notes); then a
+    # newer leader; within one leader's epoch an end is final (a leader that
+    # restarted with stale state cannot undo it); the tail breaks ties.
+    # Computed once: merges compare it often.
+    order: tuple[int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (self.epoch, _FINALITY.get(self.state, 0), self.revision, self.modify_time, self.state.value)
+        state = self.state
+        key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), self.revision, self.modify_time, state.value)
         object.__setattr__(self, "order", key)
 
 
@@ -348,8 +357,10 @@ class JobReplica:
     def fingerprint(self) -> int:
         """A number that grows with every execution write this replica has
         merged: two replicas whose headers agree but whose executions differ
-        (each side of a healed partition wrote some) show different numbers."""
-        return self._weight
+        (each side of a healed partition wrote some) show different numbers.
+        Cut to 63 bits, as it goes on the wire: a big job's sum may wrap, and
+        then only "equal" still means "the same" (digests swap both ways)."""
+        return self._weight & _FINGERPRINT_BITS
 
     def snapshot(self) -> JobDelta:
         """The whole record as one delta: what repair sends."""
@@ -361,8 +372,9 @@ def _own_fault(execution: ExecutionRecord | None) -> bool:
 
 
 def _weight(execution: ExecutionRecord) -> int:
-    """Grows with `ExecutionRecord.order`'s (epoch, finality, revision)."""
-    return (execution.epoch << 48) + (_FINALITY.get(execution.state, 0) << 40) + execution.revision
+    """Grows with `ExecutionRecord.order`'s (settled, epoch, finality, revision)."""
+    state = execution.state
+    return (_SETTLED.get(state, 0) << 60) + (execution.epoch << 48) + (_FINALITY.get(state, 0) << 40) + execution.revision
 
 
 _event_order = operator.attrgetter("order")

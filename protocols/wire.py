@@ -42,6 +42,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import types
+import typing
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
@@ -49,7 +52,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 
 import cbor2
-from pydantic import PydanticUserError, TypeAdapter, ValidationError
+from pydantic import BaseModel, PydanticUserError, TypeAdapter, ValidationError
 from pydantic_core import to_jsonable_python
 
 PROTOCOL_VERSION = 1
@@ -215,8 +218,10 @@ def encode(message: object, sender: str, *, canonical: bool = True) -> bytes:
     adapter = _adapter(type(message))
     with _translated("encode", name):
         body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
+        for path, _ in _encoded_paths(type(message)):
+            body = _models_out(message, body, path, canonical, 2)
         envelope = {"v": PROTOCOL_VERSION, "t": name, "s": sender, "b": _plain(body, 2)}
-        data = cbor2.dumps(envelope, canonical=canonical)
+        data = cbor2.dumps(envelope, canonical=canonical, default=_write_encoded)
     if len(data) > MAX_MESSAGE_BYTES:
         raise OutgoingMessageTooLarge(
             f"a {name!r} message encodes to {len(data)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit; "
@@ -247,6 +252,8 @@ def decode(data: bytes) -> Envelope:
             raise MalformedMessage(f"{size - stream.tell()} bytes follow the message")
         _check_plain(envelope, 1)
     body, cls, name = _open_envelope(envelope)
+    for path, model in _model_paths(cls):
+        body = _models_in(body, path, model)
     adapter = _adapter(cls)
     with _translated("validate", name):
         value = adapter.validate_python(body, strict=False)
@@ -277,6 +284,154 @@ def _open_envelope(envelope: object) -> tuple[dict[str, Any], type, str]:
 
 
 _ENVELOPE_KEYS = frozenset({"v", "t", "s", "b"})
+
+
+# ---------------------------------------------------------------- frozen values, encoded and validated once
+#
+# A job's spec (a frozen pydantic model) rides in most messages about the job
+# (asks, updates, records) and in every save of it, unchanged for the job's
+# life; turning it into CBOR is about half of encoding such a message, and
+# validating it about half of decoding one. Its executions and history
+# events (frozen dataclasses) are saved again with every write to the job.
+# So each message type's paths to such values are found once from its type
+# hints, and:
+# - encoding writes the CBOR bytes this process made for the very same
+#   object before (`_Encoded`, written as they are: CBOR items concatenate):
+#   frozen models, and frozen dataclasses held in tuples that hold no model;
+# - decoding hands pydantic the model instance it validated from an equal
+#   plain value before (equal `repr` of plain CBOR values means equal
+#   values), which lax validation takes as it is. A value that fails is
+#   left in place, so the whole body's validation reports it at its path.
+
+REMEMBERED_MODELS = 512  # validated specs kept
+REMEMBERED_ENCODINGS = 4096  # encoded values kept: a burst's jobs' specs, executions and events
+
+
+class _Encoded:
+    """CBOR bytes of one value, spliced into a message being encoded."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _write_encoded(encoder: cbor2.CBOREncoder, value: object) -> None:
+    if type(value) is not _Encoded:
+        raise UnencodableMessage(f"cannot encode a {type(value).__name__} value")
+    encoder.write(value.data)
+
+
+_Paths = tuple[tuple[tuple[str, ...], type], ...]
+_model_paths_of: dict[type, tuple[_Paths, _Paths]] = {}
+_encoded_values: OrderedDict[tuple[int, bool], tuple[object, _Encoded, int]] = OrderedDict()
+_validated_models: OrderedDict[tuple[type, str], object] = OrderedDict()
+
+
+def _model_paths(cls: type) -> _Paths:
+    """(path, model class) of each frozen model a message type may hold,
+    through dataclass fields ("name"), homogeneous tuples ("*") and optionals."""
+    return _paths(cls)[1]
+
+
+def _encoded_paths(cls: type) -> _Paths:
+    """Those paths, and those of frozen dataclasses in tuples that hold no model."""
+    return _paths(cls)[0]
+
+
+def _paths(cls: type) -> tuple[_Paths, _Paths]:
+    paths = _model_paths_of.get(cls)
+    if paths is None:
+        found: list[tuple[tuple[str, ...], type]] = []
+        _find_models(cls, (), found, frozenset())
+        models = tuple((path, kind) for path, kind in found if issubclass(kind, BaseModel))
+        paths = _model_paths_of[cls] = (tuple(found), models)
+    return paths
+
+
+def _find_models(hint: Any, path: tuple[str, ...], found: list[tuple[tuple[str, ...], type]], seen: frozenset[type]) -> None:
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        for arg in typing.get_args(hint):
+            _find_models(arg, path, found, seen)
+    elif origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = args[0]
+            inner: list[tuple[tuple[str, ...], type]] = []
+            _find_models(item, (*path, "*"), inner, seen)
+            frozen = isinstance(item, type) and dataclasses.is_dataclass(item) and item.__dataclass_params__.frozen  # type: ignore[attr-defined]
+            found.extend(inner if inner or not frozen else [((*path, "*"), item)])
+    elif isinstance(hint, type) and issubclass(hint, BaseModel):
+        if path and hint.model_config.get("frozen"):
+            found.append((path, hint))
+    elif isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint not in seen:
+        try:
+            hints = typing.get_type_hints(hint)
+        except Exception:  # noqa: BLE001 - an unresolvable hint: that type is simply encoded in full
+            return
+        for f in dataclasses.fields(hint):
+            if f.name in hints:
+                _find_models(hints[f.name], (*path, f.name), found, seen | {hint})
+
+
+def _models_out(value: Any, node: Any, path: tuple[str, ...], canonical: bool, depth: int) -> Any:
+    """`node` (the dump of `value`) with the model at `path` as its CBOR bytes."""
+    if not path:
+        return node if value is None or type(node) is not dict else _encoded_value(value, node, canonical, depth)
+    if value is None:
+        return node
+    step, rest = path[0], path[1:]
+    if step == "*":
+        if not isinstance(value, tuple) or not isinstance(node, (list, tuple)) or len(node) != len(value):
+            return node
+        return [_models_out(item, sub, rest, canonical, depth + 1) for item, sub in zip(value, node)]
+    if type(node) is dict and step in node:
+        node[step] = _models_out(getattr(value, step, None), node[step], rest, canonical, depth + 1)
+    return node
+
+
+def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int) -> _Encoded:
+    key = (id(value), canonical)
+    held = _encoded_values.get(key)
+    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it might nest past MAX_DEPTH)
+        _encoded_values.move_to_end(key)
+        return held[1]
+    encoded = _Encoded(cbor2.dumps(_plain(dumped, depth), canonical=canonical))
+    _encoded_values[key] = (value, encoded, depth)  # holding the value: its id is not reused while it is a key
+    if len(_encoded_values) > REMEMBERED_ENCODINGS:
+        _encoded_values.popitem(last=False)
+    return encoded
+
+
+def _models_in(node: Any, path: tuple[str, ...], model: type) -> Any:
+    """`node` with the plain value at `path` replaced by the model it validates to."""
+    if not path:
+        return _validated_model(node, model)
+    step, rest = path[0], path[1:]
+    if step == "*":
+        return [_models_in(item, rest, model) for item in node] if type(node) is list else node
+    if type(node) is dict and step in node:
+        node[step] = _models_in(node[step], rest, model)
+    return node
+
+
+def _validated_model(value: Any, model: type) -> Any:
+    if type(value) is not dict:
+        return value
+    key = (model, repr(value))
+    held = _validated_models.get(key)
+    if held is not None:
+        _validated_models.move_to_end(key)
+        return held
+    try:
+        held = model.model_validate(value, strict=False)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - left for the whole body's validation to report where it is
+        return value
+    _validated_models[key] = held
+    if len(_validated_models) > REMEMBERED_MODELS:
+        _validated_models.popitem(last=False)
+    return held
 
 
 # ---------------------------------------------------------------- CBOR details
@@ -358,7 +513,7 @@ _CBOR_KINDS = {
 }  # fmt: skip
 
 
-_NON_INT_LEAVES = _PLAIN_LEAVES - {int}
+_NON_INT_LEAVES = (_PLAIN_LEAVES - {int}) | {_Encoded}  # (already CBOR: see `_models_out`)
 
 
 def _plain(value: Any, depth: int) -> Any:

@@ -7,7 +7,9 @@
   bitswap (Noise + yamux on py-libp2p), verifies it, and hands it on;
 - the ceiling under it: bytes written on one plain py-libp2p stream
   (Noise + yamux) between two hosts in this process;
-- peak resident memory of the client and of each peer.
+- peak resident memory of the client and of each peer, and the CPU seconds
+  each spent on the fetch (on a shared machine wall time swings with the load,
+  CPU per GiB much less).
 
 Run: .venv/bin/python scripts/bench_ipfs.py [--size-mib 1024]
 """
@@ -33,6 +35,15 @@ from p2pnode.ipfs.blockstore import BlockStore  # noqa: E402
 from p2pnode.ipfs.cid import CID  # noqa: E402
 from p2pnode.ipfs.cli import _get, _Uploader  # noqa: E402
 from p2pnode.ipfs.importer import add_path  # noqa: E402
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU of a process so far (this one when None)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -116,8 +127,14 @@ def main() -> None:
 
             cid = timed("ipfs add through peer A's API", size, add_through_api)
             out = base / "fetched.bin"
+            before = [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]
             timed("ipfs get through peer B (bitswap from A)", size,
                   lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0))
+            spent = [after - start for after, start in
+                     zip([cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)], before)]
+            per_gib = (1 << 30) / size
+            print(f"fetch CPU: client {spent[0]:.1f} s, peer A {spent[1]:.1f} s, peer B {spent[2]:.1f} s "
+                  f"({sum(spent) * per_gib:.0f} CPU-s per GiB in all)")
             same = out.stat().st_size == size
             print(f"fetched file complete: {same}; CID {cid}")
             print(f"peak memory: client {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "

@@ -16,6 +16,8 @@ from multiaddr import Multiaddr
 from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID
+from p2pnode.ipfs.exporter import ExportError, export
+from p2pnode.ipfs.importer import add_path
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.transport._settings import build_host
 from tests.test_ipfs_importer import write_random
@@ -84,3 +86,33 @@ async def test_forged_blocks_are_refused(nursery: trio.Nursery, tmp_path: Path) 
         await victim.bitswap.fetch([wanted], timeout=30)
     assert not victim.store.has(wanted)
     assert victim.bitswap.blocks_ignored >= 1 and victim.bitswap.blocks_received == 0
+
+
+async def test_the_exporter_fetches_ahead_and_refuses_a_wrong_block(tmp_path: Path) -> None:
+    source = tmp_path / "src.bin"
+    write_random(source, 48 << 18, 3)  # 12 MiB: 48 chunks of 256 KiB, two windows under the root
+    blocks: dict[bytes, bytes] = {}
+    root = add_path(source, lambda cid, block: blocks.__setitem__(cid.digest, block)).cid
+    asked: list[int] = []
+
+    async def fetch(cids):  # type: ignore[no-untyped-def]
+        asked.append(len(cids))
+        return [blocks[c.digest] for c in cids]
+
+    await export(root, fetch, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+    assert sorted(asked) == [1, 16, 32]  # the root, then both windows (asked together: in any order)
+
+    async def forged(cids):  # type: ignore[no-untyped-def]
+        return [b"not the block" if i == len(cids) - 1 else blocks[c.digest] for i, c in enumerate(cids)]
+
+    with pytest.raises(ExportError, match="does not hash"):
+        await export(root, forged, tmp_path / "forged.bin")
+
+    async def failing(cids):  # type: ignore[no-untyped-def]
+        if len(cids) == 16:
+            raise LookupError("no peer has the second window")
+        return [blocks[c.digest] for c in cids]
+
+    with pytest.raises(LookupError, match="second window"):  # the fetch's own error, not a group
+        await export(root, failing, tmp_path / "failed.bin")

@@ -17,6 +17,7 @@ from p2pnode.cli import main
 from p2pnode.devstack import Peer, devstack, start_peer, stop_peer
 from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID
+from p2pnode.ipfs.cli import _frames
 from p2pnode.ipfs.importer import Options, add_path, discard
 from tests.test_ipfs_importer import write_random
 
@@ -96,6 +97,21 @@ def test_the_api_refuses_a_block_that_does_not_match_its_cid(two_peers: list[Pee
     assert answer.status_code == 400 and "do not hash" in answer.json()["error"]
     bad = httpx.get(f"{two_peers[0].api}/api/v1/ipfs/blocks/not-a-cid")
     assert bad.status_code == 400
+
+
+def test_the_batch_route_answers_blocks_in_order_and_bounds_a_request(two_peers: list[Peer], tree: Path) -> None:
+    a, b = two_peers
+    cli("ipfs", "add", str(tree / "big.bin"), "--api", a.api)
+    store: dict[CID, bytes] = {}
+    add_path(tree / "big.bin", lambda cid, block: store.__setitem__(cid, block))
+    cids = list(store)[::-1]  # any order: the answer follows the question
+    answer = httpx.post(f"{b.api}/api/v1/ipfs/blocks", json={"Cids": [str(c) for c in cids]}, timeout=60)
+    assert answer.status_code == 200
+    assert _frames(answer.content, len(cids)) == [store[c] for c in cids]  # fetched from A by B, in order
+    too_many = httpx.post(f"{b.api}/api/v1/ipfs/blocks", json={"Cids": [str(cids[0])] * 65})
+    assert too_many.status_code == 400
+    with pytest.raises(LookupError):
+        _frames(answer.content[:-1], len(cids))  # a cut answer is refused, not half used
 
 
 def test_id_lists_the_peer_and_its_addresses(two_peers: list[Peer]) -> None:

@@ -49,3 +49,13 @@ def test_a_bad_wait_is_refused_with_a_hint(peer: Peer) -> None:
         response = httpx.get(url, params={"wait": "soon", "since": "1"})
         assert response.status_code == 400 and "wait must be a number" in response.json()["error"]
         assert "since" in response.json()["hint"]
+
+
+def test_until_ended_answers_once_at_the_end(peer: Peer) -> None:
+    with ApiClient(peer.api) as client:
+        job_id = client.submit(wasm_job(data_url(SLEEPER_WAT), "1"))["JobID"]
+        url = f"{peer.api}/api/v1/orchestrator/jobs/{job_id}"
+        answer = httpx.get(url, params={"wait": "60", "since": "-1", "until": "ended"}, timeout=90).json()["Job"]
+        assert answer["State"]["StateType"] == "Completed"  # not the first change it saw: the end
+        response = httpx.get(url, params={"wait": "1", "until": "soon"})
+        assert response.status_code == 400 and "until must be" in response.json()["error"]

@@ -132,3 +132,22 @@ def test_an_ended_job_stays_ended_whatever_a_stale_leader_writes_later() -> None
     assert replica.executions["e1"].state == ExecutionState.COMPLETED
     replica.apply(JobDelta(header(2, 1, "b", state=JobState.FAILED)))
     assert replica.header.state == JobState.COMPLETED  # the work was done
+
+
+def test_a_completion_is_not_overruled_by_a_newer_leaders_guess_only_by_a_cancellation() -> None:
+    # Seed 23: the other side of a split took the job over at epoch 2 and gave
+    # its runs up for lost, while they completed at epoch 1 and the job ended
+    # Completed; the healed record kept the Completed job with failed runs.
+    replica = JobReplica.from_delta(JobDelta(header(1, 5), (execution("e", 1, 6, ExecutionState.COMPLETED),)))
+    replica.apply(JobDelta(header(2, 7), (execution("e", 2, 5, ExecutionState.FAILED),)))
+    assert replica.executions["e"].state == ExecutionState.COMPLETED
+    replica.apply(JobDelta(header(3, 8), (execution("e", 3, 7, ExecutionState.CANCELLED),)))  # a second completion's
+    assert replica.executions["e"].state == ExecutionState.CANCELLED
+    replica.apply(JobDelta(header(4, 9), (execution("e", 4, 8, ExecutionState.FAILED),)))
+    assert replica.executions["e"].state == ExecutionState.CANCELLED
+
+
+def test_a_big_jobs_fingerprint_fits_the_wire() -> None:
+    done = tuple(execution(f"e{i}", 5, 9, ExecutionState.COMPLETED) for i in range(200))
+    replica = JobReplica.from_delta(JobDelta(header(5, 9), done))
+    assert 0 <= replica.fingerprint() < 1 << 63

@@ -249,6 +249,17 @@ def test_decode_accepts_any_bytes_like_input() -> None:
 # ---------------------------------------------------------------- registry
 
 
+def test_a_frozen_model_is_encoded_and_validated_once_with_the_same_result() -> None:
+    first = sample(tags=("once",))
+    data = encode(first, "p")
+    assert encode(first, "p") == data and encode(first, "p", canonical=False) == encode(first, "p", canonical=False)
+    one, two = decode(data).message, decode(data).message
+    assert one == first and one.limits is two.limits  # the second decode reused the validated model
+    other = sample(tags=("once",), limits=Limits(cpu_millis=501, labels={"zone": "eu"}))
+    assert decode(encode(other, "p")).message == other  # an equal-looking but different value is not confused
+    assert cbor2.loads(encode(other, "p")) == cbor2.loads(encode(Sample(**{f: getattr(other, f) for f in Sample.__dataclass_fields__}), "p"))
+
+
 def test_registered_types_lists_the_messages_by_wire_name() -> None:
     types = registered_types()
     assert types["test-sample"] is Sample and types["test-ping"] is Ping

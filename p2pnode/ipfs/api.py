@@ -12,14 +12,15 @@ from typing import Any
 
 from libp2p.peer.id import ID
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock
-from p2pnode.ipfs.cid import CID, CIDError
+from p2pnode.ipfs.cid import CID, CIDError, varint
 
 PREFIX = "/api/v1/ipfs"
+MAX_BATCH = 64  # blocks a batch request may name (the client asks 32 at a time)
 
 
 def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
@@ -48,18 +49,12 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             raise api_error(400, str(error), "send the block's exact bytes")
         return JSONResponse({"Cid": str(cid), "Size": len(body)})
 
-    async def get_block(request: Request) -> Response:
-        """
-        summary: 'A block, fetched from peers over bitswap if this node lacks it'
-        description: 'Query timeout (seconds, default 60), provider (a peer ID to ask first).'
-        """
-        cid = parse(request)
+    async def fetch(cids: list[CID], timeout_text: str, provider: str) -> list[bytes]:
         try:
-            timeout = float(request.query_params.get("timeout", "60"))
+            timeout = float(timeout_text)
         except ValueError:
             raise api_error(400, "timeout must be a number of seconds")
         providers = []
-        provider = request.query_params.get("provider", "")
         if provider and provider != runtime.node_id:  # a hint: the node that published it (from its execution)
             try:
                 providers.append(ID.from_base58(provider))
@@ -68,12 +63,46 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             if provider not in runtime.transport.connected_peers():
                 await runtime._dial(provider)  # by the addresses its node info gossips
         try:
-            [block] = await runtime.ipfs.fetch([cid], timeout=timeout, providers=providers)
+            return await runtime.ipfs.fetch(cids, timeout=timeout, providers=providers)
         except CorruptBlock as error:
             raise api_error(502, str(error), "the block is being fetched again; retry")
         except BlockUnavailable as error:
             raise api_error(404, str(error), "connect this node to a peer that holds it: `p2pnode ipfs connect MULTIADDR`")
+
+    async def get_block(request: Request) -> Response:
+        """
+        summary: 'A block, fetched from peers over bitswap if this node lacks it'
+        description: 'Query timeout (seconds, default 60), provider (a peer ID to ask first).'
+        """
+        cid = parse(request)
+        [block] = await fetch([cid], request.query_params.get("timeout", "60"), request.query_params.get("provider", ""))
         return Response(block, media_type="application/octet-stream")
+
+    async def get_blocks(request: Request) -> Response:
+        """
+        summary: 'Several blocks in one answer, fetched from peers over bitswap if this node lacks them'
+        description: 'Body {"Cids": [CID, …] (at most 64), "Timeout": seconds, "Provider": a peer ID to ask first}.
+          The answer is each block in the order asked, as a uvarint length and the bytes; the client checks
+          every block against its CID. One request per window of a DAG instead of one per block.'
+        """
+        try:
+            body = await request.json()
+            cids = [CID.parse(str(text)) for text in body["Cids"]]
+            timeout_text, provider = str(body.get("Timeout", 60)), str(body.get("Provider") or "")
+        except CIDError as error:
+            raise api_error(400, str(error), "give CIDs such as Qm… or bafy…")
+        except Exception:
+            raise api_error(400, 'the body must be {"Cids": [CID, …]}', "optional: Timeout (seconds), Provider (a peer ID)")
+        if not 0 < len(cids) <= MAX_BATCH:
+            raise api_error(400, f"ask for 1 to {MAX_BATCH} blocks at a time, not {len(cids)}")
+        blocks = await fetch(cids, timeout_text, provider)
+
+        async def frames():  # type: ignore[no-untyped-def]
+            for block in blocks:
+                yield varint(len(block))
+                yield block
+
+        return StreamingResponse(frames(), media_type="application/octet-stream")
 
     async def connect(request: Request) -> Response:
         """
@@ -122,6 +151,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
     return [
         Route(PREFIX + "/blocks/{cid}", put_block, methods=["PUT"]),
         Route(PREFIX + "/blocks/{cid}", get_block, methods=["GET"]),
+        Route(PREFIX + "/blocks", get_blocks, methods=["POST"]),
         Route(PREFIX + "/connect", connect, methods=["POST"]),
         Route(PREFIX + "/pins", pin, methods=["POST"]),
         Route(PREFIX + "/id", identity, methods=["GET"]),

@@ -42,6 +42,8 @@ log = logging.getLogger("p2pnode.ipfs.bitswap")
 PROTOCOLS = ["/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0"]
 MAX_MESSAGE = 4 << 20  # the spec's limit on one message
 SEND_BATCH = 1 << 20  # bytes of blocks we put in one message
+READ_BATCH = 4  # blocks read from the store in one go while the previous ones are sent
+READ_SIZE = 4 << 20  # what we take from a stream at once: yamux hands over all it has buffered, one window update
 RETRY = 3.0  # seconds before a want is asked again
 WANT_BLOCK, WANT_HAVE = 0, 1
 HAVE, DONT_HAVE = 0, 1
@@ -60,6 +62,7 @@ class _Want:
     lacks: set[ID] = field(default_factory=set)
     asked: set[ID] = field(default_factory=set)  # peers sent want-have or want-block
     blocked: set[ID] = field(default_factory=set)  # peers sent want-block
+    block: bytes | None = None  # once received (verified and stored): handed to the fetch without a re-read
 
 
 class _Reader:
@@ -71,7 +74,7 @@ class _Reader:
 
     async def _fill(self, size: int) -> bool:
         while len(self._buffer) < size:
-            chunk = await self._stream.read(1 << 16)
+            chunk = await self._stream.read(READ_SIZE)
             if not chunk:
                 return False
             self._buffer += chunk
@@ -96,7 +99,11 @@ class _Reader:
             raise ValueError(f"a {length}-byte message is over the limit")
         if not await self._fill(at + length):
             raise ValueError("the stream ended inside a message")
-        data = bytes(self._buffer[at:at + length])
+        view = memoryview(self._buffer)
+        try:
+            data = bytes(view[at:at + length])  # one copy (a bytearray slice would make two)
+        finally:
+            view.release()
         del self._buffer[:at + length]
         return data
 
@@ -131,11 +138,13 @@ class Bitswap:
     async def fetch(self, cids: Sequence[CID], *, timeout: float = 60.0, providers: Sequence[ID] = ()) -> list[bytes]:
         """The blocks for `cids`, in order, from the store or from peers (then stored)."""
         missing = list({c.digest: c for c in cids if not self.store.has(c)}.values())
+        got: dict[bytes, bytes] = {}
         if missing:
-            await self._want(missing, timeout, list(providers))
-        return [self.store.get(c) for c in cids]
+            got = await self._want(missing, timeout, list(providers))
+        return [got[c.digest] if c.digest in got else self.store.get(c) for c in cids]
 
-    async def _want(self, cids: list[CID], timeout: float, providers: list[ID]) -> None:
+    async def _want(self, cids: list[CID], timeout: float, providers: list[ID]) -> dict[bytes, bytes]:
+        """Until every block arrives (then: the blocks received, by digest) or the fetch fails."""
         wants = []
         for cid in cids:
             want = self._wants.setdefault(cid.digest, _Want(cid))
@@ -154,7 +163,7 @@ class Bitswap:
                             if not all(w.done.is_set() for w in wants):
                                 await news.wait()
                     if all(w.done.is_set() for w in wants):
-                        return
+                        return {w.cid.digest: w.block for w in wants if w.block is not None}
                     silent = {peer for want in wants for peer in want.blocked
                               if self._last_block_from.get(peer, -1.0) < round_started}
                     for want in wants:  # ask again; a peer that said Have but sent nothing valid lacks it
@@ -248,7 +257,14 @@ class Bitswap:
 
     async def _send(self, peer: ID, message: Message) -> bool:
         data = message.SerializeToString()
-        frame = varint(len(data)) + data
+        return await self._send_frame(peer, varint(len(data)) + data)
+
+    async def _send_parts(self, peer: ID, parts: list[bytes]) -> bool:
+        """One message made of serialized pieces (protobuf merges concatenated
+        fields), joined once with its length in front: a block is copied once."""
+        return await self._send_frame(peer, b"".join([varint(sum(map(len, parts)))] + parts))
+
+    async def _send_frame(self, peer: ID, frame: bytes) -> bool:
         lock = self._locks.setdefault(peer, trio.Lock())
         async with lock:
             for attempt in range(2):
@@ -258,7 +274,7 @@ class Bitswap:
                         with trio.fail_after(10):
                             stream = await self._require_host().new_stream(peer, PROTOCOLS)  # type: ignore[arg-type]
                         self._out[peer] = stream
-                    await stream.write(frame)
+                    await stream.write(memoryview(frame))  # yamux slices it into frames without copying
                     return True
                 except Exception as error:  # noqa: BLE001 - a dead peer is a lacking peer
                     self._out.pop(peer, None)
@@ -287,10 +303,9 @@ class Bitswap:
                 pass
 
     async def _handle(self, peer: ID, message: Message) -> None:
-        for raw in message.blocks:  # bitswap 1.0.0: the block alone
-            self._received(peer, hashlib.sha256(raw).digest(), raw)
-        for payload in message.payload:
-            self._received(peer, hashlib.sha256(payload.data).digest(), payload.data)
+        blocks = list(message.blocks) + [payload.data for payload in message.payload]  # 1.0.0's blocks: the bytes alone
+        if blocks:
+            await self._received(peer, blocks)
         for presence in message.blockPresences:
             try:
                 want = self._wants.get(CID.from_bytes(presence.cid).digest)
@@ -303,25 +318,38 @@ class Bitswap:
         if message.HasField("wantlist") and message.wantlist.entries:
             await self._answer(peer, message.wantlist.entries)
 
-    def _received(self, peer: ID, digest: bytes, data: bytes) -> None:
-        want = self._wants.get(digest)
-        if want is None or want.done.is_set():
-            self.blocks_ignored += 1  # unsolicited, forged or already had: never stored
+    async def _received(self, peer: ID, blocks: list[bytes]) -> None:
+        """Keep the blocks we want whose bytes hash to them; hashing and writing
+        run in a worker thread (both release the GIL), so the event loop goes on
+        reading the connection meanwhile."""
+        digests = await trio.to_thread.run_sync(_digests, blocks)
+        wanted: list[tuple[_Want, bytes]] = []
+        for digest, data in zip(digests, blocks):
+            want = self._wants.get(digest)
+            if want is None or want.done.is_set():
+                self.blocks_ignored += 1  # unsolicited, forged or already had: never stored
+            elif len(data) > MAX_BLOCK_BYTES:
+                log.warning("refused a %d-byte block from %s", len(data), peer)
+                want.lacks.add(peer)
+            else:
+                wanted.append((want, data))
+        if not wanted:
             return
-        if len(data) > MAX_BLOCK_BYTES:
-            log.warning("refused a %d-byte block from %s", len(data), peer)
-            want.lacks.add(peer)
-            return
-        self.store.put_made(want.cid, data)  # its digest is the one we want: verified already
+        # their digests are the ones we want: verified already
+        await trio.to_thread.run_sync(self.store.put_many, [(want.cid, data) for want, data in wanted])
         self._last_giver = peer
         self._last_block_from[peer] = trio.current_time()
-        self.blocks_received += 1
-        self.bytes_received += len(data)
-        want.done.set()
+        for want, data in wanted:
+            if want.done.is_set():
+                continue  # another peer's copy came in meanwhile
+            want.block = data
+            self.blocks_received += 1
+            self.bytes_received += len(data)
+            want.done.set()
         self._notify()
 
     async def _answer(self, peer: ID, entries: Iterable) -> None:
-        message, size = Message(), 0
+        presences, blocks = Message(), []
         for entry in entries:
             if entry.cancel:
                 continue
@@ -329,30 +357,75 @@ class Bitswap:
                 cid = CID.from_bytes(entry.block)
             except CIDError:
                 continue
+            if entry.wantType == WANT_BLOCK:
+                blocks.append((cid, entry.sendDontHave))
+            else:
+                held = self.store.has(cid)
+                if held or entry.sendDontHave:
+                    presence = presences.blockPresences.add()
+                    presence.cid, presence.type = cid.to_bytes(), HAVE if held else DONT_HAVE
+        if not blocks:
+            if presences.blockPresences:
+                await self._send(peer, presences)
+            return
+        # Blocks are read (and checked) in a worker thread a batch ahead of the
+        # batch being sent, so disk and hashing overlap with the connection.
+        send, receive = trio.open_memory_channel[list[tuple[CID, bool, bytes | None]]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_ahead, blocks, send)
+            parts, size = [presences.SerializeToString()], 0
+            async with receive:
+                async for batch in receive:
+                    for cid, send_dont_have, block in batch:
+                        if block is None:
+                            if send_dont_have:
+                                presence = Message()
+                                entry = presence.blockPresences.add()
+                                entry.cid, entry.type = cid.to_bytes(), DONT_HAVE
+                                parts.append(presence.SerializeToString())
+                            continue
+                        if size + len(block) > SEND_BATCH and size:
+                            await self._send_parts(peer, parts)
+                            parts, size = [], 0
+                        parts += _payload(cid.prefix(), block)
+                        size += len(block)
+                        self.blocks_sent += 1
+                        self.bytes_sent += len(block)
+            if any(parts):
+                await self._send_parts(peer, parts)
+
+    async def _read_ahead(self, wanted: list[tuple[CID, bool]],
+                          send: trio.MemorySendChannel[list[tuple[CID, bool, bytes | None]]]) -> None:
+        async with send:
+            for start in range(0, len(wanted), READ_BATCH):
+                batch = wanted[start:start + READ_BATCH]
+                blocks = await trio.to_thread.run_sync(self._read_blocks, [cid for cid, _ in batch])
+                await send.send([(cid, dont, block) for (cid, dont), block in zip(batch, blocks)])
+
+    def _read_blocks(self, cids: list[CID]) -> list[bytes | None]:
+        """In a worker thread: each block, checked against its CID, or None."""
+        blocks: list[bytes | None] = []
+        for cid in cids:
             try:
-                block = self.store.get(cid) if entry.wantType == WANT_BLOCK else None
-                held = block is not None or self.store.has(cid)
+                blocks.append(self.store.get(cid))
             except (BlockMissing, CorruptBlock):
-                held, block = False, None
-            if block is not None:
-                if size + len(block) > SEND_BATCH and size:
-                    await self._send(peer, message)
-                    message, size = Message(), 0
-                payload = message.payload.add()
-                payload.prefix, payload.data = cid.prefix(), block
-                size += len(block)
-                self.blocks_sent += 1
-                self.bytes_sent += len(block)
-            elif held or entry.sendDontHave:
-                presence = message.blockPresences.add()
-                presence.cid, presence.type = cid.to_bytes(), HAVE if held else DONT_HAVE
-        if message.payload or message.blockPresences:
-            await self._send(peer, message)
+                blocks.append(None)
+        return blocks
 
     def _require_host(self) -> IHost:
         if self._host is None:
             raise BlockUnavailable("bitswap is not running on this node")
         return self._host
+
+
+def _digests(blocks: list[bytes]) -> list[bytes]:
+    return [hashlib.sha256(block).digest() for block in blocks]
+
+
+def _payload(prefix: bytes, data: bytes) -> list[bytes]:
+    """Message.payload (field 3) holding Block{prefix (1), data (2)}, in protobuf's wire format."""
+    inner = [b"\x0a", varint(len(prefix)), prefix, b"\x12", varint(len(data)), data]
+    return [b"\x1a", varint(sum(map(len, inner)))] + inner
 
 
 assert MAX_BLOCK_BYTES <= MAX_MESSAGE

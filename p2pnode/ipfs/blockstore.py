@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from p2pnode.ipfs.cid import CID
@@ -51,10 +52,18 @@ class BlockStore:
         path = self._path(cid)
         if path.is_file():
             return
-        path.parent.mkdir(exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(block)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # threads write too
+        try:
+            temporary.write_bytes(block)
+        except FileNotFoundError:  # the first block in this directory
+            path.parent.mkdir(exist_ok=True)
+            temporary.write_bytes(block)
         os.replace(temporary, path)
+
+    def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
+        """`put_made` for each (bitswap calls it in a worker thread)."""
+        for cid, block in blocks:
+            self.put_made(cid, block)
 
     def get(self, cid: CID) -> bytes:
         """The block, checked against its digest; a read marks it used (see `pins`)."""

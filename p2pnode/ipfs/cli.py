@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
-from p2pnode.ipfs.cid import CID, CIDError
+from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES
+from p2pnode.ipfs.cid import CID, CIDError, read_varint
 from p2pnode.ipfs.exporter import ExportError, export
 from p2pnode.ipfs.importer import Options, add_path, discard
 from p2pnode.lazy import lazy_import
@@ -154,6 +155,7 @@ def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, ti
 async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
                headers: dict[str, str] | None = None) -> None:
     async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
+        batches = [True]  # the node answers several blocks a request (older nodes: one at a time)
 
         async def one(cid: CID, slot: list[Any], index: int) -> None:
             try:
@@ -164,7 +166,7 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
             slot[index] = response.content if response.status_code < 400 else LookupError(
                 f"block {cid}: {_error_text(response)}")
 
-        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+        async def each(cids: Sequence[CID]) -> list[bytes]:
             blocks: list[Any] = [None] * len(cids)
             async with trio.open_nursery() as nursery:
                 for index, cid in enumerate(cids):
@@ -174,7 +176,81 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
                     raise block
             return blocks
 
+        async def fetch(cids: Sequence[CID]) -> list[bytes]:
+            if not batches[0]:
+                return await each(cids)
+            question = {"Cids": [str(cid) for cid in cids], "Timeout": timeout, "Provider": provider}
+            async with http.stream("POST", "/api/v1/ipfs/blocks", json=question) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    if response.status_code in (404, 405) and not _is_api_error(response):
+                        batches[0] = False  # a node from before the batch route: no such route
+                    else:
+                        raise LookupError(f"blocks {cids[0]}…: {_error_text(response)}")
+                else:  # read as it comes: no window-sized buffer (the exporter checks each block's hash)
+                    frames = _Frames(len(cids))
+                    async for chunk in response.aiter_raw():
+                        frames.feed(chunk)
+                    return frames.end()
+            return await each(cids)
+
         await export(root, fetch, dest)
+
+
+def _is_api_error(response: httpx.Response) -> bool:
+    """The node's own error (a JSON body with "error"), not "no such route"."""
+    try:
+        return isinstance(response.json(), dict) and "error" in response.json()
+    except ValueError:
+        return False
+
+
+class _Frames:
+    """Blocks from a batch answer, each a uvarint length and the bytes, parsed as chunks arrive."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.blocks: list[bytes] = []
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        at = 0
+        while len(self.blocks) < self.count:
+            start = at
+            try:
+                length, at = read_varint(self._buffer, start)
+            except CIDError:
+                if len(self._buffer) - start < 4:  # a block's length takes at most 4 bytes
+                    del self._buffer[:start]
+                    return  # the length is still coming
+                raise LookupError("the node's answer holds a bad block length") from None
+            if length > MAX_BLOCK_BYTES:
+                raise LookupError(f"the node's answer holds a {length}-byte block, over the limit")
+            if at + length > len(self._buffer):
+                del self._buffer[:start]
+                return  # the block is still coming
+            view = memoryview(self._buffer)
+            try:
+                self.blocks.append(bytes(view[at:at + length]))
+            finally:
+                view.release()
+            at += length
+        del self._buffer[:at]
+        if self._buffer:
+            raise LookupError("the node's answer holds more than the blocks asked for")
+
+    def end(self) -> list[bytes]:
+        if len(self.blocks) != self.count or self._buffer:
+            raise LookupError(f"the node's answer ended after {len(self.blocks)} of {self.count} blocks")
+        return self.blocks
+
+
+def _frames(body: bytes, count: int) -> list[bytes]:
+    """`count` blocks from a whole batch answer."""
+    frames = _Frames(count)
+    frames.feed(body)
+    return frames.end()
 
 
 @ipfs.command("connect")

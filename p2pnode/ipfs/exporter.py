@@ -2,8 +2,9 @@
 
 Blocks come from a `Fetch` (the local store, bitswap, or a node's API); each
 one is checked against its CID here, whoever supplied it. A file is written
-in order while at most `WINDOW` sibling blocks are in memory, so a file of
-any size streams. Names from the DAG become paths only when they are single,
+in order while the next `WINDOW` sibling blocks are fetched (so the network
+never waits for the disk): at most two windows are in memory at each level of
+the DAG, so a file of any size streams. Names from the DAG become paths only when they are single,
 plain components, and nothing is written through an existing entry.
 """
 
@@ -13,6 +14,8 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+import trio
 
 from p2pnode.ipfs.cid import CID, RAW
 from p2pnode.ipfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, RAW as UNIXFS_RAW, SYMLINK, DagError, decode_node, decode_unixfs
@@ -28,10 +31,68 @@ class ExportError(ValueError):
 
 async def _blocks(fetch: Fetch, cids: Sequence[CID]) -> list[bytes]:
     blocks = await fetch(cids)
-    for cid, block in zip(cids, blocks, strict=True):
-        if not cid.verifies(block):
-            raise ExportError(f"block {cid} does not hash to its CID: refused")
+    if len(blocks) != len(cids):
+        raise ExportError(f"asked for {len(cids)} blocks, got {len(blocks)}")
+    # hashing releases the GIL: a worker thread leaves the event loop free
+    bad = await trio.to_thread.run_sync(_first_bad, cids, blocks)
+    if bad is not None:
+        raise ExportError(f"block {bad} does not hash to its CID: refused")
     return blocks
+
+
+def _first_bad(cids: Sequence[CID], blocks: Sequence[bytes]) -> CID | None:
+    return next((cid for cid, block in zip(cids, blocks) if not cid.verifies(block)), None)
+
+
+Visit = Callable[[CID, bytes], Awaitable[None]]
+
+
+async def _each(fetch: Fetch, cids: Sequence[CID], visit: Visit) -> None:
+    """`visit` each block in order, window by window, the next window being
+    fetched while this one is visited. A failed fetch is raised as itself."""
+    windows = [cids[start:start + WINDOW] for start in range(0, len(cids), WINDOW)]
+    if not windows:
+        return
+    failed: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            ahead = _Ahead(nursery, fetch, windows[0])
+            for index, window in enumerate(windows):
+                current = ahead
+                if index + 1 < len(windows):
+                    ahead = _Ahead(nursery, fetch, windows[index + 1])
+                for cid, block in zip(window, await current.result()):
+                    await visit(cid, block)
+        except Exception as error:  # noqa: BLE001 - raised below as itself, not in a nursery's group
+            failed = error
+            nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+
+
+class _Ahead:
+    """One window's fetch, started now, its result or error taken later."""
+
+    def __init__(self, nursery: trio.Nursery, fetch: Fetch, cids: Sequence[CID]) -> None:
+        self._done = trio.Event()
+        self._blocks: list[bytes] = []
+        self._error: BaseException | None = None
+        nursery.start_soon(self._run, fetch, cids)
+
+    async def _run(self, fetch: Fetch, cids: Sequence[CID]) -> None:
+        try:
+            self._blocks = await _blocks(fetch, cids)
+        except Exception as error:  # noqa: BLE001 - handed to whoever takes the result
+            self._error = error
+        finally:
+            self._done.set()
+
+    async def result(self) -> list[bytes]:
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        blocks, self._blocks = self._blocks, []
+        return blocks
 
 
 async def export(root: CID, fetch: Fetch, dest: Path) -> None:
@@ -60,10 +121,13 @@ async def _export(cid: CID, block: bytes, fetch: Fetch, dest: Path) -> None:
                 raise ExportError(f"directory {cid} has an entry named {name!r}: refused")
         if len(set(names)) != len(names):
             raise ExportError(f"directory {cid} names an entry twice: refused")
-        for start in range(0, len(node.links), WINDOW):
-            links = node.links[start:start + WINDOW]
-            for link, child in zip(links, await _blocks(fetch, [l.cid for l in links])):
-                await _export(link.cid, child, fetch, dest / link.name)
+        names_by_index = [link.name for link in node.links]
+        position = iter(range(len(names_by_index)))
+
+        async def visit(child_cid: CID, child: bytes) -> None:
+            await _export(child_cid, child, fetch, dest / names_by_index[next(position)])
+
+        await _each(fetch, [link.cid for link in node.links], visit)
     elif meta.type in (FILE, UNIXFS_RAW):
         with _create(dest) as out:
             await write_file(cid, block, fetch, out)
@@ -94,10 +158,12 @@ async def write_file(cid: CID, block: bytes, fetch: Fetch, out: BinaryIO) -> int
         raise ExportError(f"{cid} is inside a file but is not a file node")
     out.write(meta.data)
     written = len(meta.data)
-    for start in range(0, len(node.links), WINDOW):
-        links = node.links[start:start + WINDOW]
-        for link, child in zip(links, await _blocks(fetch, [l.cid for l in links])):
-            written += await write_file(link.cid, child, fetch, out)
+
+    async def visit(child_cid: CID, child: bytes) -> None:
+        nonlocal written
+        written += await write_file(child_cid, child, fetch, out)
+
+    await _each(fetch, [link.cid for link in node.links], visit)
     if meta.filesize is not None and written != meta.filesize:
         raise ExportError(f"{cid} says it holds {meta.filesize} bytes but its blocks hold {written}")
     return written

@@ -13,7 +13,8 @@ No protocol is negotiated per message.
 A frame is a header (body length u32, kind u8, request id u64) and the body.
 Kinds: REQUEST, OK (the handler's answer) and FAILED (why the handler failed).
 
-- Batching: frames queued while the stream is busy leave in one write.
+- Batching: frames queued while the stream is busy leave in one write; a
+  server's empty acknowledgements wait up to `ACK_LINGER` for company.
 - Back-pressure: at most `window` requests are in flight per channel; the
   next caller waits for room (within its own timeout), so a slow peer slows
   its callers instead of growing a queue without bound. A server answers one
@@ -48,9 +49,16 @@ log = logging.getLogger("p2pnode.transport")
 HEADER = struct.Struct(">IBQ")
 REQUEST, OK, FAILED = 0, 1, 2
 DEFAULT_WINDOW = 128
+ACK_LINGER = 0.005
+"""Seconds an empty acknowledgement may wait to leave with other frames (in a
+200-job burst, 5 ms took ≈13 % off the CPU per job; 20 ms no more)."""
 READ_CHUNK = 256 * 1024
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def _nobody() -> None:
+    pass
 
 
 class ProtocolViolation(Exception):
@@ -104,22 +112,40 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Frames queued by many tasks leave in order, those queued together in one write."""
+    """Frames queued by many tasks leave in order, those queued together in one write.
 
-    def __init__(self, stream: INetStream) -> None:
+    `linger`: frames put as not `urgent` (a server's empty acknowledgements)
+    wait up to this many seconds for company: the next urgent frame, or the
+    time running out, takes them all in one write. Nobody waits for an
+    acknowledgement on the critical path (senders resume once their request
+    is queued), but each write costs ≈0.5 ms of CPU at both ends."""
+
+    def __init__(self, stream: INetStream, linger: float = 0.0) -> None:
         self._stream = stream
+        self._linger = linger
         self._queued: list[bytes] = []
         self._wakeup = trio.Event()
+        self._urgent = trio.Event()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, urgent: bool = True) -> None:
         self._queued.append(data)
         self._wakeup.set()
+        if urgent:
+            self._urgent.set()
 
     async def run(self) -> None:
         """Write until the stream breaks (raises) or the task is cancelled."""
         while True:
             await self._wakeup.wait()
-            self._wakeup = trio.Event()
+            if self._linger and not self._urgent.is_set():
+                with trio.move_on_after(self._linger):
+                    await self._urgent.wait()
+            # One more turn of the scheduler before taking the batch: the tasks
+            # already runnable (a burst's handlers, a flush to many peers) queue
+            # their frames too, and they leave in one Noise/yamux write instead
+            # of one each.
+            await trio.sleep(0)
+            self._wakeup, self._urgent = trio.Event(), trio.Event()
             batch, self._queued = self._queued, []
             await self._stream.write(b"".join(batch))
 
@@ -127,8 +153,10 @@ class FrameWriter:
 class Channel:
     """Our requests to one peer on one stream we opened, answers matched by id."""
 
-    def __init__(self, peer_id: str, stream: INetStream, window: int) -> None:
+    def __init__(self, peer_id: str, stream: INetStream, window: int, heard: Callable[[], None] = _nobody) -> None:
+        """`heard` is called at every frame the peer sends: it is alive."""
         self.peer_id = peer_id
+        self._heard = heard
         self._stream = stream
         self._writer = FrameWriter(stream)
         self._room = trio.Semaphore(window)
@@ -185,6 +213,7 @@ class Channel:
                 kind, request_id, body = await reader.next()
             except EOFError:
                 return
+            self._heard()
             if kind == REQUEST:
                 raise ProtocolViolation("it sent a request on a stream that carries our requests")
             answer = self._waiting.get(request_id)
@@ -213,12 +242,12 @@ class _Answer:
         self.failure: str | None = None
 
 
-async def serve_channel(stream: INetStream, sender: str, handler: Handler) -> None:
+async def serve_channel(stream: INetStream, sender: str, handler: Handler, heard: Callable[[], None] = _nobody) -> None:
     """Answer a peer's requests on the stream it opened to us, one at a time
     and in order (the node's handler only queues the message, so this costs
     nothing and keeps a peer's messages in the order it sent them); while a
     handler runs we do not read, and yamux's flow control pushes back."""
-    writer = FrameWriter(stream)
+    writer = FrameWriter(stream, ACK_LINGER)
     reader = FrameReader(stream)
     try:
         async with trio.open_nursery() as nursery:
@@ -228,9 +257,11 @@ async def serve_channel(stream: INetStream, sender: str, handler: Handler) -> No
                     kind, request_id, body = await reader.next()
                 except EOFError:
                     break
+                heard()
                 if kind != REQUEST:
                     raise ProtocolViolation(f"it sent an answer (kind {kind}) on a stream for its requests")
-                writer.put(await _answer(sender, handler, request_id, body))
+                answer = await _answer(sender, handler, request_id, body)
+                writer.put(answer, urgent=len(answer) > HEADER.size or answer[4] != OK)
             nursery.cancel_scope.cancel()
     except Exception as group:  # a peer's broken stream must never reach the host
         error = _leaf(group)

@@ -20,6 +20,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux import yamux as _yamux
 from multiaddr import Multiaddr
 
 # Handled in code, not settings:
@@ -28,10 +29,31 @@ from multiaddr import Multiaddr
 #  6. leaving host.run() leaves connections open        -> Transport._run_libp2p
 #  7. pubsub must run before the host accepts streams   -> Transport.run
 #  9. new peers are sent recent cached messages         -> Envelope, Transport._accept
+# 10. a frozen peer keeps its connection (ping it)      -> Transport._watch_liveness
 # 11. bootstrap peers are redialled only 3 times        -> Transport._keep_bootstrap_peers
 # 13. Pubsub's seen-cache sweeper thread is never stopped -> Transport.aclose
 # 14. SO_REUSEPORT lets two nodes share a port; failed listens are only printed
 #                                                       -> _addresses.check_can_listen
+
+# Trap 15: yamux cuts every write into 64 KiB frames, and each frame costs
+# ten-odd lock and checkpoint round trips on both sides: bulk data (bitswap
+# blocks, results) spent most of its CPU there. The limit is a module global
+# read at each write; frames up to the peer's receive window are valid yamux
+# (go-yamux checks only the window), so we send up to 1 MiB at a time.
+# Measured side by side: 128 MiB over bitswap, CPU 6.0 s -> 3.8 s for both peers.
+YAMUX_FRAME_BYTES = 1 << 20
+_yamux.MAX_MESSAGE_SIZE = YAMUX_FRAME_BYTES
+
+
+LIVENESS_INTERVAL = 2.0
+"""Seconds between looks at each connection for a peer gone quiet."""
+
+QUIET_BEFORE_PING = 2.0
+"""A peer heard from on a request channel within this many seconds is alive: no ping."""
+
+PING_TIMEOUT = 3.0
+"""A quiet peer that neither answers a ping nor says anything else within this
+is taken for frozen: its connection is closed (so in about 5 s in all)."""
 
 
 def build_host(key_pair: KeyPair, listen: list[Multiaddr], *, mdns: bool, psk: str | None = None) -> IHost:
@@ -57,17 +79,14 @@ def _connection_config() -> ConnectionConfig:
         # Trap 3: with more than one connection allowed per peer, connect()
         # waits 250 ms for a second one it will never need.
         max_connections_per_peer=1,
-        # Trap 10: without pings, a frozen (SIGSTOPped) peer keeps its
-        # connection for 20 s or more; with these it is dropped in about 5 s.
-        # (The first check would otherwise wait 60 s.) One failed ping closes
-        # the connection and every channel on it, so the ping gets 3 s: at
-        # 1 s a busy 2-core machine dropped live connections every few seconds.
-        enable_health_monitoring=True,
-        health_initial_delay=2.0,
-        health_warmup_window=2.0,
-        health_check_interval=2.0,
-        ping_timeout=3.0,
-        abort_connection_on_ping_failure=True,
+        # Trap 10: without pings a frozen (SIGSTOPped) peer keeps its
+        # connection for 20 s or more. libp2p's own health check drops a
+        # connection at its first failed ping, and on a busy 2-core machine a
+        # burst's load made pings miss their 3 s while the peer was answering
+        # our requests all along: connections of live peers were cut mid-burst
+        # and every message on them failed. So we ping ourselves, only peers
+        # we have not heard from lately (`Transport._watch_liveness`).
+        enable_health_monitoring=False,
     )
 
 

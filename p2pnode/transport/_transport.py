@@ -22,21 +22,25 @@ What it promises on top of libp2p (whose traps `_settings` lists):
   it) when the peer's handler failed.
 - A handler's exception is logged and answered as a failure; a peer's broken
   stream is reset; neither reaches the host.
+- A peer that sends us frames is alive; a quiet one is pinged, and its
+  connection closed when it neither answers nor speaks (`_watch_liveness`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 from libp2p.abc import IHost, INetStream, ISubscriptionAPI
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.network.health.ping_probe import ping_connection
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError
@@ -51,7 +55,14 @@ from p2pnode.transport._addresses import check_can_listen, dialable, listen_addr
 from p2pnode.transport._channels import DEFAULT_WINDOW, Channel, serve_channel
 from p2pnode.transport._errors import ListenFailed, NotRunning, PayloadTooLarge, PeerUnreachable
 from p2pnode.transport._framing import CLOSE_TIMEOUT, MAX_FRAME_BYTES, MAX_PUBLISH_BYTES, Envelope
-from p2pnode.transport._settings import build_gossipsub, build_host, build_pubsub
+from p2pnode.transport._settings import (
+    LIVENESS_INTERVAL,
+    PING_TIMEOUT,
+    QUIET_BEFORE_PING,
+    build_gossipsub,
+    build_host,
+    build_pubsub,
+)
 
 log = logging.getLogger("p2pnode.transport")
 
@@ -126,6 +137,8 @@ class Transport:
         self._channels: dict[str, Channel] = {}  # peer -> our open channel to it
         self._opening: dict[str, trio.Lock] = {}  # peer -> held while a channel to it opens
         self._nursery: trio.Nursery | None = None
+        self._heard: dict[str, float] = {}  # peer -> when it last sent us a frame or answered a ping
+        self._probing: set[str] = set()  # peers being pinged now
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,6 +203,7 @@ class Transport:
             self._follow_mdns(nursery)
         await self._dial_all(self._bootstrap)
         nursery.start_soon(self._keep_bootstrap_peers)
+        nursery.start_soon(self._watch_liveness, host, nursery)
 
     async def aclose(self) -> None:
         """Close every connection now (idempotent; run() does it on its way out)."""
@@ -364,7 +378,7 @@ class Transport:
             except Exception as error:  # libp2p raises a zoo of types; all mean the same here
                 log.debug("opening a channel to %s failed", peer_id, exc_info=True)
                 raise PeerUnreachable(peer_id, _describe(error)) from error
-            channel = self._channels[peer_id] = Channel(peer_id, stream, self._window)
+            channel = self._channels[peer_id] = Channel(peer_id, stream, self._window, self._hearer(peer_id))
             assert self._nursery is not None
             self._nursery.start_soon(self._run_channel, channel)
             return channel
@@ -394,7 +408,53 @@ class Transport:
         sender = stream.muxed_conn.peer_id.to_base58()  # proven by the connection's Noise handshake
         await self._handler_set.wait()
         assert self._handler is not None
-        await serve_channel(stream, sender, self._handler)
+        await serve_channel(stream, sender, self._handler, self._hearer(sender))
+
+    # ------------------------------------------------------------ liveness
+
+    def _hearer(self, peer_id: str) -> Callable[[], None]:
+        heard = self._heard
+
+        def hear() -> None:
+            heard[peer_id] = trio.current_time()
+
+        return hear
+
+    async def _watch_liveness(self, host: IHost, nursery: trio.Nursery) -> None:
+        """Trap 10: a frozen peer's socket stays open. A peer that sent us a
+        frame lately is alive; one gone quiet is pinged, and if it neither
+        answers nor says anything else meanwhile, its connection is closed
+        (its channels fail at once, and it is redialled when it is back).
+        A busy peer's slow ping is no verdict while it keeps talking."""
+        while True:
+            await trio.sleep(LIVENESS_INTERVAL)
+            now = trio.current_time()
+            for peer, conns in list(host.get_network().connections.items()):
+                key = peer.to_base58()
+                if not conns or key in self._probing or now - self._heard.get(key, -math.inf) < QUIET_BEFORE_PING:
+                    continue
+                self._probing.add(key)
+                nursery.start_soon(self._probe, key, list(conns) if isinstance(conns, list) else [conns])
+
+    async def _probe(self, peer_id: str, conns: list[Any]) -> None:
+        try:
+            for conn in conns:
+                asked = trio.current_time()
+                try:
+                    answered = (await ping_connection(conn, ping_timeout=PING_TIMEOUT)).success
+                except Exception:  # noqa: BLE001 - a failed ping is the answer
+                    answered = False
+                if answered:
+                    self._heard[peer_id] = trio.current_time()
+                elif self._heard.get(peer_id, -math.inf) < asked:
+                    log.info("closing the connection to %s: quiet, and no answer to a ping within %g s",
+                             peer_id, PING_TIMEOUT)
+                    try:
+                        await conn.close()
+                    except Exception:  # noqa: BLE001 - closing is best effort
+                        log.debug("error closing the connection to %s", peer_id, exc_info=True)
+        finally:
+            self._probing.discard(peer_id)
 
     # ------------------------------------------------------------ connections
 
