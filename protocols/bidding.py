@@ -25,7 +25,7 @@ scheduling step it calls once a round is decided.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from protocols import election, locality, placement
 from protocols.context import NodeContext, TimerKey, TimerKind
@@ -58,7 +58,8 @@ class Bidding:
         # Answers to the open bid round, by job, with the transition each
         # records: written in one go when the round is decided.
         self._answers: dict[str, dict[str, tuple[ExecutionRecord, HistoryEvent]]] = {}
-        self._ranked: dict[str, tuple[list[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
+        self._ranked: dict[str, tuple[Sequence[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
+        self._fits = placement.FitCache()  # which members could ever run each shape of job, per view
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
         self._free_hints: dict[str, tuple[Capacity, float]] = {}
@@ -105,7 +106,7 @@ class Bidding:
         """The job's first `k` (or all) eligible nodes, best rendezvous rank
         first, and whether that is all of them; ranked once per job while
         the alive set holds still, then only walked."""
-        eligible = self._eligible(replica.header.spec)
+        eligible = self._eligible(replica)
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
             held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
@@ -132,12 +133,10 @@ class Bidding:
         info = ctx.info(node_id)
         return None if info is None else info.free
 
-    def _eligible(self, spec: JobSpec) -> list[str]:
-        """Alive nodes that could ever run the spec (free resources aside)."""
+    def _eligible(self, replica: JobReplica) -> Sequence[str]:
+        """Alive nodes that could ever run the job (free resources aside)."""
         ctx = self.ctx
-        ids = ctx.alive_ids()
-        table, changes = ctx.member_table()
-        return placement.eligible(spec, ids, table, changes, ctx.alive_infos)
+        return self._fits.eligible(replica.id, replica.header.spec, ctx.alive_ids(), ctx.table_changes(), ctx.alive_infos)
 
     def _why_no_node(self, replica: JobReplica) -> str:
         return placement.why_no_node(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -244,17 +244,17 @@ class NodeContext:
         """Sorted ids of the live members and ourselves (shared: do not modify)."""
         return self._membership.alive_ids()
 
-    def alive_infos(self) -> list[NodeInfo]:
-        """The newest info of each of `alive_ids` (shared: do not modify)."""
+    def alive_infos(self) -> Iterator[NodeInfo]:
+        """The newest info of each of `alive_ids`, in that order."""
         return self._membership.alive_infos()
 
     def info(self, node_id: str) -> NodeInfo | None:
         """What the member last said of itself."""
         return self._membership.info(node_id)
 
-    def member_table(self) -> tuple[Mapping[str, NodeInfo], int]:
-        """Every member's info and a count of its changes (see `Membership.table`)."""
-        return self._membership.table()
+    def table_changes(self) -> int:
+        """A count of the changes to the members' infos (see `Membership.table_changes`)."""
+        return self._membership.table_changes()
 
     def mark_caught_up(self) -> None:
         """We were sent the member list."""

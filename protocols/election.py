@@ -32,7 +32,9 @@ def _digest64(text: str) -> int:
 
 
 def node_key(node_id: str) -> int:
-    """The node's 64-bit hash; cached, because every job ranks every node."""
+    """The node's 64-bit hash; cached, because every job ranks every node.
+    (A pure function of the id's text: the cache holds no node's state, so
+    one per process is as right as one per node.)"""
     key = _node_keys.get(node_id)
     if key is None:
         if len(_node_keys) >= _MAX_CACHED_KEYS:
@@ -76,25 +78,67 @@ def rank(job_id: str, node_ids: Iterable[str], k: int | None = None) -> list[str
 
 
 _VECTOR_FROM = 64  # below this many nodes, plain Python is as fast
-_MAX_CACHED_ARRAYS = 64
-_key_arrays: dict[int, tuple[list[str], np.ndarray]] = {}
+
+
+class NodeIds(list):  # type: ignore[type-arg]
+    """A sorted list of distinct node ids (an alive list, an eligible list)
+    that keeps its nodes' 64-bit keys, as a numpy array, once it is ranked
+    over: every job of a large network ranks the same list, and hashing its
+    members again for each would cost more than the ranking.
+
+    The keys are derived from the list and live with it, so they are
+    exactly as private as the list: a node's own alive list (which nodes
+    that start warm share until one changes it, see `protocols.membership`),
+    or a list one node derived. No cache outside the list, no `id()`. Never
+    change one in place once ranked over: derive a new one (`without`,
+    `with_id`), which carries the keys along."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        super().__init__(ids)
+        self.keys: np.ndarray | None = None
+
+    def without(self, index: int) -> NodeIds:
+        """A copy without the id at `index`."""
+        new = NodeIds()
+        new += self[:index]  # (slices are plain lists, copied at C speed; a list subclass is not)
+        new += self[index + 1 :]
+        keys = self.keys
+        if keys is not None:
+            import numpy as np
+            new.keys = np.concatenate((keys[:index], keys[index + 1 :]))
+        return new
+
+    def with_id(self, index: int, node_id: str) -> NodeIds:
+        """A copy with `node_id` inserted at `index` (where it sorts)."""
+        new = NodeIds()
+        new += self[:index]
+        new.append(node_id)
+        new += self[index:]
+        keys = self.keys
+        if keys is not None:
+            import numpy as np
+            new.keys = np.concatenate((keys[:index], np.array([node_key(node_id)], dtype=np.uint64), keys[index:]))
+        return new
 
 
 def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | None:
     """`rank` for a large sorted list of distinct ids (an alive list, an
     eligible list), with numpy: the same weights, the same order. None if
-    `ids` is not such a list (the caller ranks it the slow way). numpy is
-    imported here, on first use: a peer in a small network never loads it
-    (15 MiB of memory and a second of start-up)."""
+    `ids` is not such a list (the caller ranks it the slow way). A
+    `NodeIds` keeps its keys for the next job. numpy is imported here, on
+    first use: a peer in a small network never loads it (15 MiB of memory
+    and a second of start-up)."""
     import numpy as np
-    held = _key_arrays.get(id(ids))
-    if held is None or held[0] is not ids or len(held[1]) != len(ids):
+    keys = ids.keys if type(ids) is NodeIds else None
+    if keys is None or len(keys) != len(ids):
         if any(a >= b for a, b in zip(ids, ids[1:])):
             return None  # not sorted, or duplicates: the general path handles it
-        if len(_key_arrays) >= _MAX_CACHED_ARRAYS:
-            _key_arrays.clear()
-        held = _key_arrays[id(ids)] = (ids, np.fromiter((node_key(n) for n in ids), dtype=np.uint64, count=len(ids)))
-    z = held[1] ^ np.uint64(job)
+        keys = np.fromiter((node_key(n) for n in ids), dtype=np.uint64, count=len(ids))
+        if type(ids) is NodeIds:
+            ids.keys = keys
+    z = keys ^ np.uint64(job)
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

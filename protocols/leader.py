@@ -142,11 +142,15 @@ class Leader(Succession, Bidding):
                 del self.by_leader[leader]
 
     def resume(self) -> None:
-        """After a restart, lead again once gossip had a chance to tell us
-        whether someone took our jobs over meanwhile."""
-        for replica in self.ctx.jobs.values():
+        """After a restart, lead again once the keepers of the jobs we led had
+        a chance to tell us whether someone took them over meanwhile (else we
+        would place work again at a deposed epoch, beside the new leader's)."""
+        ctx = self.ctx
+        for replica in ctx.jobs.values():
             self.leader_moved(replica, None)
-        self.ctx.set_timer(TimerKey(TimerKind.RESUME), self.ctx.now + 2 * self.ctx.config.heartbeat_interval)
+        for job_id in sorted(self.by_leader.get(ctx.node_id, ())):
+            ctx.fetch(job_id)
+        ctx.set_timer(TimerKey(TimerKind.RESUME), ctx.now + 2 * ctx.config.heartbeat_interval + ctx.config.resend_interval)
 
     def woke(self) -> None:
         """We were away (the process stopped, or its loop stuck) long enough

@@ -80,20 +80,25 @@ object shared between nodes in one process), plus a small entry for the few
 members that are not ALIVE and the few we watch. A heartbeat that only
 refreshes a live member (a later seq, new free resources) is not stored:
 leaders learn free resources fresher from bids. A warm start shares the
-member table and the sorted id list between nodes until one changes them.
+member table and the sorted id list between nodes until one changes them:
+a node then derives its own id list (an `election.NodeIds`, which carries
+its members' rendezvous keys along), and keeps its changes to the table
+beside the shared one until they are many (`_set`): thousands of nodes each
+copying the whole table at a death or a return cost gigabytes.
 
-Length: ≈620 lines, one state machine (heartbeats, the watch ring, its
+Length: ≈650 lines, one state machine (heartbeats, the watch ring, its
 verdicts) whose parts share the member table; the theory above is its map.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from protocols.election import NodeIds
 from protocols.messages import Capacity, Down, NodeInfo, NodeLeft, Suspect
 
 _SET_BY_HEARTBEAT = frozenset({"node_id", "incarnation", "seq", "heartbeat_interval"})
@@ -193,7 +198,7 @@ class Membership:
         self,
         local: NodeInfo,
         config: MembershipConfig = MembershipConfig(),
-        members: tuple[dict[str, NodeInfo], list[str]] | None = None,
+        members: tuple[dict[str, NodeInfo], NodeIds] | None = None,
     ) -> None:
         """`members`: a formed network to start in, as made by `warm_start`
         (shared with other nodes until either changes)."""
@@ -201,13 +206,15 @@ class Membership:
         self.config = config
         if members is None:
             self._infos: dict[str, NodeInfo] = {}
-            self._ids: list[str] = [local.node_id]
+            self._ids: NodeIds = NodeIds([local.node_id])
         else:
-            self._infos, self._ids = members
-        self._own_infos = members is None  # copy-on-write: ours to change? (`_ids` is never changed in place)
+            self._infos, ids = members
+            self._ids = ids if type(ids) is NodeIds else NodeIds(ids)
+        self._own_infos = members is None  # ours to change? else changes go to `_mine` (`_ids` is never changed in place)
+        self._mine: dict[str, NodeInfo | None] = {}  # over a shared table: our changes to it (None: forgotten)
         self._table_changes = 0
         self._down: dict[str, _Down] = {}
-        self._alive_infos: list[NodeInfo] | None = None
+        self._gone_since: float | None = None  # earliest `since` of the DEAD and LEFT in `_down` (None: to count again)
         self._nonce = 0
         self._awaiting: dict[str, int] = {}  # watched member -> nonce of its unanswered ping
         self._misses: dict[str, int] = {}
@@ -226,10 +233,10 @@ class Membership:
         self.verdicts: list[tuple[float, str, str, int]] = []
 
     @staticmethod
-    def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], list[str]]:
+    def warm_start(infos: Iterable[NodeInfo]) -> tuple[dict[str, NodeInfo], NodeIds]:
         """A formed network's member table, to give every node at once."""
         table = {info.node_id: info for info in infos}
-        return table, sorted(table)
+        return table, NodeIds(sorted(table))
 
     # ------------------------------------------------------------ our own heartbeat
 
@@ -261,7 +268,7 @@ class Membership:
         node_id = info.node_id
         if node_id == self.local.node_id:
             return None
-        held = self._infos.get(node_id)
+        held = self._info(node_id)
         if held is not None and (info.incarnation, info.seq) <= (held.incarnation, held.seq):
             return None
         down = self._down.get(node_id)
@@ -282,10 +289,9 @@ class Membership:
             return MemberChange(node_id, None, _ALIVE, info)
         if down is not None:
             del self._down[node_id]
+            self._gone_since = None
             self._declared.pop(node_id, None)
-            if down.status is _SUSPECT:
-                self._alive_infos = None
-            else:
+            if down.status is not _SUSPECT:
                 self._insert(node_id)
                 if down.status is _DEAD and info.incarnation == down.key[0]:
                     self._announce_again()  # a split healed: its other side missed our verdicts
@@ -301,7 +307,7 @@ class Membership:
         """An accusation from a watcher. Returns the change it causes; one
         about ourselves returns nothing: the caller refutes it (`refute`)."""
         node_id = message.node_id
-        held = self._infos.get(node_id)
+        held = self._info(node_id)
         if held is None or node_id == self.local.node_id:
             return None
         key = (message.incarnation, message.seq)
@@ -320,9 +326,8 @@ class Membership:
             return None
         self._down[node_id] = _Down(status, key, now)
         if status is _DEAD:
+            self._gone(now)
             self._remove(node_id)
-        else:
-            self._alive_infos = None
         return MemberChange(node_id, previous, status, held)
 
     def about_us(self, message: Suspect | Down) -> bool:
@@ -334,7 +339,7 @@ class Membership:
     def left(self, msg: NodeLeft, now: float) -> MemberChange | None:
         """A member said goodbye (ignored if about an older incarnation than
         we hold, or a member we never heard of)."""
-        held = self._infos.get(msg.node_id)
+        held = self._info(msg.node_id)
         if held is None or msg.incarnation < held.incarnation or msg.node_id == self.local.node_id:
             return None
         down = self._down.get(msg.node_id)
@@ -342,7 +347,10 @@ class Membership:
         if previous is _LEFT:
             down.key = max(down.key, (msg.incarnation, 1 << 62))  # type: ignore[union-attr]
             return None
+        if down is not None:
+            self._gone_since = None  # a death, now a goodbye: counted from now
         self._down[msg.node_id] = _Down(_LEFT, (msg.incarnation, 1 << 62), now)
+        self._gone(now)
         self._declared.pop(msg.node_id, None)
         if previous is not _DEAD:
             self._remove(msg.node_id)
@@ -364,7 +372,7 @@ class Membership:
         for node_id in list(self._awaiting):
             misses = self._misses.get(node_id, 0) + 1
             self._misses[node_id] = misses
-            info = self._infos.get(node_id)
+            info = self._info(node_id)
             down = self._down.get(node_id)
             if info is None or (down is not None and down.status is not _SUSPECT):
                 continue
@@ -461,12 +469,11 @@ class Membership:
         self._doubts.discard(node_id)  # it answered: our check is over
         if node_id in self._down and self._down[node_id].status is _SUSPECT:
             del self._down[node_id]  # it answered us: alive (as it counted all along)
-            self._alive_infos = None
 
     def relay(self, asker: str, node_id: str, nonce: int) -> int | None:
         """A `PingReq` from `asker`: the nonce of the ping to send `node_id`
         for it, or None (a member we do not know, or too many asks at once)."""
-        if node_id not in self._infos or len(self._relays) >= MAX_RELAYS:
+        if self._info(node_id) is None or len(self._relays) >= MAX_RELAYS:
             return None
         self._nonce += 1
         self._relays[self._nonce] = (asker, node_id, nonce)
@@ -487,16 +494,25 @@ class Membership:
         config = self.config  # times as `next_check` computes them, so a due one is never missed
         for node_id in [n for n, d in self._down.items() if d.status in (_DEAD, _LEFT) and d.since + config.forget_after <= now]:
             del self._down[node_id]
+            self._gone_since = None
             self._declared.pop(node_id, None)
-            self._own()
-            del self._infos[node_id]
-            self._table_changes += 1
+            self._set(node_id, None)
             self._announce.pop(node_id, None)
 
     def next_check(self) -> float:
-        """When `forget_gone` next has something to do (`inf` if never)."""
-        times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
-        return min(times) + self.config.forget_after if times else float("inf")
+        """When `forget_gone` next has something to do (`inf` if never).
+        Asked after every change of status: the earliest death is kept as
+        deaths come, and counted again only after one is forgotten or back."""
+        since = self._gone_since
+        if since is None:
+            times = [d.since for d in self._down.values() if d.status in (_DEAD, _LEFT)]
+            since = self._gone_since = min(times) if times else float("inf")
+        return since + self.config.forget_after
+
+    def _gone(self, since: float) -> None:
+        """A member was declared dead or left at `since`."""
+        if self._gone_since is not None and since < self._gone_since:
+            self._gone_since = since
 
     # ------------------------------------------------------------ queries
 
@@ -528,7 +544,7 @@ class Membership:
     def status(self, node_id: str) -> MemberStatus | None:
         if node_id == self.local.node_id:
             return _ALIVE
-        if node_id not in self._infos:
+        if self._info(node_id) is None:
             return None
         down = self._down.get(node_id)
         return _ALIVE if down is None else down.status
@@ -536,13 +552,13 @@ class Membership:
     def info(self, node_id: str) -> NodeInfo | None:
         if node_id == self.local.node_id:
             return self.local
-        return self._infos.get(node_id)
+        return self._info(node_id)
 
     def is_alive(self, node_id: str) -> bool:
         """ALIVE or SUSPECT (see the module notes), or ourselves."""
         if node_id == self.local.node_id:
             return True
-        if node_id not in self._infos:
+        if self._info(node_id) is None:
             return False
         down = self._down.get(node_id)
         return down is None or down.status is _SUSPECT
@@ -552,60 +568,72 @@ class Membership:
         do not modify)."""
         return self._ids
 
-    def table(self) -> tuple[Mapping[str, NodeInfo], int]:
-        """Every member's info, by id (shared: do not modify), and a count
-        of its changes: while both hold, so does everything derived from the
-        infos, so callers may cache by them (the table object is shared by
-        nodes that started warm until one changes it)."""
-        return self._infos, self._table_changes
+    def table_changes(self) -> int:
+        """A count of the changes to the member table (every member's info):
+        while it and `alive_ids` hold, so does everything derived from the
+        infos, so callers may keep what they derive by them."""
+        return self._table_changes
 
-    def alive_infos(self) -> list[NodeInfo]:
-        """The newest info of each of `alive_ids`, in that order (shared: do
-        not modify)."""
-        if self._alive_infos is None:
-            infos = self._infos
-            local = self.local
-            self._alive_infos = [local if i == local.node_id else infos[i] for i in self._ids]
-        return self._alive_infos
+    def alive_infos(self) -> Iterator[NodeInfo]:
+        """The newest info of each of `alive_ids`, in that order (not kept:
+        a list of every member per node is too much in a simulator, and the
+        callers keep what they derive)."""
+        local = self.local
+        me = local.node_id
+        info = self._info if self._mine else self._infos.__getitem__
+        return (local if i == me else info(i) for i in self._ids)  # type: ignore[misc]
 
     def all_members(self) -> list[tuple[NodeInfo, MemberStatus]]:
         """Everyone we know of, ourselves included, by node id."""
         local_id = self.local.node_id
-        everyone = [(info, self.status(node_id) or _ALIVE) for node_id, info in self._infos.items() if node_id != local_id]
+        table = {**self._infos, **self._mine}
+        everyone = [(info, self.status(node_id) or _ALIVE) for node_id, info in table.items() if info is not None and node_id != local_id]
         everyone.append((self.local, _ALIVE))
         everyone.sort(key=lambda pair: pair[0].node_id)
         return everyone
 
     # ------------------------------------------------------------ internals
 
-    def _own(self) -> None:
-        if not self._own_infos:
-            self._infos = dict(self._infos)
+    def _info(self, node_id: str) -> NodeInfo | None:
+        """The info we hold of a member (None: none)."""
+        mine = self._mine
+        if mine and node_id in mine:
+            return mine[node_id]
+        return self._infos.get(node_id)
+
+    def _set(self, node_id: str, info: NodeInfo | None) -> None:
+        """Change the member table (None: forget the member). A table shared
+        since a warm start is not copied (thousands of nodes each copying
+        thousands of entries at the first change: gigabytes in a simulator);
+        our changes go beside it until they are many, then we take a copy."""
+        self._table_changes += 1
+        if self._own_infos:
+            if info is None:
+                del self._infos[node_id]
+            else:
+                self._infos[node_id] = info
+            return
+        self._mine[node_id] = info
+        if len(self._mine) > 64 + len(self._infos) // 16:
+            table = {**self._infos, **self._mine}
+            self._infos = {n: i for n, i in table.items() if i is not None}
+            self._mine = {}
             self._own_infos = True
 
     def _store(self, info: NodeInfo) -> None:
-        self._own()
-        self._infos[info.node_id] = info
-        self._table_changes += 1
-        self._alive_infos = None
+        self._set(info.node_id, info)
 
     def _insert(self, node_id: str) -> None:
         ids = self._ids
         i = bisect_left(ids, node_id)
         if i == len(ids) or ids[i] != node_id:
-            self._ids = [*ids[:i], node_id, *ids[i:]]  # a new list: others may hold (or cache by) the old one
-            self._alive_set_changed()
+            self._ids = ids.with_id(i, node_id)  # a new list: others may hold (or cache by) the old one
 
     def _remove(self, node_id: str) -> None:
         ids = self._ids
         i = bisect_left(ids, node_id)
         if i < len(ids) and ids[i] == node_id:
-            self._ids = [*ids[:i], *ids[i + 1 :]]
-            self._alive_set_changed()
-
-    def _alive_set_changed(self) -> None:
-        self._alive_infos = None
-
+            self._ids = ids.without(i)
 
 def _same_but_fresher(held: NodeInfo, info: NodeInfo) -> bool:
     """Whether `info` only repeats `held` with a later seq: same incarnation,

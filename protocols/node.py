@@ -239,8 +239,10 @@ class Node:
         return self._drain()
 
     def handle(self, event: Input, now: float) -> list[Effect]:
-        previous, self.now = self.now, now
-        if previous and now - previous > self.config.suspect_after * self.config.ping_interval:
+        ctx = self.ctx  # (the properties below, looked through once: this runs for every input)
+        previous, ctx.now = ctx.now, now
+        config = ctx.config
+        if previous and now - previous > config.suspect_after * config.ping_interval:
             self.leader.woke()  # nothing handled for that long, not even our own timers: we were away
         if type(event) is Received:  # most inputs: a peer's message
             handler = self._handlers.get(type(event.message))
@@ -251,7 +253,7 @@ class Node:
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
-        return self.ctx.drain()
+        return ctx.drain()
 
     def _handle_local(self, event: Input) -> None:
         match event:

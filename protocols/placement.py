@@ -162,8 +162,9 @@ def why_no_node(spec: JobSpec, infos: Iterable[NodeInfo], executions: Iterable[E
     """Why no node fits, counted by reason, for the job's history."""
     reasons: Counter[str] = Counter()
     resources = spec.task.resources
+    spec_shape = selection.fit_key(spec)
     for info in infos:
-        reason = unfit(spec, info)
+        reason = unfit(spec, info, spec_shape)
         if reason is None and not fits(info.free, resources):
             reason = "too few free resources"
         if reason is not None:
@@ -187,60 +188,85 @@ def summarise(reasons: Counter[str]) -> str:
 
 # ------------------------------------------------------------ fit checks
 
-_CACHE_LIMIT = 4096
 _UNFIT_LIMIT = 1 << 20
-_shapes: dict[int, tuple[JobSpec, tuple[Any, ...]]] = {}
-_unfit_cache: dict[tuple[Any, ...], tuple[NodeInfo, str | None]] = {}
-_eligible_cache: dict[tuple[Any, ...], tuple[Sequence[str], Mapping[str, NodeInfo], list[str]]] = {}
-
-
-def shape(spec: JobSpec) -> tuple[Any, ...]:
-    """`selection.fit_key(spec)`, kept per spec object (held, so its id
-    stays its own): a spec is asked for its shape at every placement."""
-    held = _shapes.get(id(spec))
-    if held is not None and held[0] is spec:
-        return held[1]
-    if len(_shapes) >= _CACHE_LIMIT:
-        _shapes.clear()
-    entry = _shapes[id(spec)] = (spec, selection.fit_key(spec))
-    return entry[1]
+# (shape, node id) -> (the info checked, why it is unfit or None): see `unfit`.
+_unfit_memo: dict[tuple[tuple[Any, ...], str], tuple[NodeInfo, str | None]] = {}
 
 
 def unfit(spec: JobSpec, info: NodeInfo, spec_shape: tuple[Any, ...] | None = None) -> str | None:
-    """Why this node can never take the spec (free resources aside): `check_fit`, cached.
+    """Why this node can never take the spec (free resources aside): `check_fit`, memoised.
 
-    Cached by the spec's shape and the info object (held by the cache, so
-    its id stays its own): every leader of a large network checks every
-    member for each new shape of job, and in one process (the simulator)
-    they share the infos, so they share the answers. The answer depends
-    only on the two immutable arguments, so sharing it changes nothing."""
-    key = (spec_shape or shape(spec), id(info))
-    held = _unfit_cache.get(key)
+    The one memo in here that one process shares between its nodes, on
+    purpose: it is a memo of a pure function of two immutable values (the
+    spec's shape, a tuple, and a `NodeInfo`), like `functools.cache`, and
+    holds no node's state. An entry keeps the very info object it was
+    computed from and answers only for that object (`is`), so what one node
+    finds there is what it would compute itself; no `id()` is involved.
+    Shared, because in the simulator every leader checks every member for
+    each shape of job: kept per node, 1,000 nodes would make 1,000 times the
+    checks and hold a million entries more."""
+    if spec_shape is None:
+        spec_shape = selection.fit_key(spec)
+    key = (spec_shape, info.node_id)
+    held = _unfit_memo.get(key)
     if held is not None and held[0] is info:
         return held[1]
-    if len(_unfit_cache) >= _UNFIT_LIMIT:
-        _unfit_cache.clear()
+    if len(_unfit_memo) >= _UNFIT_LIMIT:
+        _unfit_memo.clear()
     reason = check_fit(spec, info)
-    _unfit_cache[key] = (info, reason)
+    _unfit_memo[key] = (info, reason)
     return reason
 
 
-def eligible(spec: JobSpec, ids: Sequence[str], table: Mapping[str, NodeInfo], changes: int,
-             infos: Callable[[], Iterable[NodeInfo]]) -> list[str]:
-    """Alive nodes that could ever run the spec (not counting what they have
-    free now), given a membership view (`ids`, `table` and its change count;
-    `infos` lists the alive members' infos). Cached per shape of spec and
-    view (nodes of one process share views until they differ)."""
-    spec_shape = shape(spec)
-    key = (spec_shape, id(ids), id(table), changes)
-    held = _eligible_cache.get(key)
-    if held is not None and held[0] is ids and held[1] is table:
-        return held[2]
-    if len(_eligible_cache) >= _CACHE_LIMIT:
-        _eligible_cache.clear()
-    found = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
-    _eligible_cache[key] = (ids, table, found)  # held, so their ids stay theirs
-    return found
+class FitCache:
+    """One node's memory of which members could ever run which shape of
+    job, for the jobs it leads (held by its `Bidding`): per node, so no
+    node reads what another derived. It keeps each led job's shape
+    (`selection.fit_key`) and, per shape, the eligible members under one
+    membership view (the alive list object and the member table's change
+    count); a new view empties it."""
+
+    __slots__ = ("_shapes", "_view", "_eligible")
+
+    SHAPES_KEPT = 4096  # job shapes remembered before the memory starts afresh
+
+    def __init__(self) -> None:
+        self._shapes: dict[str, tuple[Any, ...]] = {}  # job id -> shape (a job's spec never changes)
+        self._view: tuple[Sequence[str] | None, int] = (None, -1)
+        self._eligible: dict[tuple[Any, ...], Sequence[str]] = {}
+
+    def shape(self, job_id: str, spec: JobSpec) -> tuple[Any, ...]:
+        """The job's `selection.fit_key` (its spec is fixed by its id: `protocols.jobid`)."""
+        found = self._shapes.get(job_id)
+        if found is None:
+            if len(self._shapes) >= self.SHAPES_KEPT:
+                self._shapes.clear()
+            found = self._shapes[job_id] = selection.fit_key(spec)
+        return found
+
+    def eligible(self, job_id: str, spec: JobSpec, ids: Sequence[str], changes: int,
+                 infos: Callable[[], Iterable[NodeInfo]]) -> Sequence[str]:
+        """Alive nodes that could ever run the spec (not counting what they
+        have free now), given the membership view: `ids` (the alive list,
+        a new object whenever the alive set changes), `changes` (the member
+        table's change count), and `infos` listing the alive members'
+        infos. The same list object while the view holds, so callers may
+        keep what they derive from it (its rendezvous ranking)."""
+        view = self._view
+        if view[0] is not ids or view[1] != changes:
+            self._view = (ids, changes)
+            self._eligible = {}
+        spec_shape = self.shape(job_id, spec)
+        found = self._eligible.get(spec_shape)
+        if found is None:
+            fit = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
+            # Every member fits (the common case): the alive list itself, and
+            # the rendezvous keys it keeps; else a plain list of its own (its
+            # keys are not kept: a job's ranking is kept by the leader, and
+            # thousands of nodes each keeping keys per shape cost memory).
+            found = ids if len(fit) == len(ids) else fit
+            self._eligible[spec_shape] = found
+        return found
 
 
 def check_fit(spec: JobSpec, info: NodeInfo) -> str | None:

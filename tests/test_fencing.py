@@ -15,7 +15,7 @@ from protocols.messages import AskBid, BidDecision, BidReply, JobUpdated, Record
 from protocols.node import Node
 from protocols.records import ExecutionState, JobState
 from tests.cluster import Cluster
-from tests.test_node import configs, settled, spec
+from tests.test_node import configs, sends, settled, spec
 
 
 def _job_led_by(ids: list[str], leader: str, prefix: str = "j") -> str:
@@ -199,3 +199,21 @@ def test_a_queued_job_whose_leader_restarted_still_fails_at_its_queue_timeout() 
     cluster.run(60)
     job = cluster.job("big")
     assert job.header.state == JobState.FAILED and "QueueTimeout" in job.header.message
+
+
+def test_a_restarted_leader_asks_the_keepers_of_its_jobs_before_it_leads_them() -> None:
+    # Burst seed 38: a leader restarted after its successor took the job over
+    # resumed it at the deposed epoch before gossip told it, and placed the
+    # job's partition again beside the new leader's run.
+    cluster = settled(Cluster(configs(5)))
+    cluster.duration = lambda run, s: 1000.0
+    cluster.submit(1, "j", spec(count=1))
+    cluster.run(5)
+    header = cluster.job("j", 1).header
+    leader = header.leader
+    cluster.crash(leader)
+    cluster.run(30)
+    asked = sends(cluster, RecordRequest)
+    cluster.restart(leader)
+    cluster.run(cluster.now + 0.1)
+    assert {peer for peer, message in asked if message.job_id == "j"} >= header.keepers - {leader}
