@@ -371,16 +371,17 @@ class Runtime:
                 message = None
             answers.send_nowait((peer, message))
 
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(ask, peer)
-            for _ in peers:
-                peer, message = await answered.receive()
-                delta = kept_record(peer, job_id, message)
-                if delta is not None:
-                    self._inputs_send.send_nowait(Received(peer, message))  # as a `RecordRequest`'s answer
-                    nursery.cancel_scope.cancel()
-                    return JobReplica.from_delta(delta)
+        with trio.move_on_after(FETCH_WAIT):  # (dialling a peer has no time-out of its own)
+            async with trio.open_nursery() as nursery:
+                for peer in peers:
+                    nursery.start_soon(ask, peer)
+                for _ in peers:
+                    peer, message = await answered.receive()
+                    delta = kept_record(peer, job_id, message)
+                    if delta is not None:
+                        self._inputs_send.send_nowait(Received(peer, message))  # as a `RecordRequest`'s answer
+                        nursery.cancel_scope.cancel()
+                        return JobReplica.from_delta(delta)
         return None
 
     async def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:

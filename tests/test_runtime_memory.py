@@ -16,7 +16,7 @@ from libp2p.peer.id import ID
 
 from p2pnode.config import NodeSettings
 from p2pnode.identity import load_or_create_identity
-from p2pnode.runtime import Runtime
+from p2pnode.runtime import JobNotFound, Runtime
 from p2pnode.transport.memory import MemoryNetwork
 from protocols.jobid import make_job_id
 from protocols.jobspec import job_spec_from_data
@@ -159,6 +159,8 @@ async def test_a_busy_peer_finds_a_job_it_does_not_hold_right_after_its_submit(t
             assert job_id not in asker.node.jobs
             found = await asker.lookup_job(job_id)
             assert found.id == job_id and found.header.submitter == submitter.node_id
+            with pytest.raises(JobNotFound):  # no peer holds this one: still a 404
+                await asker.lookup_job("j-" + "0" * 32)
         finally:
             asker.node.handle = handle  # type: ignore[method-assign]
             for event in held:
