@@ -12,8 +12,9 @@ transport, as it reads logs (`RecordAsk`): each answers at once from what it
 holds (`answer`), ahead of its queue. The submitter holds the job before its
 client is answered, and it is among the peers asked in a small network; in a
 large one the keepers are, and one of them holds the job too. Only a whole
-record from a keeper the record names counts; without one the protocol's
-fetch runs as before.
+record from a keeper the record names counts. The protocol's fetch runs as
+before, alongside: a job found neither way within `FETCH_WAIT` (every peer
+asked said it does not keep it) answers 404 as soon as before.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from protocols.node import Node
 from protocols.records import JobDelta
 
 DIRECT_FROM = 6  # peers asked at once (the rendezvous top: every peer of a network of up to 7)
+DIRECT_WAIT = 10.0  # seconds a busy peer may take to answer (as long as a submit waits for its hand-over)
 
 
 @wire.message("record-ask")

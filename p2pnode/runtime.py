@@ -38,7 +38,7 @@ from p2pnode.ipfs.locate import ProviderLookups
 from p2pnode.ipfs.service import IpfsService
 from p2pnode.netkey import load_key
 from p2pnode.logs import LogChunk, LogFiles, LogRead
-from p2pnode.lookup import DIRECT_FROM, RecordAsk, answer, kept_record
+from p2pnode.lookup import DIRECT_FROM, DIRECT_WAIT, RecordAsk, answer, kept_record
 from p2pnode.probes import run_exec_probe, run_http_probe
 from p2pnode.store import Store
 from p2pnode.transport import PayloadTooLarge, PeerTransport, PeerUnreachable, Transport, TransportError
@@ -328,7 +328,8 @@ class Runtime:
 
     async def lookup_job(self, ref: str) -> JobReplica:
         """A job by id or unique prefix: from here if this node keeps it,
-        else as its keepers hold it now (`FETCH_WAIT` seconds at most)."""
+        else as its keepers hold it now (a job no peer asked keeps: after
+        `FETCH_WAIT` seconds; a busy peer may take up to `DIRECT_WAIT`)."""
         try:
             replica: JobReplica | None = self.find_job(ref)
         except JobNotFound:
@@ -338,13 +339,13 @@ class Runtime:
         job_id = ref if replica is None else replica.id
         if replica is None and (self.node is None or len(self.node.membership.alive_ids()) <= 1):
             raise JobNotFound(f"no job {ref!r} is known to this node, and no other node is up to ask")
-        if replica is None:
-            found = await self._ask_directly(job_id)  # ahead of every queue (`p2pnode.lookup`)
-            if found is not None:
-                return found
+        deadline = trio.current_time() + FETCH_WAIT
         await self._inputs_send.send(FetchJob(job_id))
         if replica is None:
-            with trio.move_on_after(FETCH_WAIT):
+            found = await self._ask_directly(job_id)  # meanwhile, ahead of every queue (`p2pnode.lookup`)
+            if found is not None:
+                return found
+            with trio.move_on_at(deadline):
                 while job_id not in self._jobs():
                     await self.wait_for_change(FETCH_WAIT)
         else:
@@ -355,28 +356,38 @@ class Runtime:
 
     async def _ask_directly(self, job_id: str) -> JobReplica | None:
         """The job as the first peer that keeps it answers (the rendezvous top
-        asked at once, `FETCH_WAIT` s at most); the node merges it as it would
-        the protocol's answer. None if no peer asked keeps it."""
+        asked at once, `DIRECT_WAIT` s at most), or as the protocol's fetch
+        brought it meanwhile; the node merges a peer's answer as it would the
+        fetch's. None once every peer asked said it does not keep it."""
         assert self.node is not None
         ranked = election.rank(job_id, self.node.membership.alive_ids(), k=DIRECT_FROM + 1)
         peers = [n for n in ranked if n != self.node_id][:DIRECT_FROM]
         data = wire.encode(RecordAsk(job_id), self.node_id)
-        answers, answered = trio.open_memory_channel[tuple[str, Any]](len(peers))
+        answers, answered = trio.open_memory_channel[tuple[str, Any]](len(peers) + 1)
 
         async def ask(peer: str) -> None:
             try:
-                message: Any = wire.decode(await self._request(peer, data, FETCH_WAIT)).message
+                message: Any = wire.decode(await self._request(peer, data, DIRECT_WAIT)).message
             except (PeerUnreachable, PayloadTooLarge, wire.WireError) as error:
                 log.debug("no record of %s from %s: %s", job_id, peer, error)
                 message = None
             answers.send_nowait((peer, message))
 
-        with trio.move_on_after(FETCH_WAIT):  # (dialling a peer has no time-out of its own)
+        async def fetched() -> None:  # (polled: a busy node notifies changes only once its inbox drains)
+            while job_id not in self._jobs():
+                await trio.sleep(0.1)
+            answers.send_nowait(("", None))
+
+        with trio.move_on_after(DIRECT_WAIT):  # (dialling a peer has no time-out of its own)
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetched)
                 for peer in peers:
                     nursery.start_soon(ask, peer)
                 for _ in peers:
                     peer, message = await answered.receive()
+                    if not peer:
+                        nursery.cancel_scope.cancel()
+                        return self._jobs()[job_id]
                     delta = kept_record(peer, job_id, message)
                     if delta is not None:
                         self._inputs_send.send_nowait(Received(peer, message))  # as a `RecordRequest`'s answer
