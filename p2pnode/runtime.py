@@ -6,6 +6,11 @@ inputs one at a time from a channel; every other task (pubsub reader, stream
 handler, timers, probes, executions) only puts inputs into that channel. So
 the state machine never runs concurrently with itself, and a crash in one
 execution or one peer's stream ends that task, never the node.
+
+Length: ≈650 lines: the one process's tasks (drive, effects, submits, stops,
+peers, executions) share its channel and state; the pieces with a life of
+their own live beside it (`execution.py`, `transport/`, `results.py`,
+`probes.py`).
 """
 
 from __future__ import annotations

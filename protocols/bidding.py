@@ -28,13 +28,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from protocols import election, locality, placement
-from protocols.context import NodeContext, TimerKey, TimerKind
+from protocols.context import NodeContext
 from protocols.jobspec import JobSpec
 from protocols.jobtypes import policy_for
 from protocols.messages import AskBid, BidDecision, BidReply, Capacity, RoomFreed
 from protocols.placement import NO_ANSWER, Recall
 from protocols.quickinit import quick_replace
 from protocols.records import DesiredState, ExecutionRecord, ExecutionState, HistoryEvent, JobReplica, JobState
+from protocols.timers import TimerKey, TimerKind
 
 
 FREE_HINT_TTL = 10.0  # seconds a bidder's word on its free resources beats its heartbeat

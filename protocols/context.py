@@ -8,8 +8,9 @@ ask keepers for a job). The node composes the parts and owns the context;
 replication (`Replicator`) is plugged in behind `write` and `fetch`, so no
 part imports the node and `protocols/` has no import circle.
 
-Timers are keyed by `TimerKey`: a `TimerKind` and the job or execution the
-timer is about, so the node routes a fired timer by its kind.
+Timers are keyed by `TimerKey` (`protocols.timers`): a `TimerKind` and the
+job or execution the timer is about, so the node routes a fired timer by its
+kind.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocols.events import CancelTimer, Effect, Send, SetTimer
 from protocols.membership import Membership
@@ -32,6 +32,7 @@ from protocols.records import (
     JobHeader,
     JobReplica,
 )
+from protocols.timers import TimerHandler, TimerKey, TimerKind
 
 if TYPE_CHECKING:
     from protocols.providers import Providers
@@ -39,41 +40,6 @@ if TYPE_CHECKING:
 CATCH_UP_GRACE = 60.0  # seconds a restarted node that was sent no member list waits before it takes strangers for gone
 
 
-class TimerKind(StrEnum):
-    """Every timer a node sets; the comment names its `TimerKey.subject`."""
-
-    HEARTBEAT = "heartbeat"
-    PING = "ping"
-    MEMBERSHIP = "membership"
-    FLUSH = "flush"
-    ANTI_ENTROPY = "anti-entropy"
-    CHECK_IN = "check-in"
-    RESYNC = "resync"
-    STOP_RETRY = "stop-retry"  # a job
-    BID_WINDOW = "bid-window"  # a job
-    QUEUE_TIMEOUT = "queue-timeout"  # a job
-    RETRY_WAITING = "retry-waiting"
-    RESUME = "resume"
-    HAND_OVER = "hand-over"  # a job submitted here whose leader did not answer
-    TAKE_OVER = "take-over"  # a job taken over, its fellow keepers asked how it stands
-    BID_HOLD = "bid-hold"  # an execution
-    PROBE = "probe"  # an execution
-    TOTAL_TIMEOUT = "total-timeout"  # an execution
-    RESEND = "resend"  # an execution
-    PROVIDER_LOOKUP = "provider-lookup"  # a CID
-    PROVIDER_REANNOUNCE = "provider-reannounce"
-
-    __hash__ = str.__hash__  # (keys are hashed at every timer set: keep it cheap)
-
-
-class TimerKey(NamedTuple):
-    """The key of a `SetTimer`: which timer, about which job or execution."""
-
-    kind: TimerKind
-    subject: str = ""
-
-
-TimerHandler = Callable[[TimerKey], None]
 
 
 class Dropped:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from protocols import selection
-from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.context import NodeContext
 from protocols.lifecycle import BidStage
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
 from protocols.jobtypes import policy_for
@@ -47,6 +47,7 @@ from protocols.records import (
     JobHeader,
     JobReplica,
 )
+from protocols.timers import TimerHandler, TimerKey, TimerKind
 
 MAX_RESENDS = 100
 HOLDS_REMEMBERED = 256  # held bids remembered, decided or not (the newest)

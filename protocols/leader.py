@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from protocols import locality
 from protocols.bidding import Bidding
-from protocols.context import NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.context import NodeContext
 from protocols.jobtypes import PLACED, PROGRESS, RETRIES_META, Finish, NoFit, Step, job_retries, own_fault, policy_for
 from protocols.messages import BidDecision, CancelExecution, ExecutionUpdate, Records, SubmitToLeader
 from protocols.placement import unanswered
@@ -53,6 +53,7 @@ from protocols.records import (
     JobState,
 )
 from protocols.succession import SUCCESSORS, Succession
+from protocols.timers import TimerHandler, TimerKey, TimerKind
 
 
 DAEMON_LOOK_INTERVAL = 60.0  # how often a daemon looks again for nodes (joins and RoomFreed: at once)

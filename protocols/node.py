@@ -36,7 +36,7 @@ from typing import Any
 
 from protocols import election
 from protocols.authority import Authority
-from protocols.context import Dropped, NodeContext, TimerHandler, TimerKey, TimerKind
+from protocols.context import Dropped, NodeContext
 from protocols.events import (
     DataHeld,
     Effect,
@@ -101,6 +101,7 @@ from protocols.records import (
     JobState,
 )
 from protocols.nodeconfig import NodeConfig
+from protocols.timers import TimerHandler, TimerKey, TimerKind
 
 VERSION = "0.1.0"
 MEMBERS_PER_MESSAGE = 1000  # node infos per welcome message (a few hundred KiB)

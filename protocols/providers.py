@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocols import election
-from protocols.context import TimerKey, TimerKind
+from protocols.timers import TimerKey, TimerKind
 from protocols.messages import ProviderAnnounce, ProviderQuery, ProviderReply
 
 KEEPERS = 3  # record keepers per CID

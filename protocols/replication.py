@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import election, lifecycle
-from protocols.context import NodeContext, TimerKey, TimerKind
+from protocols.context import NodeContext
 from protocols.events import JobChanged
 from protocols.executor import Executor
 from protocols.leader import Leader
@@ -52,6 +52,7 @@ from protocols.records import (
     JobReplica,
     JobState,
 )
+from protocols.timers import TimerKey, TimerKind
 
 _REPORTED_ENDS = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
 REPAIR_BUDGET = 2048  # per repair message, in units of about 256 bytes (see `_units`): well under the wire's limit

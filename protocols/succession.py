@@ -23,10 +23,11 @@ indexes (`led`, `by_leader`) it reads and whose scheduling step it calls.
 from __future__ import annotations
 
 from protocols import election
-from protocols.context import NodeContext, TimerKey, TimerKind
+from protocols.context import NodeContext
 from protocols.jobtypes import policy_for
 from protocols.messages import AskBid, BidDecision, CancelExecution, LeaderChanged, SubmitToLeader
 from protocols.records import DesiredState, ExecutionState, JobReplica
+from protocols.timers import TimerKey, TimerKind
 
 
 SUCCESSORS = 2  # live failover successors a job keeps (besides its leader and submitter); lost ones are replaced

@@ -11,6 +11,10 @@ same data directory) or stop (SIGSTOP, SIGCONT FOR seconds later) peer number
 PEER (0 is the one the others bootstrap from), AT seconds after the first
 submit.
 
+Length: ≈680 lines: one script an operator runs as is (start peers, drive the
+load and the faults, read every peer's data back, print the table), kept in
+one file on purpose.
+
 What the table counts, and from where:
 - starts: executions that began running, per job: each peer's
   `executions/<id>/` folders (made as a run starts, kept after it) together

@@ -10,7 +10,7 @@ import pytest
 
 from protocols import election
 from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, StopExecution, SubmitJob, TimerFired
-from protocols.context import TimerKey, TimerKind
+from protocols.timers import TimerKey, TimerKind
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.leader import SUCCESSORS
 from protocols.membership import MemberStatus
