@@ -357,7 +357,7 @@ class World:
         wait = self.now - arrived
         if wait > slot.max_backlog:
             slot.max_backlog = wait
-        slot.busy_until = self.now + self.cpu.input_cost(event)  # type: ignore[union-attr]
+        slot.busy_until = self.now + self.cpu.input_cost(event, queued=True)  # type: ignore[union-attr]
         self._process(slot, event)
         if slot.inbox and slot.up:
             heapq.heappush(self._heap, (slot.busy_until, self._seq(), _QUEUED, slot, slot.incarnation))

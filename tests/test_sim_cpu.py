@@ -45,15 +45,16 @@ def test_without_a_cpu_model_every_answer_comes_back_at_once() -> None:
 
 
 def test_a_busy_node_takes_inputs_in_turn_and_answers_late() -> None:
-    cpu = CpuModel(scale=10.0)  # a frame received: 20 ms; a send: 50 ms
+    cpu = CpuModel(scale=10.0)  # a frame received idle: 25 ms, from the backlog: 5 ms; a lone send: 25 ms
     world, nodes = pinger_world(cpu)
     taken = answers(nodes["n1"])
     assert taken == sorted(taken) and len(taken) == 10
     gaps = [b - a for a, b in zip(taken, taken[1:])]
-    assert all(g == pytest.approx(0.07) for g in gaps)  # receive + the send it makes
+    assert gaps[0] == pytest.approx(0.05)  # the first found the thread idle: a lone frame + the send it makes
+    assert all(g == pytest.approx(0.03) for g in gaps[1:])  # the rest waited: read with the others
     back = answers(nodes["n0"])
     assert len(back) == 10 and back[-1] >= taken[-1] + 0.01  # the asker sees the backlog as lateness
-    assert world.slots["n1"].max_backlog == pytest.approx(9 * 0.07)
+    assert world.slots["n1"].max_backlog == pytest.approx(0.05 + 8 * 0.03)
 
 
 def writer_world(crash_at: float, graceful: bool = False) -> tuple[list[Any], list[Any]]:
