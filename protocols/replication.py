@@ -189,8 +189,10 @@ class Replication:
 
     def note_own(self, record: ExecutionRecord) -> None:
         """Put a run we start into our own copy of its job (a runner's copy
-        is not sent its progress; the leader's records, all newer, win any
-        merge), so after a restart we know what died with us (`Executor.resume`)."""
+        is not sent its progress; the leader's records of the run win any
+        merge, and this one beats the ask of a leader that restarted having
+        forgotten it decided the round), so after a restart we know what
+        died with us (`Executor.resume`)."""
         replica = self.jobs.get(record.job_id)
         if replica is not None and replica.apply(JobDelta(replica.header, (record,))):
             self.ctx.emit(JobChanged(record.job_id))
