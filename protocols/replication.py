@@ -283,22 +283,26 @@ class Replication:
     # ------------------------------------------------------------ writes that did not go through
 
     def on_send_failed(self, peer: str, message: object) -> None:
-        if isinstance(message, (JobUpdated, Records)):
-            if not self._unsynced:
+        """A write, or a repair answering a peer's older copy, that did not
+        get through is sent again, whole, to a peer still alive: a repair lost
+        on its way to a node across a healed split would otherwise wait for
+        anti-entropy to pick that node, while its orphaned run goes on."""
+        if isinstance(message, (JobUpdated, Records, DigestReply)):
+            deltas = (message.delta,) if isinstance(message, JobUpdated) else message.deltas
+            if deltas and not self._unsynced:
                 self.ctx.set_timer(TimerKey(TimerKind.RESYNC), self.ctx.now + self.ctx.config.resend_interval)
-            for delta in getattr(message, "deltas", None) or (message.delta,):  # type: ignore[union-attr]
+            for delta in deltas:
                 self._unsynced.setdefault(delta.header.id, set()).add(peer)
 
     def on_resync_timer(self, key: TimerKey) -> None:
-        """Send whole records to the live holders a write did not reach."""
+        """Send whole records to the live peers a write or repair did not reach."""
         unsynced, self._unsynced = self._unsynced, {}
         for job_id, peers in sorted(unsynced.items()):
             replica = self.jobs.get(job_id)
             if replica is None:
                 continue
-            holders = replica.holders()
             for peer in sorted(peers):
-                if peer in holders and self.ctx.is_alive(peer):
+                if self.ctx.is_alive(peer):
                     self.ctx.emit_send(peer, Records((replica.snapshot(),)))
                 elif replica.header.kept_by(peer):
                     self._doubt(job_id, (peer,))

@@ -17,7 +17,8 @@ from p2pnode.cli import main
 from p2pnode.devstack import Peer, devstack, start_peer, stop_peer
 from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID
-from p2pnode.ipfs.cli import _frames
+from p2pnode.ipfs.cli import UPLOAD_BATCH, _frames, _Uploader
+from p2pnode.ipfs.frames import upload_frame
 from p2pnode.ipfs.importer import Options, add_path, discard
 from tests.test_ipfs_importer import write_random
 
@@ -112,6 +113,35 @@ def test_the_batch_route_answers_blocks_in_order_and_bounds_a_request(two_peers:
     assert too_many.status_code == 400
     with pytest.raises(LookupError):
         _frames(answer.content[:-1], len(cids))  # a cut answer is refused, not half used
+
+
+def test_a_batched_add_stores_every_block_under_the_cids_the_importer_made(two_peers: list[Peer],
+                                                                          tmp_path: Path) -> None:
+    """`ipfs add` uploads in batches; the root CID (Kubo's, checked in
+    test_ipfs_importer) and every block the node stores are the importer's."""
+    a = two_peers[0]
+    source = tmp_path / "batched.bin"
+    write_random(source, 3 * UPLOAD_BATCH + 12345, 11)  # several batches and a short last one
+    made: dict[CID, bytes] = {}
+    expected = add_path(source, lambda cid, block: made.__setitem__(cid, block), Options(cid_version=1))
+    uploader = _Uploader(a.api)
+    added = add_path(source, uploader, Options(cid_version=1))
+    uploader.finish()
+    assert added.cid == expected.cid
+    store = BlockStore(a.data_dir / "ipfs" / "blocks")
+    assert all(store.get(cid) == block for cid, block in made.items())
+
+
+def test_the_batch_upload_refuses_a_wrong_block_and_a_cut_body(two_peers: list[Peer]) -> None:
+    api = f"{two_peers[0].api}/api/v1/ipfs/blocks"
+    good, bad = CID.of(b"good bytes"), CID.of(b"the real bytes")
+    body = b"".join(upload_frame(good, b"good bytes") + upload_frame(bad, b"other bytes"))
+    answer = httpx.put(api, content=body)
+    assert answer.status_code == 400 and "do not hash" in answer.json()["error"]
+    cut = b"".join(upload_frame(good, b"good bytes"))[:-1]
+    assert httpx.put(api, content=cut).status_code == 400
+    assert httpx.put(api, content=b"\xff" * 20).status_code == 400
+    assert httpx.put(api, content=b"".join(upload_frame(good, b"good bytes"))).json() == {"Stored": 1}
 
 
 def test_id_lists_the_peer_and_its_addresses(two_peers: list[Peer]) -> None:

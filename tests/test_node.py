@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from protocols import election
-from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, StopExecution, SubmitJob, TimerFired
+from protocols.events import FetchJob, ProbeVerdict, Received, Send, SendFailed, SetTimer, StopExecution, SubmitJob, TimerFired
 from protocols.timers import TimerKey, TimerKind
 from protocols.jobspec import JobSpec, job_spec_from_data
 from protocols.leader import SUCCESSORS
@@ -20,6 +20,7 @@ from protocols.messages import (
     BidReply,
     CancelExecution,
     Capacity,
+    DigestReply,
     DigestRequest,
     ExecutionUpdate,
     JobUpdated,
@@ -930,3 +931,19 @@ def test_a_job_that_ends_in_the_step_a_split_heals_keeps_one_completion_a_partit
     job = leader.jobs["j"]
     assert job.header.state == JobState.FAILED, job.header.message
     assert Counter(e.partition for e in job.executions.values() if e.state == ExecutionState.COMPLETED) == Counter({0: 1})
+
+
+def test_a_repair_lost_on_its_way_to_a_live_node_goes_again_though_it_keeps_nothing() -> None:
+    # Seed 52: the answer to a deposed leader's older copy was lost twice, and
+    # that node, no keeper in the newer record, kept running work the newer
+    # record had failed, until anti-entropy happened to pick it.
+    cluster, header = one_service(8, duration=100.0)
+    (run,) = cluster.running("j")
+    leader = cluster.nodes[header.leader]
+    deposed = next(n for n in sorted(cluster.nodes) if n not in header.keepers and n != run.node)
+    repair = DigestReply((leader.jobs["j"].snapshot(),), (), ())
+    effects = leader.handle(SendFailed(deposed, repair, "stream timed out"), cluster.now)
+    (timer,) = [e for e in effects if isinstance(e, SetTimer) and e.key.kind == TimerKind.RESYNC]
+    effects = leader.handle(TimerFired(timer.key), timer.at)
+    again = [e.message for e in effects if isinstance(e, Send) and e.peer == deposed]
+    assert [type(m) for m in again] == [Records] and again[0].deltas[0].header.id == "j"

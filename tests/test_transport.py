@@ -444,3 +444,38 @@ async def test_requests_reach_a_restarted_peer_on_a_new_channel(tmp_path: Path) 
             await eventually(lambda: again.peer_id in a.connected_peers(), "the restarted p dialled a")
             assert await a.request(again.peer_id, b"two") == b"echo:two"
             assert a._channels[again.peer_id] is not first_channel
+
+
+async def test_a_private_network_stream_carries_bulk_bytes_intact_through_the_buffered_psk_reads() -> None:
+    """PskConn's reads are buffered (transport/_settings.py, Trap 16): bytes
+    written in uneven pieces arrive whole and in order, and both ends agree."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
+
+    from p2pnode.transport._settings import PSK_READ_BYTES, build_host
+
+    listen = [Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    psk = "5a" * 32
+    reader, writer = (build_host(create_new_key_pair(), listen, mdns=False, psk=psk) for _ in range(2))
+    payload = os.urandom(3 * PSK_READ_BYTES + 777)
+    received = bytearray()
+    done = trio.Event()
+
+    async def drain(stream: Any) -> None:
+        while len(received) < len(payload) and (data := await stream.read(100_003)):
+            received.extend(data)
+        done.set()
+
+    reader.set_stream_handler("/test/bulk/1", drain)
+    with trio.fail_after(PATIENCE):
+        async with reader.run(listen), writer.run(listen):
+            await writer.connect(info_from_p2p_addr(Multiaddr(str(reader.get_addrs()[0]))))
+            stream = await writer.new_stream(reader.get_id(), ["/test/bulk/1"])
+            at, step = 0, 1
+            while at < len(payload):  # 1 byte, 2, 4 ... up to 512 KiB a write
+                await stream.write(payload[at:at + step])
+                at, step = at + step, min(step * 2, 512 << 10)
+            await done.wait()
+            for host in (reader, writer):
+                await host.close()
+    assert bytes(received) == payload

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from libp2p.peer.id import ID
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -18,9 +19,11 @@ from starlette.routing import Route
 from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock
 from p2pnode.ipfs.cid import CID, CIDError, varint
+from p2pnode.ipfs.frames import BadUpload, next_upload
 
 PREFIX = "/api/v1/ipfs"
 MAX_BATCH = 64  # blocks a batch request may name (the client asks 32 at a time)
+STORE_BATCH = 4 << 20  # bytes of uploaded blocks checked and written in one worker-thread call
 
 
 def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
@@ -48,6 +51,48 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         except CorruptBlock as error:
             raise api_error(400, str(error), "send the block's exact bytes")
         return JSONResponse({"Cid": str(cid), "Size": len(body)})
+
+    async def put_blocks(request: Request) -> Response:
+        """
+        summary: 'Store many blocks in one request'
+        description: 'The body is a sequence of frames, each a uvarint length and a CID''s bytes, then a uvarint
+          length and the block; every block must hash to its CID. Read as it comes and written in batches, so
+          `ipfs add` pays one request per few MiB instead of one per block.'
+        """
+        store = runtime.ipfs.store
+        buffer, pending, pending_bytes, stored = bytearray(), [], 0, 0
+
+        def put_all(blocks: list[tuple[CID, bytes]]) -> None:
+            for cid, block in blocks:
+                store.put(cid, block)
+
+        async def flush() -> None:
+            nonlocal pending, pending_bytes, stored
+            try:
+                await trio.to_thread.run_sync(put_all, pending)
+            except CorruptBlock as error:
+                raise api_error(400, str(error), "send each block's exact bytes after its CID")
+            stored += len(pending)
+            pending, pending_bytes = [], 0
+
+        async for chunk in request.stream():
+            buffer += chunk
+            at = 0
+            try:
+                while (frame := next_upload(buffer, at)) is not None:
+                    cid, block, at = frame
+                    pending.append((cid, block))
+                    pending_bytes += len(block)
+            except BadUpload as error:
+                raise api_error(400, f"the upload holds {error}", "send frames: uvarint length, CID bytes, uvarint length, block")
+            del buffer[:at]
+            if pending_bytes >= STORE_BATCH:
+                await flush()
+        if buffer:
+            raise api_error(400, "the upload ended inside a block", "send whole frames")
+        if pending:
+            await flush()
+        return JSONResponse({"Stored": stored})
 
     async def fetch(cids: list[CID], timeout_text: str, provider: str) -> list[bytes]:
         try:
@@ -152,6 +197,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         Route(PREFIX + "/blocks/{cid}", put_block, methods=["PUT"]),
         Route(PREFIX + "/blocks/{cid}", get_block, methods=["GET"]),
         Route(PREFIX + "/blocks", get_blocks, methods=["POST"]),
+        Route(PREFIX + "/blocks", put_blocks, methods=["PUT"]),
         Route(PREFIX + "/connect", connect, methods=["POST"]),
         Route(PREFIX + "/pins", pin, methods=["POST"]),
         Route(PREFIX + "/id", identity, methods=["GET"]),

@@ -319,34 +319,44 @@ class Bitswap:
             await self._answer(peer, message.wantlist.entries)
 
     async def _received(self, peer: ID, blocks: list[bytes]) -> None:
-        """Keep the blocks we want whose bytes hash to them; hashing and writing
-        run in a worker thread (both release the GIL), so the event loop goes on
-        reading the connection meanwhile."""
-        digests = await trio.to_thread.run_sync(_digests, blocks)
+        """Keep the blocks we want whose bytes hash to them. Hashing and writing
+        run in one worker-thread call a message (both release the GIL), so the
+        event loop goes on reading the connection meanwhile."""
+        kept = await trio.to_thread.run_sync(self._keep, blocks)
         wanted: list[tuple[_Want, bytes]] = []
-        for digest, data in zip(digests, blocks):
+        for digest, data in kept:
             want = self._wants.get(digest)
-            if want is None or want.done.is_set():
-                self.blocks_ignored += 1  # unsolicited, forged or already had: never stored
-            elif len(data) > MAX_BLOCK_BYTES:
-                log.warning("refused a %d-byte block from %s", len(data), peer)
-                want.lacks.add(peer)
-            else:
+            if want is not None and not want.done.is_set():
                 wanted.append((want, data))
+        ignored = len(blocks) - len(kept)
+        self.blocks_ignored += ignored
+        if ignored and any(len(data) > MAX_BLOCK_BYTES for data in blocks):
+            log.warning("refused a block over %d bytes from %s", MAX_BLOCK_BYTES, peer)
         if not wanted:
             return
-        # their digests are the ones we want: verified already
-        await trio.to_thread.run_sync(self.store.put_many, [(want.cid, data) for want, data in wanted])
         self._last_giver = peer
         self._last_block_from[peer] = trio.current_time()
         for want, data in wanted:
-            if want.done.is_set():
-                continue  # another peer's copy came in meanwhile
             want.block = data
             self.blocks_received += 1
             self.bytes_received += len(data)
             want.done.set()
         self._notify()
+
+    def _keep(self, blocks: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """In a worker thread: (digest, block) for each block a fetch wants,
+        stored; the digest is the block's own, so each is verified by the
+        lookup. Unsolicited, forged or oversized blocks are never stored."""
+        kept = []
+        for data in blocks:
+            if len(data) > MAX_BLOCK_BYTES:
+                continue
+            digest = hashlib.sha256(data).digest()
+            want = self._wants.get(digest)  # a dict read: safe beside the event loop
+            if want is not None and not want.done.is_set():
+                self.store.put_made(want.cid, data)
+                kept.append((digest, data))
+        return kept
 
     async def _answer(self, peer: ID, entries: Iterable) -> None:
         presences, blocks = Message(), []
@@ -416,10 +426,6 @@ class Bitswap:
         if self._host is None:
             raise BlockUnavailable("bitswap is not running on this node")
         return self._host
-
-
-def _digests(blocks: list[bytes]) -> list[bytes]:
-    return [hashlib.sha256(block).digest() for block in blocks]
 
 
 def _payload(prefix: bytes, data: bytes) -> list[bytes]:

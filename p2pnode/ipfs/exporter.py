@@ -3,8 +3,8 @@
 Blocks come from a `Fetch` (the local store, bitswap, or a node's API); each
 one is checked against its CID here, whoever supplied it. A file is written
 in order while the next `WINDOW` sibling blocks are fetched (so the network
-never waits for the disk): at most two windows are in memory at each level of
-the DAG, so a file of any size streams. Names from the DAG become paths only when they are single,
+never waits for the disk): at most AHEAD + 1 windows are in memory at each
+level of the DAG, so a file of any size streams. Names from the DAG become paths only when they are single,
 plain components, and nothing is written through an existing entry.
 """
 
@@ -21,6 +21,11 @@ from p2pnode.ipfs.cid import CID, RAW
 from p2pnode.ipfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, RAW as UNIXFS_RAW, SYMLINK, DagError, decode_node, decode_unixfs
 
 WINDOW = 32  # sibling blocks fetched together (8 MiB of 256 KiB chunks)
+# Windows fetched ahead of the one being written. One alone left every stage
+# idle in turn (the node's bitswap round trip, its disk, the answer, our
+# hashing): with three, the peer serving, the node storing and this side
+# writing overlap. At most AHEAD + 1 windows (32 MiB) a level are in memory.
+AHEAD = 3
 
 Fetch = Callable[[Sequence[CID]], Awaitable[list[bytes]]]
 
@@ -48,21 +53,24 @@ Visit = Callable[[CID, bytes], Awaitable[None]]
 
 
 async def _each(fetch: Fetch, cids: Sequence[CID], visit: Visit) -> None:
-    """`visit` each block in order, window by window, the next window being
-    fetched while this one is visited. A failed fetch is raised as itself."""
+    """`visit` each block in order, window by window, the next AHEAD windows
+    being fetched while this one is visited. A failed fetch is raised as itself."""
     windows = [cids[start:start + WINDOW] for start in range(0, len(cids), WINDOW)]
     if not windows:
         return
     failed: Exception | None = None
     async with trio.open_nursery() as nursery:
         try:
-            ahead = _Ahead(nursery, fetch, windows[0])
+            started = [_Ahead(nursery, fetch, window) for window in windows[:AHEAD + 1]]
             for index, window in enumerate(windows):
-                current = ahead
-                if index + 1 < len(windows):
-                    ahead = _Ahead(nursery, fetch, windows[index + 1])
-                for cid, block in zip(window, await current.result()):
+                current = started[index]
+                if index + AHEAD + 1 < len(windows):
+                    started.append(_Ahead(nursery, fetch, windows[index + AHEAD + 1]))
+                blocks = await current.result()
+                started[index] = None  # type: ignore[call-overload]  # its blocks go once visited
+                for cid, block in zip(window, blocks):
                     await visit(cid, block)
+                del blocks
         except Exception as error:  # noqa: BLE001 - raised below as itself, not in a nursery's group
             failed = error
             nursery.cancel_scope.cancel()
