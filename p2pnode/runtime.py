@@ -26,6 +26,7 @@ from typing import Any
 
 import trio
 
+from p2pnode import handover
 from p2pnode.config import NodeSettings, node_config
 from p2pnode.encode_once import EncodeOnce
 from p2pnode.engines.docker import DockerEngine
@@ -75,7 +76,7 @@ from protocols.jobspec import JobSpec
 from protocols.executor import HeldBid
 from protocols.messages import NODES_TOPIC, BidReply
 from protocols.node import Node
-from protocols.replication import handed_over
+from protocols.replication import awaited_hand_over
 from protocols.records import ExecutionResult, JobReplica
 
 log = logging.getLogger("p2pnode")
@@ -161,7 +162,8 @@ class Runtime:
         self._encode_once = EncodeOnce(lambda message: wire.encode(message, self.node_id, canonical=False))
         self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](1024)
         self._dirty: set[str] = set()
-        self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a peer to hold them
+        self._handed_over: dict[str, trio.Event] = {}  # submitted here, waiting for a keeper to save them
+        self._saved_acks: list[tuple[str, str]] = []  # (peer, job) hand-overs answered once saved (`handover`)
         self._refusals_logged: dict[str, tuple[float, int]] = {}  # refusal -> (last logged, refused since)
         self._changed = trio.Condition()
         self._nursery: trio.Nursery | None = None
@@ -284,8 +286,8 @@ class Runtime:
     # ------------------------------------------------------------ what clients ask
 
     async def submit(self, job_id: str, spec: JobSpec, salt: str = "") -> None:
-        """Return once another peer holds the job too (if any peer is up),
-        so the death of this one right after cannot lose it."""
+        """Return once a keeper has saved the job too (if any peer is up), so
+        the death of this one right after cannot lose it (`p2pnode.handover`)."""
         held = self._handed_over[job_id] = trio.Event()
         try:
             await self._inputs_send.send(SubmitJob(job_id, spec, salt))
@@ -472,6 +474,7 @@ class Runtime:
     async def _drive(self) -> None:
         assert self.node is not None
         async for event in self._inputs:
+            handed = awaited_hand_over(self.node_id, self.node.jobs, event)
             try:
                 effects = self.node.handle(event, time.time())
             except Exception:
@@ -488,14 +491,23 @@ class Runtime:
                 self._apply(effects)
             except UnknownEffect:
                 log.exception("the protocol asked for an effect this node cannot carry out")
-            if self._dirty and (type(event) is SubmitJob or self._inputs.statistics().current_buffer_used == 0):
-                # (A submit is saved at once: its client is answered once it is
-                # held here and by one more peer, even while work piles up.)
-                # Save before anyone can see the change through the API: a
-                # node killed right after must come back as it was seen.
+            if handed is not None and handover.taken(self.node, handed[1]):
+                self._saved_acks.append(handed)
+            if self._dirty and (
+                type(event) is SubmitJob or self._saved_acks or self._inputs.statistics().current_buffer_used == 0
+            ):
+                # (A submit, here or handed over, is saved at once: its client
+                # is answered once it is saved here and by a keeper, even
+                # while work piles up.) Save before anyone can see the change
+                # through the API: a node killed right after must come back
+                # as it was seen.
                 self._persist_now()
                 async with self._changed:
                     self._changed.notify_all()
+            if self._saved_acks and not self._dirty:
+                acks, self._saved_acks = self._saved_acks, []
+                for peer, job_id in acks:
+                    self._send(peer, handover.JobSaved(job_id))
 
     def _log_refusal(self, sender: str, key: str) -> None:
         """A peer's message refused by who may write what (`protocols.authority`):
@@ -572,10 +584,6 @@ class Runtime:
             await self._request(peer, data, task_status=task_status)
         except (PeerUnreachable, PayloadTooLarge) as error:
             await self._inputs_send.send(SendFailed(peer, message, str(error)))
-            return
-        handed = handed_over(message)
-        if handed is not None and handed in self._handed_over:
-            self._handed_over[handed].set()
 
     async def _request(
         self, peer: str, data: bytes, timeout: float | None = None, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -601,6 +609,11 @@ class Runtime:
             raise wire.InvalidMessage(f"peer {sender} sent a message signed as {envelope.sender}")
         if isinstance(envelope.message, LogRead):
             return wire.encode(self.logs.read(envelope.message), self.node_id)
+        if isinstance(envelope.message, handover.JobSaved):
+            waiting = self._handed_over.get(envelope.message.job_id)
+            if waiting is not None and handover.saved_by_keeper(self.node, sender, envelope.message.job_id):
+                waiting.set()
+            return b""
         if isinstance(envelope.message, RecordAsk):
             return wire.encode(answer(self.node, envelope.message.job_id), self.node_id)
         if isinstance(envelope.message, ResultManifestAsk | ResultChunkAsk):

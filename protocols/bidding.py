@@ -255,6 +255,10 @@ class Bidding:
         ctx = self.ctx
         self._patience.pop(replica.id, None)
         answers = self._answers.pop(replica.id, None) or {}
+        # (An answer to an ask the record has moved past since, e.g. to the
+        # executor's own Running: a leader restarted after it decided the round.)
+        records = replica.executions
+        answers = {i: a for i, a in answers.items() if i in records and records[i].state == ExecutionState.ASK_FOR_BID}
         header = replica.header
         # The record as the answers leave it (in its order), not yet written.
         view = {**replica.executions, **{i: a for i, (a, _) in answers.items()}} if answers else replica.executions

@@ -204,7 +204,9 @@ class Leader(Succession, Bidding):
                 self.ctx.emit_send(sender, CancelExecution(header.id, execution.id, header.epoch, why))
             self._schedule(replica)
             return
-        if PROGRESS[update.state] <= PROGRESS[execution.state]:
+        # (Revision 0 is the executor's own record of a run it started,
+        # which wins a merge over the acceptance: the leader still records it.)
+        if PROGRESS[update.state] <= PROGRESS[execution.state] and execution.revision:
             self.ctx.drop(sender, update, "does not move its execution forward (stale or repeated)")
             return
         if PROGRESS[execution.state] < PLACED:
@@ -516,6 +518,8 @@ class Leader(Succession, Bidding):
 
     def _transition(self, held: ExecutionRecord | None, moved: ExecutionRecord) -> HistoryEvent | None:
         previous = held.state if held is not None else ""
+        if held is not None and not held.revision:
+            previous = ExecutionState.BID_ACCEPTED  # (the executor's own record: it started on the acceptance)
         if previous == moved.state:
             return None
         return self.ctx.event(

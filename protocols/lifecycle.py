@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+from protocols.records import EXECUTION_PROGRESS as _PROGRESS
 from protocols.records import ExecutionState, JobState
 
 _E = ExecutionState
@@ -57,20 +58,9 @@ EXECUTION_MOVES: Mapping[ExecutionState, frozenset[ExecutionState]] = {
     _E.CANCELLED: frozenset(),
 }
 
-# How far along an execution is: a report moves it forward only.
-EXECUTION_PROGRESS: Mapping[ExecutionState, int] = {
-    _E.NEW: 0,
-    _E.ASK_FOR_BID: 1,
-    _E.ASK_FOR_BID_ACCEPTED: 2,
-    _E.ASK_FOR_BID_REJECTED: 2,
-    _E.BID_ACCEPTED: 3,
-    _E.BID_REJECTED: 3,
-    _E.RUNNING: 4,
-    _E.PUBLISHING: 5,
-    _E.COMPLETED: 6,
-    _E.FAILED: 6,
-    _E.CANCELLED: 6,
-}
+# How far along an execution is: a report moves it forward only (defined with
+# the record, whose merge also uses it).
+EXECUTION_PROGRESS: Mapping[ExecutionState, int] = _PROGRESS
 
 # Legal moves of a job. A queued batch job runs when placed; a running one
 # whose work all failed may queue again (within its QueueTimeout); an ended

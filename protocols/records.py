@@ -16,9 +16,13 @@ so a delta that arrives twice, late, or out of order does no harm:
   stale or new, can write it back to life;
 - otherwise job-level fields come from the header with the highest ``(epoch, revision)``;
 - each execution keeps the copy with the highest ``(settled, epoch, finality,
-  revision)`` of its own: a deposed leader's late writes lose to the new
-  leader's, and within one epoch an ended execution stays ended (ties, which
-  only two leaders of one epoch can make, break on the remaining fields). A
+  progress, revision)`` of its own: a deposed leader's late writes lose to
+  the new leader's; within one epoch an ended execution stays ended, and a
+  copy further along its lifecycle (`EXECUTION_PROGRESS`) wins, so the
+  executor's own record of a run it started (revision 0) beats the ask that
+  a leader restarted from a stale store still holds (it decided the round,
+  then crashed before it saved that); ties, which only two leaders of one
+  epoch can make, break on the remaining fields. A
   completion is a fact its node reported, so it is *settled*: a leader on
   the other side of a split that gave the run up for lost (a guess) cannot
   overrule it; only a cancellation, which is settled too, from a newer epoch
@@ -109,6 +113,24 @@ _ACTIVE_EXECUTION_STATES = frozenset(
 _FINGERPRINT_BITS = (1 << 63) - 1
 _SETTLED = {ExecutionState.COMPLETED: 1, ExecutionState.CANCELLED: 1}  # ends no guess may overrule
 
+# How far along an execution is (its lifecycle, `protocols.lifecycle`): a
+# report moves it forward only, and within one epoch the copy further along
+# wins a merge. Here, not in `lifecycle`, so the merge can use it (lifecycle
+# imports this module).
+EXECUTION_PROGRESS: dict[ExecutionState, int] = {
+    ExecutionState.NEW: 0,
+    ExecutionState.ASK_FOR_BID: 1,
+    ExecutionState.ASK_FOR_BID_ACCEPTED: 2,
+    ExecutionState.ASK_FOR_BID_REJECTED: 2,
+    ExecutionState.BID_ACCEPTED: 3,
+    ExecutionState.BID_REJECTED: 3,
+    ExecutionState.RUNNING: 4,
+    ExecutionState.PUBLISHING: 5,
+    ExecutionState.COMPLETED: 6,
+    ExecutionState.FAILED: 6,
+    ExecutionState.CANCELLED: 6,
+}
+
 _FINALITY = {
     JobState.COMPLETED: 2,
     JobState.FAILED: 1,
@@ -160,13 +182,14 @@ class ExecutionRecord:
     result: ExecutionResult | None = None
     # Which copy wins a merge: a settled end (see the module notes); then a
     # newer leader; within one leader's epoch an end is final (a leader that
-    # restarted with stale state cannot undo it); the tail breaks ties.
-    # Computed once: merges compare it often.
-    order: tuple[int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
+    # restarted with stale state cannot undo it), then the copy further
+    # along; the tail breaks ties. Computed once: merges compare it often.
+    order: tuple[int, int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         state = self.state
-        key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), self.revision, self.modify_time, state.value)
+        key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), EXECUTION_PROGRESS[state], self.revision,
+               self.modify_time, state.value)
         object.__setattr__(self, "order", key)
 
 
@@ -372,9 +395,10 @@ def _own_fault(execution: ExecutionRecord | None) -> bool:
 
 
 def _weight(execution: ExecutionRecord) -> int:
-    """Grows with `ExecutionRecord.order`'s (settled, epoch, finality, revision)."""
+    """Grows with `ExecutionRecord.order`'s (settled, epoch, finality, progress, revision)."""
     state = execution.state
-    return (_SETTLED.get(state, 0) << 60) + (execution.epoch << 48) + (_FINALITY.get(state, 0) << 40) + execution.revision
+    return ((_SETTLED.get(state, 0) << 60) + (execution.epoch << 48) + (_FINALITY.get(state, 0) << 44)
+            + (EXECUTION_PROGRESS[state] << 40) + execution.revision)
 
 
 _event_order = operator.attrgetter("order")

@@ -31,13 +31,13 @@ an ended job, work the record no longer wants), so they converge on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import election, lifecycle
 from protocols.context import NodeContext
-from protocols.events import JobChanged
+from protocols.events import JobChanged, Received
 from protocols.executor import Executor
 from protocols.leader import Leader
 from protocols.messages import DigestReply, DigestRequest, JobUpdated, RecordRequest, Records, SubmitToLeader
@@ -189,8 +189,10 @@ class Replication:
 
     def note_own(self, record: ExecutionRecord) -> None:
         """Put a run we start into our own copy of its job (a runner's copy
-        is not sent its progress; the leader's records, all newer, win any
-        merge), so after a restart we know what died with us (`Executor.resume`)."""
+        is not sent its progress; the leader's records of the run win any
+        merge, and this one beats the ask of a leader that restarted having
+        forgotten it decided the round), so after a restart we know what
+        died with us (`Executor.resume`)."""
         replica = self.jobs.get(record.job_id)
         if replica is not None and replica.apply(JobDelta(replica.header, (record,))):
             self.ctx.emit(JobChanged(record.job_id))
@@ -520,6 +522,21 @@ def handed_over(message: object) -> str | None:
     if isinstance(message, JobUpdated | SubmitToLeader):
         return message.delta.header.id
     return None
+
+
+def awaited_hand_over(node_id: str, jobs: Mapping[str, JobReplica], event: object) -> tuple[str, str] | None:
+    """(sender, job) when `event` hands this node a job whose submitter waits
+    to hear it is saved: a `SubmitToLeader` (sent once, or again when it did
+    not go through), or a write of a job the node holds no copy of yet (a new
+    job's successors). Asked before the node handles the event; a driver
+    saves such a job at once, and the real node answers it only then
+    (`p2pnode.handover`)."""
+    if type(event) is not Received or event.sender == node_id:
+        return None
+    job_id = handed_over(event.message)
+    if job_id is None or (not isinstance(event.message, SubmitToLeader) and job_id in jobs):
+        return None
+    return event.sender, job_id
 
 
 def _illegal_moves(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from protocols import election
 from protocols.context import NodeContext
 from protocols.jobtypes import policy_for
-from protocols.messages import AskBid, BidDecision, CancelExecution, LeaderChanged, SubmitToLeader
+from protocols.messages import AskBid, BidDecision, CancelExecution, LeaderChanged, Records, SubmitToLeader
 from protocols.records import DesiredState, ExecutionState, JobReplica
 from protocols.timers import TimerKey, TimerKind
 
@@ -112,8 +112,10 @@ class Succession:
 
     def _nudge_accepted(self) -> None:
         """A bid accepted long ago that never reported Running: the decision
-        may have been lost (or sent by a leader since deposed). Say it again;
-        the executor starts, or answers that the bid expired."""
+        may have been lost (or sent by a leader since deposed). Say it again,
+        with the record: an executor that knows only the deposed leader's
+        epoch refuses our orders until it learns who leads now (seed 11).
+        It starts, or answers that the bid expired."""
         ctx = self.ctx
         stale = ctx.now - ctx.config.bid_hold
         for job_id in sorted(self.led):
@@ -123,6 +125,7 @@ class Succession:
             header = replica.header
             for e in replica.executions.values():
                 if e.state == ExecutionState.BID_ACCEPTED and e.modify_time < stale:
+                    ctx.emit_send(e.node_id, Records((replica.snapshot(),)))
                     ctx.emit_send(e.node_id, BidDecision(job_id, e.id, header.epoch, True, "bid accepted", e.partition))
 
     def _maybe_take_over(self, replica: JobReplica) -> None:

@@ -69,6 +69,7 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.records import ExecutionResult, ExecutionState
+from protocols.replication import awaited_hand_over
 
 from sim.cpu import CpuModel
 from sim.engine import EngineModel
@@ -365,17 +366,19 @@ class World:
     def _process(self, slot: Slot, event: Any) -> None:
         """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
+        handed = awaited_hand_over(slot.node_id, slot.node.jobs, event)  # type: ignore[union-attr]
         effects = slot.node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
             if self.cpu is not None:
                 slot.busy_until += self.cpu.effects_cost(effects)
             slot.apply(effects)
-        if slot.dirty and (not slot.inbox or type(event) is SubmitJob):
+        if slot.dirty and (not slot.inbox or type(event) is SubmitJob or handed is not None):
             self._save(slot)
 
     def _save(self, slot: Slot) -> None:
         """Write the node's dirty jobs to its disk, as the real node does
-        when its inbox drains (a submit at once: its client waits on it)."""
+        when its inbox drains (a submit, or a hand-over of one, at once: its
+        client waits on it)."""
         dirty, slot.dirty = slot.dirty, set()
         jobs = slot.node.jobs  # type: ignore[union-attr]
         for job_id in dirty:

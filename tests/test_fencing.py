@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from protocols import election
-from protocols.events import Received, Send, SendFailed, StartExecution, SubmitJob
-from protocols.messages import AskBid, BidDecision, BidReply, JobUpdated, RecordRequest, SubmitToLeader
+from protocols.events import ProbeAnswered, ProbeVerdict, Received, Send, SendFailed, StartExecution, SubmitJob
+from protocols.messages import AskBid, BidDecision, BidReply, JobUpdated, RecordRequest, Records, SubmitToLeader
 from protocols.node import Node
-from protocols.records import ExecutionState, JobState
+from protocols.records import DesiredState, ExecutionState, JobDelta, JobState
 from tests.cluster import Cluster
+from tests.test_held_bids import held_cluster, the_hold
 from tests.test_node import configs, sends, settled, spec
 
 
@@ -217,3 +218,25 @@ def test_a_restarted_leader_asks_the_keepers_of_its_jobs_before_it_leads_them() 
     cluster.restart(leader)
     cluster.run(cluster.now + 0.1)
     assert {peer for peer, message in asked if message.job_id == "j"} >= header.keepers - {leader}
+
+
+def test_a_round_decided_after_the_executors_running_record_came_in_leaves_that_run_be() -> None:
+    # A leader restarted with a round open that it had decided before (burst
+    # seed 63) learns from a keeper that a bidder runs the work (its own
+    # record, at revision 0, beats the ask). A bid of that node still held
+    # for the round must not be decided again: the record cannot move back
+    # to a bid, and the run keeps its partition.
+    cluster = held_cluster()  # n02's probe holds its bid: the round stays open
+    cluster.submit(0, "j", spec(count=3))
+    cluster.run(cluster.now + 5)
+    leader = cluster.node(2)
+    ask = next(e for e in cluster.job("j", 2).executions.values() if e.node_id == "n01")
+    assert cluster.job("j", 2).header.leader == "n02" and ask.id in leader.leader._answers["j"]
+    running = replace(ask, state=ExecutionState.RUNNING, desired=DesiredState.RUNNING, partition=0, revision=0)
+    decisions = sends(cluster, BidDecision)
+    cluster.inject(2, Received("n01", Records((JobDelta(cluster.job("j", 1).header, (running,)),))))
+    cluster.inject(2, ProbeAnswered(the_hold(cluster), ProbeVerdict(True, "looks fine")))  # the round is decided
+    cluster.run(cluster.now + 1)
+    assert cluster.job("j", 2).executions[ask.id].state == ExecutionState.RUNNING
+    assert not [d for _, d in decisions if d.execution_id == ask.id]
+    assert {d.partition for _, d in decisions if d.accepted} == {1, 2}

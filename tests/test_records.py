@@ -147,6 +147,27 @@ def test_a_completion_is_not_overruled_by_a_newer_leaders_guess_only_by_a_cancel
     assert replica.executions["e"].state == ExecutionState.CANCELLED
 
 
+def test_the_executors_record_of_a_run_beats_the_ask_a_restarted_leader_still_holds() -> None:
+    # Burst seed 63: the leader decided the round, crashed before it saved
+    # that, and restarted holding the ask (revision 1); the executor's own
+    # record of the run it started (revision 0, same epoch) lost the merge,
+    # the round closed as unanswered and the partition ran again elsewhere.
+    ask = JobDelta(header(1, 2), (execution("e", 1, 1, ExecutionState.ASK_FOR_BID),))
+    running = JobDelta(header(1, 1), (execution("e", 1, 0, ExecutionState.RUNNING),))
+    for first, second in ((ask, running), (running, ask)):
+        replica = JobReplica.from_delta(first)
+        replica.apply(second)
+        assert replica.executions["e"].state == ExecutionState.RUNNING
+        assert replica.asking == 0 and replica.active == 1
+    # An end is still final within its epoch, and a newer epoch still wins.
+    replica = JobReplica.from_delta(running)
+    replica.apply(JobDelta(header(1, 3), (execution("e", 1, 2, ExecutionState.ASK_FOR_BID_REJECTED),)))
+    assert replica.executions["e"].state == ExecutionState.ASK_FOR_BID_REJECTED
+    replica = JobReplica.from_delta(running)
+    replica.apply(JobDelta(header(2, 3), (execution("e", 2, 1, ExecutionState.ASK_FOR_BID),)))
+    assert replica.executions["e"].state == ExecutionState.ASK_FOR_BID
+
+
 def test_a_big_jobs_fingerprint_fits_the_wire() -> None:
     done = tuple(execution(f"e{i}", 5, 9, ExecutionState.COMPLETED) for i in range(200))
     replica = JobReplica.from_delta(JobDelta(header(5, 9), done))

@@ -165,3 +165,42 @@ async def test_a_busy_peer_finds_a_job_it_does_not_hold_right_after_its_submit(t
             asker.node.handle = handle  # type: ignore[method-assign]
             for event in held:
                 asker._inputs_send.send_nowait(event)
+
+
+async def test_a_submit_is_answered_only_once_a_keeper_has_saved_the_job(tmp_path: Path) -> None:
+    """Issue 14, item 5: the API answers once the job is durable on the
+    submitter and on one keeper. Received is not saved: a keeper killed
+    between the two would lose the job its client was told is safe."""
+    async with nodes_in_memory(tmp_path, 3) as nodes:
+        submitter, keepers = nodes.runtimes[0], nodes.runtimes[1:]
+        may_save: dict[str, bool] = {}
+        for keeper in keepers:  # each holds its saves back until the test lets it save
+            may_save[keeper.node_id] = False
+            persist = keeper._persist_now
+
+            def held_back(keeper: Runtime = keeper, persist: Callable[[], None] = persist) -> None:
+                if may_save[keeper.node_id]:
+                    persist()
+
+            keeper._persist_now = held_back  # type: ignore[method-assign]
+        answered: list[str] = []
+
+        async def submit_it() -> None:
+            answered.append(await submit(submitter, wasm_job(data_url(HELLO_WAT), "saved")))
+
+        nodes.nursery.start_soon(submit_it)
+        handed = await nodes.until(lambda: state_of_all(keepers), 30, "both keepers hold the job")
+        job_id = handed[0]
+        assert not answered  # held by both keepers, saved by neither: not yet durable
+        assert all(job_id not in {d.header.id for d in k.store.load_jobs()} for k in keepers)
+        first = keepers[0]
+        may_save[first.node_id] = True
+        await nodes.until(lambda: answered, 30, "the submit is answered")
+        assert answered == [job_id]
+        assert job_id in {d.header.id for d in first.store.load_jobs()}  # saved before the answer went
+
+
+def state_of_all(runtimes: list[Runtime]) -> list[str]:
+    """The jobs every one of the runtimes holds."""
+    held = [set(r.node.jobs) if r.node is not None else set() for r in runtimes]
+    return sorted(set.intersection(*held)) if held else []

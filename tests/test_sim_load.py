@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from sim import SimConfig, simulate
+from sim.network import NetworkConfig
 from sim.workload import JobMix, WorkloadConfig
 
 BURST = WorkloadConfig(jobs=200, arrival_rate=100.0, mix=JobMix({"batch": 1.0}))
@@ -21,6 +22,17 @@ def test_a_burst_on_five_busy_nodes_declares_no_live_node_down_and_starts_nothin
     assert report.extra_starts == 0
     assert sum(report.jobs_by_state.values()) == 200
     assert set(report.jobs_by_state) <= {"Completed", "Failed"}
+
+
+def test_a_leader_that_crashed_after_deciding_a_round_does_not_place_its_partition_again() -> None:
+    # Burst seed 63: the leader crashed after it decided a bid round and
+    # before it saved that; restarted, it held the round's asks, and the run
+    # it had placed (on a live node, which kept the record of it) lost to
+    # them: the round closed as unanswered and the partition started again.
+    report = simulate(SimConfig(nodes=5, seed=63, workload=BURST, cpu_scale=3.0, crash_rate=0.5,
+                                network=NetworkConfig(loss=0.02)))
+    assert report.faults["restarts"] >= 1
+    assert report.extra_starts == 0
 
 
 def test_a_real_crash_is_still_declared_within_about_ten_seconds() -> None:
