@@ -113,6 +113,12 @@ def test_a_killed_peer_is_noticed_and_its_service_replica_moves(network: Network
 
         first = eventually(running_on, 30, "a running replica")
     observer = next(p for p in network.peers if p.node_id != first)  # ask a peer that survives
+    with ApiClient(observer.api) as client:
+        # Killed before its leader's write of the run reached another peer,
+        # the run would die unrecorded (the replica still moves, but nothing
+        # shows a lost run): kill once a survivor knows of it.
+        eventually(lambda: first in [e["NodeID"] for e in client.executions(job_id)["Items"]], 30,
+                   "a surviving peer that knows of the run")
     network.kill(first)
     with ApiClient(observer.api) as client:
 
@@ -131,7 +137,10 @@ def test_a_killed_peer_is_noticed_and_its_service_replica_moves(network: Network
         try:
             lost = eventually(moved, 90, "the replica running elsewhere and the lost one ended")
         except AssertionError as error:
-            raise AssertionError(f"{error}; the observer's last view (node, state, message): {seen}") from None
+            raise AssertionError(
+                f"{error}; killed {first[-6:]}, observer {observer.node_id[-6:]}; "
+                f"the observer's last view (node, state, message): {seen}"
+            ) from None
         assert lost[0]["ComputeState"]["StateType"] == "Failed"
         assert "lost" in lost[0]["ComputeState"]["Message"]
         client.stop_job(job_id)
