@@ -82,7 +82,8 @@ refreshes a live member (a later seq, new free resources) is not stored:
 leaders learn free resources fresher from bids. A warm start shares the
 member table and the sorted id list between nodes until one changes them:
 a node then derives its own id list (an `election.NodeIds`, which carries
-its members' rendezvous keys along), and keeps its changes to the table
+its members' rendezvous keys along, and gives nodes that make the same
+change to the same list the same new list), and keeps its changes to the table
 beside the shared one until they are many (`_set`): thousands of nodes each
 copying the whole table at a death or a return cost gigabytes.
 
