@@ -190,3 +190,30 @@ async def test_with_the_stream_port_off_a_dag_comes_over_bitswap(nursery: trio.N
     await fetcher.get(root, tmp_path / "out.bin")
     assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
     assert fetcher.bitswap.blocks_received == 4
+
+
+async def test_connections_that_never_greet_are_capped_then_hung_up_on(nursery: trio.Nursery,
+                                                                            tmp_path: Path) -> None:
+    holder = IpfsService(tmp_path / "holder")
+    source = tmp_path / "file.bin"
+    write_random(source, 300_000, 6)
+    root = (await holder.add(source)).cid
+    fetcher, host_holder, _ = await connected(nursery, tmp_path, holder)
+    assert holder.dags is not None
+    idle = []
+    try:
+        for _ in range(bulk.MAX_OPEN + 8):
+            sock = trio.socket.socket()
+            idle.append(sock)
+            await sock.connect(("127.0.0.1", holder.dags.port))
+        await trio.sleep(0.2)
+        assert holder.dags._open <= bulk.MAX_OPEN  # the ones over the cap were closed at once
+        await trio.sleep(bulk.GREET_SECONDS + 1)  # their time to greet is up: each was hung up on
+        for sock in idle:
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b""
+        check = await fetcher.pull(root, [host_holder.get_id()])
+        assert check is not None and check.whole
+    finally:
+        for sock in idle:
+            sock.close()

@@ -50,7 +50,9 @@ log = logging.getLogger("p2pnode.ipfs.bulk")
 PROTOCOL = "/p2pnode/ipfs-dag/1"
 TICKET_SECONDS = 30.0
 MAX_TICKETS = 256  # outstanding; the oldest go first
-MAX_SENDS = 4  # DAGs sent at once; a further fetcher waits its turn
+MAX_SENDS = 4  # DAGs sent at once (and handshakes at once); a further fetcher waits its turn
+GREET_SECONDS = 5.0  # for a connection's TLS handshake and ticket
+MAX_OPEN = 32  # connections accepted at once (sending or waiting); more are closed at once
 IDLE_SECONDS = 20.0  # a TLS connection quiet this long is dropped, on either side
 STORE_BATCH = 4 << 20  # bytes of received blocks checked and stored in one go
 STORE_QUEUE = 4  # batches read but not yet stored: what a fetch holds in memory at most
@@ -59,6 +61,10 @@ SEND_BATCH = 1 << 20  # bytes of blocks handed to TLS in one call
 
 class BulkUnavailable(LookupError):
     """The peer would not or could not send the DAG this way; bitswap still can."""
+
+
+class StreamPortUnreachable(BulkUnavailable):
+    """The peer's DAG stream port does not answer (a firewall, say): not worth asking again soon."""
 
 
 class Hangup:
@@ -102,6 +108,8 @@ class DagServer:
         self._tickets: dict[bytes, tuple[CID, float]] = {}
         self._lock = threading.Lock()
         self._sends = trio.CapacityLimiter(MAX_SENDS)
+        self._greetings = trio.CapacityLimiter(MAX_SENDS)
+        self._open = 0  # connections accepted and not yet done
         self.dags_sent = 0
 
     async def run(self, libp2p: IHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -115,7 +123,16 @@ class DagServer:
         with listener:
             async with trio.open_nursery() as nursery:
                 while True:
-                    connection, _ = await listener.accept()
+                    try:
+                        connection, _ = await listener.accept()
+                    except OSError as error:  # out of file descriptors, say: not the node's end
+                        log.warning("the DAG stream port could not accept: %s", error)
+                        await trio.sleep(0.1)
+                        continue
+                    if self._open >= MAX_OPEN:
+                        connection.close()  # a flood of connections gets no thread and no memory
+                        continue
+                    self._open += 1  # counted here: the task starts later
                     nursery.start_soon(self._send, connection)
 
     async def _offer(self, stream: INetStream) -> None:
@@ -155,27 +172,43 @@ class DagServer:
         return root if expires >= time.monotonic() else None
 
     async def _send(self, connection: trio.socket.SocketType) -> None:
+        """Greet (TLS handshake, ticket) within GREET_SECONDS, then send the
+        DAG when a sending slot is free. Both run in threads of their own
+        limiters: a flood of connections never takes the node's threads."""
         plain = socket.socket(fileno=connection.detach())
         hangup = Hangup()
         try:
-            async with self._sends:
-                await trio.to_thread.run_sync(self._send_blocking, plain, hangup, abandon_on_cancel=True)
+            greeted = None
+            with trio.move_on_after(GREET_SECONDS):
+                greeted = await trio.to_thread.run_sync(self._greet, plain, hangup, limiter=self._greetings,
+                                                        abandon_on_cancel=True)
+            if greeted is None:
+                log.info("a DAG stream connection gave no valid ticket in %g s: closed", GREET_SECONDS)
+                return
+            await trio.to_thread.run_sync(self._send_dag, *greeted, limiter=self._sends, abandon_on_cancel=True)
         except Exception as error:  # noqa: BLE001 - one fetcher's failure is its own
             log.info("a DAG send ended early: %s", error)
         finally:
+            self._open -= 1
             hangup()
             plain.close()
 
-    def _send_blocking(self, plain: socket.socket, hangup: Hangup) -> None:
+    def _greet(self, plain: socket.socket, hangup: Hangup) -> tuple[ssl.SSLSocket, CID] | None:
+        """In a thread: the TLS handshake and the ticket; None if the ticket is no good."""
         plain.setblocking(True)
-        plain.settimeout(IDLE_SECONDS)
-        with self._context.wrap_socket(plain, server_side=True, do_handshake_on_connect=False) as tls:
-            hangup.attach(tls)
-            tls.do_handshake()
-            secret = _receive_exactly(tls, 32)
-            root = self._redeem(secret)
-            if root is None:
-                return  # a stale, used or made-up ticket: hang up
+        plain.settimeout(GREET_SECONDS)
+        tls = self._context.wrap_socket(plain, server_side=True, do_handshake_on_connect=False)
+        hangup.attach(tls)
+        tls.do_handshake()
+        root = self._redeem(_receive_exactly(tls, 32))
+        if root is None:  # a stale, used or made-up ticket: hang up
+            tls.close()
+            return None
+        tls.settimeout(IDLE_SECONDS)
+        return tls, root
+
+    def _send_dag(self, tls: ssl.SSLSocket, root: CID) -> None:
+        with tls:
             pending: list[bytes] = []
             size = 0
             for cid, block in walk(root, self.store.get_unchecked):  # the fetcher hashes each
@@ -286,7 +319,7 @@ def _connect(address: str, ticket: Ticket) -> ssl.SSLSocket:
     try:
         plain = socket.create_connection((address, ticket.port), timeout=IDLE_SECONDS / 4)
     except OSError as error:
-        raise BulkUnavailable(f"cannot reach {address} port {ticket.port}: {error}") from None
+        raise StreamPortUnreachable(f"cannot reach {address} port {ticket.port}: {error}") from None
     plain.settimeout(IDLE_SECONDS)
     try:
         tls = context.wrap_socket(plain)

@@ -31,6 +31,7 @@ Announce = Callable[[Sequence[str], bool], None]
 Locate = Callable[[str], Awaitable[list[ID]]]
 log = logging.getLogger("p2pnode.ipfs")
 PULL_FROM = 3  # holders asked in turn for a DAG stream before bitswap takes over
+UNREACHABLE_SECONDS = 600.0  # a holder whose stream port did not answer is fetched from over bitswap meanwhile
 
 
 class IpfsService:
@@ -40,6 +41,7 @@ class IpfsService:
         self.bitswap = Bitswap(self.store)
         self.dags = None if bulk_listen is None else bulk.DagServer(self.store, *bulk_listen)
         self._host: IHost | None = None
+        self._unreachable: dict[ID, float] = {}  # holder -> until when its stream port is not tried
         self.pins = Pins(self.store, root / "pins.json", cache_quota)
         self.fetch_timeout = fetch_timeout
         self.results_pin = results_pin
@@ -89,9 +91,14 @@ class IpfsService:
         what is still missing, block by block)."""
         if self._host is None or str(root) in self.pins.held():  # held whole already
             return None
-        for peer in list(providers)[:PULL_FROM]:
+        now = time.monotonic()
+        for peer in [p for p in providers if self._unreachable.get(p, 0.0) <= now][:PULL_FROM]:
             try:  # no deadline on the whole: a stream quiet for bulk.IDLE_SECONDS ends
                 return await bulk.pull(self._host, peer, root, self.store)
+            except bulk.StreamPortUnreachable as error:
+                self._unreachable[peer] = time.monotonic() + UNREACHABLE_SECONDS
+                log.info("fetching %s block by block: %s (not tried again for %g s)", root, error,
+                         UNREACHABLE_SECONDS)
             except bulk.BulkUnavailable as error:
                 log.info("fetching %s block by block: %s", root, error)
         return None
