@@ -87,6 +87,18 @@ async def connected(nursery: trio.Nursery, tmp_path: Path, holder: IpfsService) 
     return fetcher, host_holder, host_fetcher
 
 
+async def holding(nursery: trio.Nursery, tmp_path: Path, size: int,
+                  **options: object) -> tuple[CID, IpfsService, IpfsService, object, object]:
+    """A holder that added `size` random bytes (tmp_path / "file.bin"), and a
+    fetcher connected to it: (root, holder, fetcher, their hosts)."""
+    holder = IpfsService(tmp_path / "holder", **options)  # type: ignore[arg-type]
+    source = tmp_path / "file.bin"
+    write_random(source, size, size % 97)
+    root = (await holder.add(source)).cid
+    fetcher, host_holder, host_fetcher = await connected(nursery, tmp_path, holder)
+    return root, holder, fetcher, host_holder, host_fetcher
+
+
 async def test_a_whole_dag_comes_as_one_stream_and_is_written_out(nursery: trio.Nursery, tmp_path: Path) -> None:
     holder = IpfsService(tmp_path / "holder")
     source = tree(tmp_path / "src")
@@ -126,11 +138,7 @@ async def test_a_peer_that_lacks_the_root_says_so(nursery: trio.Nursery, tmp_pat
 
 async def test_only_a_fresh_ticket_from_libp2p_and_the_vouched_certificate_open_the_stream(
         nursery: trio.Nursery, tmp_path: Path) -> None:
-    holder = IpfsService(tmp_path / "holder")
-    source = tmp_path / "file.bin"
-    write_random(source, 700_000, 3)
-    root = (await holder.add(source)).cid
-    fetcher, host_holder, host_fetcher = await connected(nursery, tmp_path, holder)
+    root, holder, fetcher, host_holder, host_fetcher = await holding(nursery, tmp_path, 700_000)
     address, ticket = await bulk.request_ticket(host_fetcher, host_holder.get_id(), root)
     assert address == "127.0.0.1"
 
@@ -149,11 +157,7 @@ async def test_only_a_fresh_ticket_from_libp2p_and_the_vouched_certificate_open_
 
 
 async def test_garbage_on_the_tls_port_never_harms_the_holder(nursery: trio.Nursery, tmp_path: Path) -> None:
-    holder = IpfsService(tmp_path / "holder")
-    source = tmp_path / "file.bin"
-    write_random(source, 300_000, 4)
-    root = (await holder.add(source)).cid
-    fetcher, host_holder, host_fetcher = await connected(nursery, tmp_path, holder)
+    root, holder, fetcher, host_holder, host_fetcher = await holding(nursery, tmp_path, 300_000)
     assert holder.dags is not None
 
     def garbage() -> None:
@@ -174,11 +178,7 @@ async def test_garbage_on_the_tls_port_never_harms_the_holder(nursery: trio.Nurs
 
 
 async def test_with_the_stream_port_off_a_dag_comes_over_bitswap(nursery: trio.Nursery, tmp_path: Path) -> None:
-    holder = IpfsService(tmp_path / "holder", bulk_listen=None)
-    source = tmp_path / "file.bin"
-    write_random(source, 600_000, 5)
-    root = (await holder.add(source)).cid
-    fetcher, host_holder, _ = await connected(nursery, tmp_path, holder)
+    root, holder, fetcher, host_holder, _ = await holding(nursery, tmp_path, 600_000, bulk_listen=None)
     assert await fetcher.pull(root, [host_holder.get_id()]) is None
     fetcher.locate = None
     providers = [host_holder.get_id()]
@@ -188,17 +188,13 @@ async def test_with_the_stream_port_off_a_dag_comes_over_bitswap(nursery: trio.N
 
     fetcher.locate = locate
     await fetcher.get(root, tmp_path / "out.bin")
-    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+    assert (tmp_path / "out.bin").read_bytes() == (tmp_path / "file.bin").read_bytes()
     assert fetcher.bitswap.blocks_received == 4
 
 
 async def test_connections_that_never_greet_are_capped_then_hung_up_on(nursery: trio.Nursery,
                                                                             tmp_path: Path) -> None:
-    holder = IpfsService(tmp_path / "holder")
-    source = tmp_path / "file.bin"
-    write_random(source, 300_000, 6)
-    root = (await holder.add(source)).cid
-    fetcher, host_holder, _ = await connected(nursery, tmp_path, holder)
+    root, holder, fetcher, host_holder, _ = await holding(nursery, tmp_path, 300_000)
     assert holder.dags is not None
     idle = []
     try:
