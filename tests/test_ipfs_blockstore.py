@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.ipfs.blockstore import BlockMissing, BlockStore, CorruptBlock
+from p2pnode.ipfs.blockstore import Batch, BlockMissing, BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID, RAW
+from p2pnode.ipfs.importer import add_path
 
 KIB = 1024
 
@@ -175,3 +176,14 @@ def test_compaction_beside_writers_and_readers_keeps_every_live_block(tmp_path: 
 
     assert errors == [] and freed > 0
     assert all(store.get(cid) == data for cid, data in living + later)
+
+
+def test_a_batched_import_stores_every_block_the_importer_made(tmp_path: Path) -> None:
+    source = tmp_path / "file.bin"
+    source.write_bytes(b"".join(data for _, data in blocks(13, size=100 * KIB)))
+    made: dict[CID, bytes] = {}
+    expected = add_path(source, lambda cid, block: made.__setitem__(cid, block))
+    store = BlockStore(tmp_path / "store")
+    with Batch(store, limit=600 * KIB) as put:  # several batches, the last one short
+        assert add_path(source, put).cid == expected.cid
+    assert all(store.get(cid) == block for cid, block in made.items())

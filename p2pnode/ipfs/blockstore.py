@@ -25,29 +25,36 @@ created, so a command reading a node's store beside the node never tangles
 the node's appends. A store in the old layout (one file per block,
 `xx/<digest>`) is moved into packs when opened.
 
-Threads (bitswap, the API's batched upload, the importer) share one store:
-one lock guards the index connection, the pack files and the offsets; block
-hashing happens outside it.
+Threads (bitswap, the API's batched upload, the importer) share one store.
+Appends go one writer at a time (`_writing`: the pack's end, the index's
+writing connection); reads take another lock (`_reading`: a reading
+connection, the open packs) held only for a lookup and a pread, so a reader,
+the event loop's `has` among them, never waits behind a batch being written.
+Hashing happens outside both. Compaction takes both while it moves a step.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 
 from p2pnode.ipfs.cid import CID
-from p2pnode.ipfs.packs import Packs
+from p2pnode.ipfs.packs import Packs, migrate_file_per_block
 
 MAX_BLOCK_BYTES = 2 << 20  # bitswap's limit for one block
 COMPACT_DEAD_SHARE = 0.5  # a pack whose bytes are more than half dead is rewritten
-COMPACT_STEP = 16 << 20  # bytes copied under the lock at a time, so readers and writers go on meanwhile
+_COMPACT_STEP = 16  # blocks moved under the locks at a time, so readers and writers go on meanwhile
 _STAMP_EVERY = 1.0  # seconds between writes of "last used" stamps: a read writes nothing itself
-_BATCH = 500  # digests in one SQL statement
+_IN_BATCH = 500  # digests in one SQL statement
+_SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (digest BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
+           " offset INTEGER NOT NULL, length INTEGER NOT NULL, used REAL NOT NULL) WITHOUT ROWID;"
+           " CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks (pack)")
 
 
 class BlockMissing(LookupError):
@@ -66,27 +73,30 @@ def check(cid: CID, block: bytes) -> None:
         raise CorruptBlock(f"the bytes given for {cid} do not hash to it")
 
 
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # durable enough: a lost row is a block fetched again
+    return db
+
+
 class BlockStore:
     def __init__(self, root: Path, *, clock: Callable[[], float] = time.time, pack_bytes: int = 64 << 20) -> None:
         self.root = root
         self.clock = clock  # stamps "last used" (tests turn it back)
         root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         self._packs = Packs(root / "packs", pack_bytes)
-        self._db = sqlite3.connect(root / "index.sqlite", timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable enough: a lost row is a block fetched again
-        self._db.execute("CREATE TABLE IF NOT EXISTS blocks (digest BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
-                         " offset INTEGER NOT NULL, length INTEGER NOT NULL, used REAL NOT NULL) WITHOUT ROWID")
-        self._db.execute("CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks (pack)")
-        self._db.commit()
+        self._writing, self._reading = threading.Lock(), threading.Lock()  # taken in this order
+        self._wdb = _connect(root / "index.sqlite")
+        self._wdb.executescript(_SCHEMA)
+        self._rdb = _connect(root / "index.sqlite")
         self._used: dict[bytes, float] = {}  # reads not yet stamped in the index
         self._stamped = time.monotonic()
-        self._migrate_file_per_block()
+        migrate_file_per_block(root, self.put_digests)
 
     def has(self, cid: CID) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM blocks WHERE digest = ?", (cid.digest,)).fetchone() is not None
+        with self._reading:
+            return self._rdb.execute("SELECT 1 FROM blocks WHERE digest = ?", (cid.digest,)).fetchone() is not None
 
     def put(self, cid: CID, block: bytes) -> None:
         """Store a block; one that does not hash to `cid` is refused."""
@@ -95,54 +105,61 @@ class BlockStore:
 
     def put_made(self, cid: CID, block: bytes) -> None:
         """Store a block whose CID the caller just computed from it (the importer)."""
-        self.put_many([(cid, block)])
+        self.put_digests([(cid.digest, block)])
 
     def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
         """`put_made` for many blocks in one index transaction (their CIDs
         already checked or computed by the caller)."""
         self.put_digests([(cid.digest, block) for cid, block in blocks])
 
+    def batch(self) -> Batch:
+        """A `Put` for the importer that stores blocks a few MiB at a time (see `Batch`)."""
+        return Batch(self)
+
     def put_digests(self, blocks: list[tuple[bytes, bytes]], used: list[float] | None = None) -> None:
         """Append the blocks not yet held and index them (`used`: their last use; default now)."""
         now = self.clock()
-        with self._lock:
+        with self._writing:
             held = self._held([digest for digest, _ in blocks])
             rows = []
             for i, (digest, block) in enumerate(blocks):
-                if digest in held:
-                    continue
-                held.add(digest)
-                pack, offset = self._packs.append(block)
-                rows.append((digest, pack, offset, len(block), now if used is None else used[i]))
-            if rows:
-                self._db.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.commit()
+                if digest not in held:
+                    held.add(digest)
+                    rows.append((digest, *self._packs.append(block), len(block), now if used is None else used[i]))
+            if rows:  # the bytes first, then their rows: see the module's note on crashes
+                self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", rows)
+                self._wdb.commit()
 
     def get(self, cid: CID) -> bytes:
         """The block, checked against its digest; a read marks it used (see `pins`)."""
-        with self._lock:
+        with self._reading:
             for _ in range(3):  # another process may compact the pack away meanwhile: look again
-                row = self._db.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?",
-                                       (cid.digest,)).fetchone()
+                row = self._rdb.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?",
+                                        (cid.digest,)).fetchone()
                 if row is None:
                     raise BlockMissing(f"block {cid} is not held here")
                 block = self._packs.read(*row)
                 if block is not None:
                     break
             self._used[cid.digest] = self.clock()
-            if time.monotonic() - self._stamped > _STAMP_EVERY:
-                self._stamp()
         if block is None or hashlib.sha256(block).digest() != cid.digest:
-            with self._lock:
-                self._db.execute("DELETE FROM blocks WHERE digest = ? AND pack = ? AND offset = ?", (cid.digest, *row[:2]))
-                self._db.commit()
+            with self._writing:
+                self._wdb.execute("DELETE FROM blocks WHERE digest = ? AND pack = ? AND offset = ?",
+                                  (cid.digest, row[0], row[1]))
+                self._wdb.commit()
             raise CorruptBlock(f"block {cid} was corrupted on disk; it has been dropped, fetch it again")
+        if time.monotonic() - self._stamped > _STAMP_EVERY and self._writing.acquire(blocking=False):
+            try:  # never waits behind a writer: the stamps keep until the next read
+                self._stamp()
+            finally:
+                self._writing.release()
         return block
 
     def location(self, cid: CID) -> tuple[Path, int, int]:
         """Where a block's bytes lie: (pack file, offset, length), for tools and tests."""
-        with self._lock:
-            row = self._db.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?", (cid.digest,)).fetchone()
+        with self._reading:
+            row = self._rdb.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?",
+                                    (cid.digest,)).fetchone()
         if row is None:
             raise BlockMissing(f"block {cid} is not held here")
         return self._packs.path(row[0]), row[1], row[2]
@@ -152,15 +169,15 @@ class BlockStore:
 
     def delete_digests(self, digests: Iterable[bytes]) -> None:
         """Forget these blocks; their bytes are dead until `compact`."""
-        with self._lock:
-            self._db.executemany("DELETE FROM blocks WHERE digest = ?", ((d,) for d in digests))
-            self._db.commit()
+        with self._writing:
+            self._wdb.executemany("DELETE FROM blocks WHERE digest = ?", ((d,) for d in digests))
+            self._wdb.commit()
 
     def usage(self) -> list[tuple[bytes, int, float]]:
         """(digest, length, last used) of every block held."""
-        with self._lock:
+        with self._writing:
             self._stamp()
-            return self._db.execute("SELECT digest, length, used FROM blocks").fetchall()
+            return self._wdb.execute("SELECT digest, length, used FROM blocks").fetchall()
 
     def size(self) -> int:
         """Bytes the packs take on disk, dead ones included until compacted."""
@@ -170,86 +187,98 @@ class BlockStore:
         """Rewrite each pack (other than the one being appended to) whose
         bytes are more than `dead_share` dead: its live blocks are copied
         forward, the file removed. Returns the bytes freed."""
-        with self._lock:
-            live = dict(self._db.execute("SELECT pack, SUM(length) FROM blocks GROUP BY pack"))
+        with self._writing:
+            live = dict(self._wdb.execute("SELECT pack, SUM(length) FROM blocks GROUP BY pack"))
             sizes = self._packs.sizes()
+            sizes.pop(self._packs.writing, None)  # type: ignore[arg-type]
         freed = 0
         for pack, size in sizes.items():
-            if pack == self._packs.writing or size - live.get(pack, 0) <= dead_share * size:
-                continue
-            while self._move_some(pack):
-                pass
-            with self._lock:
-                if self._db.execute("SELECT 1 FROM blocks WHERE pack = ? LIMIT 1", (pack,)).fetchone() is None:
-                    self._packs.remove(pack)
-                    freed += size
+            if size - live.get(pack, 0) > dead_share * size:
+                while self._move_some(pack):
+                    pass
+                freed += size
         return freed
 
     def _move_some(self, pack: int) -> bool:
-        """Copy up to COMPACT_STEP bytes of `pack`'s live blocks forward; False once none are left."""
-        with self._lock:
-            rows = self._db.execute("SELECT digest, offset, length FROM blocks WHERE pack = ? ORDER BY offset"
-                                    " LIMIT ?", (pack, max(1, COMPACT_STEP // (256 << 10)))).fetchall()
-            moved = []
+        """Copy a few of `pack`'s live blocks forward; once none are left, remove it and say False."""
+        with self._writing, self._reading:
+            rows = self._wdb.execute("SELECT digest, offset, length FROM blocks WHERE pack = ? ORDER BY offset"
+                                     " LIMIT ?", (pack, _COMPACT_STEP)).fetchall()
+            if not rows:
+                self._packs.remove(pack)
+                return False
+            moved, torn = [], []
             for digest, offset, length in rows:
                 block = self._packs.read(pack, offset, length)
                 if block is None or len(block) != length:  # cut short (or gone): nothing to keep
-                    self._db.execute("DELETE FROM blocks WHERE digest = ?", (digest,))
-                    continue
-                moved.append((*self._packs.append(block), digest))
-            self._db.executemany("UPDATE blocks SET pack = ?, offset = ? WHERE digest = ?", moved)
-            self._db.commit()
-            return bool(rows)
+                    torn.append((digest,))
+                else:
+                    moved.append((*self._packs.append(block), digest))
+            self._wdb.executemany("UPDATE blocks SET pack = ?, offset = ? WHERE digest = ?", moved)
+            self._wdb.executemany("DELETE FROM blocks WHERE digest = ?", torn)
+            self._wdb.commit()
+            return True
 
     def close(self) -> None:
         """Write the pending "last used" stamps and release the files."""
-        with self._lock:
+        with self._writing:
             self._stamp()
-            self._db.close()
-            self._packs.close()
+            with self._reading:
+                self._wdb.close()
+                self._rdb.close()
+                self._packs.close()
 
     def _stamp(self) -> None:
-        """Write the reads' "last used" stamps in one transaction (under the lock)."""
-        if self._used:
-            self._db.executemany("UPDATE blocks SET used = ? WHERE digest = ?",
-                                 ((used, digest) for digest, used in self._used.items()))
-            self._db.commit()
-            self._used.clear()
+        """Write the reads' "last used" stamps in one transaction (holding `_writing`)."""
+        with self._reading:
+            used, self._used = self._used, {}
+        if used:
+            self._wdb.executemany("UPDATE blocks SET used = ? WHERE digest = ?", ((t, d) for d, t in used.items()))
+            self._wdb.commit()
         self._stamped = time.monotonic()
 
-    def _migrate_file_per_block(self) -> None:
-        """Move the old layout's block files (`xx/<digest>`) into packs, their
-        mtime kept as last use; a file whose bytes do not hash to its name is
-        dropped, as a read would have. A crash midway only repeats some of it."""
-        for directory in sorted(self.root.glob("[0-9a-f][0-9a-f]")):
-            paths = sorted(p for p in directory.iterdir() if p.is_file())
-            batch: list[tuple[bytes, bytes]] = []
-            used: list[float] = []
-            for path in paths:
-                try:
-                    block, mtime = path.read_bytes(), path.stat().st_mtime
-                    digest = bytes.fromhex(path.name)
-                except (OSError, ValueError):  # a temporary file a crash left
-                    continue
-                if hashlib.sha256(block).digest() == digest:
-                    batch.append((digest, block))
-                    used.append(mtime)
-                if len(batch) >= 64:
-                    self.put_digests(batch, used)
-                    batch, used = [], []
-            self.put_digests(batch, used)
-            for path in paths:
-                path.unlink(missing_ok=True)
-            try:
-                directory.rmdir()
-            except OSError:
-                pass  # something else lives there: left alone
-
     def _held(self, digests: list[bytes]) -> set[bytes]:
-        """Which of `digests` the index holds (under the lock)."""
+        """Which of `digests` the index holds (holding `_writing`)."""
         held: set[bytes] = set()
-        for start in range(0, len(digests), _BATCH):
-            part = digests[start:start + _BATCH]
+        for start in range(0, len(digests), _IN_BATCH):
+            part = digests[start:start + _IN_BATCH]
             query = f"SELECT digest FROM blocks WHERE digest IN ({','.join('?' * len(part))})"
-            held.update(digest for (digest,) in self._db.execute(query, part))
+            held.update(digest for (digest,) in self._wdb.execute(query, part))
         return held
+
+
+class Batch:
+    """A `Put` (see `importer`) that stores blocks a few MiB at a time, one
+    index commit each, written by a thread of its own while the importer
+    reads and hashes the next ones (both let go of the GIL), so an import
+    uses two cores. Use it in a `with`: leaving stores what is pending."""
+
+    def __init__(self, store: BlockStore, limit: int = 8 << 20) -> None:
+        self._store, self._limit = store, limit
+        self._pending: list[tuple[CID, bytes]] = []
+        self._bytes = 0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="blockstore-batch")
+        self._written: Future[None] | None = None
+
+    def __call__(self, cid: CID, block: bytes) -> None:
+        self._pending.append((cid, block))
+        self._bytes += len(block)
+        if self._bytes >= self._limit:
+            self._send()
+
+    def _send(self) -> None:
+        if self._written is not None:
+            self._written.result()  # one batch in flight at most; its error is ours
+        self._written = self._writer.submit(self._store.put_many, self._pending) if self._pending else None
+        self._pending, self._bytes = [], 0
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        try:
+            self._send()
+            self._send()  # waits for the last one
+        finally:
+            self._writer.shutdown()

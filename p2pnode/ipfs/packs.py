@@ -1,6 +1,7 @@
-"""Append-only pack files: where the block store's bytes live.
+"""Append-only pack files: where the block store's bytes live; and the move
+from the old layout (one file a block) into them.
 
-Only `BlockStore` (under its lock) calls this; the index of what lies where
+Only `BlockStore` (under its locks) calls this; the index of what lies where
 is the store's. A process appends only to a pack it created (`O_EXCL`), so
 no two processes ever write one file. Read descriptors are kept open, a few
 dozen at most; one whose file was removed (compacted by another process) is
@@ -10,7 +11,9 @@ serves an old file's bytes.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 _SUFFIX = ".pack"
@@ -95,3 +98,33 @@ class Packs:
             except FileExistsError:
                 number += 1
         self.writing, self._end = number, 0
+
+
+def migrate_file_per_block(root: Path, put: Callable[[list[tuple[bytes, bytes]], list[float]], None]) -> None:
+    """Move the old layout's block files (`root/xx/<digest>`) into packs
+    through `put` (blocks, last uses), each file's mtime kept as its last use;
+    a file whose bytes do not hash to its name is dropped, as a read would
+    have dropped it. A crash midway only repeats some of the work."""
+    for directory in sorted(root.glob("[0-9a-f][0-9a-f]")):
+        paths = sorted(p for p in directory.iterdir() if p.is_file())
+        batch: list[tuple[bytes, bytes]] = []
+        used: list[float] = []
+        for path in paths:
+            try:
+                block, mtime = path.read_bytes(), path.stat().st_mtime
+                digest = bytes.fromhex(path.name)
+            except (OSError, ValueError):  # a temporary file a crash left
+                continue
+            if hashlib.sha256(block).digest() == digest:
+                batch.append((digest, block))
+                used.append(mtime)
+            if len(batch) >= 64:
+                put(batch, used)
+                batch, used = [], []
+        put(batch, used)
+        for path in paths:
+            path.unlink(missing_ok=True)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # something else lives there: left alone
