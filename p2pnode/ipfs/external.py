@@ -68,6 +68,10 @@ class ExternalBlockStore:
         if CID.parse(answer["Key"]).digest != cid.digest:
             raise OSError(f"the IPFS daemon at {self.api} stored block {cid} as {answer['Key']}")
 
+    def put_many(self, blocks: Sequence[tuple[CID, bytes]]) -> None:
+        for cid, block in blocks:
+            self.put_made(cid, block)
+
     def batch(self) -> AbstractContextManager[Callable[[CID, bytes], None]]:
         """Blocks go to the daemon one request each: nothing to batch."""
         return nullcontext(self.put_made)
