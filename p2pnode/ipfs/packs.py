@@ -38,9 +38,9 @@ class Packs:
         if self.writing is None or (self._end and self._end + len(block) > self.pack_bytes):
             self._begin()
         assert self.writing is not None
-        offset, view = self._end, memoryview(block)
-        while view:
-            view = view[os.write(self._fd, view):]
+        offset, done, view = self._end, 0, memoryview(block)
+        while done < len(block):  # at our own offset: what a failed write (a full disk) left is written over
+            done += os.pwrite(self._fd, view[done:], offset + done)
         self._end += len(block)
         return self.writing, offset
 
