@@ -132,6 +132,26 @@ class BlockStore:
 
     def get(self, cid: CID) -> bytes:
         """The block, checked against its digest; a read marks it used (see `pins`)."""
+        row, block = self._read(cid)
+        if block is None or hashlib.sha256(block).digest() != cid.digest:
+            with self._writing:
+                self._wdb.execute("DELETE FROM blocks WHERE digest = ? AND pack = ? AND offset = ?",
+                                  (cid.digest, row[0], row[1]))
+                self._wdb.commit()
+            raise CorruptBlock(f"block {cid} was corrupted on disk; it has been dropped, fetch it again")
+        return block
+
+    def get_unchecked(self, cid: CID) -> bytes:
+        """The block as stored, not hashed: for a sender whose receiver checks
+        every block anyway (`bulk`); a corrupt one is refused there, and found
+        and dropped here by the next `get`."""
+        _, block = self._read(cid)
+        if block is None:
+            raise BlockMissing(f"block {cid} is not held here: its pack is gone")
+        return block
+
+    def _read(self, cid: CID) -> tuple[tuple[int, int, int], bytes | None]:
+        """(pack, offset, length) and the bytes there (None: the pack is gone); marks the block used."""
         with self._reading:
             for _ in range(3):  # another process may compact the pack away meanwhile: look again
                 row = self._rdb.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?",
@@ -142,18 +162,12 @@ class BlockStore:
                 if block is not None:
                     break
             self._used[cid.digest] = self.clock()
-        if block is None or hashlib.sha256(block).digest() != cid.digest:
-            with self._writing:
-                self._wdb.execute("DELETE FROM blocks WHERE digest = ? AND pack = ? AND offset = ?",
-                                  (cid.digest, row[0], row[1]))
-                self._wdb.commit()
-            raise CorruptBlock(f"block {cid} was corrupted on disk; it has been dropped, fetch it again")
         if time.monotonic() - self._stamped > _STAMP_EVERY and self._writing.acquire(blocking=False):
             try:  # never waits behind a writer: the stamps keep until the next read
                 self._stamp()
             finally:
                 self._writing.release()
-        return block
+        return row, block
 
     def location(self, cid: CID) -> tuple[Path, int, int]:
         """Where a block's bytes lie: (pack file, offset, length), for tools and tests."""
