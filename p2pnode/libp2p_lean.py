@@ -3,12 +3,14 @@
 A peer runs TCP, Noise, yamux and gossipsub. Importing py-libp2p 0.8.1 for
 them imports every feature the library has, at module level, whatever a host
 turns on: the package's `__init__` and `custom_types` import the QUIC
-transport (aioquic, pyOpenSSL, service_identity); `host.basic_host` imports
-mDNS (zeroconf), UPnP, AutoTLS (requests, httpx and, through httpx's command
-line, rich and pygments) and the circuit relay. dnspython, which multiaddr
-uses to resolve `/dns` addresses, imports aioquic too, for DNS over QUIC.
-Together they were ≈15 MiB of an idle peer's 110 MiB and a second of its
-start (README, "Where an idle peer's memory goes").
+transport (aioquic, pyOpenSSL, service_identity) and `__init__` the peer
+stores on disk (SQLite, LevelDB, RocksDB); `transport` imports the WebSocket
+transport; `host.basic_host` imports mDNS (zeroconf), UPnP, AutoTLS (requests,
+httpx and, through httpx's command line, rich and pygments) and the circuit
+relay. dnspython, which multiaddr uses to resolve `/dns` addresses, imports
+aioquic too, for DNS over QUIC. With httpx, which our own modules now load at
+first use, that was ≈20 MiB of an idle peer's 111 MiB and ≈0.8 s of its start
+(README, "Where an idle peer's memory goes").
 
 `install()` adds an import hook, a `sys.meta_path` finder (the import
 system's own way to take part in imports; nothing in libp2p is patched). When
@@ -21,11 +23,13 @@ memory it always cost; an idle peer without it never loads it. The hook also
 turns off dnspython's DNS-over-QUIC, which neither multiaddr nor we use
 (`dns._features.force`, dnspython's documented switch for optional features).
 
-A placeholder cannot be an exception class in an `except` clause or a base
-class. Every importer of these modules in py-libp2p 0.8.1 was read (`__init__`,
-`custom_types`, `host.basic_host`): they only call these names or name them
-in annotations. Another version may use them otherwise, so the hook stands
-aside for any version but `VERIFIED`, and libp2p imports as it always did.
+A placeholder cannot be an exception class in an `except` clause, a base
+class or a constant. Every importer of these modules in py-libp2p 0.8.1 was
+read (`__init__`, `custom_types`, `host.basic_host`, `transport` and its
+`manager`): they only call these names, name them in annotations or re-export
+them (so the secio transport is not deferred: `__init__` reads a constant of
+it). Another version may use them otherwise, so the hook stands aside for any
+version but `VERIFIED`, and libp2p imports as it always did.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ DEFERRED: dict[str, tuple[str, ...]] = {
     "UPnP": ("libp2p.discovery.upnp",),
     "AutoTLS": ("libp2p.security.tls.autotls",),
     "circuit relay": ("libp2p.relay",),
+    "WebSocket transport": ("libp2p.transport.websocket",),
+    "peer stores on disk": ("libp2p.peer.persistent",),
 }
 """Groups of modules (each with its submodules) loaded together at first use."""
 

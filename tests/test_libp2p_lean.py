@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 NEVER_AT_IDLE = ("aioquic", "zeroconf", "requests", "miniupnpc", "OpenSSL", "service_identity", "rich", "pygments",
-                 "libp2p.relay.circuit_v2.dcutr", "httpx._client")
+                 "libp2p.relay.circuit_v2.dcutr", "trio_websocket", "libp2p.peer.persistent.datastore", "httpx._client")
 
 
 def in_fresh_interpreter(code: str) -> dict:
