@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import threading
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
@@ -55,8 +54,6 @@ DEFERRED: dict[str, tuple[str, ...]] = {
     "peer stores on disk": ("libp2p.peer.persistent",),
 }
 """Groups of modules (each with its submodules) loaded together at first use."""
-
-_lock = threading.RLock()
 
 
 class _StandIn(ModuleType):
@@ -113,15 +110,16 @@ def _loaded(placeholder: _Placeholder) -> Any:
 
 def _load(name: str) -> ModuleType:
     """The real module `name`: its group's stand-ins leave `sys.modules`, the
-    hook lets the group import normally from now on, and `name` is imported."""
-    with _lock:
-        group = _group_of(name)
-        if group is not None and group not in _HOOK.loaded:
-            _HOOK.loaded.add(group)
-            for key in [key for key, module in sys.modules.items() if isinstance(module, _StandIn)]:
-                if _group_of(key) == group:
-                    del sys.modules[key]
-        return importlib.import_module(name)
+    hook lets the group import normally from now on, and `name` is imported.
+    No lock of our own: two threads at once both import, and the import
+    system's locks make that one import."""
+    group = _group_of(name)
+    if group is not None and group not in _HOOK.loaded:
+        _HOOK.loaded.add(group)
+        for key in [key for key, module in list(sys.modules.items()) if isinstance(module, _StandIn)]:
+            if _group_of(key) == group:
+                sys.modules.pop(key, None)
+    return importlib.import_module(name)
 
 
 class _Hook:
@@ -132,6 +130,8 @@ class _Hook:
         self._active: bool | None = None  # decided at the first deferred import: libp2p's version is known then
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        if not name.startswith(("libp2p.", "dns.")):  # every import in the process asks: answer fast
+            return None
         if name == "dns.quic":
             _no_dns_over_quic()
             return None
