@@ -158,6 +158,8 @@ class _Hook:
 
 
 def _no_dns_over_quic() -> None:
+    """Before `dns.quic` runs: without DoQ it imports no aioquic (we resolve
+    `/dns` addresses over plain DNS only)."""
     try:
         import dns._features
 
