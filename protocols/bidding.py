@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from protocols import election, locality, placement
+from protocols import locality, placement
 from protocols.context import NodeContext
 from protocols.jobspec import JobSpec
 from protocols.jobtypes import policy_for
@@ -59,8 +59,10 @@ class Bidding:
         # Answers to the open bid round, by job, with the transition each
         # records: written in one go when the round is decided.
         self._answers: dict[str, dict[str, tuple[ExecutionRecord, HistoryEvent]]] = {}
-        self._ranked: dict[str, tuple[Sequence[str], list[str]]] = {}  # job -> (eligible, in rendezvous order)
-        self._fits = placement.FitCache()  # which members could ever run each shape of job, per view
+        # job -> (alive list, member table's change count, its first eligible
+        # nodes in rendezvous order, whether that is all of them)
+        self._ranked: dict[str, tuple[Sequence[str], int, list[str], bool]] = {}
+        self._fits = placement.FitCache()  # the shape of each job led
         # What bidders said they have free, and when: fresher than their
         # heartbeats, which a large network spaces out.
         self._free_hints: dict[str, tuple[Capacity, float]] = {}
@@ -106,13 +108,21 @@ class Bidding:
     def _in_rank_order(self, replica: JobReplica, k: int | None) -> tuple[list[str], bool]:
         """The job's first `k` (or all) eligible nodes, best rendezvous rank
         first, and whether that is all of them; ranked once per job while
-        the alive set holds still, then only walked."""
-        eligible = self._eligible(replica)
+        the membership view (the alive list and the member table) holds
+        still, then only walked."""
+        ctx = self.ctx
+        alive, changes = ctx.alive_ids(), ctx.table_changes()
+        spec = replica.header.spec
         held = self._ranked.get(replica.id)
-        if held is None or held[0] is not eligible or (len(held[1]) < len(eligible) and (k is None or k > len(held[1]))):
-            held = self._ranked[replica.id] = (eligible, election.rank(replica.id, eligible, k=k))
-        ranked = locality.holders_first(held[1], eligible, locality.input_cids(replica.header.spec), self.ctx.providers.holders)
-        return ranked, len(held[1]) == len(eligible)
+        if held is None or held[0] is not alive or held[1] != changes or (not held[3] and (k is None or k > len(held[2]))):
+            shape = self._fits.shape(replica.id, spec)
+            ranked, complete = placement.eligible_ranked(replica.id, spec, shape, alive, ctx.info, k)
+            held = self._ranked[replica.id] = (alive, changes, ranked, complete)
+        cids = locality.input_cids(spec)
+        if cids:
+            eligible = placement.Eligible(spec, self._fits.shape(replica.id, spec), alive, ctx.info)
+            return locality.holders_first(held[2], eligible, cids, ctx.providers.holders), held[3]
+        return held[2], held[3]
 
     def _room_since(self, node_id: str, since: float, spec: JobSpec) -> bool:
         """Whether a bid after `since` showed room for the spec."""
@@ -133,11 +143,6 @@ class Bidding:
             return hint[0]
         info = ctx.info(node_id)
         return None if info is None else info.free
-
-    def _eligible(self, replica: JobReplica) -> Sequence[str]:
-        """Alive nodes that could ever run the job (free resources aside)."""
-        ctx = self.ctx
-        return self._fits.eligible(replica.id, replica.header.spec, ctx.alive_ids(), ctx.table_changes(), ctx.alive_infos)
 
     def _why_no_node(self, replica: JobReplica) -> str:
         return placement.why_no_node(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -88,19 +89,31 @@ class NodeIds(list):  # type: ignore[type-arg]
 
     The keys are derived from the list and live with it, so they are
     exactly as private as the list: a node's own alive list (which nodes
-    that start warm share until one changes it, see `protocols.membership`),
-    or a list one node derived. No cache outside the list, no `id()`. Never
-    change one in place once ranked over: derive a new one (`without`,
-    `with_id`), which carries the keys along."""
+    that start warm share, see `protocols.membership`, as they share what
+    the same change derives from a shared list), or a list one node
+    derived. No cache outside the list, no `id()`. Never change one in
+    place once ranked over: derive a new one (`without`, `with_id`), which
+    carries the keys along."""
 
-    __slots__ = ("keys",)
+    __slots__ = ("keys", "_derived", "__weakref__")
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
         super().__init__(ids)
         self.keys: np.ndarray | None = None
+        # What `without` and `with_id` derived from this list, by change, while
+        # anyone holds it: nodes that share a list (a warm start) and hear of
+        # the same death derive the same list once, not once each (ten
+        # thousand nodes each copying a ten-thousand-member list at every
+        # death or return cost gigabytes in a simulator). A derived list is
+        # as immutable as this one, so sharing it changes no answer.
+        self._derived: dict[tuple[bool, str], weakref.ref[NodeIds]] | None = None
 
     def without(self, index: int) -> NodeIds:
-        """A copy without the id at `index`."""
+        """A copy without the id at `index` (shared with whoever derived the same from this list)."""
+        change = (False, self[index])
+        held = self._held(change)
+        if held is not None:
+            return held
         new = NodeIds()
         new += self[:index]  # (slices are plain lists, copied at C speed; a list subclass is not)
         new += self[index + 1 :]
@@ -108,10 +121,14 @@ class NodeIds(list):  # type: ignore[type-arg]
         if keys is not None:
             import numpy as np
             new.keys = np.concatenate((keys[:index], keys[index + 1 :]))
-        return new
+        return self._keep(change, new)
 
     def with_id(self, index: int, node_id: str) -> NodeIds:
-        """A copy with `node_id` inserted at `index` (where it sorts)."""
+        """A copy with `node_id` inserted at `index` (where it sorts; shared as `without`'s)."""
+        change = (True, node_id)
+        held = self._held(change)
+        if held is not None and len(held) == len(self) + 1 and held[index] == node_id:
+            return held
         new = NodeIds()
         new += self[:index]
         new.append(node_id)
@@ -120,6 +137,23 @@ class NodeIds(list):  # type: ignore[type-arg]
         if keys is not None:
             import numpy as np
             new.keys = np.concatenate((keys[:index], np.array([node_key(node_id)], dtype=np.uint64), keys[index:]))
+        return self._keep(change, new)
+
+    def _held(self, change: tuple[bool, str]) -> NodeIds | None:
+        derived = self._derived
+        if derived is None:
+            return None
+        ref = derived.get(change)
+        return None if ref is None else ref()
+
+    def _keep(self, change: tuple[bool, str], new: NodeIds) -> NodeIds:
+        derived = self._derived
+        if derived is None:
+            derived = self._derived = {}
+        elif len(derived) >= 64:  # drop what nobody holds any more
+            for key in [k for k, ref in derived.items() if ref() is None]:
+                del derived[key]
+        derived[change] = weakref.ref(new)
         return new
 
 

@@ -17,7 +17,7 @@ every ipfs input (`may_hold`): only the node knows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 
 from protocols.jobspec import JobSpec
 
@@ -48,7 +48,7 @@ def inputs_held(cids: Sequence[str], holders: Callable[[str], Collection[str]]) 
 
 def holders_first(
     ranked: list[str],
-    eligible: Sequence[str],
+    eligible: Container[str],
     cids: Sequence[str],
     holders: Callable[[str], Collection[str]],
 ) -> list[str]:
@@ -66,8 +66,7 @@ def holders_first(
     position = {node_id: index for index, node_id in enumerate(ranked) if node_id in held}
     outside = [n for n in held if n not in position]
     if outside:
-        allowed = set(eligible)
-        position.update((n, len(ranked)) for n in outside if n in allowed)
+        position.update((n, len(ranked)) for n in outside if n in eligible)
     if not position:
         return ranked
     front = sorted(position, key=lambda n: (-held[n], position[n], n))

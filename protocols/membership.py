@@ -82,7 +82,8 @@ refreshes a live member (a later seq, new free resources) is not stored:
 leaders learn free resources fresher from bids. A warm start shares the
 member table and the sorted id list between nodes until one changes them:
 a node then derives its own id list (an `election.NodeIds`, which carries
-its members' rendezvous keys along), and keeps its changes to the table
+its members' rendezvous keys along, and gives nodes that make the same
+change to the same list the same new list), and keeps its changes to the table
 beside the shared one until they are many (`_set`): thousands of nodes each
 copying the whole table at a death or a return cost gigabytes.
 
@@ -213,6 +214,7 @@ class Membership:
         self._own_infos = members is None  # ours to change? else changes go to `_mine` (`_ids` is never changed in place)
         self._mine: dict[str, NodeInfo | None] = {}  # over a shared table: our changes to it (None: forgotten)
         self._table_changes = 0
+        self._watching: tuple[Sequence[str] | None, int, list[str]] = (None, 0, [])  # (alive list, watchers, `watched()`)
         self._down: dict[str, _Down] = {}
         self._gone_since: float | None = None  # earliest `since` of the DEAD and LEFT in `_down` (None: to count again)
         self._nonce = 0
@@ -518,11 +520,19 @@ class Membership:
 
     def watched(self, count: int | None = None) -> list[str]:
         """The `count` (default `watchers`) alive members after us on the
-        ring (fewer if the network is smaller)."""
+        ring (fewer if the network is smaller); do not modify."""
         ids = self._ids
-        count = min(self.config.watchers if count is None else count, len(ids) - 1)
+        watchers = self.config.watchers
+        if count is None:
+            held = self._watching
+            if held[0] is ids and held[1] == watchers:  # asked on every heartbeat heard: kept while the alive list holds
+                return held[2]
+        wanted = min(watchers if count is None else count, len(ids) - 1)
         start = bisect_right(ids, self.local.node_id)
-        return [ids[(start + i) % len(ids)] for i in range(count)]
+        watched = [ids[(start + i) % len(ids)] for i in range(wanted)]
+        if count is None:
+            self._watching = (ids, watchers, watched)
+        return watched
 
     def _helpers(self, node_id: str) -> list[str]:
         """`helpers` alive members other than us and `node_id`, a different

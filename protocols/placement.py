@@ -23,12 +23,13 @@ bidders said they have free, when they said it) and asks here:
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocols import locality, selection
+from protocols import election, locality, selection
 from protocols.jobspec import JobSpec, Resources
 from protocols.messages import Capacity, NodeInfo
 from protocols.records import ExecutionRecord, ExecutionState
@@ -219,21 +220,17 @@ def unfit(spec: JobSpec, info: NodeInfo, spec_shape: tuple[Any, ...] | None = No
 
 
 class FitCache:
-    """One node's memory of which members could ever run which shape of
-    job, for the jobs it leads (held by its `Bidding`): per node, so no
-    node reads what another derived. It keeps each led job's shape
-    (`selection.fit_key`) and, per shape, the eligible members under one
-    membership view (the alive list object and the member table's change
-    count); a new view empties it."""
+    """One node's memory of the shape (`selection.fit_key`) of each job it
+    leads (held by its `Bidding`): per node, so no node reads what another
+    derived. Which members fit a shape is not kept here: `eligible_ranked`
+    judges only the members a job's ranking walks, through `unfit`'s memo."""
 
-    __slots__ = ("_shapes", "_view", "_eligible")
+    __slots__ = ("_shapes",)
 
     SHAPES_KEPT = 4096  # job shapes remembered before the memory starts afresh
 
     def __init__(self) -> None:
         self._shapes: dict[str, tuple[Any, ...]] = {}  # job id -> shape (a job's spec never changes)
-        self._view: tuple[Sequence[str] | None, int] = (None, -1)
-        self._eligible: dict[tuple[Any, ...], Sequence[str]] = {}
 
     def shape(self, job_id: str, spec: JobSpec) -> tuple[Any, ...]:
         """The job's `selection.fit_key` (its spec is fixed by its id: `protocols.jobid`)."""
@@ -244,29 +241,63 @@ class FitCache:
             found = self._shapes[job_id] = selection.fit_key(spec)
         return found
 
-    def eligible(self, job_id: str, spec: JobSpec, ids: Sequence[str], changes: int,
-                 infos: Callable[[], Iterable[NodeInfo]]) -> Sequence[str]:
-        """Alive nodes that could ever run the spec (not counting what they
-        have free now), given the membership view: `ids` (the alive list,
-        a new object whenever the alive set changes), `changes` (the member
-        table's change count), and `infos` listing the alive members'
-        infos. The same list object while the view holds, so callers may
-        keep what they derive from it (its rendezvous ranking)."""
-        view = self._view
-        if view[0] is not ids or view[1] != changes:
-            self._view = (ids, changes)
-            self._eligible = {}
-        spec_shape = self.shape(job_id, spec)
-        found = self._eligible.get(spec_shape)
-        if found is None:
-            fit = [info.node_id for info in infos() if not unfit(spec, info, spec_shape)]
-            # Every member fits (the common case): the alive list itself, and
-            # the rendezvous keys it keeps; else a plain list of its own (its
-            # keys are not kept: a job's ranking is kept by the leader, and
-            # thousands of nodes each keeping keys per shape cost memory).
-            found = ids if len(fit) == len(ids) else fit
-            self._eligible[spec_shape] = found
-        return found
+
+def eligible_ranked(
+    job_id: str,
+    spec: JobSpec,
+    spec_shape: tuple[Any, ...],
+    alive: Sequence[str],
+    info: Callable[[str], NodeInfo | None],
+    k: int | None,
+) -> tuple[list[str], bool]:
+    """The first `k` (None: all) of the `alive` members that could ever run
+    the spec (`unfit`, free resources aside), best rendezvous rank first,
+    and whether that is every such member.
+
+    The rendezvous order of the eligible members is the alive list's order
+    with the unfit left out, so this ranks a prefix of the alive list (at
+    C speed, `election.rank`) and judges only the members in it, widening
+    the prefix while too few fit: a job that wants a few nodes costs work
+    in proportion to those, not to the network's size (judging every member
+    for each new job was a quarter of a large simulation's time)."""
+    total = len(alive)
+    span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
+    while True:
+        found: list[str] = []
+        for node_id in election.rank(job_id, alive, k=span if span < total else None):
+            member = info(node_id)
+            if member is not None and not unfit(spec, member, spec_shape):
+                found.append(node_id)
+                if k is not None and len(found) > k:
+                    break
+        if k is None:
+            return found, True
+        if len(found) > k:
+            return found[:k], False
+        if span >= total:
+            return found, True
+        span = min(total, span * 4)
+
+
+class Eligible:
+    """Membership in the alive members that could ever run a spec, judged
+    one member at a time (`unfit`'s memo): for the few a caller asks about."""
+
+    __slots__ = ("_spec", "_shape", "_alive", "_info")
+
+    def __init__(self, spec: JobSpec, spec_shape: tuple[Any, ...], alive: Sequence[str],
+                 info: Callable[[str], NodeInfo | None]) -> None:
+        self._spec, self._shape, self._alive, self._info = spec, spec_shape, alive, info
+
+    def __contains__(self, node_id: object) -> bool:
+        alive = self._alive
+        if not isinstance(node_id, str):
+            return False
+        index = bisect_left(alive, node_id)  # the alive list is sorted
+        if index == len(alive) or alive[index] != node_id:
+            return False
+        member = self._info(node_id)
+        return member is not None and not unfit(self._spec, member, self._shape)
 
 
 def check_fit(spec: JobSpec, info: NodeInfo) -> str | None:

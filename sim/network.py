@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 
 class SimConfigError(ValueError):
@@ -38,8 +39,9 @@ class NetworkConfig:
         if self.broadcast_buckets < 1:
             raise SimConfigError(f"broadcast buckets must be >= 1, not {self.broadcast_buckets}")
 
-    @property
+    @cached_property
     def log_median(self) -> float:
+        """log(latency_median), asked for every message sent: computed once."""
         return math.log(self.latency_median)
 
 

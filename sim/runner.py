@@ -544,4 +544,5 @@ def _percentile(values: list[float], fraction: float) -> float:
 def simulate(config: SimConfig, progress: Progress | None = None) -> Report:
     """Run one simulation; raises `InvariantViolation` (naming the seed) when
     the network breaks a promise."""
-    return Simulation(config, progress).run()
+    with _rare_collections():  # building thousands of nodes, and the report, too
+        return Simulation(config, progress).run()
