@@ -468,16 +468,31 @@ def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int, kind
     """The CBOR of `value` (dumped already, or dumped here as a `kind`), made once per object."""
     key = (id(value), canonical)
     held = _encoded_values.get(key)
-    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it might nest past MAX_DEPTH)
+    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it would nest past MAX_DEPTH)
         _encoded_values.move_to_end(key)
         return held[1]
     if kind is not None:  # (as the message's own dump would: a wrong type is refused there too)
         dumped = _adapter(kind).dump_python(value, mode="python", by_alias=True, round_trip=True, warnings="error")
-    encoded = _Encoded(cbor2.dumps(_plain(dumped, depth), canonical=canonical))
-    _encoded_values[key] = (value, encoded, depth)  # holding the value: its id is not reused while it is a key
+    plain = _plain(dumped, depth)
+    encoded = _Encoded(cbor2.dumps(plain, canonical=canonical))
+    # Kept with the deepest place it may go (the same record rides one level
+    # deeper in a `Records` for the store than in a `JobUpdated` to a keeper):
+    # `_plain` refuses a map or array nested past MAX_DEPTH.
+    deepest = MAX_DEPTH - max(_levels(plain) - 1, 0)
+    _encoded_values[key] = (value, encoded, deepest)  # holding the value: its id is not reused while it is a key
     if len(_encoded_values) > REMEMBERED_ENCODINGS:
         _encoded_values.popitem(last=False)
     return encoded
+
+
+def _levels(plain: Any) -> int:
+    """How many maps and arrays deep a plain value nests (0 for a leaf)."""
+    kind = type(plain)
+    if kind is dict:
+        return 1 + max(map(_levels, plain.values()), default=0)
+    if kind is list:
+        return 1 + max(map(_levels, plain), default=0)
+    return 0
 
 
 def _models_in(node: Any, path: tuple[str, ...], model: type) -> Any:
