@@ -182,7 +182,8 @@ class Runtime:
         self.s3 = S3Access(settings.s3_credentials_file, settings.s3_config_file, settings.s3_profile)
         self.ipfs = (ExternalIpfsService(settings.ipfs_connect) if settings.ipfs_connect
                      else IpfsService(settings.data_dir / "ipfs", results_pin=settings.ipfs_results_pin,
-                                      cache_quota=settings.ipfs_cache_quota))
+                                      cache_quota=settings.ipfs_cache_quota,
+                                      bulk_listen=_stream_listen(settings)))
         self.providers = ProviderLookups(self.node_id, self._inputs_send.send_nowait, self._dial,
                                          self.transport.connected_peers)
         self.executions = ExecutionRunner(
@@ -710,3 +711,15 @@ class _Effects:
 
     def providers_found(self, effect: ProvidersFound) -> None:
         self.runtime.providers.found(effect.cid, effect.providers)
+
+
+def _stream_listen(settings: NodeSettings) -> tuple[str, int] | None:
+    """Where whole DAGs are served: the first listen address's IP, on the
+    configured port; None when the operator turned it off."""
+    if settings.ipfs_stream_port is None:
+        return None
+    for address in settings.listen:
+        parts = address.split("/")
+        if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+            return parts[2], settings.ipfs_stream_port
+    return "127.0.0.1", settings.ipfs_stream_port

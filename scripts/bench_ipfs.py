@@ -3,8 +3,10 @@
 - a plain disk copy of the file (the yardstick);
 - importing it into a block store in-process (what the ipfs publisher does);
 - `p2pnode ipfs add` to peer A through its API (import here, blocks uploaded);
-- `p2pnode ipfs get` through peer B, which fetches every block from A over
-  bitswap (Noise + yamux on py-libp2p), verifies it, and hands it on;
+- peer B pulling the whole DAG from A as one TLS stream (`POST /pull`, what a
+  job's input and `ipfs get` do first), verifying and storing every block;
+- `p2pnode ipfs get` through peer B, which then holds every block: the HTTP
+  leg to the client, which verifies each block again and writes the file;
 - the ceiling under it: bytes written on one plain py-libp2p stream
   (Noise + yamux) between two hosts in this process;
 - peak resident memory of the client and of each peer, and the CPU seconds
@@ -28,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import trio  # noqa: E402
 
 from p2pnode.devstack import devstack  # noqa: E402
@@ -127,14 +130,25 @@ def main() -> None:
 
             cid = timed("ipfs add through peer A's API", size, add_through_api)
             out = base / "fetched.bin"
-            before = [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]
-            timed("ipfs get through peer B (bitswap from A)", size,
-                  lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0))
-            spent = [after - start for after, start in
-                     zip([cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)], before)]
+
+            def pull() -> None:
+                answer = httpx.post(b.api + "/api/v1/ipfs/pull", json={"Cid": cid, "Provider": a.node_id},
+                                    timeout=3600).raise_for_status().json()
+                assert answer["Bytes"] >= size, answer
+
+            def cpu() -> list[float]:
+                return [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]
+
             per_gib = (1 << 30) / size
-            print(f"fetch CPU: client {spent[0]:.1f} s, peer A {spent[1]:.1f} s, peer B {spent[2]:.1f} s "
-                  f"({sum(spent) * per_gib:.0f} CPU-s per GiB in all)")
+            for label, action in (
+                ("peer B pulls the DAG from A (TLS stream)", pull),
+                ("ipfs get through peer B, which holds it now", lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0)),
+            ):
+                before = cpu()
+                timed(label, size, action)
+                spent = [after - start for after, start in zip(cpu(), before)]
+                print(f"  CPU: client {spent[0]:.1f} s, peer A {spent[1]:.1f} s, peer B {spent[2]:.1f} s "
+                      f"({sum(spent) * per_gib:.1f} CPU-s per GiB in all)")
             same = out.stat().st_size == size
             print(f"fetched file complete: {same}; CID {cid}")
             print(f"peak memory: client {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "

@@ -309,3 +309,14 @@ def test_the_docker_daemon_address_comes_from_the_environment_or_a_file(tmp_path
     config.write_text("Node:\n  Compute:\n    Docker:\n      Host: tcp://127.0.0.1:2375\n")
     assert load_settings(config_file=config, env={}, flags={"data_dir": tmp_path}).docker_host == "tcp://127.0.0.1:2375"
     assert load_settings(config_file=None, env={}, flags={"data_dir": tmp_path}).docker_host is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [("off", None), ("OFF", None), ("0", 0), ("4002", 4002)])
+def test_the_dag_stream_port_is_a_port_or_off(tmp_path: Path, text: str, expected: int | None) -> None:
+    settings = load_settings(config_file=None, env={}, flags={"--data-dir": tmp_path, "--ipfs-stream-port": text})
+    assert settings.ipfs_stream_port == expected
+
+
+def test_a_bad_dag_stream_port_says_what_would_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="between 0 and 65535"):
+        load_settings(config_file=None, env={}, flags={"--data-dir": tmp_path, "--ipfs-stream-port": "70000"})

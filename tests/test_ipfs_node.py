@@ -70,6 +70,23 @@ def test_a_directory_added_on_one_peer_comes_back_through_the_other(two_peers: l
     assert held.has(CID.parse(root))  # B now holds the blocks it fetched
 
 
+def test_a_peer_pulls_a_whole_dag_from_another_as_one_stream(two_peers: list[Peer], tmp_path: Path) -> None:
+    a, b = two_peers
+    source = tmp_path / "pulled.bin"
+    write_random(source, 1_500_000, 21)
+    cid = cli("ipfs", "add", str(source), "--api", a.api).splitlines()[-1].split()[-1]
+    blocks = len(source.read_bytes()) // (256 << 10) + 2  # the chunks and the root
+    pulled = httpx.post(b.api + "/api/v1/ipfs/pull", json={"Cid": cid, "Provider": a.node_id}, timeout=60)
+    assert pulled.status_code == 200, pulled.text
+    assert pulled.json()["Blocks"] == blocks and pulled.json()["Bytes"] > 1_500_000
+    again = httpx.post(b.api + "/api/v1/ipfs/pull", json={"Cid": cid}, timeout=60).json()
+    assert again["Held"] is True and again["Blocks"] == 0
+    cli("ipfs", "get", cid, "-o", str(tmp_path / "out.bin"), "--api", b.api)
+    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+    nobody = httpx.post(b.api + "/api/v1/ipfs/pull", json={"Cid": str(CID.of(b"held by nobody"))}, timeout=60)
+    assert nobody.status_code == 404 and "fetch its blocks instead" in nobody.text
+
+
 def test_a_block_nobody_holds_fails_fast_with_a_hint(two_peers: list[Peer], tmp_path: Path) -> None:
     unknown = CID.of(b"nobody has this block", version=1, codec=0x55)
     output = cli_fails("ipfs", "get", str(unknown), "-o", str(tmp_path / "x"), "--api", two_peers[1].api)

@@ -141,7 +141,11 @@ class Bitswap:
         got: dict[bytes, bytes] = {}
         if missing:
             got = await self._want(missing, timeout, list(providers))
-        return [got[c.digest] if c.digest in got else self.store.get(c) for c in cids]
+        if all(c.digest in got for c in cids):
+            return [got[c.digest] for c in cids]
+        # read and hashed in a worker thread: a window of 32 blocks is 8 MiB, too long for the event loop
+        return await trio.to_thread.run_sync(
+            lambda: [got[c.digest] if c.digest in got else self.store.get(c) for c in cids])
 
     async def _want(self, cids: list[CID], timeout: float, providers: list[ID]) -> dict[bytes, bytes]:
         """Until every block arrives (then: the blocks received, by digest) or the fetch fails."""

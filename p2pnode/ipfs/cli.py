@@ -182,6 +182,9 @@ def get_results(api: str, executions: list[dict[str, Any]], output_dir: Path, ti
     return written
 
 
+PULL_SECONDS = 3600.0  # a whole DAG may be large; the node ends a pull that stops moving by itself
+
+
 async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
                headers: dict[str, str] | None = None) -> None:
     async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
@@ -224,6 +227,11 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
                     return frames.end()
             return await each(cids)
 
+        try:  # the whole DAG into the node first, as one stream if a p2pnode peer holds it
+            await http.post("/api/v1/ipfs/pull", json={"Cid": str(root), "Provider": provider},
+                            timeout=httpx.Timeout(timeout + 10, read=PULL_SECONDS))
+        except httpx.TransportError:
+            pass  # block by block it is; a node that is down fails there with a clear error
         await export(root, fetch, dest)
 
 

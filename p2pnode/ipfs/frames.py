@@ -1,5 +1,5 @@
-"""The frames of a batch upload (`PUT /api/v1/ipfs/blocks`): the client's and
-the node's side, in a module light enough for the CLI to import.
+"""The frames of a batch upload (`PUT /api/v1/ipfs/blocks`) and of a DAG
+stream between peers (`bulk`), in a module light enough for the CLI to import.
 
 A frame is a uvarint length and a CID's bytes, then a uvarint length and the
 block: the node can check and store each block as the body streams in.

@@ -4,10 +4,13 @@ The node is told what this store holds (`announce`: the runtime turns it
 into `DataHeld`, so the node announces itself as a provider and bids for
 `local` jobs reading it), and asks the network who holds a root before
 fetching it (`locate`: a provider lookup, then a dial of each holder).
+A whole DAG comes from one of our own peers as one TLS stream (`bulk`), from
+anyone else (Kubo) block by block over bitswap.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,6 +19,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
+from p2pnode.ipfs import bulk
 from p2pnode.ipfs.bitswap import Bitswap
 from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID
@@ -25,13 +29,19 @@ from p2pnode.ipfs.pins import Pins
 
 Announce = Callable[[Sequence[str], bool], None]
 Locate = Callable[[str], Awaitable[list[ID]]]
+log = logging.getLogger("p2pnode.ipfs")
+PULL_FROM = 3  # holders asked in turn for a DAG stream before bitswap takes over
+UNREACHABLE_SECONDS = 600.0  # a holder whose stream port did not answer is fetched from over bitswap meanwhile
 
 
 class IpfsService:
     def __init__(self, root: Path, *, fetch_timeout: float = 60.0, results_pin: float = 7 * 86400.0,
-                 cache_quota: int = 10 << 30) -> None:
+                 cache_quota: int = 10 << 30, bulk_listen: tuple[str, int] | None = ("127.0.0.1", 0)) -> None:
         self.store = BlockStore(root / "blocks")
         self.bitswap = Bitswap(self.store)
+        self.dags = None if bulk_listen is None else bulk.DagServer(self.store, *bulk_listen)
+        self._host: IHost | None = None
+        self._unreachable: dict[ID, float] = {}  # holder -> until when its stream port is not tried
         self.pins = Pins(self.store, root / "pins.json", cache_quota)
         self.fetch_timeout = fetch_timeout
         self.results_pin = results_pin
@@ -39,7 +49,16 @@ class IpfsService:
         self.locate: Locate | None = None
 
     async def run(self, host: IHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.bitswap.run(host, task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.bitswap.run, host)
+            if self.dags is not None:
+                await nursery.start(self.dags.run, host)
+            self._host = host
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._host = None
 
     def held(self) -> list[str]:
         return self.pins.held()
@@ -59,10 +78,30 @@ class IpfsService:
         if self.locate is not None and not self.store.has(cid):
             providers = await self.locate(str(cid))
 
+        await self.pull(cid, providers)
+
         async def fetch(cids: Sequence[CID]) -> list[bytes]:
             return await self.fetch(cids, providers=providers)
 
         await export(cid, fetch, dest)
+
+    async def pull(self, root: CID, providers: Sequence[ID]) -> bulk.DagCheck | None:
+        """Bring `root`'s whole DAG into the store as one stream from the first
+        of `providers` that sends it; None when none did (bitswap then fetches
+        what is still missing, block by block)."""
+        if self._host is None or str(root) in self.pins.held():  # held whole already
+            return None
+        now = time.monotonic()
+        for peer in [p for p in providers if self._unreachable.get(p, 0.0) <= now][:PULL_FROM]:
+            try:  # no deadline on the whole: a stream quiet for bulk.IDLE_SECONDS ends
+                return await bulk.pull(self._host, peer, root, self.store)
+            except bulk.StreamPortUnreachable as error:
+                self._unreachable[peer] = time.monotonic() + UNREACHABLE_SECONDS
+                log.info("fetching %s block by block: %s (not tried again for %g s)", root, error,
+                         UNREACHABLE_SECONDS)
+            except bulk.BulkUnavailable as error:
+                log.info("fetching %s block by block: %s", root, error)
+        return None
 
     async def fetched(self, cid: CID) -> None:
         """A job's input arrived whole: held as cache (and announced) while the quota allows."""

@@ -1,0 +1,75 @@
+"""A whole DAG as one stream of blocks: the order a holder sends it in, and
+the check a fetcher makes of it as it comes. No I/O here.
+
+The holder sends the root, then each block once, depth first, in link
+order: every block arrives after the block that links to it. So the fetcher
+can trust a block as soon as it arrives: it accepts a block only if a block
+it already accepted (or the root it asked for) links to it, and only if the
+bytes hash to that link's digest. Nothing unasked-for is ever stored, and the
+DAG is whole exactly when no link is left waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from p2pnode.ipfs.cid import CID, DAG_PB
+from p2pnode.ipfs.dagpb import DagError, decode_node
+
+
+class StreamRefused(ValueError):
+    """A block the fetcher did not ask for, or whose bytes do not match its CID."""
+
+
+def walk(root: CID, read: Callable[[CID], bytes]) -> Iterator[tuple[CID, bytes]]:
+    """Each block of `root`'s DAG once, a block before those it links to."""
+    sent: set[bytes] = set()
+    todo = [root]
+    while todo:
+        cid = todo.pop()
+        if cid.digest in sent:
+            continue
+        sent.add(cid.digest)
+        block = read(cid)
+        yield cid, block
+        if cid.codec == DAG_PB:
+            try:
+                links = decode_node(block).links
+            except DagError:
+                continue  # the fetcher finds it bad too and stops there
+            todo.extend(link.cid for link in reversed(links))
+
+
+class DagCheck:
+    """The fetcher's side: which blocks it still waits for."""
+
+    def __init__(self, root: CID) -> None:
+        self.waiting: dict[bytes, CID] = {root.digest: root}
+        self._accepted: set[bytes] = set()
+        self.blocks = 0
+        self.bytes = 0
+
+    @property
+    def whole(self) -> bool:
+        return not self.waiting
+
+    def accept(self, cid: CID, block: bytes) -> CID:
+        """Take the next block; returns the CID it is stored under (the
+        linking block's, not the sender's), or raises StreamRefused."""
+        wanted = self.waiting.pop(cid.digest, None)
+        if wanted is None:
+            raise StreamRefused(f"block {cid} was not linked from anything received")
+        if not wanted.verifies(block):
+            raise StreamRefused(f"block {wanted} does not hash to its CID: refused")
+        self._accepted.add(wanted.digest)
+        self.blocks += 1
+        self.bytes += len(block)
+        if wanted.codec == DAG_PB:
+            try:
+                links = decode_node(block).links
+            except DagError as error:
+                raise StreamRefused(f"block {wanted} is not a dag-pb node: {error}") from None
+            for link in links:
+                if link.cid.digest not in self._accepted:
+                    self.waiting.setdefault(link.cid.digest, link.cid)
+        return wanted

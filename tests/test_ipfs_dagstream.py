@@ -1,0 +1,215 @@
+"""Whole DAGs between our own peers: the block order and the fetcher's check
+(no I/O), then real libp2p hosts in one process handing out tickets and real
+TLS streams carrying the blocks. A forged block, a made-up ticket and a
+certificate other than the one vouched for over libp2p all get nothing in."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from p2pnode.ipfs import bulk
+from p2pnode.ipfs.blockstore import BlockStore
+from p2pnode.ipfs.cid import CID, DAG_PB
+from p2pnode.ipfs.dagpb import decode_node
+from p2pnode.ipfs.dagstream import DagCheck, StreamRefused, walk
+from p2pnode.ipfs.importer import Options, add_path
+from p2pnode.ipfs.service import IpfsService
+from tests.test_ipfs_bitswap import ForgingStore, nursery, start  # noqa: F401 - the fixture
+from tests.test_ipfs_importer import write_random
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def tree(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    write_random(root / "big.bin", 3_000_000, 11)
+    (root / "zeros.bin").write_bytes(bytes(1 << 20))  # four equal chunks: one block, linked four times
+    (root / "sub" / "note.txt").write_bytes(b"a note\n")
+    return root
+
+
+def added(tmp_path: Path, version: int = 0) -> tuple[CID, dict[bytes, bytes]]:
+    blocks: dict[bytes, bytes] = {}
+    root = add_path(tree(tmp_path / f"tree{version}"), lambda cid, block: blocks.__setitem__(cid.digest, block),
+                    Options(cid_version=version, raw_leaves=version == 1)).cid
+    return root, blocks
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_each_block_comes_once_after_the_block_linking_it_and_the_check_ends_whole(tmp_path: Path,
+                                                                                   version: int) -> None:
+    root, blocks = added(tmp_path, version)
+    order = list(walk(root, lambda cid: blocks[cid.digest]))
+    assert [cid for cid, _ in order][0] == root
+    assert len(order) == len(blocks)  # the zero chunk once, though linked four times
+    position = {cid.digest: index for index, (cid, _) in enumerate(order)}
+    for cid, block in order:  # each block after some block linking to it
+        if cid.codec == DAG_PB:
+            for link in decode_node(block).links:
+                first_parent = min(position[c.digest] for c, b in order if c.codec == DAG_PB and any(
+                    other.cid.digest == link.cid.digest for other in decode_node(b).links))
+                assert first_parent < position[link.cid.digest]
+    check = DagCheck(root)
+    for cid, block in order:
+        assert not check.whole
+        check.accept(cid, block)
+    assert check.whole and check.blocks == len(blocks)
+
+
+def test_the_check_refuses_a_block_nothing_linked_and_bytes_that_do_not_hash(tmp_path: Path) -> None:
+    root, blocks = added(tmp_path)
+    order = list(walk(root, lambda cid: blocks[cid.digest]))
+    check = DagCheck(root)
+    with pytest.raises(StreamRefused, match="not linked"):
+        check.accept(order[1][0], order[1][1])  # before the root that links it
+    check.accept(*order[0])
+    with pytest.raises(StreamRefused, match="does not hash"):
+        check.accept(order[1][0], order[1][1] + b"!")
+    unasked = CID.of(b"a block nobody linked")
+    with pytest.raises(StreamRefused, match="not linked"):
+        check.accept(unasked, b"a block nobody linked")
+
+
+async def connected(nursery: trio.Nursery, tmp_path: Path, holder: IpfsService) -> tuple[IpfsService, object, object]:
+    fetcher = IpfsService(tmp_path / "fetcher")
+    host_holder = await start(nursery, holder)
+    host_fetcher = await start(nursery, fetcher)
+    await host_fetcher.connect(info_from_p2p_addr(Multiaddr(str(host_holder.get_addrs()[0]))))
+    return fetcher, host_holder, host_fetcher
+
+
+async def holding(nursery: trio.Nursery, tmp_path: Path, size: int,
+                  **options: object) -> tuple[CID, IpfsService, IpfsService, object, object]:
+    """A holder that added `size` random bytes (tmp_path / "file.bin"), and a
+    fetcher connected to it: (root, holder, fetcher, their hosts)."""
+    holder = IpfsService(tmp_path / "holder", **options)  # type: ignore[arg-type]
+    source = tmp_path / "file.bin"
+    write_random(source, size, size % 97)
+    root = (await holder.add(source)).cid
+    fetcher, host_holder, host_fetcher = await connected(nursery, tmp_path, holder)
+    return root, holder, fetcher, host_holder, host_fetcher
+
+
+async def test_a_whole_dag_comes_as_one_stream_and_is_written_out(nursery: trio.Nursery, tmp_path: Path) -> None:
+    holder = IpfsService(tmp_path / "holder")
+    source = tree(tmp_path / "src")
+    root = (await holder.add(source)).cid
+    fetcher, host_holder, _ = await connected(nursery, tmp_path, holder)
+    check = await fetcher.pull(root, [host_holder.get_id()])
+    assert check is not None and check.whole
+    assert holder.dags is not None and holder.dags.dags_sent == 1
+    await fetcher.get(root, tmp_path / "out")  # every block local now: written with no bitswap at all
+    for name in ("big.bin", "zeros.bin", "sub/note.txt"):
+        assert (tmp_path / "out" / name).read_bytes() == (source / name).read_bytes()
+    assert fetcher.bitswap.blocks_received == 0 and holder.bitswap.blocks_sent == 0
+
+
+async def test_a_forged_block_ends_the_stream_and_bitswap_refuses_it_too(nursery: trio.Nursery,
+                                                                         tmp_path: Path) -> None:
+    liar = IpfsService(tmp_path / "liar")
+    liar.store = ForgingStore(tmp_path / "liar-blocks")
+    liar.store.get_unchecked = liar.store.get  # type: ignore[method-assign]
+    liar.bitswap.store = liar.store
+    assert liar.dags is not None
+    liar.dags.store = liar.store
+    fetcher, host_liar, _ = await connected(nursery, tmp_path, liar)
+    wanted = CID.of(b"the real block")
+    with pytest.raises(bulk.BulkUnavailable, match="refused: block .* does not hash"):
+        await bulk.pull(fetcher._host, host_liar.get_id(), wanted, fetcher.store)  # type: ignore[arg-type]
+    assert await fetcher.pull(wanted, [host_liar.get_id()]) is None  # the service falls back to bitswap
+    assert not fetcher.store.has(wanted)
+
+
+async def test_a_peer_that_lacks_the_root_says_so(nursery: trio.Nursery, tmp_path: Path) -> None:
+    holder = IpfsService(tmp_path / "holder")
+    fetcher, host_holder, host_fetcher = await connected(nursery, tmp_path, holder)
+    with pytest.raises(bulk.BulkUnavailable, match="is not held here"):
+        await bulk.request_ticket(host_fetcher, host_holder.get_id(), CID.of(b"nobody has this"))
+
+
+async def test_only_a_fresh_ticket_from_libp2p_and_the_vouched_certificate_open_the_stream(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    root, holder, fetcher, host_holder, host_fetcher = await holding(nursery, tmp_path, 700_000)
+    address, ticket = await bulk.request_ticket(host_fetcher, host_holder.get_id(), root)
+    assert address == "127.0.0.1"
+
+    forged = dataclasses.replace(ticket, secret=os.urandom(32))
+    with pytest.raises(bulk.BulkUnavailable, match="1 block"):  # the holder hangs up: nothing comes
+        await trio.to_thread.run_sync(bulk.receive_dag, address, forged, root, fetcher.store)
+
+    impostor = dataclasses.replace(ticket, certificate=bytes(32))  # a listener other than the peer asked
+    with pytest.raises(bulk.BulkUnavailable, match="not the peer that gave the ticket"):
+        await trio.to_thread.run_sync(bulk.receive_dag, address, impostor, root, fetcher.store)
+
+    check = await trio.to_thread.run_sync(bulk.receive_dag, address, ticket, root, fetcher.store)
+    assert check.whole and check.blocks == 4  # three chunks and the root
+    with pytest.raises(bulk.BulkUnavailable):  # a ticket is good once
+        await trio.to_thread.run_sync(bulk.receive_dag, address, ticket, root, BlockStore(tmp_path / "again"))
+
+
+async def test_garbage_on_the_tls_port_never_harms_the_holder(nursery: trio.Nursery, tmp_path: Path) -> None:
+    root, holder, fetcher, host_holder, host_fetcher = await holding(nursery, tmp_path, 300_000)
+    assert holder.dags is not None
+
+    def garbage() -> None:
+        with socket.create_connection(("127.0.0.1", holder.dags.port), timeout=5) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\n\r\n" * 10)
+            try:
+                plain.recv(100)
+            except OSError:
+                pass
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", holder.dags.port), timeout=5)) as tls:
+            tls.sendall(b"short")  # then hangs up inside the ticket
+
+    await trio.to_thread.run_sync(garbage)
+    check = await fetcher.pull(root, [host_holder.get_id()])  # the holder still serves
+    assert check is not None and check.whole
+
+
+async def test_with_the_stream_port_off_a_dag_comes_over_bitswap(nursery: trio.Nursery, tmp_path: Path) -> None:
+    root, holder, fetcher, host_holder, _ = await holding(nursery, tmp_path, 600_000, bulk_listen=None)
+    assert await fetcher.pull(root, [host_holder.get_id()]) is None
+    fetcher.locate = None
+    providers = [host_holder.get_id()]
+
+    async def locate(cid: str) -> list:  # type: ignore[type-arg]
+        return providers
+
+    fetcher.locate = locate
+    await fetcher.get(root, tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == (tmp_path / "file.bin").read_bytes()
+    assert fetcher.bitswap.blocks_received == 4
+
+
+async def test_connections_that_never_greet_are_capped_then_hung_up_on(nursery: trio.Nursery,
+                                                                            tmp_path: Path) -> None:
+    root, holder, fetcher, host_holder, _ = await holding(nursery, tmp_path, 300_000)
+    assert holder.dags is not None
+    idle = []
+    try:
+        for _ in range(bulk.MAX_OPEN + 8):
+            sock = trio.socket.socket()
+            idle.append(sock)
+            await sock.connect(("127.0.0.1", holder.dags.port))
+        await trio.sleep(0.2)
+        assert holder.dags._open <= bulk.MAX_OPEN  # the ones over the cap were closed at once
+        await trio.sleep(bulk.GREET_SECONDS + 1)  # their time to greet is up: each was hung up on
+        for sock in idle:
+            with trio.fail_after(5):
+                assert await sock.recv(100) == b""
+        check = await fetcher.pull(root, [host_holder.get_id()])
+        assert check is not None and check.whole
+    finally:
+        for sock in idle:
+            sock.close()
