@@ -308,7 +308,9 @@ _ENVELOPE_KEYS = frozenset({"v", "t", "s", "b"})
 # hints, and:
 # - encoding writes the CBOR bytes this process made for the very same
 #   object before (`_Encoded`, written as they are: CBOR items concatenate):
-#   frozen models, and frozen dataclasses held in tuples that hold no model;
+#   frozen models, and frozen dataclasses held in tuples that hold no model.
+#   pydantic's dump of the message leaves them out (`_left_out`), so only a
+#   value met for the first time is dumped;
 # - decoding hands pydantic the model instance it validated from an equal
 #   plain value before (equal `repr` of plain CBOR values means equal
 #   values), which lax validation takes as it is. A value that fails is
