@@ -456,14 +456,27 @@ def _models_in_place(value: Any, node: Any, path: tuple[str, ...], kind: type, c
         field = getattr(value, step)
         if len(path) == 1:
             node[step] = _encoded_value(field, None, canonical, depth + 1, kind)
-        else:
-            node[step] = [_encoded_value(item, None, canonical, depth + 2, kind) for item in field]
+        else:  # the array whole, already CBOR: one item for the encoder, not one per value
+            if depth + 1 > MAX_DEPTH:
+                raise UnencodableMessage(f"the message nests deeper than {MAX_DEPTH} levels; peers would refuse it")
+            items = [_encoded_value(item, None, canonical, depth + 2, kind).data for item in field]
+            node[step] = _Encoded(_array_head(len(items)) + b"".join(items))
         return
     if step == "*":
         for item, sub in zip(value, node, strict=True):
             _models_in_place(item, sub, path[1:], kind, canonical, depth + 1)
     else:
         _models_in_place(getattr(value, step), node[step], path[1:], kind, canonical, depth + 1)
+
+
+def _array_head(length: int) -> bytes:
+    """The head of a CBOR array of `length` items, in its shortest form (as cbor2 writes it)."""
+    if length < 24:
+        return bytes((0x80 + length,))
+    for marker, size in ((0x98, 1), (0x99, 2), (0x9A, 4), (0x9B, 8)):
+        if length < 1 << (8 * size):
+            return bytes((marker,)) + length.to_bytes(size, "big")
+    raise UnencodableMessage(f"an array of {length} items is too long for CBOR")
 
 
 def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int, kind: type | None = None) -> _Encoded:
