@@ -1,7 +1,8 @@
 """Benchmark IPFS between two real peers on loopback (prints figures; asserts nothing).
 
 - a plain disk copy of the file (the yardstick);
-- importing it into a block store in-process (what the ipfs publisher does);
+- importing it into a block store in-process (what the ipfs publisher does:
+  blocks stored in batches), and the same one `put_made` a block;
 - `p2pnode ipfs add` to peer A through its API (import here, blocks uploaded);
 - peer B pulling the whole DAG from A as one TLS stream (`POST /pull`, what a
   job's input and `ipfs get` do first), verifying and storing every block;
@@ -117,8 +118,17 @@ def main() -> None:
         (base / "copy.bin").unlink()
         raw = min(size, 64 << 20)
         timed(f"plain libp2p stream, {raw >> 20} MiB (the ceiling)", raw, lambda: trio.run(raw_stream, raw))
+        def import_locally() -> None:
+            local = BlockStore(base / "local-store")
+            with local.batch() as put:
+                add_path(source, put)
+            local.close()
+
+        timed("import into a local block store", size, import_locally)
+        shutil.rmtree(base / "local-store")
         local = BlockStore(base / "local-store")
-        timed("import into a local block store", size, lambda: add_path(source, local.put_made))
+        timed("  the same, one put_made a block", size, lambda: add_path(source, local.put_made))
+        local.close()
         shutil.rmtree(base / "local-store")
         with devstack(2, base / "net") as (a, b):
             def add_through_api() -> str:

@@ -100,11 +100,15 @@ def test_a_block_corrupted_on_disk_is_never_served(two_peers: list[Peer], tmp_pa
     root = cli("ipfs", "add", str(source), "--api", a.api).splitlines()[-1]
     cid = CID.parse(root)
     store = BlockStore(a.data_dir / "ipfs" / "blocks")
-    path = store._path(cid)
-    path.write_bytes(path.read_bytes().replace(b"rot", b"ROT"))
+    pack, offset, length = store.location(cid)
+    with pack.open("r+b") as file:  # the bytes rot inside the pack, beside other blocks
+        file.seek(offset)
+        rotten = file.read(length).replace(b"rot", b"ROT")
+        file.seek(offset)
+        file.write(rotten)
     with pytest.raises(CorruptBlock):
         store.get(cid)
-    assert not path.exists()  # dropped, to be fetched again
+    assert not store.has(cid)  # dropped, to be fetched again
     output = cli_fails("ipfs", "get", root, "-o", str(tmp_path / "out"), "--api", b.api)
     assert "no connected peer has block" in output
 

@@ -4,14 +4,13 @@ dropped first; and the settings that say how long and how much."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from p2pnode.config import ConfigError, load_settings
 from p2pnode.ipfs.blockstore import BlockStore
+from p2pnode.ipfs.dagpb import decode_node
 from p2pnode.ipfs.importer import Added, add_bytes
 from p2pnode.ipfs.pins import Pins
 
@@ -24,26 +23,29 @@ def added(store: BlockStore, size: int, seed: int) -> Added:
     return add_bytes(bytes((b + i) % 251 for i, b in enumerate(data)), store.put_made)
 
 
-def age(store: BlockStore, seconds_ago: float) -> None:
-    """Mark the blocks written since the last call as last used `seconds_ago` (a day back, and more)."""
-    now = time.time()
-    for path in store.root.glob("*/*"):
-        if path.stat().st_mtime > now - 3600:  # written just now
-            os.utime(path, (now - 86400 - seconds_ago,) * 2)
+class Clock:
+    """The store's clock, set by the test: when each block was last used."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_unpinned_blocks_over_the_quota_go_least_recently_used_first_and_pins_stay(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path / "blocks")
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock)
     pins = Pins(store, tmp_path / "pins.json", quota=700 * KIB)
     result = added(store, 600 * KIB, 1)
     pins.pin(result.cid, 3600, now=0.0)
-    age(store, 300)
+    clock.now += 100
     old_input = added(store, 600 * KIB, 2)
     pins.cache(old_input.cid, now=0.0)
-    age(store, 200)
+    clock.now += 100
     new_input = added(store, 600 * KIB, 3)
     pins.cache(new_input.cid, now=0.0)
-    age(store, 100)
+    clock.now += 100
 
     gone = pins.collect()
 
@@ -51,20 +53,41 @@ def test_unpinned_blocks_over_the_quota_go_least_recently_used_first_and_pins_st
     assert not store.has(old_input.cid)
     assert store.has(new_input.cid) and store.has(result.cid)
     assert sorted(pins.held()) == sorted([str(result.cid), str(new_input.cid)])
-    unpinned = sum(p.stat().st_size for p in store.root.glob("*/*")) - result.tsize
+    unpinned = sum(length for _, length, _ in store.usage()) - result.tsize
     assert unpinned <= 700 * KIB
 
 
 def test_a_read_makes_a_block_recently_used(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path / "blocks")
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock)
     pins = Pins(store, tmp_path / "pins.json", quota=300 * KIB)
-    first, second = added(store, 200 * KIB, 4), added(store, 200 * KIB, 5)
-    for item, ago in ((first, 200), (second, 100)):
+    first = added(store, 200 * KIB, 4)
+    clock.now += 100
+    second = added(store, 200 * KIB, 5)
+    for item in (first, second):
         pins.cache(item.cid, now=0.0)
-        age(store, ago)
+    clock.now += 100
     store.get(first.cid)  # used again just now
     assert pins.collect() == [str(second.cid)]
     assert store.has(first.cid)
+
+
+def test_collecting_frees_the_disk_space_of_dropped_blocks(tmp_path: Path) -> None:
+    """Dropped blocks leave dead bytes in their packs; collect compacts them away."""
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock, pack_bytes=512 * KIB)
+    pins = Pins(store, tmp_path / "pins.json", quota=600 * KIB)
+    old_input = added(store, 1200 * KIB, 8)  # several packs of its own
+    pins.cache(old_input.cid, now=0.0)
+    clock.now += 100
+    new_input = added(store, 500 * KIB, 9)
+    pins.cache(new_input.cid, now=0.0)
+    before = store.size()
+
+    assert pins.collect() == [str(old_input.cid)]
+    assert store.size() < before - 1000 * KIB  # the old input's packs went, not just its index rows
+    leaves = [link.cid for link in decode_node(store.get(new_input.cid)).links]
+    assert len(leaves) == 2 and all(store.get(cid) for cid in leaves)  # what stays reads back whole
 
 
 def test_a_pin_that_expires_turns_its_blocks_into_cache_and_survives_a_restart(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from p2pnode.ipfs.bitswap import BlockUnavailable
-from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock
+from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock, check
 from p2pnode.ipfs.cid import CID, CIDError, varint
 from p2pnode.ipfs.frames import BadUpload, next_upload
 
@@ -67,7 +67,8 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
 
         def put_all(blocks: list[tuple[CID, bytes]]) -> None:
             for cid, block in blocks:
-                store.put(cid, block)
+                check(cid, block)
+            store.put_many(blocks)  # one index transaction a batch
 
         async def flush() -> None:
             nonlocal pending, pending_bytes, stored

@@ -4,7 +4,7 @@ A root is pinned until a moment (a published result: for the node's
 `ipfs_results_pin` seconds) or for good (what a user adds with `ipfs add`).
 No block of a pinned DAG is ever dropped. Every other block is cache (the
 inputs this node fetched for jobs): when the unpinned blocks pass the quota,
-the least recently used go first (a read touches a block file's mtime), and
+the least recently used go first (the store stamps each read), and
 a cached root whose blocks went is no longer held, so the node withdraws it
 as a provider. Pins and cached roots are kept in a small JSON file beside the
 blocks, so a restarted node holds and announces what it held.
@@ -70,32 +70,25 @@ class Pins:
 
     def collect(self) -> list[str]:
         """Drop least recently used unpinned blocks until they fit the
-        quota. Returns the cached roots no longer held whole."""
+        quota, then reclaim the space of dropped blocks (`BlockStore.compact`).
+        Returns the cached roots no longer held whole."""
         kept: set[bytes] = set()
         for root in self.pinned:
             kept |= self._dag(root)
-        unpinned: list[tuple[float, int, Path]] = []
-        for path in self.store.root.glob("*/*"):
-            if path.name.startswith("."):
-                continue
-            try:
-                digest = bytes.fromhex(path.name)
-                info = path.stat()
-            except (ValueError, OSError):
-                continue
-            if digest not in kept:
-                unpinned.append((info.st_mtime, info.st_size, path))
-        total = sum(size for _, size, _ in unpinned)
-        if total <= self.quota:
-            return []
-        unpinned.sort()
+        unpinned = [(used, length, digest) for digest, length, used in self.store.usage() if digest not in kept]
+        total = sum(length for _, length, _ in unpinned)
         dropped: set[bytes] = set()
-        for _, size, path in unpinned:
-            if total <= self.quota:
-                break
-            path.unlink(missing_ok=True)
-            dropped.add(bytes.fromhex(path.name))
-            total -= size
+        if total > self.quota:
+            unpinned.sort()
+            for _, length, digest in unpinned:
+                if total <= self.quota:
+                    break
+                dropped.add(digest)
+                total -= length
+            self.store.delete_digests(dropped)
+        self.store.compact()  # also after a corrupt block was dropped, so not only when over the quota
+        if not dropped:
+            return []
         gone = [root for root in self.cached if self._dag(root) & dropped or not self._has_root(root)]
         for root in gone:
             del self.cached[root]

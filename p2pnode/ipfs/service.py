@@ -65,7 +65,11 @@ class IpfsService:
 
     async def add(self, path: Path, options: Options = Options()) -> Added:
         """Import a file or directory into the store (in a thread: it reads and hashes)."""
-        return await trio.to_thread.run_sync(add_path, path, self.store.put_made, options)
+        def add_here() -> Added:
+            with self.store.batch() as put:
+                return add_path(path, put, options)
+
+        return await trio.to_thread.run_sync(add_here)
 
     async def fetch(self, cids: Sequence[CID], *, timeout: float | None = None,
                     providers: Sequence[ID] = ()) -> list[bytes]:

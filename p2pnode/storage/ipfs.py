@@ -63,17 +63,17 @@ async def publish(ipfs: IpfsService | None, workdir: Path, exit_code: int, resul
         raise IpfsStorageError("this node runs no IPFS")
 
     def build() -> Added:
-        entries: list[tuple[str, Added]] = []
-        for name in ("stdout", "stderr"):
-            path = workdir / name
-            entries.append((name, add_path(path, ipfs.store.put_made, OPTIONS) if path.is_file()
-                            else add_bytes(b"", ipfs.store.put_made, OPTIONS)))
-        entries.append(("exitCode", add_bytes(f"{exit_code}".encode(), ipfs.store.put_made, OPTIONS)))
-        for name in sorted(set(result_names)):
-            folder = workdir / "results" / name
-            if folder.is_dir():
-                entries.append((name, add_path(folder, ipfs.store.put_made, OPTIONS)))
-        return add_directory_entries(entries, ipfs.store.put_made, OPTIONS)
+        with ipfs.store.batch() as put:
+            entries: list[tuple[str, Added]] = []
+            for name in ("stdout", "stderr"):
+                path = workdir / name
+                entries.append((name, add_path(path, put, OPTIONS) if path.is_file() else add_bytes(b"", put, OPTIONS)))
+            entries.append(("exitCode", add_bytes(f"{exit_code}".encode(), put, OPTIONS)))
+            for name in sorted(set(result_names)):
+                folder = workdir / "results" / name
+                if folder.is_dir():
+                    entries.append((name, add_path(folder, put, OPTIONS)))
+            return add_directory_entries(entries, put, OPTIONS)
 
     try:
         added = await trio.to_thread.run_sync(build)

@@ -1,0 +1,130 @@
+"""Append-only pack files: where the block store's bytes live; and the move
+from the old layout (one file a block) into them.
+
+Only `BlockStore` (under its locks) calls this; the index of what lies where
+is the store's. A process appends only to a pack it created (`O_EXCL`), so
+no two processes ever write one file. Read descriptors are kept open, a few
+dozen at most; one whose file was removed (compacted by another process) is
+noticed by its link count and reopened, so a reused pack number never
+serves an old file's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+_SUFFIX = ".pack"
+_OPEN_READERS = 64
+
+
+class Packs:
+    def __init__(self, directory: Path, pack_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.pack_bytes = pack_bytes  # a new pack begins once a block would take this one past it
+        self.writing: int | None = None  # the pack this process appends to
+        self._fd = -1
+        self._end = 0
+        self._readers: dict[int, int] = {}  # pack -> read descriptor, oldest first
+
+    def path(self, pack: int) -> Path:
+        return self.directory / f"{pack:06d}{_SUFFIX}"
+
+    def append(self, block: bytes) -> tuple[int, int]:
+        """Write `block` at the end of this process's pack; returns (pack, offset)."""
+        if self.writing is None or (self._end and self._end + len(block) > self.pack_bytes):
+            self._begin()
+        assert self.writing is not None
+        offset, done, view = self._end, 0, memoryview(block)
+        while done < len(block):  # at our own offset: what a failed write (a full disk) left is written over
+            done += os.pwrite(self._fd, view[done:], offset + done)
+        self._end += len(block)
+        return self.writing, offset
+
+    def read(self, pack: int, offset: int, length: int) -> bytes | None:
+        """The bytes at `offset` (fewer if the pack was cut short); None if the pack is gone."""
+        fd = self._readers.pop(pack, None)
+        if fd is not None and os.fstat(fd).st_nlink == 0:  # removed since opened
+            os.close(fd)
+            fd = None
+        if fd is None:
+            try:
+                fd = os.open(self.path(pack), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            if len(self._readers) >= _OPEN_READERS:
+                os.close(self._readers.pop(next(iter(self._readers))))
+        self._readers[pack] = fd  # now the most recently used
+        return os.pread(fd, length, offset)
+
+    def sizes(self) -> dict[int, int]:
+        """Each pack on disk and its size in bytes."""
+        found = {}
+        for path in self.directory.glob(f"*{_SUFFIX}"):
+            try:
+                found[int(path.stem)] = path.stat().st_size
+            except (ValueError, OSError):
+                continue
+        return found
+
+    def disk_bytes(self) -> int:
+        return sum(self.sizes().values())
+
+    def remove(self, pack: int) -> None:
+        fd = self._readers.pop(pack, None)
+        if fd is not None:
+            os.close(fd)
+        self.path(pack).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for fd in [self._fd, *self._readers.values()]:
+            if fd >= 0:
+                os.close(fd)
+        self._fd, self.writing, self._readers = -1, None, {}
+
+    def _begin(self) -> None:
+        """Start a new pack, numbered past every pack on disk."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        number = max(self.sizes(), default=0) + 1
+        while True:
+            try:
+                self._fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                break
+            except FileExistsError:
+                number += 1
+        self.writing, self._end = number, 0
+
+
+def migrate_file_per_block(root: Path, put: Callable[[list[tuple[bytes, bytes]], list[float]], None]) -> None:
+    """Move the old layout's block files (`root/xx/<digest>`) into packs
+    through `put` (blocks, last uses), each file's mtime kept as its last use;
+    a file whose bytes do not hash to its name is dropped, as a read would
+    have dropped it. A crash midway only repeats some of the work."""
+    for directory in sorted(root.glob("[0-9a-f][0-9a-f]")):
+        paths = sorted(p for p in directory.iterdir() if p.is_file())
+        batch: list[tuple[bytes, bytes]] = []
+        used: list[float] = []
+        for path in paths:
+            try:
+                block, mtime = path.read_bytes(), path.stat().st_mtime
+                digest = bytes.fromhex(path.name)
+            except (OSError, ValueError):  # a temporary file a crash left
+                continue
+            if hashlib.sha256(block).digest() == digest:
+                batch.append((digest, block))
+                used.append(mtime)
+            if len(batch) >= 64:
+                put(batch, used)
+                batch, used = [], []
+        put(batch, used)
+        for path in paths:
+            path.unlink(missing_ok=True)
+        try:
+            directory.rmdir()
+        except OSError:
+            pass  # something else lives there: left alone
