@@ -11,11 +11,13 @@ import json
 import shlex
 from typing import Any
 
-import httpx
 import trio
 
+from p2pnode.lazy import lazy_import
 from protocols.events import ProbeVerdict
 from protocols.selection import exec_probe_verdict, parse_http_probe_reply
+
+httpx = lazy_import("httpx")  # the first http probe loads it, not an idle peer
 
 MAX_REPLY = 64 * 1024  # bytes of a probe's output or reply body that we read
 

@@ -351,15 +351,16 @@ class Bitswap:
         """In a worker thread: (digest, block) for each block a fetch wants,
         stored; the digest is the block's own, so each is verified by the
         lookup. Unsolicited, forged or oversized blocks are never stored."""
-        kept = []
+        kept, stored = [], []
         for data in blocks:
             if len(data) > MAX_BLOCK_BYTES:
                 continue
             digest = hashlib.sha256(data).digest()
             want = self._wants.get(digest)  # a dict read: safe beside the event loop
             if want is not None and not want.done.is_set():
-                self.store.put_made(want.cid, data)
+                stored.append((want.cid, data))
                 kept.append((digest, data))
+        self.store.put_many(stored)  # one commit for the message's blocks
         return kept
 
     async def _answer(self, peer: ID, entries: Iterable) -> None:

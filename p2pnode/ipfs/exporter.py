@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-import trio
-
 from p2pnode.ipfs.cid import CID, RAW
 from p2pnode.ipfs.dagpb import DIRECTORY, FILE, HAMT_SHARD, RAW as UNIXFS_RAW, SYMLINK, DagError, decode_node, decode_unixfs
+from p2pnode.lazy import lazy_import
+
+trio = lazy_import("trio")  # the CLI imports this module; `p2pnode --help` need not load trio
 
 WINDOW = 32  # sibling blocks fetched together (8 MiB of 256 KiB chunks)
 # Windows fetched ahead of the one being written. One alone left every stage

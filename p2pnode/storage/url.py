@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import trio
 
+from p2pnode.lazy import lazy_import
 from p2pnode.storage.s3 import S3Error, expected_digest
+
+httpx = lazy_import("httpx")  # the first url input loads it, not an idle peer
 
 MAX_REDIRECTS = 5
 REDIRECTS = (301, 302, 303, 307, 308)
