@@ -221,9 +221,16 @@ def encode(message: object, sender: str, *, canonical: bool = True) -> bytes:
         raise UnencodableMessage(f"the sender id must be a str, not {type(sender).__name__}")
     adapter = _adapter(type(message))
     with _translated("encode", name):
-        body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
-        for path, _ in _encoded_paths(type(message)):
-            body = _models_out(message, body, path, canonical, 2)
+        paths, _, left_out = _paths(type(message))
+        if left_out is None:
+            body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error")
+            for path, _ in paths:
+                body = _models_out(message, body, path, canonical, 2)
+        else:  # the values at `paths` are not dumped at all: most are encoded already
+            body = adapter.dump_python(message, mode="python", by_alias=True, round_trip=True, warnings="error",
+                                       exclude=left_out)
+            for path, kind in paths:
+                _models_in_place(message, body, path, kind, canonical, 2)
         envelope = {"v": PROTOCOL_VERSION, "t": name, "s": sender, "b": _plain(body, 2)}
         data = cbor2.dumps(envelope, canonical=canonical, default=_write_encoded)
     if len(data) > MAX_MESSAGE_BYTES:
@@ -301,7 +308,9 @@ _ENVELOPE_KEYS = frozenset({"v", "t", "s", "b"})
 # hints, and:
 # - encoding writes the CBOR bytes this process made for the very same
 #   object before (`_Encoded`, written as they are: CBOR items concatenate):
-#   frozen models, and frozen dataclasses held in tuples that hold no model;
+#   frozen models, and frozen dataclasses held in tuples that hold no model.
+#   pydantic's dump of the message leaves them out (`_left_out`), so only a
+#   value met for the first time is dumped;
 # - decoding hands pydantic the model instance it validated from an equal
 #   plain value before (equal `repr` of plain CBOR values means equal
 #   values), which lax validation takes as it is. A value that fails is
@@ -327,7 +336,8 @@ def _write_encoded(encoder: cbor2.CBOREncoder, value: object) -> None:
 
 
 _Paths = tuple[tuple[tuple[str, ...], type], ...]
-_model_paths_of: dict[type, tuple[_Paths, _Paths]] = {}
+_Exclude = dict[str, Any]
+_model_paths_of: dict[type, tuple[_Paths, _Paths, _Exclude | None]] = {}
 _encoded_values: OrderedDict[tuple[int, bool], tuple[object, _Encoded, int]] = OrderedDict()
 _validated_models: OrderedDict[tuple[type, str], object] = OrderedDict()
 
@@ -343,14 +353,57 @@ def _encoded_paths(cls: type) -> _Paths:
     return _paths(cls)[0]
 
 
-def _paths(cls: type) -> tuple[_Paths, _Paths]:
+def _paths(cls: type) -> tuple[_Paths, _Paths, _Exclude | None]:
+    """The encoded paths, the model paths, and what pydantic's dump may leave
+    out because encoding puts it back (None: the dump is whole, see `_left_out`)."""
     paths = _model_paths_of.get(cls)
     if paths is None:
         found: list[tuple[tuple[str, ...], type]] = []
         _find_models(cls, (), found, frozenset())
         models = tuple((path, kind) for path, kind in found if issubclass(kind, BaseModel))
-        paths = _model_paths_of[cls] = (tuple(found), models)
+        paths = _model_paths_of[cls] = (tuple(found), models, _left_out(cls, tuple(found)))
     return paths
+
+
+def _left_out(cls: type, paths: _Paths) -> _Exclude | None:
+    """pydantic's `exclude` for every encoded path: a path's last field, or the
+    whole tuple for a path ending in "*". Only when each path runs through
+    plain fields and homogeneous tuples, with one type at its end: through a
+    union, a value need not be of the type found there, and the dump stays whole."""
+    if not paths:
+        return None
+    left_out: _Exclude = {}
+    for path, _ in paths:
+        if not _plain_path(cls, path):
+            return None
+        steps = path[:-1] if path[-1] == "*" else path
+        node = left_out
+        for step in steps[:-1]:
+            node = node.setdefault("__all__" if step == "*" else step, {})
+            if node is True:
+                return None
+        if isinstance(node.get(steps[-1]), dict):
+            return None
+        node[steps[-1]] = True
+    return left_out
+
+
+def _plain_path(cls: type, path: tuple[str, ...]) -> bool:
+    """Every step of `path` a field of a dataclass or an item of a `tuple[X, ...]`, no unions."""
+    hint: Any = cls
+    for step in path:
+        origin = typing.get_origin(hint)
+        if step == "*":
+            if origin is not tuple:
+                return False
+            hint = typing.get_args(hint)[0]
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint).get(step)
+        else:
+            return False
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) or hint is None:
+            return False
+    return isinstance(hint, type)
 
 
 def _find_models(hint: Any, path: tuple[str, ...], found: list[tuple[tuple[str, ...], type]], seen: frozenset[type]) -> None:
@@ -395,17 +448,66 @@ def _models_out(value: Any, node: Any, path: tuple[str, ...], canonical: bool, d
     return node
 
 
-def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int) -> _Encoded:
+def _models_in_place(value: Any, node: Any, path: tuple[str, ...], kind: type, canonical: bool, depth: int) -> None:
+    """Put back into `node` (the dump of `value`, with `path` left out) the
+    encoded values at `path`: the field at its end, or each item of a tuple."""
+    step = path[0]
+    if len(path) == 1 or (len(path) == 2 and path[1] == "*"):
+        field = getattr(value, step)
+        if len(path) == 1:
+            node[step] = _encoded_value(field, None, canonical, depth + 1, kind)
+        else:  # the array whole, already CBOR: one item for the encoder, not one per value
+            if depth + 1 > MAX_DEPTH:
+                raise UnencodableMessage(f"the message nests deeper than {MAX_DEPTH} levels; peers would refuse it")
+            items = [_encoded_value(item, None, canonical, depth + 2, kind).data for item in field]
+            node[step] = _Encoded(_array_head(len(items)) + b"".join(items))
+        return
+    if step == "*":
+        for item, sub in zip(value, node, strict=True):
+            _models_in_place(item, sub, path[1:], kind, canonical, depth + 1)
+    else:
+        _models_in_place(getattr(value, step), node[step], path[1:], kind, canonical, depth + 1)
+
+
+def _array_head(length: int) -> bytes:
+    """The head of a CBOR array of `length` items, in its shortest form (as cbor2 writes it)."""
+    if length < 24:
+        return bytes((0x80 + length,))
+    for marker, size in ((0x98, 1), (0x99, 2), (0x9A, 4), (0x9B, 8)):
+        if length < 1 << (8 * size):
+            return bytes((marker,)) + length.to_bytes(size, "big")
+    raise UnencodableMessage(f"an array of {length} items is too long for CBOR")
+
+
+def _encoded_value(value: object, dumped: Any, canonical: bool, depth: int, kind: type | None = None) -> _Encoded:
+    """The CBOR of `value` (dumped already, or dumped here as a `kind`), made once per object."""
     key = (id(value), canonical)
     held = _encoded_values.get(key)
-    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it might nest past MAX_DEPTH)
+    if held is not None and held[0] is value and depth <= held[2]:  # (deeper, it would nest past MAX_DEPTH)
         _encoded_values.move_to_end(key)
         return held[1]
-    encoded = _Encoded(cbor2.dumps(_plain(dumped, depth), canonical=canonical))
-    _encoded_values[key] = (value, encoded, depth)  # holding the value: its id is not reused while it is a key
+    if kind is not None:  # (as the message's own dump would: a wrong type is refused there too)
+        dumped = _adapter(kind).dump_python(value, mode="python", by_alias=True, round_trip=True, warnings="error")
+    plain = _plain(dumped, depth)
+    encoded = _Encoded(cbor2.dumps(plain, canonical=canonical))
+    # Kept with the deepest place it may go (the same record rides one level
+    # deeper in a `Records` for the store than in a `JobUpdated` to a keeper):
+    # `_plain` refuses a map or array nested past MAX_DEPTH.
+    deepest = MAX_DEPTH - max(_levels(plain) - 1, 0)
+    _encoded_values[key] = (value, encoded, deepest)  # holding the value: its id is not reused while it is a key
     if len(_encoded_values) > REMEMBERED_ENCODINGS:
         _encoded_values.popitem(last=False)
     return encoded
+
+
+def _levels(plain: Any) -> int:
+    """How many maps and arrays deep a plain value nests (0 for a leaf)."""
+    kind = type(plain)
+    if kind is dict:
+        return 1 + max(map(_levels, plain.values()), default=0)
+    if kind is list:
+        return 1 + max(map(_levels, plain), default=0)
+    return 0
 
 
 def _models_in(node: Any, path: tuple[str, ...], model: type) -> Any:

@@ -70,6 +70,16 @@ def test_results_expire_after_their_retention_and_say_so(tmp_path: Path) -> None
         store.manifest("e-1")
 
 
+def test_a_publish_expires_what_outlived_its_retention_meanwhile(tmp_path: Path) -> None:
+    store = LocalResults(tmp_path, retention=100, quota=1 << 30)
+    for index, now in enumerate((0.0, 80.0, 150.0)):  # (the store counts publishes without walking the folder)
+        _execution(tmp_path, f"e-{index}", b"z" * 10)
+        store.publish_here(f"e-{index}", now=now)
+    with pytest.raises(ResultsGone, match="expired"):
+        store.manifest("e-0")
+    assert store.manifest("e-1").publisher == "local" and store.manifest("e-2").publisher == "local"
+
+
 def test_the_oldest_results_go_first_when_the_quota_is_full(tmp_path: Path) -> None:
     store = LocalResults(tmp_path, retention=1e9, quota=2500)
     for index in range(3):

@@ -61,7 +61,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 def test_records_come_back_whole_after_reopening(db_path: Path) -> None:
-    deltas = [make_delta("j1"), make_delta("j2", executions=0), make_delta("j3", state=JobState.COMPLETED)]
+    deltas = [make_delta("j1"), make_delta("j2", executions=0), make_delta("j3", state=JobState.COMPLETED),
+              make_delta("j4", executions=30), make_delta("j5", executions=300)]  # (longer arrays: longer CBOR heads)
     store = Store(db_path)
     store.save_jobs(deltas)
     store.close()

@@ -334,6 +334,39 @@ def test_messages_too_deep_for_peers_cannot_be_sent_but_the_deepest_allowed_trav
         encode(Tree(nested(MAX_DEPTH - 1)), "p")
 
 
+class Deep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    value: Any
+
+
+@message("test-shallow")
+@dataclass(frozen=True, slots=True)
+class Shallow:
+    deep: Deep
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    deep: Deep
+
+
+@message("test-deeper")
+@dataclass(frozen=True, slots=True)
+class Deeper:
+    holder: Holder
+
+
+def test_a_value_encoded_once_is_refused_where_it_would_nest_too_deep_and_reused_where_it_fits() -> None:
+    deep = Deep(value=nested(MAX_DEPTH - 3))  # as deep as fits in Shallow: envelope, body, model, lists
+    assert decode(encode(Shallow(deep), "p")).message == Shallow(deep)
+    with pytest.raises(UnencodableMessage, match="deeper"):
+        encode(Deeper(Holder(deep)), "p")  # one level deeper: the bytes made for Shallow must not be reused
+    fits = Deep(value=nested(MAX_DEPTH - 4))
+    assert decode(encode(Deeper(Holder(fits)), "p")).message == Deeper(Holder(fits))
+    assert decode(encode(Shallow(fits), "p")).message == Shallow(fits)  # shallower: reused
+
+
 def blob_of_encoded_size(size: int) -> Blob:
     overhead = len(encode(Blob(bytes(70_000)), "p")) - 70_000  # one length header size above 64 KiB
     return Blob(bytes(size - overhead))

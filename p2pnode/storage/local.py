@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,14 @@ class LocalResults:
         self.root = root
         self.retention = retention
         self.quota = quota
+        # What the last sweep kept, plus what was published since: a publish
+        # walks the folder (every manifest, O(results held)) only when this
+        # says the quota or the retention may now be passed. Publishes and
+        # the periodic sweep run in worker threads, hence the lock.
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[float, int]] | None = None  # execution id -> (published at, bytes)
+        self._total = 0
+        self._oldest = float("inf")
 
     def workdir(self, execution_id: str) -> Path:
         if "/" in execution_id or "\\" in execution_id or execution_id.startswith(".") or not execution_id:
@@ -131,8 +140,21 @@ class LocalResults:
         entries = tuple(FileEntry(name, path.stat().st_size, sha256_file(path)) for name, path in result_files(workdir))
         manifest = Manifest("local", entries, time.time() if now is None else now)
         self.write_manifest(execution_id, manifest)
-        self.sweep(manifest.published_at)
+        self._keep(execution_id, manifest)
         return manifest
+
+    def _keep(self, execution_id: str, manifest: Manifest) -> None:
+        """Count a publish in; sweep if the quota or the retention may be passed
+        (or no sweep has counted what is here yet)."""
+        with self._lock:
+            if self._held is not None:
+                size = sum(f.size for f in manifest.files)
+                self._total += size - self._held.get(execution_id, (0.0, 0))[1]
+                self._held[execution_id] = (manifest.published_at, size)
+                self._oldest = min(self._oldest, manifest.published_at)
+                if self._total <= self.quota and manifest.published_at - self._oldest <= self.retention:
+                    return
+        self.sweep(manifest.published_at)
 
     def manifest(self, execution_id: str) -> Manifest:
         workdir = self.workdir(execution_id)
@@ -166,6 +188,10 @@ class LocalResults:
     def sweep(self, now: float) -> list[str]:
         """Expire what is past its retention, then the oldest until the
         quota holds. Returns the expired execution ids."""
+        with self._lock:
+            return self._sweep(now)
+
+    def _sweep(self, now: float) -> list[str]:
         kept: list[tuple[float, int, str]] = []
         expired = []
         for workdir in self.root.iterdir() if self.root.is_dir() else ():
@@ -192,6 +218,11 @@ class LocalResults:
                          f"({self.quota} bytes) was full; run the job again, or publish to s3 or ipfs")
             expired.append(execution_id)
             total -= size
+        gone = set(expired)
+        self._held = {execution_id: (published_at, size) for published_at, size, execution_id in kept
+                      if execution_id not in gone}
+        self._total = sum(size for _, size in self._held.values())
+        self._oldest = min((published_at for published_at, _ in self._held.values()), default=float("inf"))
         return expired
 
     def _expire(self, workdir: Path, why: str) -> None:

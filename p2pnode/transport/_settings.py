@@ -77,6 +77,30 @@ async def _buffered_psk_read(self: PskConn, n: int | None = None) -> bytes:
 
 PskConn.read = _buffered_psk_read  # type: ignore[method-assign]
 
+# Trap 17: a yamux stream answers every read with a WINDOW_UPDATE frame (its
+# "partial slack" and "release on read" rules), so each request and each answer
+# on a long-lived channel cost a second Noise-encrypted write the other way:
+# about as many writes again as the messages themselves. go-yamux credits the
+# sender only once half the receive window is consumed (hysteresis), which is
+# the rule kept here, with py-libp2p's window growth (auto-tuning) for bulk
+# transfers unchanged. It cannot stall a sender: whatever the reader has
+# consumed but not yet credited is under half the window, so the sender still
+# has more than half the window to send in.
+
+
+async def _window_update_at_half(self: _yamux.YamuxStream, *, bytes_read: int = 0) -> None:
+    """YamuxStream's credit after a read: only once half the window is free again."""
+    async with self.window_lock:
+        buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+        if self.target_recv_window - (self.recv_window + buffered) < self.target_recv_window // 2:
+            return
+        increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+    if increment > 0:
+        await self.send_window_update(increment, skip_lock=True)
+
+
+_yamux.YamuxStream._auto_tune_and_send_window_update = _window_update_at_half  # type: ignore[method-assign]
+
 
 LIVENESS_INTERVAL = 2.0
 """Seconds between looks at each connection for a peer gone quiet."""
