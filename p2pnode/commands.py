@@ -146,11 +146,26 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     from p2pnode.store import StoreError
+    from p2pnode.transport import ListenFailed
 
     try:
         trio.run(serve_node, settings)
-    except StoreError as error:  # a damaged database: say which file and the way out
-        _fail(error)
+    except BaseException as error:  # a damaged database, a port in use: the message says the way out
+        known = _leaf(error, (StoreError, ListenFailed))
+        if known is None:
+            raise
+    else:
+        return
+    _fail(known)
+
+
+def _leaf(error: BaseException, kinds: tuple[type[Exception], ...]) -> Exception | None:
+    """The first error of `kinds` in `error`, looking inside exception groups (trio's nurseries)."""
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        return next((leaf for inner in error.exceptions if (leaf := _leaf(inner, kinds)) is not None), None)
+    return None
 
 
 @click.command("devstack")

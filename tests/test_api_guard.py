@@ -108,3 +108,17 @@ def test_serve_with_a_bad_network_key_refuses_to_start(tmp_path: Path) -> None:
     (tmp_path / "key").write_text("not a key")
     result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--network-key", str(tmp_path / "key")])
     assert result.exit_code == 1 and "new-key" in result.output
+
+
+@pytest.mark.parametrize("flag", ["--ipfs-stream-port", "--listen"])
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path, flag: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = str(port) if flag == "--ipfs-stream-port" else f"/ip4/127.0.0.1/tcp/{port}"
+        result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--api-port", "0", flag, value])
+    assert result.exit_code == 1, result.output
+    assert "Address already in use" in result.output and "Traceback" not in result.output

@@ -44,6 +44,7 @@ from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID, CIDError
 from p2pnode.ipfs.dagstream import DagCheck, walk
 from p2pnode.ipfs.frames import BadUpload, next_upload, upload_frame
+from p2pnode.transport import ListenFailed
 
 log = logging.getLogger("p2pnode.ipfs.bulk")
 
@@ -115,7 +116,14 @@ class DagServer:
     async def run(self, libp2p: IHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.socket.socket(socket.AF_INET6 if ":" in self.bind[0] else socket.AF_INET)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        await listener.bind(self.bind)
+        try:
+            await listener.bind(self.bind)
+        except OSError as error:
+            listener.close()
+            raise ListenFailed(
+                f"cannot listen for DAG streams on {self.bind[0]} port {self.bind[1]}: {error.strerror or error}; "
+                "set --ipfs-stream-port to a free port, 0 for any, or off for bitswap only"
+            ) from None
         listener.listen(16)
         self.port = listener.getsockname()[1]
         libp2p.set_stream_handler(PROTOCOL, self._offer)  # type: ignore[arg-type]
