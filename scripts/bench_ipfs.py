@@ -138,7 +138,19 @@ def main() -> None:
                 finally:
                     uploader.finish()
 
+            def cpu() -> list[float]:
+                return [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]
+
+            per_gib = (1 << 30) / size
+
+            def spent_since(before: list[float]) -> None:
+                spent = [after - start for after, start in zip(cpu(), before)]
+                print(f"  CPU: client {spent[0]:.1f} s, peer A {spent[1]:.1f} s, peer B {spent[2]:.1f} s "
+                      f"({sum(spent) * per_gib:.1f} CPU-s per GiB in all)")
+
+            before = cpu()
             cid = timed("ipfs add through peer A's API", size, add_through_api)
+            spent_since(before)
             out = base / "fetched.bin"
 
             def pull() -> None:
@@ -146,19 +158,13 @@ def main() -> None:
                                     timeout=3600).raise_for_status().json()
                 assert answer["Bytes"] >= size, answer
 
-            def cpu() -> list[float]:
-                return [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]
-
-            per_gib = (1 << 30) / size
             for label, action in (
                 ("peer B pulls the DAG from A (TLS stream)", pull),
                 ("ipfs get through peer B, which holds it now", lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0)),
             ):
                 before = cpu()
                 timed(label, size, action)
-                spent = [after - start for after, start in zip(cpu(), before)]
-                print(f"  CPU: client {spent[0]:.1f} s, peer A {spent[1]:.1f} s, peer B {spent[2]:.1f} s "
-                      f"({sum(spent) * per_gib:.1f} CPU-s per GiB in all)")
+                spent_since(before)
             same = out.stat().st_size == size
             print(f"fetched file complete: {same}; CID {cid}")
             print(f"peak memory: client {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
