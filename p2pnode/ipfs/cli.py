@@ -237,7 +237,6 @@ def _has_add_route(http: httpx.Client) -> bool:
 
 def _add(api: str, path: Path, options: Options) -> Added:
     """`path` added through the node at `api` (not yet pinned)."""
-    reuse_freed_memory()  # small files and blocks are read and sent a MiB at a time
     uploader = _Uploader(api)
     try:
         http = uploader.http
@@ -262,6 +261,7 @@ def ipfs() -> None:
 def add(path: Path, only_hash: bool, cid_version: str, raw_leaves: bool | None, hidden: bool, api: str) -> None:
     """Add a file or directory; prints its root CID (the last line)."""
     options = Options(cid_version=int(cid_version), raw_leaves=raw_leaves, hidden=hidden)
+    reuse_freed_memory()  # files are read a MiB at a time: see p2pnode/memory.py
     try:
         if only_hash:
             added = add_path(path, discard, options)
