@@ -140,6 +140,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
                             "free some disk on the node, or add the file on another")
         batch = store.batch() if hasattr(store, "batch") else contextlib.nullcontext(store.put_made)
         importer = FileImporter(batch.__enter__(), options)
+        done = False
         try:
             async for chunk in request.stream():
                 if importer.bytes + len(chunk) > cap:
@@ -148,14 +149,16 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
                 if not importer.ready():  # the hashing threads are behind: wait for them off the event loop
                     await trio.to_thread.run_sync(importer.make_room)
                 importer.take(chunk)  # kept as it is, not copied, until hashed and stored
-            added: Added = await trio.to_thread.run_sync(importer.finish)
+            added: Added = await trio.to_thread.run_sync(_finish, importer, batch)
+            done = True
         except ClientDisconnect:
             return Response(status_code=400)  # nobody reads it: the client went away mid-file, nothing was added
         except OSError as error:
             raise api_error(507, f"could not store the file: {error}", "free some disk on the node")
         finally:
-            with trio.CancelScope(shield=True):  # the threads are done with the body before it goes
-                await trio.to_thread.run_sync(_close, importer, batch)
+            if not done:  # the threads are done with the body before it goes; their errors are this one's
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_abandon, importer, batch)
         return JSONResponse({"Cid": str(added.cid), "Size": added.tsize, "FileSize": added.filesize})
 
     async def fetch(cids: list[CID], timeout_text: str, provider: str) -> list[bytes]:
@@ -307,9 +310,17 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
     ]
 
 
-def _close(importer: FileImporter, batch: Any) -> None:
-    """(In a worker thread) wait for the importer's threads, then store what the batch still holds."""
+def _finish(importer: FileImporter, batch: Any) -> Added:
+    """(In a worker thread) the file's root, once the batch has stored every block."""
+    added = importer.finish()
+    batch.__exit__(None, None, None)
+    return added
+
+
+def _abandon(importer: FileImporter, batch: Any) -> None:
+    """(In a worker thread) an add cut short: wait for the hashing threads, store what is pending, as cache."""
+    importer.__exit__(None, None, None)
     try:
-        importer.__exit__(None, None, None)
-    finally:
         batch.__exit__(None, None, None)
+    except OSError:
+        pass  # a full disk, most likely: the error on its way says so
