@@ -27,7 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from p2pnode import api_models as models
 from p2pnode.api_models import Operation, Query, openapi_document
 from p2pnode.api_guard import ApiGuard
-from p2pnode.ipfs.api import ipfs_routes
+from p2pnode.ipfs.api import ADD_PATH, ipfs_routes
 from p2pnode.logs import stream_job_logs
 from p2pnode.results import ResultsUnavailable
 from p2pnode.runtime import AmbiguousJobRef, BidDecided, BidNotHeld, JobNotFound, Runtime
@@ -450,7 +450,8 @@ async def serve_api(
     config.accesslog = None
     config.errorlog = None
     config.graceful_timeout = 1.0
-    app = ApiGuard(build_app(runtime), max_body=runtime.settings.api_max_body, token=runtime.settings.api_token)
+    app = ApiGuard(build_app(runtime), max_body=runtime.settings.api_max_body, token=runtime.settings.api_token,
+                   streamed={ADD_PATH: (runtime.settings.ipfs_max_add, "Node.IPFS.MaxAddSize")})
     await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
 

@@ -3,6 +3,9 @@
 - A body over the node's cap is answered 413, with a JSON error, before
   anything is acknowledged: by its Content-Length at once, or, when it comes in
   chunks, as soon as the chunks pass the cap.
+- A streamed route (`ipfs add`: a whole file as the body) has a cap of its
+  own: a Content-Length over it is answered 413 here; chunks go to the route
+  as they come (never gathered here), and the route counts them.
 - With a token set (`Node.API.Auth.Token`), every request must carry
   `Authorization: Bearer TOKEN`; others get 401. The token is compared in
   constant time.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Mapping
 from typing import Any
 
 Scope = dict[str, Any]
@@ -21,9 +25,11 @@ ASGIApp = Any
 
 
 class ApiGuard:
-    def __init__(self, app: ASGIApp, *, max_body: int, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, max_body: int, token: str | None,
+                 streamed: Mapping[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        self.streamed = dict(streamed or {})  # path -> (its cap, the setting that raises it)
         self._token = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -40,11 +46,16 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         declared = headers.get(b"content-length")
+        streamed = self.streamed.get(scope.get("path", ""))
+        cap, setting = streamed or (self.max_body, "Node.API.MaxBodySize")
         if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_body:
-                await self._too_large(scope, send, declared.decode(errors="replace"))
+            if not declared.isdigit() or int(declared) > cap:
+                await self._too_large(scope, send, declared.decode(errors="replace"), cap, setting)
                 return
             await self.app(scope, receive, send)
+            return
+        if streamed is not None:
+            await self.app(scope, receive, send)  # a streamed route counts its chunks itself
             return
         # Chunked: read it here, up to the cap, before any route acknowledges it.
         body = bytearray()
@@ -54,7 +65,7 @@ class ApiGuard:
                 return  # the client went away
             body += message.get("body", b"")
             if len(body) > self.max_body:
-                await self._too_large(scope, send, f"over {self.max_body}")
+                await self._too_large(scope, send, f"over {self.max_body}", self.max_body, "Node.API.MaxBodySize")
                 return
             if not message.get("more_body", False):
                 break
@@ -69,10 +80,11 @@ class ApiGuard:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, send: Any, size: str) -> None:
-        await _refuse(scope, send, 413, f"the request body ({size} bytes) is over this node's {self.max_body}-byte limit",
-                      "put large data in an input source (ipfs, s3, url) rather than in the job; the node's "
-                      "operator can raise Node.API.MaxBodySize")
+    async def _too_large(self, scope: Scope, send: Any, size: str, cap: int, setting: str) -> None:
+        hint = ("put large data in an input source (ipfs, s3, url) rather than in the job; the node's operator can "
+                "raise Node.API.MaxBodySize") if setting == "Node.API.MaxBodySize" else \
+            f"the node's operator can raise {setting}"
+        await _refuse(scope, send, 413, f"the request body ({size} bytes) is over this node's {cap}-byte limit", hint)
 
 
 async def _refuse(scope: Scope, send: Any, status: int, error: str, hint: str,

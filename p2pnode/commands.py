@@ -145,9 +145,11 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from p2pnode.memory import reuse_freed_memory
     from p2pnode.store import StoreError
     from p2pnode.transport import ListenFailed
 
+    reuse_freed_memory()  # a node moves data a MiB at a time: see p2pnode/memory.py
     try:
         trio.run(serve_node, settings)
     except BaseException as error:  # a damaged database, a port in use: the message says the way out

@@ -82,6 +82,7 @@ class NodeSettings:
     ipfs_connect: str = ""  # an IPFS daemon's HTTP RPC API to use instead of the embedded store
     ipfs_results_pin: float = 7 * 86400.0  # seconds results published to IPFS stay pinned here
     ipfs_cache_quota: int = 10 << 30  # bytes of unpinned blocks (fetched inputs) kept, least recently used dropped first
+    ipfs_max_add: int = 64 << 30  # bytes of one file `ipfs add` may stream to the node (the body of POST /ipfs/add)
     ipfs_stream_port: int | None = 0  # TLS port whole DAGs go to our own peers on (0: any free; None: bitswap only)
     capacity: Capacity | None = None
     policy: SelectionPolicy = field(default_factory=lambda: _policy())  # noqa: PLW0108 - defined below
@@ -341,6 +342,8 @@ _PROPERTIES = tuple(
         ("Node.IPFS.Connect", "ipfs_connect", _optional_text, "an IPFS API multiaddr, e.g. /ip4/127.0.0.1/tcp/5001"),
         ("Node.IPFS.ResultsPin", "ipfs_results_pin", _seconds, "seconds results published to IPFS stay pinned, e.g. 604800"),
         ("Node.IPFS.CacheQuota", "ipfs_cache_quota", _unit(units.parse_bytes), "an amount like 10Gb of fetched blocks"),
+        ("Node.IPFS.MaxAddSize", "ipfs_max_add", _unit(units.parse_bytes),
+         "an amount like 64Gb: the largest file `p2pnode ipfs add` may stream to this node"),
         ("Node.IPFS.StreamPort", "ipfs_stream_port", _port_or_off,
          "a TCP port for whole DAGs to other p2pnode peers (TLS), 0 for any free port, off for bitswap only"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),
@@ -397,6 +400,7 @@ FLAG_TO_PROPERTY: dict[str, str] = {
     "--ipfs-connect": "Node.IPFS.Connect",
     "--ipfs-results-pin": "Node.IPFS.ResultsPin",
     "--ipfs-cache-quota": "Node.IPFS.CacheQuota",
+    "--ipfs-max-add-size": "Node.IPFS.MaxAddSize",
     "--ipfs-stream-port": "Node.IPFS.StreamPort",
     "--cpu": "Node.Compute.Capacity.CPU",
     "--memory": "Node.Compute.Capacity.Memory",

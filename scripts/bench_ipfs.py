@@ -3,7 +3,8 @@
 - a plain disk copy of the file (the yardstick);
 - importing it into a block store in-process (what the ipfs publisher does:
   blocks stored in batches), and the same one `put_made` a block;
-- `p2pnode ipfs add` to peer A through its API (import here, blocks uploaded);
+- `p2pnode ipfs add` to peer A through its API (the file streamed to A, which
+  makes and stores its DAG);
 - peer B pulling the whole DAG from A as one TLS stream (`POST /pull`, what a
   job's input and `ipfs get` do first), verifying and storing every block;
 - `p2pnode ipfs get` through peer B, which then holds every block: the HTTP
@@ -37,8 +38,8 @@ import trio  # noqa: E402
 from p2pnode.devstack import devstack  # noqa: E402
 from p2pnode.ipfs.blockstore import BlockStore  # noqa: E402
 from p2pnode.ipfs.cid import CID  # noqa: E402
-from p2pnode.ipfs.cli import _get, _Uploader  # noqa: E402
-from p2pnode.ipfs.importer import add_path  # noqa: E402
+from p2pnode.ipfs.cli import _add, _get  # noqa: E402
+from p2pnode.ipfs.importer import Options, add_path  # noqa: E402
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -132,11 +133,7 @@ def main() -> None:
         shutil.rmtree(base / "local-store")
         with devstack(2, base / "net") as (a, b):
             def add_through_api() -> str:
-                uploader = _Uploader(a.api)
-                try:
-                    return str(add_path(source, uploader).cid)
-                finally:
-                    uploader.finish()
+                return str(_add(a.api, source, Options()).cid)  # what `p2pnode ipfs add` does, but the pin
 
             def cpu() -> list[float]:
                 return [cpu_seconds(), cpu_seconds(a.process.pid), cpu_seconds(b.process.pid)]

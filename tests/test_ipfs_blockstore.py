@@ -187,3 +187,37 @@ def test_a_batched_import_stores_every_block_the_importer_made(tmp_path: Path) -
     with Batch(store, limit=600 * KIB) as put:  # several batches, the last one short
         assert add_path(source, put).cid == expected.cid
     assert all(store.get(cid) == block for cid, block in made.items())
+
+
+def test_blocks_in_pieces_are_written_whole_across_packs(tmp_path: Path) -> None:
+    """The importer's leaves come as pieces (header, chunk views, trailer),
+    written by one pwritev a pack; a block never straddles two packs."""
+    store = BlockStore(tmp_path, pack_bytes=1024 * KIB)
+    made = blocks(7, size=300 * KIB, seed=3)
+    pieces = []
+    for cid, data in made:
+        view = memoryview(data)
+        pieces.append((cid, [view[:10], view[10:200 * KIB], view[200 * KIB:]]))
+    store.put_pieces(pieces)
+    store.put_pieces(pieces[:2])  # held already: nothing written again
+    assert all(store.get(cid) == data for cid, data in made)
+    packs = sorted((tmp_path / "packs").iterdir())
+    assert len(packs) == 3 and sum(p.stat().st_size for p in packs) == 7 * 300 * KIB
+    assert {store.location(cid)[0] for cid, _ in made[:3]} == {packs[0]}
+
+
+def test_a_write_cut_short_by_the_kernel_is_finished_piece_by_piece(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """pwritev may write less than asked (a signal, a nearly full disk): the
+    rest goes piece by piece, each block still whole where the index says."""
+    real = os.pwritev
+
+    def short(fd: int, pieces: list[bytes | memoryview], offset: int) -> int:
+        return real(fd, [b"".join(pieces)[:7]], offset)  # 7 bytes, whatever was asked: into the second piece
+
+    monkeypatch.setattr(os, "pwritev", short)
+    store = BlockStore(tmp_path)
+    made = blocks(3, size=64 * KIB, seed=4)
+    store.put_pieces([(cid, [memoryview(data)[:5], memoryview(data)[5:]]) for cid, data in made])
+    monkeypatch.undo()
+    assert all(store.get(cid) == data for cid, data in made)

@@ -6,18 +6,22 @@ Kubo itself fetching our CIDv1 DAGs is in test_ipfs_kubo.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import random
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from p2pnode.ipfs.cid import CID, CIDError, RAW
-from p2pnode.ipfs.dagpb import FILE, decode_node, decode_unixfs
-from p2pnode.ipfs.importer import CHUNK_SIZE, Options, add_path, discard
+from p2pnode.ipfs import importer
+from p2pnode.ipfs.cid import CID, DAG_PB, CIDError, RAW
+from p2pnode.ipfs.dagpb import FILE, UnixFS, decode_node, decode_unixfs, encode_node, encode_unixfs, file_leaf_pieces
+from p2pnode.ipfs.importer import CHUNK_SIZE, FileImporter, Options, add_bytes, add_file, add_path, discard
 
 SIZES = {
     "empty": 0,
@@ -132,3 +136,77 @@ def test_cid_text_round_trips_and_bad_text_is_refused() -> None:
     for bad in ["", "hello", "Qm" + "0" * 44, "b!!", "bafyfoo"]:
         with pytest.raises(CIDError):
             CID.parse(bad)
+
+
+def test_a_dag_pb_leaf_is_its_header_the_chunk_and_its_trailer() -> None:
+    for size in (1, 127, 128, 16383, 16384, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1):
+        chunk = bytes([size % 251]) * size
+        head, tail = file_leaf_pieces(size)
+        assert head + chunk + tail == encode_node([], encode_unixfs(UnixFS(FILE, chunk, size)))
+
+
+def expected_heights(leaves: int, links: int) -> list[int]:
+    """Nodes at each height above the leaves in Kubo's balanced layout: runs
+    of `links` children, the last run short, up to the first level of one."""
+    heights, count = [], leaves
+    while count > 1:
+        count = -(-count // links)
+        heights.append(count)
+    return heights
+
+
+@pytest.mark.parametrize("version,raw", [(0, None), (1, None), (1, False), (0, True)])
+def test_the_tree_is_the_same_however_the_bytes_come(monkeypatch: pytest.MonkeyPatch, version: int,
+                                                      raw: bool | None) -> None:
+    """Read into slabs (a file), handed over in pieces of any size (a
+    request's body), hashed a batch at a time by the threads or at once: the
+    same blocks and the same root, each level filled before the next."""
+    monkeypatch.setattr(importer, "SLAB_BYTES", 4)  # batches of 4 chunks of 1 byte: many in flight
+    rng = random.Random(5)
+    options = Options(cid_version=version, raw_leaves=raw, chunk_size=1, max_links=3)
+    for size in [0, 1, 2, 3, 4, 9, 10, 27, 28, 31, 82]:
+        data = rng.randbytes(size)
+        read: dict[CID, bytes] = {}
+        root = add_file(io.BytesIO(data), read.__setitem__, options)
+        pieces: dict[CID, bytes] = {}
+        with FileImporter(pieces.__setitem__, options) as making:
+            at = 0
+            while at < size:
+                step = rng.randint(1, 5)
+                making.take(data[at:at + step])
+                at += step
+            assert making.finish() == root
+        assert pieces == read and add_bytes(data, discard, options) == root
+        assert root.filesize == size
+        level, heights = [root.cid], []
+        while any(cid.codec == DAG_PB and decode_node(read[cid]).links for cid in level):
+            level = [link.cid for cid in level for link in decode_node(read[cid]).links]
+            heights.append(len(level))
+        assert heights[::-1][1:] + [1] == expected_heights(size, 3) or size <= 1
+        assert b"".join(decode_unixfs(decode_node(read[c]).data or b"").data if c.codec == DAG_PB else read[c]
+                        for c in level) == data
+
+
+def test_a_put_that_takes_pieces_gets_the_leaves_unjoined_and_in_time() -> None:
+    """A block store's Put takes each batch of leaves as pieces, from the
+    hashing threads; what it keeps of them is what a plain Put gets."""
+    data = random.Random(9).randbytes(5 * CHUNK_SIZE + 99)
+    joined: dict[CID, bytes] = {}
+    root = add_bytes(data, joined.__setitem__)
+
+    class Pieces:
+        def __init__(self) -> None:
+            self.blocks: dict[CID, bytes] = {}
+            self.lock = threading.Lock()
+
+        def __call__(self, cid: CID, block: bytes) -> None:
+            self.blocks[cid] = block
+
+        def put_pieces(self, blocks: list[tuple[CID, Sequence[bytes | memoryview]]]) -> None:
+            with self.lock:
+                self.blocks.update((cid, b"".join(pieces)) for cid, pieces in blocks)
+
+    put = Pieces()
+    with io.BytesIO(data) as stream:
+        assert add_file(stream, put) == root
+    assert put.blocks == joined

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import filecmp
 import hashlib
+import random
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID
 from p2pnode.ipfs.cli import UPLOAD_BATCH, _frames, _Uploader
 from p2pnode.ipfs.frames import upload_frame
-from p2pnode.ipfs.importer import Options, add_path, discard
+from p2pnode.ipfs.importer import Options, add_bytes, add_path, discard
 from tests.test_ipfs_importer import write_random
 
 pytestmark = pytest.mark.timeout(240)
@@ -47,7 +50,9 @@ def two_peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Peer]]:
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("src") / "tree"
     (root / "sub").mkdir(parents=True)
-    write_random(root / "big.bin", 3_000_000, 7)
+    write_random(root / "big.bin", 3_000_000, 7)  # over 1 MiB: `ipfs add` streams it to the node
+    (root / "sub" / "deeper").mkdir()
+    write_random(root / "sub" / "deeper" / "nested.bin", 1_400_000, 8)
     (root / "sub" / "note.txt").write_bytes(b"a note\n")
     (root / "empty").write_bytes(b"")
     return root
@@ -190,5 +195,91 @@ def test_the_ipfs_commands_send_the_api_token(tmp_path: Path) -> None:
         root = cli("--token", "s3cret", "ipfs", "add", str(source), "--api", peer.api).splitlines()[-1]
         cli("--token", "s3cret", "ipfs", "get", root, "-o", str(tmp_path / "back.txt"), "--api", peer.api)
         assert (tmp_path / "back.txt").read_bytes() == b"behind a token\n"
+        big = tmp_path / "big.bin"  # streamed to the node (`POST /ipfs/add`), the token beside it
+        write_random(big, 1_200_000, 41)
+        assert "needs a token" in cli_fails("ipfs", "add", str(big), "--api", peer.api)
+        root = cli("--token", "s3cret", "ipfs", "add", str(big), "--api", peer.api).splitlines()[-1]
+        assert root == cli("ipfs", "add", "--only-hash", str(big)).splitlines()[-1]
     finally:
         stop_peer(peer)
+
+
+def raw_post(api: str, head: str, body: bytes = b"") -> bytes:
+    """Send a request's head and some body on a socket of our own, then hang
+    up; what the node answered before that (b"" if nothing)."""
+    url = urlsplit(api)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while not body:  # the whole answer: the node closes the connection after it
+            try:
+                part = sock.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not part:
+                break
+            answer += part
+    return answer
+
+
+ADD_OPTIONS = [({}, Options()), ({"cid-version": "1"}, Options(cid_version=1)),
+               ({"raw-leaves": "true"}, Options(raw_leaves=True)),
+               ({"cid-version": "1", "raw-leaves": "false"}, Options(cid_version=1, raw_leaves=False))]
+
+
+@pytest.mark.parametrize("query,options", ADD_OPTIONS)
+def test_the_add_route_stores_the_dag_the_importer_makes(two_peers: list[Peer], query: dict[str, str],
+                                                        options: Options) -> None:
+    """`POST /ipfs/add`: the node makes the DAG of the body (the one `--only-hash`
+    makes, Kubo's: test_ipfs_importer) and holds every block of it."""
+    a = two_peers[0]
+    data = random.Random(str(query)).randbytes(2 * (1 << 20) + 12_000)  # 9 chunks, the last one short
+    made: dict[CID, bytes] = {}
+    expected = add_bytes(data, lambda cid, block: made.__setitem__(cid, block), options)
+    url = f"{a.api}/api/v1/ipfs/add"
+    sized = httpx.post(url, params=query, content=data, timeout=60)
+    chunked = httpx.post(url, params=query, content=iter([data[:100_000], data[100_000:]]), timeout=60)
+    for answer in (sized, chunked):
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"Cid": str(expected.cid), "Size": expected.tsize, "FileSize": len(data)}
+    store = BlockStore(a.data_dir / "ipfs" / "blocks")
+    assert len(made) > 9 and all(store.get(cid) == block for cid, block in made.items())
+
+
+def test_ipfs_add_through_a_proxy_setting_streams_with_httpx(two_peers: list[Peer], tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a proxy set, the file goes through httpx (which honours it) rather than `socket.sendfile`."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: only NO_PROXY gets through
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    source = tmp_path / "proxied.bin"
+    write_random(source, 1_700_000, 31)
+    root = cli("ipfs", "add", str(source), "--api", two_peers[0].api).splitlines()[-1]
+    assert root == cli("ipfs", "add", "--only-hash", str(source)).splitlines()[-1]
+
+
+def test_the_add_route_refuses_bad_options_and_a_body_over_its_cap(two_peers: list[Peer]) -> None:
+    url = f"{two_peers[0].api}/api/v1/ipfs/add"
+    for query, word in [({"cid-version": "2"}, "cid-version"), ({"raw-leaves": "yes"}, "raw-leaves")]:
+        answer = httpx.post(url, params=query, content=b"some bytes", timeout=30)
+        assert answer.status_code == 400 and word in answer.json()["error"]
+    empty = httpx.post(url, content=b"", timeout=30)  # an empty file is one empty leaf, as in Kubo
+    assert empty.json() == {"Cid": "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH", "Size": 6, "FileSize": 0}
+    huge = raw_post(two_peers[0].api, f"POST /api/v1/ipfs/add HTTP/1.1\nHost: x\nContent-Length: {1 << 40}\n")
+    assert huge.startswith(b"HTTP/1.1 413") and b"Node.IPFS.MaxAddSize" in huge  # before any byte of it came
+
+
+@pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
+def test_a_file_cut_short_is_not_added_and_the_node_goes_on(two_peers: list[Peer], framing: str) -> None:
+    a = two_peers[0]
+    data = random.Random(framing).randbytes(3 << 20)
+    root = add_bytes(data, discard).cid
+    half = data[:len(data) // 2]
+    if framing == "chunked":
+        head, body = "Transfer-Encoding: chunked\n", f"{len(half):x}\r\n".encode() + half + b"\r\n"
+    else:
+        head, body = f"Content-Length: {len(data)}\n", half
+    raw_post(a.api, f"POST /api/v1/ipfs/add HTTP/1.1\nHost: x\n{head}", body)  # and the client is gone
+    pin = httpx.post(f"{a.api}/api/v1/ipfs/pins", json={"Cid": str(root)}, timeout=30)
+    assert pin.status_code == 404 and not BlockStore(a.data_dir / "ipfs" / "blocks").has(root)
+    whole = httpx.post(f"{a.api}/api/v1/ipfs/add", content=data, timeout=60)  # the node goes on
+    assert whole.status_code == 200 and whole.json()["Cid"] == str(root)

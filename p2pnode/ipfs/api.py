@@ -1,21 +1,27 @@
-"""The node's IPFS routes: blocks in and out (verified), connect, id.
+"""The node's IPFS routes: files and blocks in, blocks out (verified), connect, id.
 
-`ipfs add` imports on the client's side and uploads blocks; `ipfs get` walks
-the DAG on the client's side and downloads blocks, which the node fetches
-over bitswap when it lacks them. So the client verifies every block itself,
-and neither side ever holds a whole file. Before that, `ipfs get` asks the
-node to pull the whole DAG (`POST /pull`): from one of our own peers it comes
-as one stream, much faster than block by block.
+`ipfs add` streams each large file as the body of `POST /add`, and the node
+makes and stores its DAG as the bytes come (as Kubo's API does): the file is
+hashed once, here, where it has to be anyway since the client is not
+trusted. The client makes a tree's directory nodes (and small files' blocks)
+itself and uploads those (`PUT /blocks`), which the node checks.
+`ipfs get` walks the DAG on the client's side and downloads blocks, which
+the node fetches over bitswap when it lacks them. So the client verifies
+every block itself, and neither side ever holds a whole file. Before that,
+`ipfs get` asks the node to pull the whole DAG (`POST /pull`): from one of
+our own peers it comes as one stream, much faster than block by block.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from typing import Any
 
 import trio
 from libp2p.peer.id import ID
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -23,10 +29,24 @@ from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock, check
 from p2pnode.ipfs.cid import CID, CIDError, varint
 from p2pnode.ipfs.frames import BadUpload, next_upload
+from p2pnode.ipfs.importer import Added, FileImporter, Options
 
 PREFIX = "/api/v1/ipfs"
 MAX_BATCH = 64  # blocks a batch request may name (the client asks 32 at a time)
 STORE_BATCH = 4 << 20  # bytes of uploaded blocks checked and written in one worker-thread call
+ADD_PATH = PREFIX + "/add"
+
+
+def add_options(query: Any) -> Options:
+    """`POST /add`'s query (cid-version=0|1, raw-leaves=true|false) as the
+    importer's options; ValueError says what is wrong."""
+    version = query.get("cid-version", "0")
+    if version not in ("0", "1"):
+        raise ValueError(f"cid-version must be 0 or 1, not {version[:20]!r}")
+    raw = query.get("raw-leaves")
+    if raw not in (None, "true", "false"):
+        raise ValueError(f"raw-leaves must be true or false, not {raw[:20]!r}")
+    return Options(cid_version=int(version), raw_leaves=None if raw is None else raw == "true")
 
 
 def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
@@ -97,6 +117,49 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         if pending:
             await flush()
         return JSONResponse({"Stored": stored})
+
+    async def add(request: Request) -> Response:
+        """
+        summary: 'Add a file: its bytes are the body; this node makes and stores its UnixFS DAG'
+        description: 'Query cid-version (0|1, default 0), raw-leaves (true|false, default: on for CIDv1), as in
+          Kubo''s `ipfs add`, whose CID it gives. The body streams in (Content-Length or chunked) up to the
+          node''s Node.IPFS.MaxAddSize and is never held whole. Answers {"Cid", "Size": bytes of every block (a
+          parent link''s Tsize), "FileSize"}. Nothing is pinned: pin the root (POST /pins) once the whole tree is
+          added. A body cut short adds nothing (what was stored of it stays unpinned, as cache).'
+        """
+        try:
+            options = add_options(request.query_params)
+        except ValueError as error:
+            raise api_error(400, str(error), "as in Kubo: ?cid-version=1&raw-leaves=true")
+        cap = runtime.settings.ipfs_max_add
+        store = runtime.ipfs.store
+        declared = request.headers.get("content-length", "")
+        root = getattr(store, "root", None)  # None: an IPFS daemon's store (Node.IPFS.Connect)
+        if declared.isdigit() and root is not None and int(declared) > (free := shutil.disk_usage(root).free):
+            raise api_error(507, f"the file is {declared} bytes; this node has {free} free",
+                            "free some disk on the node, or add the file on another")
+        batch = store.batch() if hasattr(store, "batch") else contextlib.nullcontext(store.put_made)
+        importer = FileImporter(batch.__enter__(), options)
+        done = False
+        try:
+            async for chunk in request.stream():
+                if importer.bytes + len(chunk) > cap:
+                    raise api_error(413, f"the file is over this node's {cap}-byte limit",
+                                    "the node's operator can raise Node.IPFS.MaxAddSize")
+                if not importer.ready():  # the hashing threads are behind: wait for them off the event loop
+                    await trio.to_thread.run_sync(importer.make_room)
+                importer.take(chunk)  # kept as it is, not copied, until hashed and stored
+            added: Added = await trio.to_thread.run_sync(_finish, importer, batch)
+            done = True
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it: the client went away mid-file, nothing was added
+        except OSError as error:
+            raise api_error(507, f"could not store the file: {error}", "free some disk on the node")
+        finally:
+            if not done:  # the threads are done with the body before it goes; their errors are this one's
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_abandon, importer, batch)
+        return JSONResponse({"Cid": str(added.cid), "Size": added.tsize, "FileSize": added.filesize})
 
     async def fetch(cids: list[CID], timeout_text: str, provider: str) -> list[bytes]:
         try:
@@ -235,6 +298,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
                              "Peers": runtime.transport.connected_peers()})
 
     return [
+        Route(ADD_PATH, add, methods=["POST"]),
         Route(PREFIX + "/blocks/{cid}", put_block, methods=["PUT"]),
         Route(PREFIX + "/blocks/{cid}", get_block, methods=["GET"]),
         Route(PREFIX + "/blocks", get_blocks, methods=["POST"]),
@@ -246,4 +310,17 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
     ]
 
 
+def _finish(importer: FileImporter, batch: Any) -> Added:
+    """(In a worker thread) the file's root, once the batch has stored every block."""
+    added = importer.finish()
+    batch.__exit__(None, None, None)
+    return added
 
+
+def _abandon(importer: FileImporter, batch: Any) -> None:
+    """(In a worker thread) an add cut short: wait for the hashing threads, store what is pending, as cache."""
+    importer.__exit__(None, None, None)
+    try:
+        batch.__exit__(None, None, None)
+    except OSError:
+        pass  # a full disk, most likely: the error on its way says so

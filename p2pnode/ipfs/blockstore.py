@@ -39,13 +39,13 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
 from p2pnode.ipfs.cid import CID
-from p2pnode.ipfs.packs import Packs, migrate_file_per_block
+from p2pnode.ipfs.packs import Buffer, Packs, migrate_file_per_block
 
 MAX_BLOCK_BYTES = 2 << 20  # bitswap's limit for one block
 COMPACT_DEAD_SHARE = 0.5  # a pack whose bytes are more than half dead is rewritten
@@ -112,22 +112,33 @@ class BlockStore:
         already checked or computed by the caller)."""
         self.put_digests([(cid.digest, block) for cid, block in blocks])
 
+    def put_pieces(self, blocks: Sequence[tuple[CID, Sequence[Buffer]]]) -> None:
+        """`put_many` for blocks in pieces (the importer's leaves: header,
+        chunk, trailer), written by one `pwritev`, never joined."""
+        self._append([(cid.digest, pieces) for cid, pieces in blocks])
+
     def batch(self) -> Batch:
         """A `Put` for the importer that stores blocks a few MiB at a time (see `Batch`)."""
         return Batch(self)
 
     def put_digests(self, blocks: list[tuple[bytes, bytes]], used: list[float] | None = None) -> None:
         """Append the blocks not yet held and index them (`used`: their last use; default now)."""
+        self._append([(digest, (block,)) for digest, block in blocks], used)
+
+    def _append(self, blocks: list[tuple[bytes, Sequence[Buffer]]], used: list[float] | None = None) -> None:
         now = self.clock()
         with self._writing:
             held = self._held([digest for digest, _ in blocks])
-            rows = []
-            for i, (digest, block) in enumerate(blocks):
+            new, stamps = [], []
+            for i, (digest, pieces) in enumerate(blocks):
                 if digest not in held:
                     held.add(digest)
-                    rows.append((digest, *self._packs.append(block), len(block), now if used is None else used[i]))
-            if rows:  # the bytes first, then their rows: see the module's note on crashes
-                self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", rows)
+                    new.append((digest, pieces))
+                    stamps.append(now if used is None else used[i])
+            if new:  # the bytes first, then their rows: see the module's note on crashes
+                where = self._packs.append_pieces([pieces for _, pieces in new])
+                self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", [
+                    (digest, *at, stamp) for (digest, _), at, stamp in zip(new, where, stamps)])
                 self._wdb.commit()
 
     def get(self, cid: CID) -> bytes:
@@ -264,8 +275,9 @@ class BlockStore:
 class Batch:
     """A `Put` (see `importer`) that stores blocks a few MiB at a time, one
     index commit each, written by a thread of its own while the importer
-    reads and hashes the next ones (both let go of the GIL), so an import
-    uses two cores. Use it in a `with`: leaving stores what is pending."""
+    reads and hashes the next ones (both let go of the GIL). The importer's
+    leaves come through `put_pieces` instead, a slab at a time from its
+    hashing threads. Use it in a `with`: leaving stores what is pending."""
 
     def __init__(self, store: BlockStore, limit: int = 8 << 20) -> None:
         self._store, self._limit = store, limit
@@ -285,6 +297,10 @@ class Batch:
             self._written.result()  # one batch in flight at most; its error is ours
         self._written = self._writer.submit(self._store.put_many, self._pending) if self._pending else None
         self._pending, self._bytes = [], 0
+
+    def put_pieces(self, blocks: list[tuple[CID, Sequence[Buffer]]]) -> None:
+        """The importer's leaves, written now, from its hashing threads (their memory is reused after)."""
+        self._store.put_pieces(blocks)
 
     def __enter__(self) -> Batch:
         return self

@@ -1,18 +1,24 @@
 """`p2pnode ipfs add|get|connect|id`: the client's side of the node's IPFS.
 
-`add` builds the DAG here (so `--only-hash` needs no node) and uploads each
-block as it is made; `get` walks the DAG here and verifies every block the
-node hands over. Neither holds a whole file in memory.
+`add` streams each file of 1 MiB or more to the node (`POST /add`), which
+makes and stores its DAG, hashing it once; smaller files, symlinks and the
+directory nodes are made here and uploaded as blocks, a few MiB a request.
+`--only-hash` makes the whole DAG here and needs no node, and so does a node
+from before the add route. `get` walks the DAG here and verifies every block
+the node hands over. Neither holds a whole file in memory.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import click
 
@@ -21,16 +27,22 @@ from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES
 from p2pnode.ipfs.cid import CID, CIDError, read_varint
 from p2pnode.ipfs.exporter import ExportError, export
 from p2pnode.ipfs.frames import upload_frame
-from p2pnode.ipfs.importer import Options, add_path, discard
+from p2pnode.ipfs.importer import Added, Options, add_file, add_path, discard
 from p2pnode.lazy import lazy_import
+from p2pnode.memory import reuse_freed_memory
 from p2pnode.storage.ipfs import location_cid
 
 httpx = lazy_import("httpx")  # loaded by the first request, not by `p2pnode --help`
+h11 = lazy_import("h11")
 trio = lazy_import("trio")
 
 UPLOADS_IN_FLIGHT = 2  # batches being sent while the next is made
 UPLOAD_BATCH = 4 << 20  # at most this many bytes a request (a node's default body cap)
 FRAME_OVERHEAD = 48  # at most, beside a block, in its frame (its CID and two lengths)
+STREAM_FROM = 1 << 20  # files this large or larger are streamed to the node, which makes their DAG
+SEND_BYTES = 1 << 20  # bytes of a file read and sent at a time (through httpx: over TLS, or a proxy)
+SEND_TIMEOUT = 60.0  # seconds a send or the answer may take before the add fails
+ADD_ROUTE = "/api/v1/ipfs/add"
 
 api_option = click.option(
     "--api", default=lambda: os.environ.get(API_ENV, DEFAULT_API), show_default=f"${API_ENV} or {DEFAULT_API}",
@@ -63,7 +75,7 @@ class _Uploader:
     a few batches at a time (one request per block cost more than the add)."""
 
     def __init__(self, api: str) -> None:
-        self._http = httpx.Client(base_url=api.rstrip("/"), timeout=60, headers=_headers())
+        self.http = httpx.Client(base_url=api.rstrip("/"), timeout=60, headers=_headers())
         self._pool = ThreadPoolExecutor(UPLOADS_IN_FLIGHT)
         self._pending: list[Future[None]] = []
         self._batch: list[tuple[CID, bytes]] = []
@@ -87,7 +99,7 @@ class _Uploader:
     def _send_batch(self, batch: list[tuple[CID, bytes]]) -> None:
         if self._batches:
             body = b"".join(part for cid, block in batch for part in upload_frame(cid, block))
-            response = self._http.put("/api/v1/ipfs/blocks", content=body)
+            response = self.http.put("/api/v1/ipfs/blocks", content=body)
             if response.status_code < 400:
                 return
             # 404/405: a node from before the batch route; 413: its operator set a body cap under ours
@@ -98,7 +110,7 @@ class _Uploader:
             self._send(cid, block)
 
     def _send(self, cid: CID, block: bytes) -> None:
-        response = self._http.put(f"/api/v1/ipfs/blocks/{cid}", content=block)
+        response = self.http.put(f"/api/v1/ipfs/blocks/{cid}", content=block)
         if response.status_code >= 400:
             raise click.ClickException(f"the node refused block {cid}: {_error_text(response)}")
 
@@ -107,7 +119,131 @@ class _Uploader:
         for pending in self._pending:
             pending.result()
         self._pool.shutdown()
-        self._http.close()
+        self.http.close()
+
+
+class _Streamer:
+    """Adds a regular file by streaming its bytes to the node (`POST /add`),
+    which makes and stores its DAG (the one `add_file` makes here); a small
+    file is made here and goes out with the other blocks."""
+
+    def __init__(self, api: str, http: httpx.Client, uploader: _Uploader, options: Options) -> None:
+        self._api, self._http, self._uploader, self._options = api, http, uploader, options
+        query = {"cid-version": str(options.cid_version)}
+        if options.raw_leaves is not None:
+            query["raw-leaves"] = "true" if options.raw_leaves else "false"
+        self._target = f"{ADD_ROUTE}?{urlencode(query)}"
+
+    def __call__(self, path: Path) -> Added:
+        with path.open("rb", buffering=0) as stream:
+            size = os.fstat(stream.fileno()).st_size
+            if size < STREAM_FROM:
+                return add_file(stream, self._uploader, self._options)
+            plain = _plain_http(self._api)
+            if plain is not None:  # the kernel sends the file: no copy through this process
+                status, body = _send_file(plain, self._target, stream, size, path)
+            else:
+                response = self._http.post(self._target, content=_read(stream, size, path),
+                                           headers={"Content-Length": str(size)})
+                status, body = response.status_code, response.content
+        try:
+            answer = json.loads(body)
+            if status >= 400:
+                raise click.ClickException(f"the node refused {path}: {answer.get('error')} ({answer.get('hint', '')})")
+            return Added(CID.parse(answer["Cid"]), int(answer["Size"]), int(answer["FileSize"]))
+        except (ValueError, KeyError, TypeError, AttributeError, CIDError):
+            raise click.ClickException(f"the node answered {status} to adding {path}: {body[:200]!r}") from None
+
+
+def _read(stream: Any, size: int, path: Path) -> Any:
+    """The `size` bytes of a file, a MiB at a time; a file that changes meanwhile fails the add."""
+    left = size
+    while left:
+        chunk = stream.read(min(SEND_BYTES, left))
+        if not chunk:
+            raise click.ClickException(f"{path} shrank while being added")
+        left -= len(chunk)
+        yield chunk
+    if stream.read(1):
+        raise click.ClickException(f"{path} grew while being added")
+
+
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def _plain_http(api: str) -> tuple[str, int, str] | None:
+    """(host, port, Host header) of an API reached over plain HTTP with no
+    proxy, which `_send_file` talks to itself; None: httpx does (TLS, proxies)."""
+    url = urlsplit(api)
+    if url.scheme != "http" or not url.hostname or any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    return url.hostname, url.port or 80, url.netloc.rpartition("@")[2]
+
+
+class _FileBody:
+    """The body h11 is told of, without its bytes: `socket.sendfile` sends them (h11's "sendfile" recipe)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _send_file(server: tuple[str, int, str], target: str, stream: Any, size: int, path: Path) -> tuple[int, bytes]:
+    """POST the file as the body with `socket.sendfile` (the kernel copies it
+    from the page cache: httpx's reads and writes cost the client about a
+    CPU-second per GiB more). Returns the status and the answer's body."""
+    client = h11.Connection(h11.CLIENT)
+    host, port, netloc = server
+    headers = [("Host", netloc), ("Content-Length", str(size)), ("Content-Type", "application/octet-stream"),
+               *_headers().items()]
+    with socket.create_connection((host, port), timeout=SEND_TIMEOUT) as sock:
+        sock.sendall(client.send(h11.Request(method="POST", target=target, headers=headers)))
+        client.send_with_data_passthrough(h11.Data(data=_FileBody(size)))
+        try:
+            sent = sock.sendfile(stream, 0, size)
+        except OSError:  # the node may have answered (and closed) early: a refusal says why
+            sent = -1
+        else:
+            client.send(h11.EndOfMessage())
+            if sent < size:
+                raise click.ClickException(f"{path} shrank while being added")
+            if os.fstat(stream.fileno()).st_size != size:
+                raise click.ClickException(f"{path} changed size while being added")
+        status, body = 0, bytearray()
+        try:
+            while True:
+                event = client.next_event()
+                if event is h11.NEED_DATA:
+                    client.receive_data(sock.recv(1 << 16))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+        except (OSError, h11.ProtocolError) as error:
+            raise httpx.TransportError(f"the node closed the connection while taking {path}: {error}") from None
+        if not status:
+            raise httpx.TransportError(f"the node closed the connection while taking {path}")
+        return status, bytes(body)
+
+
+def _has_add_route(http: httpx.Client) -> bool:
+    """Whether the node makes DAGs itself (405: the route is there, for POST); older nodes answer 404."""
+    return http.get(ADD_ROUTE).status_code == 405
+
+
+def _add(api: str, path: Path, options: Options) -> Added:
+    """`path` added through the node at `api` (not yet pinned)."""
+    uploader = _Uploader(api)
+    try:
+        http = uploader.http
+        streamer = _Streamer(api, http, uploader, options) if _has_add_route(http) else None
+        return add_path(path, uploader, options, add_file_at=streamer)
+    finally:
+        uploader.finish()
 
 
 @click.group("ipfs")
@@ -125,15 +261,12 @@ def ipfs() -> None:
 def add(path: Path, only_hash: bool, cid_version: str, raw_leaves: bool | None, hidden: bool, api: str) -> None:
     """Add a file or directory; prints its root CID (the last line)."""
     options = Options(cid_version=int(cid_version), raw_leaves=raw_leaves, hidden=hidden)
+    reuse_freed_memory()  # files are read a MiB at a time: see p2pnode/memory.py
     try:
         if only_hash:
             added = add_path(path, discard, options)
         else:
-            uploader = _Uploader(api)
-            try:
-                added = add_path(path, uploader, options)
-            finally:
-                uploader.finish()
+            added = _add(api, path, options)
             _call(api, "POST", "/api/v1/ipfs/pins", json={"Cid": str(added.cid)})  # kept, and announced as held
     except httpx.TransportError as error:
         _fail(f"cannot reach a node at {api}: {error} (start one with `p2pnode serve`, or use --only-hash)")

@@ -63,6 +63,15 @@ def encode_node(links: list[Link] | tuple[Link, ...], data: bytes | None) -> byt
     return b"".join(parts)  # one copy of a chunk's bytes, however large
 
 
+def file_leaf_pieces(size: int) -> tuple[bytes, bytes]:
+    """What goes before and after `size` (> 0) bytes of a chunk in its dag-pb
+    leaf: `prefix + chunk + suffix == encode_node([], encode_unixfs(UnixFS(FILE,
+    chunk, size)))`, so a leaf is hashed and written without copying the chunk."""
+    inner = _uint(1, FILE) + _key(2, size)
+    suffix = _uint(3, size)
+    return _key(1, len(inner) + size + len(suffix)) + inner, suffix
+
+
 def encode_unixfs(meta: UnixFS) -> bytes:
     parts = [_uint(1, meta.type)]
     if meta.data:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Union
+
+Buffer = Union[bytes, bytearray, memoryview]
 
 _SUFFIX = ".pack"
 _OPEN_READERS = 64
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
 class Packs:
@@ -43,6 +47,54 @@ class Packs:
             done += os.pwrite(self._fd, view[done:], offset + done)
         self._end += len(block)
         return self.writing, offset
+
+    def append_pieces(self, blocks: Sequence[Sequence[Buffer]]) -> list[tuple[int, int, int]]:
+        """`append` for blocks given in pieces, each run of them that lands in
+        one pack written by one `pwritev`; returns each block's (pack, offset, length)."""
+        where: list[tuple[int, int, int]] = []
+        run: list[Buffer] = []
+        start = 0
+        for pieces in blocks:
+            length = sum(map(len, pieces))
+            if self.writing is None or (self._end and self._end + length > self.pack_bytes):
+                self._write_at(run, start)
+                run = []
+                self._begin()
+            if not run:
+                start = self._end
+            assert self.writing is not None
+            where.append((self.writing, self._end, length))
+            run += pieces
+            self._end += length
+            if len(run) >= _IOV_MAX - 8:
+                self._write_at(run, start)
+                run = []
+        self._write_at(run, start)
+        return where
+
+    def _write_at(self, pieces: list[Buffer], start: int) -> None:
+        """Write the pieces, one after the other, from `start` to the end of
+        the pack being appended to (our own offsets: if that fails, a full
+        disk say, the pack's end goes back to `start`, and the next append
+        writes over what was left)."""
+        if not pieces:
+            return
+        try:
+            done = os.pwritev(self._fd, pieces, start)
+            at, skip = start + done, done
+            if at < self._end:  # cut short: the rest piece by piece (or the error)
+                for piece in pieces:
+                    view = memoryview(piece)
+                    if skip >= len(view):
+                        skip -= len(view)
+                        continue
+                    view, skip = view[skip:], 0
+                    while view:
+                        wrote = os.pwrite(self._fd, view, at)
+                        view, at = view[wrote:], at + wrote
+        except BaseException:
+            self._end = start
+            raise
 
     def read(self, pack: int, offset: int, length: int) -> bytes | None:
         """The bytes at `offset` (fewer if the pack was cut short); None if the pack is gone."""
