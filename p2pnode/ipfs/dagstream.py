@@ -11,6 +11,7 @@ DAG is whole exactly when no link is left waiting.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 
 from p2pnode.ipfs.cid import CID, DAG_PB
@@ -21,8 +22,10 @@ class StreamRefused(ValueError):
     """A block the fetcher did not ask for, or whose bytes do not match its CID."""
 
 
-def walk(root: CID, read: Callable[[CID], bytes]) -> Iterator[tuple[CID, bytes]]:
-    """Each block of `root`'s DAG once, a block before those it links to."""
+def walk(root: CID, read: Callable[[CID], bytes | memoryview]) -> Iterator[tuple[CID, bytes | memoryview]]:
+    """Each block of `root`'s DAG once, a block before those it links to.
+    `read` may hand back a view of a buffer it reuses: a block's links are
+    read from it before the next block is."""
     sent: set[bytes] = set()
     todo = [root]
     while todo:
@@ -53,13 +56,14 @@ class DagCheck:
     def whole(self) -> bool:
         return not self.waiting
 
-    def accept(self, cid: CID, block: bytes) -> CID:
-        """Take the next block; returns the CID it is stored under (the
-        linking block's, not the sender's), or raises StreamRefused."""
+    def accept(self, cid: CID, block: bytes | memoryview, digest: bytes | None = None) -> CID:
+        """Take the next block (`digest`: its SHA-256, if already hashed);
+        returns the CID it is stored under (the linking block's, not the
+        sender's), or raises StreamRefused."""
         wanted = self.waiting.pop(cid.digest, None)
         if wanted is None:
             raise StreamRefused(f"block {cid} was not linked from anything received")
-        if not wanted.verifies(block):
+        if (hashlib.sha256(block).digest() if digest is None else digest) != wanted.digest:
             raise StreamRefused(f"block {wanted} does not hash to its CID: refused")
         self._accepted.add(wanted.digest)
         self.blocks += 1

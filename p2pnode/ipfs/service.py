@@ -4,7 +4,7 @@ The node is told what this store holds (`announce`: the runtime turns it
 into `DataHeld`, so the node announces itself as a provider and bids for
 `local` jobs reading it), and asks the network who holds a root before
 fetching it (`locate`: a provider lookup, then a dial of each holder).
-A whole DAG comes from one of our own peers as one TLS stream (`bulk`), from
+A whole DAG comes from one of our own peers as one encrypted stream (`bulk`), from
 anyone else (Kubo) block by block over bitswap.
 """
 
