@@ -118,7 +118,7 @@ async def test_a_forged_block_ends_the_stream_and_bitswap_refuses_it_too(nursery
                                                                          tmp_path: Path) -> None:
     liar = IpfsService(tmp_path / "liar")
     liar.store = ForgingStore(tmp_path / "liar-blocks")
-    liar.store.get_unchecked = lambda cid, into=None: liar.store.get(cid)  # type: ignore[method-assign]
+    liar.store.get_unchecked = lambda cid, into=None, where=None: liar.store.get(cid)  # type: ignore[method-assign]
     liar.bitswap.store = liar.store
     assert liar.dags is not None
     liar.dags.store = liar.store

@@ -22,10 +22,12 @@ class StreamRefused(ValueError):
     """A block the fetcher did not ask for, or whose bytes do not match its CID."""
 
 
-def walk(root: CID, read: Callable[[CID], bytes | memoryview]) -> Iterator[tuple[CID, bytes | memoryview]]:
+def walk(root: CID, read: Callable[[CID], bytes | memoryview],
+         ahead: Callable[[list[CID]], None] | None = None) -> Iterator[tuple[CID, bytes | memoryview]]:
     """Each block of `root`'s DAG once, a block before those it links to.
     `read` may hand back a view of a buffer it reuses: a block's links are
-    read from it before the next block is."""
+    read from it before the next block is. `ahead` hears each node's links
+    before they are read (to look them all up at once)."""
     sent: set[bytes] = set()
     todo = [root]
     while todo:
@@ -40,6 +42,8 @@ def walk(root: CID, read: Callable[[CID], bytes | memoryview]) -> Iterator[tuple
                 links = decode_node(block).links
             except DagError:
                 continue  # the fetcher finds it bad too and stops there
+            if ahead is not None and links:
+                ahead([link.cid for link in links])
             todo.extend(link.cid for link in reversed(links))
 
 
