@@ -6,6 +6,7 @@ and a key other than the one given over libp2p all get nothing in."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import threading
@@ -20,7 +21,8 @@ from p2pnode.ipfs import bulk
 from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID, DAG_PB
 from p2pnode.ipfs.dagpb import decode_node
-from p2pnode.ipfs.dagstream import DagCheck, StreamRefused, walk
+from p2pnode.ipfs.dagstream import DagCheck, StreamRefused, preorder_run, walk
+from p2pnode.ipfs.exporter import ExportError, PreOrder, export
 from p2pnode.ipfs.frames import upload_frame
 from p2pnode.ipfs.importer import Options, add_path
 from p2pnode.ipfs.service import IpfsService
@@ -272,3 +274,53 @@ def test_a_stream_cut_inside_a_frame_keeps_the_blocks_before_it(tmp_path: Path) 
         thread.join()
         listener.close()
     assert store.has(order[0][0]) and store.has(order[1][0]) and not store.has(order[2][0])
+
+
+def test_a_preorder_run_comes_in_the_order_an_export_writes_repeats_and_all(tmp_path: Path) -> None:
+    root, blocks = added(tmp_path)
+    expected: list[CID] = []
+
+    def visit(cid: CID) -> None:  # what an exporter visits: a node, then each link in order
+        expected.append(cid)
+        if cid.codec == DAG_PB:
+            for link in decode_node(blocks[cid.digest]).links:
+                visit(link.cid)
+
+    visit(root)
+    assert len(expected) > len(blocks)  # the zero chunk, linked four times, comes four times
+    stack, got = [root], []
+    while stack:  # small runs: the stack carries the walk from one run to the next
+        run, lacking = preorder_run(stack, lambda cid: blocks[cid.digest], 300_000)
+        assert lacking is None and run
+        got += [block for _, block in run]
+    assert got == [blocks[cid.digest] for cid in expected]
+    assert [cid for cid, _ in preorder_run([root], lambda cid: blocks[cid.digest], 1 << 30)[0]] == expected
+
+    lost = expected[3]
+    stack = [root]
+    run, lacking = preorder_run(stack, lambda cid: blocks[cid.digest] if cid != lost else {}[cid], 1 << 30)
+    assert lacking == lost and stack[-1] == lost and len(run) == 3  # stopped before it, still next
+
+
+async def test_an_export_from_a_preorder_stream_refuses_a_block_out_of_place(tmp_path: Path) -> None:
+    source = tree(tmp_path / "src")
+    root, blocks = added(tmp_path)
+    stack, order = [root], []
+    while stack:
+        order += [block for _, block in preorder_run(stack, lambda cid: blocks[cid.digest], 1 << 30)[0]]
+    items = iter([(hashlib.sha256(block).digest(), block) for block in order])
+
+    async def receive() -> tuple[bytes, bytes]:
+        return next(items)
+
+    await export(root, PreOrder(receive), tmp_path / "out")
+    assert (tmp_path / "out" / "big.bin").read_bytes() == (source / "big.bin").read_bytes()
+    assert (tmp_path / "out" / "sub" / "note.txt").read_bytes() == b"a note\n"
+
+    swapped = iter([(hashlib.sha256(block).digest(), block) for block in [order[0], order[2], order[1], *order[3:]]])
+
+    async def receive_swapped() -> tuple[bytes, bytes]:
+        return next(swapped)
+
+    with pytest.raises(ExportError, match="does not hash to its CID"):
+        await export(root, PreOrder(receive_swapped), tmp_path / "out2")

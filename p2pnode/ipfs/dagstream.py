@@ -7,6 +7,11 @@ can trust a block as soon as it arrives: it accepts a block only if a block
 it already accepted (or the root it asked for) links to it, and only if the
 bytes hash to that link's digest. Nothing unasked-for is ever stored, and the
 DAG is whole exactly when no link is left waiting.
+
+A DAG written out (`exporter.PreOrder`) goes in another order: each block
+as often as it is linked, in the order the files are written
+(`preorder_run`), so the writer need only check each block against the CID
+it expects next.
 """
 
 from __future__ import annotations
@@ -81,3 +86,31 @@ class DagCheck:
                 if link.cid.digest not in self._accepted:
                     self.waiting.setdefault(link.cid.digest, link.cid)
         return wanted
+
+
+def preorder_run(stack: list[CID], read: Callable[[CID], bytes],
+                 limit: int) -> tuple[list[tuple[CID, bytes]], CID | None]:
+    """The next blocks in the order an exporter visits them (each node
+    before what it links to, links in order, a block linked twice sent
+    twice), about `limit` bytes of them. `stack` holds what is still to
+    come, the next CID last; it is left for the next run. A block `read`
+    cannot give (missing, or found corrupt and dropped) ends the run early
+    and is named, still next on the stack, to be fetched."""
+    blocks: list[tuple[CID, bytes]] = []
+    size = 0
+    while stack and size < limit:
+        cid = stack[-1]
+        try:
+            block = read(cid)
+        except (LookupError, ValueError):
+            return blocks, cid
+        stack.pop()
+        blocks.append((cid, block))
+        size += len(block)
+        if cid.codec == DAG_PB:
+            try:
+                links = decode_node(block).links
+            except DagError:
+                continue  # the exporter refuses the block itself
+            stack.extend(link.cid for link in reversed(links))
+    return blocks, None
