@@ -83,7 +83,7 @@ class NodeSettings:
     ipfs_results_pin: float = 7 * 86400.0  # seconds results published to IPFS stay pinned here
     ipfs_cache_quota: int = 10 << 30  # bytes of unpinned blocks (fetched inputs) kept, least recently used dropped first
     ipfs_max_add: int = 64 << 30  # bytes of one file `ipfs add` may stream to the node (the body of POST /ipfs/add)
-    ipfs_stream_port: int | None = 0  # TLS port whole DAGs go to our own peers on (0: any free; None: bitswap only)
+    ipfs_stream_port: int | None = 0  # TCP port whole DAGs go to our own peers on, encrypted (0: any free; None: bitswap only)
     capacity: Capacity | None = None
     policy: SelectionPolicy = field(default_factory=lambda: _policy())  # noqa: PLW0108 - defined below
     heartbeat_interval: float = 1.0
@@ -345,7 +345,7 @@ _PROPERTIES = tuple(
         ("Node.IPFS.MaxAddSize", "ipfs_max_add", _unit(units.parse_bytes),
          "an amount like 64Gb: the largest file `p2pnode ipfs add` may stream to this node"),
         ("Node.IPFS.StreamPort", "ipfs_stream_port", _port_or_off,
-         "a TCP port for whole DAGs to other p2pnode peers (TLS), 0 for any free port, off for bitswap only"),
+         "a TCP port for whole DAGs to other p2pnode peers (encrypted), 0 for any free port, off for bitswap only"),
         ("Node.Compute.Capacity.CPU", "capacity.cpu", _unit(units.parse_cpu), "cores (2, 0.5) or millicores (500m)"),
         ("Node.Compute.Capacity.Memory", "capacity.memory", _unit(units.parse_bytes), "an amount like 4Gb or 512Mb"),
         ("Node.Compute.Capacity.Disk", "capacity.disk", _unit(units.parse_bytes), "an amount like 100Gb"),

@@ -5,7 +5,7 @@
   blocks stored in batches), and the same one `put_made` a block;
 - `p2pnode ipfs add` to peer A through its API (the file streamed to A, which
   makes and stores its DAG);
-- peer B pulling the whole DAG from A as one TLS stream (`POST /pull`, what a
+- peer B pulling the whole DAG from A as one encrypted TCP stream (`POST /pull`, what a
   job's input and `ipfs get` do first), verifying and storing every block;
 - `p2pnode ipfs get` through peer B, which then holds every block: the HTTP
   leg to the client, which verifies each block again and writes the file;
@@ -156,7 +156,7 @@ def main() -> None:
                 assert answer["Bytes"] >= size, answer
 
             for label, action in (
-                ("peer B pulls the DAG from A (TLS stream)", pull),
+                ("peer B pulls the DAG from A (DAG stream)", pull),
                 ("ipfs get through peer B, which holds it now", lambda: trio.run(_get, b.api, CID.parse(cid), out, 120.0)),
             ):
                 before = cpu()

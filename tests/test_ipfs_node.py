@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from p2pnode.cli import main
 from p2pnode.devstack import Peer, devstack, start_peer, stop_peer
 from p2pnode.ipfs.blockstore import BlockStore, CorruptBlock
-from p2pnode.ipfs.cid import CID
+from p2pnode.ipfs.cid import CID, read_varint
+from p2pnode.ipfs.dagpb import decode_node
 from p2pnode.ipfs.cli import UPLOAD_BATCH, _frames, _Uploader
 from p2pnode.ipfs.frames import upload_frame
 from p2pnode.ipfs.importer import Options, add_bytes, add_path, discard
@@ -283,3 +284,53 @@ def test_a_file_cut_short_is_not_added_and_the_node_goes_on(two_peers: list[Peer
     assert pin.status_code == 404 and not BlockStore(a.data_dir / "ipfs" / "blocks").has(root)
     whole = httpx.post(f"{a.api}/api/v1/ipfs/add", content=data, timeout=60)  # the node goes on
     assert whole.status_code == 200 and whole.json()["Cid"] == str(root)
+
+
+def test_a_held_dag_streams_to_the_client_in_writing_order_and_a_partial_one_is_refused(
+        two_peers: list[Peer], tree: Path, tmp_path: Path) -> None:
+    a, _ = two_peers
+    root = cli("ipfs", "add", str(tree), "--api", a.api).splitlines()[-1]  # added and pinned: held whole
+    with httpx.stream("POST", f"{a.api}/api/v1/ipfs/dag", json={"Cid": root}, timeout=60) as answer:
+        assert answer.status_code == 200
+        body = answer.read()
+    blocks: dict[bytes, bytes] = {}
+    add_path(tree, lambda cid, block: blocks.__setitem__(cid.digest, block))
+    expected: list[bytes] = []
+
+    def visit(cid: CID) -> None:
+        expected.append(blocks[cid.digest])
+        if cid.codec == 0x70:
+            for link in decode_node(blocks[cid.digest]).links:
+                visit(link.cid)
+
+    visit(CID.parse(root))
+    got, at = [], 0
+    while at < len(body):
+        length, at = read_varint(body, at)
+        got.append(body[at:at + length - 1])
+        at += length - 1
+    assert got == expected
+
+    lone = CID.of(b"a block held, but no DAG pinned under it", version=1, codec=0x55)
+    httpx.put(f"{a.api}/api/v1/ipfs/blocks/{lone}", content=b"a block held, but no DAG pinned under it")
+    partial = httpx.post(f"{a.api}/api/v1/ipfs/dag", json={"Cid": str(lone)})
+    assert partial.status_code == 404 and "pull it first" in partial.text
+    assert httpx.post(f"{a.api}/api/v1/ipfs/dag", json={"Cid": "Qm-not-a-cid"}).status_code == 400
+    cli("ipfs", "get", str(lone), "-o", str(tmp_path / "lone"), "--api", a.api)  # block by block instead
+    assert (tmp_path / "lone").read_bytes() == b"a block held, but no DAG pinned under it"
+
+
+def test_a_held_dag_with_a_block_rotten_on_disk_ends_its_stream_with_why(two_peers: list[Peer],
+                                                                          tmp_path: Path) -> None:
+    a, _ = two_peers
+    source = tmp_path / "rots.bin"
+    write_random(source, 700_000, 5)
+    root = cli("ipfs", "add", "--cid-version", "1", str(source), "--api", a.api).splitlines()[-1]
+    store = BlockStore(a.data_dir / "ipfs" / "blocks")
+    leaf = decode_node(store.get(CID.parse(root))).links[1].cid
+    pack, offset, _ = store.location(leaf)
+    with pack.open("r+b") as file:
+        file.seek(offset)
+        file.write(b"rotten")
+    output = cli_fails("ipfs", "get", root, "-o", str(tmp_path / "out.bin"), "--api", a.api)
+    assert f"block {leaf}" in output and "no connected peer has" in output

@@ -10,6 +10,8 @@ the node fetches over bitswap when it lacks them. So the client verifies
 every block itself, and neither side ever holds a whole file. Before that,
 `ipfs get` asks the node to pull the whole DAG (`POST /pull`): from one of
 our own peers it comes as one stream, much faster than block by block.
+A DAG the node holds whole comes to the client as one stream too (`POST /dag`),
+in the order the client writes it out: no window of blocks asked for and waited on.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from starlette.routing import Route
 from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock, check
 from p2pnode.ipfs.cid import CID, CIDError, varint
+from p2pnode.ipfs.dagstream import preorder_run
 from p2pnode.ipfs.frames import BadUpload, next_upload
 from p2pnode.ipfs.importer import Added, FileImporter, Options
 
 PREFIX = "/api/v1/ipfs"
 MAX_BATCH = 64  # blocks a batch request may name (the client asks 32 at a time)
+DAG_RUN = 4 << 20  # bytes of a DAG read in one worker-thread call for POST /dag
 STORE_BATCH = 4 << 20  # bytes of uploaded blocks checked and written in one worker-thread call
 ADD_PATH = PREFIX + "/add"
 
@@ -218,6 +222,43 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         return JSONResponse({"Cid": str(cid), "Blocks": check.blocks, "Bytes": check.bytes,
                              "Seconds": round(time.perf_counter() - started, 3), "Held": False})
 
+    async def dag(request: Request) -> Response:
+        """
+        summary: 'A whole DAG this node holds, as one stream in the order a client writes it out'
+        description: 'Body {"Cid": CID}. Each block in pre-order (a node before the blocks it links to, links
+          in order, a block linked twice sent twice), each as a uvarint of its length + 1 and the bytes, so the
+          client checks each block against the CID it expects next and writes as it reads. A uvarint 0 ends
+          the stream early, followed by why. 404 unless the node holds the whole DAG (POST /pull first).'
+        """
+        try:
+            body = await request.json()
+            cid = CID.parse(str(body["Cid"]))
+        except CIDError as error:
+            raise api_error(400, str(error), "give a CID such as Qm… or bafy…")
+        except Exception:
+            raise api_error(400, 'the body must be {"Cid": CID}')
+        if not hasattr(runtime.ipfs, "store"):
+            raise api_error(404, "this node uses an IPFS daemon", "fetch the blocks instead: POST /api/v1/ipfs/blocks")
+        if str(cid) not in runtime.ipfs.held():
+            raise api_error(404, f"this node does not hold all of {cid}",
+                            "pull it first (POST /api/v1/ipfs/pull) or fetch its blocks (POST /api/v1/ipfs/blocks)")
+        store = runtime.ipfs.store
+
+        async def frames():  # type: ignore[no-untyped-def]
+            stack = [cid]
+            while stack:  # read a few MiB at a time in a worker thread, each block checked against its hash
+                run, lacking = await trio.to_thread.run_sync(preorder_run, stack, store.get, DAG_RUN)
+                if run:  # one piece a run: each piece is a chunk of the answer, parsed on both sides
+                    yield b"".join(part for _, block in run for part in (varint(len(block) + 1), block))
+                if lacking is not None:  # lost since (found corrupt, say): from peers, as for POST /blocks
+                    try:
+                        await runtime.ipfs.fetch([lacking])
+                    except Exception as error:  # noqa: BLE001 - the answer has begun: said in the stream
+                        yield varint(0) + f"block {lacking}: {error}".encode()[:1000]
+                        return
+
+        return StreamingResponse(frames(), media_type="application/octet-stream")
+
     async def get_block(request: Request) -> Response:
         """
         summary: 'A block, fetched from peers over bitswap if this node lacks it'
@@ -304,6 +345,7 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
         Route(PREFIX + "/blocks", get_blocks, methods=["POST"]),
         Route(PREFIX + "/blocks", put_blocks, methods=["PUT"]),
         Route(PREFIX + "/pull", pull, methods=["POST"]),
+        Route(PREFIX + "/dag", dag, methods=["POST"]),
         Route(PREFIX + "/connect", connect, methods=["POST"]),
         Route(PREFIX + "/pins", pin, methods=["POST"]),
         Route(PREFIX + "/id", identity, methods=["GET"]),

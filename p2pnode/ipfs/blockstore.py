@@ -77,6 +77,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=60, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # durable enough: a lost row is a block fetched again
+    db.execute("PRAGMA wal_autocheckpoint=8192")  # 32 MiB: a checkpoint syncs, and each one waits on the disk
     return db
 
 
@@ -152,24 +153,43 @@ class BlockStore:
             raise CorruptBlock(f"block {cid} was corrupted on disk; it has been dropped, fetch it again")
         return block
 
-    def get_unchecked(self, cid: CID) -> bytes:
+    def get_unchecked(self, cid: CID, into: bytearray | None = None,
+                      where: tuple[int, int, int] | None = None) -> bytes | memoryview:
         """The block as stored, not hashed: for a sender whose receiver checks
         every block anyway (`bulk`); a corrupt one is refused there, and found
-        and dropped here by the next `get`."""
-        _, block = self._read(cid)
+        and dropped here by the next `get`. With `into` (MAX_BLOCK_BYTES at
+        least), a view of it, valid until the next read into it; `where`:
+        its row from `locate`, so the index is not asked again."""
+        _, block = self._read(cid, into, where)
         if block is None:
             raise BlockMissing(f"block {cid} is not held here: its pack is gone")
         return block
 
-    def _read(self, cid: CID) -> tuple[tuple[int, int, int], bytes | None]:
+    def locate(self, cids: list[CID]) -> dict[bytes, tuple[int, int, int]]:
+        """Where each of `cids` held lies, by digest: one index query for a
+        node's links rather than one a block (`get_unchecked`'s `where`)."""
+        found: dict[bytes, tuple[int, int, int]] = {}
+        digests = [cid.digest for cid in cids]
+        with self._reading:
+            for start in range(0, len(digests), _IN_BATCH):
+                part = digests[start:start + _IN_BATCH]
+                query = f"SELECT digest, pack, offset, length FROM blocks WHERE digest IN ({','.join('?' * len(part))})"
+                found.update((digest, (pack, offset, length))
+                             for digest, pack, offset, length in self._rdb.execute(query, part))
+        return found
+
+    def _read(self, cid: CID, into: bytearray | None = None, where: tuple[int, int, int] | None = None,
+              ) -> tuple[tuple[int, int, int], bytes | memoryview | None]:
         """(pack, offset, length) and the bytes there (None: the pack is gone); marks the block used."""
         with self._reading:
-            for _ in range(3):  # another process may compact the pack away meanwhile: look again
+            block = None if where is None else self._packs.read(*where, into)
+            row = where
+            for _ in range(0 if block is not None else 3):  # another process may compact the pack away: look again
                 row = self._rdb.execute("SELECT pack, offset, length FROM blocks WHERE digest = ?",
                                         (cid.digest,)).fetchone()
                 if row is None:
                     raise BlockMissing(f"block {cid} is not held here")
-                block = self._packs.read(*row)
+                block = self._packs.read(*row, into)
                 if block is not None:
                     break
             self._used[cid.digest] = self.clock()

@@ -98,11 +98,13 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def read_varint(data: bytes, at: int) -> tuple[int, int]:
-    """An unsigned varint at `at`; returns it and the offset after it."""
+def read_varint(data: bytes, at: int, end: int | None = None) -> tuple[int, int]:
+    """An unsigned varint at `at` (before `end`, the data's end by default);
+    returns it and the offset after it."""
+    end = len(data) if end is None else end
     value = shift = 0
     while True:
-        if at >= len(data) or shift > 63:
+        if at >= end or shift > 63:
             raise CIDError("truncated or oversized varint")
         byte = data[at]
         at += 1

@@ -10,6 +10,7 @@ the node hands over. Neither holds a whole file in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -25,7 +26,7 @@ import click
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES
 from p2pnode.ipfs.cid import CID, CIDError, read_varint
-from p2pnode.ipfs.exporter import ExportError, export
+from p2pnode.ipfs.exporter import ExportError, PreOrder, export
 from p2pnode.ipfs.frames import upload_frame
 from p2pnode.ipfs.importer import Added, Options, add_file, add_path, discard
 from p2pnode.lazy import lazy_import
@@ -288,6 +289,7 @@ def get(cid: str, output: Path | None, timeout: float, api: str) -> None:
     except CIDError as error:
         _fail(str(error))
     dest = output or Path(cid)
+    reuse_freed_memory()  # the DAG is read a MiB at a time: see p2pnode/memory.py
     try:
         trio.run(_get, api, root, dest, timeout, "", _headers())
     except httpx.TransportError as error:
@@ -320,6 +322,7 @@ PULL_SECONDS = 3600.0  # a whole DAG may be large; the node ends a pull that sto
 
 async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = "",
                headers: dict[str, str] | None = None) -> None:
+    _read_big_chunks()
     async with httpx.AsyncClient(base_url=api.rstrip("/"), timeout=timeout + 10, headers=headers) as http:
         batches = [True]  # the node answers several blocks a request (older nodes: one at a time)
 
@@ -365,7 +368,113 @@ async def _get(api: str, root: CID, dest: Path, timeout: float, provider: str = 
                             timeout=httpx.Timeout(timeout + 10, read=PULL_SECONDS))
         except httpx.TransportError:
             pass  # block by block it is; a node that is down fails there with a clear error
-        await export(root, fetch, dest)
+        if not await _export_stream(http, root, dest):
+            await export(root, fetch, dest)
+
+
+def _read_big_chunks() -> None:
+    """httpcore reads 64 KiB a call: a GiB is 16,384 trips through it and h11. A MiB a call."""
+    import httpcore
+
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = max(httpcore.AsyncHTTP11Connection.READ_NUM_BYTES, 1 << 20)
+
+
+async def _export_stream(http: Any, root: CID, dest: Path) -> bool:
+    """Write `root` from the node's stream of the whole DAG (`POST /dag`),
+    each block checked against the CID it comes as; False when the node
+    cannot send it so (it lacks part of it, or is older, or uses a daemon)."""
+    async with http.stream("POST", "/api/v1/ipfs/dag", json={"Cid": str(root)}) as response:
+        if response.status_code in (404, 405):
+            await response.aread()
+            return False
+        if response.status_code >= 400:
+            await response.aread()
+            raise LookupError(f"{root}: {_error_text(response)}")
+        send, receive = trio.open_memory_channel(64)  # 16 MiB of 256 KiB blocks at most
+
+        async def produce() -> None:
+            """Blocks off the wire, hashed in a worker thread a read at a time."""
+            async with send:
+                frames = _DagFrames()
+                try:
+                    async for chunk in response.aiter_raw():
+                        blocks = frames.feed(chunk)
+                        if blocks:
+                            digests = await trio.to_thread.run_sync(_hash_all, blocks)
+                            for item in zip(digests, blocks):
+                                await send.send(item)
+                    frames.end()
+                except (LookupError, httpx.TransportError) as error:
+                    await send.send(ExportError(f"the node's stream of {root} broke: {error}"))
+
+        async def next_block() -> tuple[bytes, bytes]:
+            try:
+                item = await receive.receive()
+            except trio.EndOfChannel:
+                raise ExportError(f"the node's stream of {root} ended before the DAG did") from None
+            if isinstance(item, Exception):
+                raise item
+            return item  # type: ignore[no-any-return]
+
+        failed: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            try:
+                await export(root, PreOrder(next_block), dest)
+            except Exception as error:  # noqa: BLE001 - raised below as itself, not in a group
+                failed = error
+            nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
+        return True
+
+
+def _hash_all(blocks: list[bytes]) -> list[bytes]:
+    return [hashlib.sha256(block).digest() for block in blocks]
+
+
+class _DagFrames:
+    """Blocks from a `POST /dag` stream as chunks arrive: each a uvarint of
+    its length + 1 and the bytes; a uvarint 0, then why, ends it early."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._why: bytearray | None = None
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._why is not None:
+            self._why += chunk
+            return []
+        self._buffer += chunk
+        blocks, at = [], 0
+        while True:
+            start = at
+            try:
+                length, at = read_varint(self._buffer, start)
+            except CIDError:
+                if len(self._buffer) - start < 4:
+                    break  # the length is still coming
+                raise LookupError("a bad block length") from None
+            if length == 0:
+                self._why = self._buffer[at:]
+                self._buffer.clear()
+                return blocks
+            if length - 1 > MAX_BLOCK_BYTES:
+                raise LookupError(f"a {length - 1}-byte block, over the limit")
+            if at + length - 1 > len(self._buffer):
+                at = start
+                break  # the block is still coming
+            with memoryview(self._buffer) as view:
+                blocks.append(bytes(view[at:at + length - 1]))  # one copy
+            at += length - 1
+        del self._buffer[:at]
+        return blocks
+
+    def end(self) -> None:
+        if self._why is not None:
+            raise LookupError(f"the node could not send it: {self._why.decode(errors='replace')}")
+        if self._buffer:
+            raise LookupError("the stream ended inside a block")
 
 
 def _is_api_error(response: httpx.Response) -> bool:

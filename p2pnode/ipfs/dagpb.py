@@ -118,7 +118,7 @@ def decode_node(block: bytes) -> Node:
 
 def _decode_link(body: bytes) -> Link:
     cid, name, tsize = None, "", 0
-    for number, wire, value in _fields(body):
+    for number, wire, value in _fields(bytes(body)):  # a node read as a memoryview: links are small
         if number == 1 and wire == 2:
             try:
                 cid = CID.from_bytes(value)

@@ -1,7 +1,8 @@
 """Write a UnixFS DAG back to files, fetching and verifying block by block.
 
-Blocks come from a `Fetch` (the local store, bitswap, or a node's API); each
-one is checked against its CID here, whoever supplied it. A file is written
+Blocks come from a `Fetch` (the local store, bitswap, or a node's API), or
+from a `PreOrder` stream (a node's `POST /dag`); each one is checked against
+its CID here, whoever supplied it. A file is written
 in order while the next `WINDOW` sibling blocks are fetched (so the network
 never waits for the disk): at most AHEAD + 1 windows are in memory at each
 level of the DAG, so a file of any size streams. Names from the DAG become paths only when they are single,
@@ -31,6 +32,27 @@ AHEAD = 3
 Fetch = Callable[[Sequence[CID]], Awaitable[list[bytes]]]
 
 
+class PreOrder:
+    """Blocks that come in the order the exporter visits them: each node
+    before the blocks it links to, links in order, a block linked twice
+    coming twice (`dagstream.preorder_run`). Nothing is asked for: each block
+    is the next one off the stream, checked against the CID it is visited
+    as. `receive` gives each block with its SHA-256 (hashed as it arrived,
+    off the event loop), and raises ExportError when the stream broke."""
+
+    def __init__(self, receive: Callable[[], Awaitable[tuple[bytes, bytes]]]) -> None:
+        self._receive = receive
+
+    async def next(self, cid: CID) -> bytes:
+        digest, block = await self._receive()
+        if digest != cid.digest:
+            raise ExportError(f"block {cid} does not hash to its CID: refused")
+        return block
+
+
+Source = Fetch | PreOrder
+
+
 class ExportError(ValueError):
     """The DAG cannot be written out: a bad block, name or node type."""
 
@@ -53,9 +75,13 @@ def _first_bad(cids: Sequence[CID], blocks: Sequence[bytes]) -> CID | None:
 Visit = Callable[[CID, bytes], Awaitable[None]]
 
 
-async def _each(fetch: Fetch, cids: Sequence[CID], visit: Visit) -> None:
+async def _each(fetch: Source, cids: Sequence[CID], visit: Visit) -> None:
     """`visit` each block in order, window by window, the next AHEAD windows
     being fetched while this one is visited. A failed fetch is raised as itself."""
+    if isinstance(fetch, PreOrder):  # the stream is already in visiting order
+        for cid in cids:
+            await visit(cid, await fetch.next(cid))
+        return
     windows = [cids[start:start + WINDOW] for start in range(0, len(cids), WINDOW)]
     if not windows:
         return
@@ -104,15 +130,15 @@ class _Ahead:
         return blocks
 
 
-async def export(root: CID, fetch: Fetch, dest: Path) -> None:
+async def export(root: CID, fetch: Source, dest: Path) -> None:
     """Write the file, directory or symlink `root` at `dest` (which must not exist)."""
     if os.path.lexists(dest):
         raise ExportError(f"{dest} already exists; give a new path")
-    [block] = await _blocks(fetch, [root])
+    block = await fetch.next(root) if isinstance(fetch, PreOrder) else (await _blocks(fetch, [root]))[0]
     await _export(root, block, fetch, dest)
 
 
-async def _export(cid: CID, block: bytes, fetch: Fetch, dest: Path) -> None:
+async def _export(cid: CID, block: bytes, fetch: Source, dest: Path) -> None:
     if cid.codec == RAW:
         with _create(dest) as out:
             out.write(block)
@@ -153,13 +179,13 @@ def _create(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, flags, 0o644), "wb")
 
 
-async def write_file(cid: CID, block: bytes, fetch: Fetch, out: BinaryIO) -> int:
+async def write_file(cid: CID, block: bytes, fetch: Source, out: BinaryIO) -> int:
     """Append the file under `cid` to `out`; returns the bytes written."""
     if cid.codec == RAW:
         out.write(block)
         return len(block)
     try:
-        node = decode_node(block)
+        node = decode_node(memoryview(block))  # the chunk is written from the block, not copied out
         meta = decode_unixfs(node.data or b"")
     except DagError as error:
         raise ExportError(f"{cid}: {error}") from None

@@ -37,7 +37,7 @@ class Packs:
     def path(self, pack: int) -> Path:
         return self.directory / f"{pack:06d}{_SUFFIX}"
 
-    def append(self, block: bytes) -> tuple[int, int]:
+    def append(self, block: bytes | memoryview) -> tuple[int, int]:
         """Write `block` at the end of this process's pack; returns (pack, offset)."""
         if self.writing is None or (self._end and self._end + len(block) > self.pack_bytes):
             self._begin()
@@ -96,8 +96,10 @@ class Packs:
             self._end = start
             raise
 
-    def read(self, pack: int, offset: int, length: int) -> bytes | None:
-        """The bytes at `offset` (fewer if the pack was cut short); None if the pack is gone."""
+    def read(self, pack: int, offset: int, length: int, into: bytearray | None = None) -> bytes | memoryview | None:
+        """The bytes at `offset` (fewer if the pack was cut short); None if
+        the pack is gone. Read into `into` (a view of it returned) when given:
+        a sender reusing one buffer allocates nothing a block."""
         fd = self._readers.pop(pack, None)
         if fd is not None and os.fstat(fd).st_nlink == 0:  # removed since opened
             os.close(fd)
@@ -110,7 +112,10 @@ class Packs:
             if len(self._readers) >= _OPEN_READERS:
                 os.close(self._readers.pop(next(iter(self._readers))))
         self._readers[pack] = fd  # now the most recently used
-        return os.pread(fd, length, offset)
+        if into is None:
+            return os.pread(fd, length, offset)
+        view = memoryview(into)[:length]
+        return view[:os.preadv(fd, [view], offset)]
 
     def sizes(self) -> dict[int, int]:
         """Each pack on disk and its size in bytes."""

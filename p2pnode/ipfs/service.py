@@ -4,14 +4,16 @@ The node is told what this store holds (`announce`: the runtime turns it
 into `DataHeld`, so the node announces itself as a provider and bids for
 `local` jobs reading it), and asks the network who holds a root before
 fetching it (`locate`: a provider lookup, then a dial of each holder).
-A whole DAG comes from one of our own peers as one TLS stream (`bulk`), from
-anyone else (Kubo) block by block over bitswap.
+A whole DAG comes from one of our own peers as one encrypted stream (`bulk`), from
+anyone else (Kubo) block by block over bitswap. A DAG held whole is written
+out read ahead in the order it is written (`PreOrder`), not window by window.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from p2pnode.ipfs import bulk
 from p2pnode.ipfs.bitswap import Bitswap
 from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.cid import CID
-from p2pnode.ipfs.exporter import export
+from p2pnode.ipfs.dagstream import preorder_run
+from p2pnode.ipfs.exporter import ExportError, PreOrder, export
 from p2pnode.ipfs.importer import Added, Options, add_path
 from p2pnode.ipfs.pins import Pins
 
@@ -32,6 +35,7 @@ Locate = Callable[[str], Awaitable[list[ID]]]
 log = logging.getLogger("p2pnode.ipfs")
 PULL_FROM = 3  # holders asked in turn for a DAG stream before bitswap takes over
 UNREACHABLE_SECONDS = 600.0  # a holder whose stream port did not answer is fetched from over bitswap meanwhile
+READ_AHEAD = 4 << 20  # bytes of a DAG held whole read in one worker-thread call when writing it out
 
 
 class IpfsService:
@@ -82,12 +86,29 @@ class IpfsService:
         if self.locate is not None and not self.store.has(cid):
             providers = await self.locate(str(cid))
 
-        await self.pull(cid, providers)
+        whole = await self.pull(cid, providers) is not None or str(cid) in self.pins.held()
 
         async def fetch(cids: Sequence[CID]) -> list[bytes]:
             return await self.fetch(cids, providers=providers)
 
-        await export(cid, fetch, dest)
+        await export(cid, PreOrder(self._read_ahead(cid, providers)) if whole else fetch, dest)
+
+    def _read_ahead(self, root: CID, providers: Sequence[ID]) -> Callable[[], Awaitable[tuple[bytes, bytes]]]:
+        """A DAG held whole, read a few MiB at a time in a worker thread in
+        the order `export` writes it (each block checked as read): no windows."""
+        stack, ready = [root], deque[tuple[bytes, bytes]]()
+
+        async def receive() -> tuple[bytes, bytes]:
+            while not ready and stack:
+                run, lacking = await trio.to_thread.run_sync(preorder_run, stack, self.store.get, READ_AHEAD)
+                ready.extend((cid.digest, block) for cid, block in run)
+                if lacking is not None:  # lost since (found corrupt on disk, say): from peers, stored
+                    await self.fetch([lacking], providers=providers)
+            if not ready:
+                raise ExportError(f"{root}: the DAG ended before its files did")
+            return ready.popleft()
+
+        return receive
 
     async def pull(self, root: CID, providers: Sequence[ID]) -> bulk.DagCheck | None:
         """Bring `root`'s whole DAG into the store as one stream from the first
