@@ -30,13 +30,11 @@ from starlette.routing import Route
 from p2pnode.ipfs.bitswap import BlockUnavailable
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, CorruptBlock, check
 from p2pnode.ipfs.cid import CID, CIDError, varint
-from p2pnode.ipfs.dagstream import preorder_run
 from p2pnode.ipfs.frames import BadUpload, next_upload
 from p2pnode.ipfs.importer import Added, FileImporter, Options
 
 PREFIX = "/api/v1/ipfs"
 MAX_BATCH = 64  # blocks a batch request may name (the client asks 32 at a time)
-DAG_RUN = 4 << 20  # bytes of a DAG read in one worker-thread call for POST /dag
 STORE_BATCH = 4 << 20  # bytes of uploaded blocks checked and written in one worker-thread call
 ADD_PATH = PREFIX + "/add"
 
@@ -237,25 +235,18 @@ def ipfs_routes(runtime: Any, api_error: type[Exception]) -> list[Route]:
             raise api_error(400, str(error), "give a CID such as Qm… or bafy…")
         except Exception:
             raise api_error(400, 'the body must be {"Cid": CID}')
-        if not hasattr(runtime.ipfs, "store"):
+        if not hasattr(runtime.ipfs, "read_ahead"):
             raise api_error(404, "this node uses an IPFS daemon", "fetch the blocks instead: POST /api/v1/ipfs/blocks")
         if str(cid) not in runtime.ipfs.held():
             raise api_error(404, f"this node does not hold all of {cid}",
                             "pull it first (POST /api/v1/ipfs/pull) or fetch its blocks (POST /api/v1/ipfs/blocks)")
-        store = runtime.ipfs.store
 
         async def frames():  # type: ignore[no-untyped-def]
-            stack = [cid]
-            while stack:  # read a few MiB at a time in a worker thread, each block checked against its hash
-                run, lacking = await trio.to_thread.run_sync(preorder_run, stack, store.get, DAG_RUN)
-                if run:  # one piece a run: each piece is a chunk of the answer, parsed on both sides
+            try:
+                async for run in runtime.ipfs.read_ahead(cid):  # one piece a run: parsed on both sides
                     yield b"".join(part for _, block in run for part in (varint(len(block) + 1), block))
-                if lacking is not None:  # lost since (found corrupt, say): from peers, as for POST /blocks
-                    try:
-                        await runtime.ipfs.fetch([lacking])
-                    except Exception as error:  # noqa: BLE001 - the answer has begun: said in the stream
-                        yield varint(0) + f"block {lacking}: {error}".encode()[:1000]
-                        return
+            except Exception as error:  # noqa: BLE001 - a block no peer has: the answer has begun, so said in it
+                yield varint(0) + str(error).encode()[:1000]
 
         return StreamingResponse(frames(), media_type="application/octet-stream")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import trio
@@ -91,24 +91,34 @@ class IpfsService:
         async def fetch(cids: Sequence[CID]) -> list[bytes]:
             return await self.fetch(cids, providers=providers)
 
-        await export(cid, PreOrder(self._read_ahead(cid, providers)) if whole else fetch, dest)
+        await export(cid, self._pre_order(cid, providers) if whole else fetch, dest)
 
-    def _read_ahead(self, root: CID, providers: Sequence[ID]) -> Callable[[], Awaitable[tuple[bytes, bytes]]]:
-        """A DAG held whole, read a few MiB at a time in a worker thread in
-        the order `export` writes it (each block checked as read): no windows."""
-        stack, ready = [root], deque[tuple[bytes, bytes]]()
+    async def read_ahead(self, root: CID, providers: Sequence[ID] = ()) -> AsyncIterator[list[tuple[CID, bytes]]]:
+        """A DAG held whole, a few MiB at a time (read in a worker thread, each
+        block checked), in the order `export` writes it: for this node's own
+        exports and for `POST /dag`. A block lost since (found corrupt on
+        disk, say) is fetched from peers; if none has it, that error is raised."""
+        stack = [root]
+        while stack:
+            run, lacking = await trio.to_thread.run_sync(preorder_run, stack, self.store.get, READ_AHEAD)
+            if run:
+                yield run
+            if lacking is not None:
+                await self.fetch([lacking], providers=providers)
+
+    def _pre_order(self, root: CID, providers: Sequence[ID]) -> PreOrder:
+        runs = self.read_ahead(root, providers)
+        ready = deque[tuple[bytes, bytes]]()
 
         async def receive() -> tuple[bytes, bytes]:
-            while not ready and stack:
-                run, lacking = await trio.to_thread.run_sync(preorder_run, stack, self.store.get, READ_AHEAD)
+            while not ready:
+                run = await anext(runs, None)
+                if run is None:
+                    raise ExportError(f"{root}: the DAG ended before its files did")
                 ready.extend((cid.digest, block) for cid, block in run)
-                if lacking is not None:  # lost since (found corrupt on disk, say): from peers, stored
-                    await self.fetch([lacking], providers=providers)
-            if not ready:
-                raise ExportError(f"{root}: the DAG ended before its files did")
             return ready.popleft()
 
-        return receive
+        return PreOrder(receive)
 
     async def pull(self, root: CID, providers: Sequence[ID]) -> bulk.DagCheck | None:
         """Bring `root`'s whole DAG into the store as one stream from the first
