@@ -33,7 +33,6 @@ core the machine has.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -50,7 +49,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, BlockStore
-from p2pnode.ipfs.cid import CID, CIDError, varint
+from p2pnode.ipfs.cid import CID, CIDError, hash_blocks, varint
 from p2pnode.ipfs.dagstream import DagCheck, walk
 from p2pnode.ipfs.frames import BadUpload, frame_at
 from p2pnode.transport import ListenFailed
@@ -369,7 +368,7 @@ def _read_slabs(plain: socket.socket, decrypt, free: queue.Queue[bytearray],  # 
         if filled > _CUT_AT or not got:
             frames, used = _cut(slab, filled)
             view = memoryview(slab)
-            digests = hashers.submit(_hash_all, [view[start:end] for _, start, end in frames])
+            digests = hashers.submit(hash_blocks, [view[start:end] for _, start, end in frames])
             following = free.get() if got else slab
             if got:
                 following[:filled - used] = view[used:filled]  # a frame cut in two goes on in the next slab
@@ -388,10 +387,6 @@ def _cut(slab: bytearray, filled: int) -> tuple[list[_Frame], int]:
         cid, start, at = frame
         frames.append((cid, start, at))
     return frames, at
-
-
-def _hash_all(blocks: list[memoryview]) -> list[bytes]:
-    return [hashlib.sha256(block).digest() for block in blocks]
 
 
 def _connect(address: str, ticket: Ticket) -> socket.socket:

@@ -7,6 +7,7 @@ and a block whose hash function we cannot check must never be trusted.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DAG_PB = 0x70
@@ -84,6 +85,12 @@ class CID:
 
     def __repr__(self) -> str:
         return f"CID({self})"
+
+
+def hash_blocks(blocks: Sequence[bytes | memoryview]) -> list[bytes]:
+    """The SHA-256 of each block (what a CID names), in one call: a worker
+    thread hashes a batch while the event loop or a reader goes on."""
+    return [hashlib.sha256(block).digest() for block in blocks]
 
 
 def varint(value: int) -> bytes:

@@ -10,7 +10,6 @@ the node hands over. Neither holds a whole file in memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -25,7 +24,7 @@ import click
 
 from p2pnode.client import API_ENV, DEFAULT_API, TOKEN_ENV
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES
-from p2pnode.ipfs.cid import CID, CIDError, read_varint
+from p2pnode.ipfs.cid import CID, CIDError, hash_blocks, read_varint
 from p2pnode.ipfs.exporter import ExportError, PreOrder, export
 from p2pnode.ipfs.frames import upload_frame
 from p2pnode.ipfs.importer import Added, Options, add_file, add_path, discard
@@ -400,7 +399,7 @@ async def _export_stream(http: Any, root: CID, dest: Path) -> bool:
                     async for chunk in response.aiter_raw():
                         blocks = frames.feed(chunk)
                         if blocks:
-                            digests = await trio.to_thread.run_sync(_hash_all, blocks)
+                            digests = await trio.to_thread.run_sync(hash_blocks, blocks)
                             for item in zip(digests, blocks):
                                 await send.send(item)
                     frames.end()
@@ -427,10 +426,6 @@ async def _export_stream(http: Any, root: CID, dest: Path) -> bool:
         if failed is not None:
             raise failed
         return True
-
-
-def _hash_all(blocks: list[bytes]) -> list[bytes]:
-    return [hashlib.sha256(block).digest() for block in blocks]
 
 
 class _DagFrames:
