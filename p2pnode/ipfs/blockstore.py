@@ -65,6 +65,10 @@ class CorruptBlock(ValueError):
     """A block's bytes do not hash to its CID."""
 
 
+class IndexDamaged(RuntimeError):
+    """The index will not open: the node stops with the way out rather than a traceback."""
+
+
 def check(cid: CID, block: bytes) -> None:
     """Refuse (CorruptBlock) a block given from outside that is too big or does not hash to `cid`."""
     if len(block) > MAX_BLOCK_BYTES:
@@ -88,9 +92,17 @@ class BlockStore:
         root.mkdir(parents=True, exist_ok=True)
         self._packs = Packs(root / "packs", pack_bytes)
         self._writing, self._reading = threading.Lock(), threading.Lock()  # taken in this order
-        self._wdb = _connect(root / "index.sqlite")
-        self._wdb.executescript(_SCHEMA)
-        self._rdb = _connect(root / "index.sqlite")
+        index = root / "index.sqlite"
+        try:
+            self._wdb = _connect(index)
+            self._wdb.executescript(_SCHEMA)
+            self._rdb = _connect(index)
+        except sqlite3.DatabaseError as error:
+            raise IndexDamaged(
+                f"the block index {index} is damaged ({error}); stop the node and move {root} aside "
+                f"(mv {root} {root}.damaged) to start with an empty block store: blocks are fetched again from "
+                "peers when needed, but what only this node held is lost; or point --data-dir elsewhere"
+            ) from error
         self._used: dict[bytes, float] = {}  # reads not yet stamped in the index
         self._stamped = time.monotonic()
         migrate_file_per_block(root, self.put_digests)
