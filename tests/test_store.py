@@ -257,14 +257,3 @@ def test_a_node_on_a_damaged_database_stops_with_its_message(tmp_path: Path) -> 
     log = (data_dir / "node.log").read_text()
     assert str(data_dir / "node.db") in log and "move the file aside" in log
 
-
-def test_a_node_on_a_damaged_block_index_stops_with_its_message(tmp_path: Path) -> None:
-    """The embedded IPFS's index, like the node's database: its way out, not a traceback."""
-    data_dir = tmp_path / "node"
-    (data_dir / "ipfs" / "blocks").mkdir(parents=True)
-    index = data_dir / "ipfs" / "blocks" / "index.sqlite"
-    index.write_bytes(b"not a database " * 1000)
-    with pytest.raises(DevstackError, match="exited with 1"):
-        start_peer(0, data_dir, [])
-    log = (data_dir / "node.log").read_text()
-    assert str(index) in log and "damaged" in log and ".damaged" in log and "Traceback" not in log
