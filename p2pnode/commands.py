@@ -145,6 +145,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from p2pnode.ipfs.blockstore import IndexDamaged
     from p2pnode.memory import reuse_freed_memory
     from p2pnode.store import StoreError
     from p2pnode.transport import ListenFailed
@@ -153,7 +154,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     try:
         trio.run(serve_node, settings)
     except BaseException as error:  # a damaged database, a port in use: the message says the way out
-        known = _leaf(error, (StoreError, ListenFailed))
+        known = _leaf(error, (StoreError, ListenFailed, IndexDamaged))
         if known is None:
             raise
     else:

@@ -12,7 +12,7 @@ from p2pnode.config import ConfigError, load_settings
 from p2pnode.ipfs.blockstore import BlockStore
 from p2pnode.ipfs.dagpb import decode_node
 from p2pnode.ipfs.importer import Added, add_bytes
-from p2pnode.ipfs.pins import Pins
+from p2pnode.ipfs.pins import FRESH_SECONDS, Pins
 
 KIB = 1024
 
@@ -45,7 +45,7 @@ def test_unpinned_blocks_over_the_quota_go_least_recently_used_first_and_pins_st
     clock.now += 100
     new_input = added(store, 600 * KIB, 3)
     pins.cache(new_input.cid, now=0.0)
-    clock.now += 100
+    clock.now += 100 + FRESH_SECONDS  # none of them fresh any more
 
     gone = pins.collect()
 
@@ -66,8 +66,9 @@ def test_a_read_makes_a_block_recently_used(tmp_path: Path) -> None:
     second = added(store, 200 * KIB, 5)
     for item in (first, second):
         pins.cache(item.cid, now=0.0)
-    clock.now += 100
+    clock.now += 100 + FRESH_SECONDS
     store.get(first.cid)  # used again just now
+    clock.now += 1
     assert pins.collect() == [str(second.cid)]
     assert store.has(first.cid)
 
@@ -82,6 +83,7 @@ def test_collecting_frees_the_disk_space_of_dropped_blocks(tmp_path: Path) -> No
     clock.now += 100
     new_input = added(store, 500 * KIB, 9)
     pins.cache(new_input.cid, now=0.0)
+    clock.now += FRESH_SECONDS + 1
     before = store.size()
 
     assert pins.collect() == [str(old_input.cid)]
@@ -91,7 +93,8 @@ def test_collecting_frees_the_disk_space_of_dropped_blocks(tmp_path: Path) -> No
 
 
 def test_a_pin_that_expires_turns_its_blocks_into_cache_and_survives_a_restart(tmp_path: Path) -> None:
-    store = BlockStore(tmp_path / "blocks")
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock)
     pins = Pins(store, tmp_path / "pins.json", quota=0)
     result = added(store, 10 * KIB, 6)
     forever = added(store, 10 * KIB, 7)
@@ -102,8 +105,43 @@ def test_a_pin_that_expires_turns_its_blocks_into_cache_and_survives_a_restart(t
     reopened = Pins(store, tmp_path / "pins.json", quota=0)  # a restarted node
     assert reopened.held() == sorted([str(result.cid), str(forever.cid)])
     assert reopened.expire(now=160.0) == [str(result.cid)]
+    clock.now += FRESH_SECONDS + 1
     assert reopened.collect() == [str(result.cid)]
     assert not store.has(result.cid) and store.has(forever.cid)
+
+
+def test_an_add_larger_than_the_quota_keeps_every_block_until_its_pin(tmp_path: Path) -> None:
+    """The client pins a root once the whole tree is in: a collection
+    meanwhile must not take the first blocks of the add (they are fresh)."""
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock)
+    pins = Pins(store, tmp_path / "pins.json", quota=300 * KIB)
+    old_input = added(store, 400 * KIB, 10)
+    pins.cache(old_input.cid, now=0.0)
+    clock.now += FRESH_SECONDS + 1
+    first_half = added(store, 600 * KIB, 11)  # an add in progress: not pinned yet, alone over the quota
+    clock.now += 60
+
+    assert pins.collect() == [str(old_input.cid)]  # the stale cache goes, the add in progress stays
+    assert store.has(first_half.cid) and all(store.has(link.cid) for link in decode_node(store.get(first_half.cid)).links)
+
+    pins.pin(first_half.cid, None, now=clock.now)  # the add ended: its client pins the root
+    clock.now += 2 * FRESH_SECONDS
+    assert pins.collect() == [] and store.has(first_half.cid)
+
+
+def test_added_blocks_never_pinned_go_once_they_are_no_longer_fresh(tmp_path: Path) -> None:
+    """A client that died before its pin leaves cache, not a leak."""
+    clock = Clock()
+    store = BlockStore(tmp_path / "blocks", clock=clock)
+    pins = Pins(store, tmp_path / "pins.json", quota=0)
+    orphan = added(store, 300 * KIB, 12)
+    clock.now += FRESH_SECONDS - 1
+    pins.collect()
+    assert store.has(orphan.cid)
+    clock.now += 2
+    pins.collect()
+    assert not store.has(orphan.cid) and store.usage() == []
 
 
 def test_results_pin_and_cache_quota_come_from_the_file_the_environment_and_flags(tmp_path: Path) -> None:

@@ -256,3 +256,4 @@ def test_a_node_on_a_damaged_database_stops_with_its_message(tmp_path: Path) -> 
         start_peer(0, data_dir, [])
     log = (data_dir / "node.log").read_text()
     assert str(data_dir / "node.db") in log and "move the file aside" in log
+

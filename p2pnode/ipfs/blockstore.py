@@ -16,7 +16,10 @@ dead space, which compaction reclaims. A power cut may leave rows naming bytes
 that never reached the disk (a pack cut short, or zeros): every read checks
 the bytes against the digest, so such a block, like one that rotted on disk,
 is dropped from the index and reported (`CorruptBlock`), never served, and is
-fetched again.
+fetched again. An index lost or damaged (it will not open) is rebuilt from
+the key file beside each pack (`packs`) when the store opens; the damaged file
+is kept aside. Blocks deleted but not yet compacted away come back then, as
+cache, and go again at the next collection past their hour (`pins`).
 
 Deleting a block drops its row; its bytes stay, dead, until `compact` (which
 `pins.collect` runs, in a worker thread) copies the live blocks of a mostly
@@ -36,6 +39,7 @@ Hashing happens outside both. Compaction takes both while it moves a step.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import threading
 import time
@@ -46,6 +50,8 @@ from types import TracebackType
 
 from p2pnode.ipfs.cid import CID
 from p2pnode.ipfs.packs import Buffer, Packs, migrate_file_per_block
+
+log = logging.getLogger(__name__)
 
 MAX_BLOCK_BYTES = 2 << 20  # bitswap's limit for one block
 COMPACT_DEAD_SHARE = 0.5  # a pack whose bytes are more than half dead is rewritten
@@ -63,6 +69,10 @@ class BlockMissing(LookupError):
 
 class CorruptBlock(ValueError):
     """A block's bytes do not hash to its CID."""
+
+
+class IndexDamaged(RuntimeError):
+    """The index is damaged and cannot be made again: the node stops with the way out, not a traceback."""
 
 
 def check(cid: CID, block: bytes) -> None:
@@ -88,12 +98,57 @@ class BlockStore:
         root.mkdir(parents=True, exist_ok=True)
         self._packs = Packs(root / "packs", pack_bytes)
         self._writing, self._reading = threading.Lock(), threading.Lock()  # taken in this order
-        self._wdb = _connect(root / "index.sqlite")
-        self._wdb.executescript(_SCHEMA)
-        self._rdb = _connect(root / "index.sqlite")
+        self._open_index(root / "index.sqlite")
         self._used: dict[bytes, float] = {}  # reads not yet stamped in the index
         self._stamped = time.monotonic()
         migrate_file_per_block(root, self.put_digests)
+
+    def _open_index(self, index: Path) -> None:
+        """Open the index; one lost or damaged is rebuilt from the packs' key
+        files (`packs`), the damaged file kept aside for a look."""
+        try:
+            self._wdb = _connect(index)
+            self._wdb.executescript(_SCHEMA)
+            self._rdb = _connect(index)
+            empty = self._wdb.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None
+        except sqlite3.DatabaseError as error:
+            aside = index.with_name(f"{index.name}.damaged-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    index.with_name(index.name + suffix).replace(aside.with_name(aside.name + suffix))
+                except FileNotFoundError:
+                    pass
+            log.warning("the block index %s is damaged (%s): moved to %s; rebuilding it from the packs", index, error, aside)
+            try:
+                self._wdb = _connect(index)
+                self._wdb.executescript(_SCHEMA)
+                self._rdb = _connect(index)
+            except sqlite3.DatabaseError as again:
+                raise IndexDamaged(
+                    f"the block index {index} is damaged and could not be made again ({again}); check the disk, "
+                    f"then move {index.parent} aside to start with an empty block store, or point --data-dir elsewhere"
+                ) from again
+            empty = True
+        if empty and self._packs.sizes():
+            self._rebuild_index()
+
+    def _rebuild_index(self) -> None:
+        """Index every block the packs' key files name; each is checked
+        against its digest when read, as always."""
+        now = self.clock()
+        blocks, unnamed = 0, []
+        for pack in sorted(self._packs.sizes()):
+            keys = self._packs.keys(pack)
+            if not keys:
+                unnamed.append(pack)
+                continue
+            self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                                  [(digest, pack, offset, length, now) for digest, offset, length in keys])
+            blocks += len(keys)
+        self._wdb.commit()
+        log.warning("rebuilt the block index of %s from the packs: %d blocks%s", self.root, blocks,
+                    f"; {len(unnamed)} packs name no blocks (written before key files, or empty) and stay"
+                    " until compaction removes them" if unnamed else "")
 
     def has(self, cid: CID) -> bool:
         with self._reading:
@@ -137,7 +192,7 @@ class BlockStore:
                     new.append((digest, pieces))
                     stamps.append(now if used is None else used[i])
             if new:  # the bytes first, then their rows: see the module's note on crashes
-                where = self._packs.append_pieces([pieces for _, pieces in new])
+                where = self._packs.append_pieces(new)
                 self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", [
                     (digest, *at, stamp) for (digest, _), at, stamp in zip(new, where, stamps)])
                 self._wdb.commit()
@@ -258,7 +313,7 @@ class BlockStore:
                 if block is None or len(block) != length:  # cut short (or gone): nothing to keep
                     torn.append((digest,))
                 else:
-                    moved.append((*self._packs.append(block), digest))
+                    moved.append((*self._packs.append(digest, block), digest))
             self._wdb.executemany("UPDATE blocks SET pack = ?, offset = ? WHERE digest = ?", moved)
             self._wdb.executemany("DELETE FROM blocks WHERE digest = ?", torn)
             self._wdb.commit()

@@ -7,12 +7,22 @@ no two processes ever write one file. Read descriptors are kept open, a few
 dozen at most; one whose file was removed (compacted by another process) is
 noticed by its link count and reopened, so a reused pack number never
 serves an old file's bytes.
+
+Beside each pack, `NNNNNN.keys` names what it holds: one fixed-size record a
+block (its digest, offset and length), written after the block's bytes and
+before the index's rows. The index is the store's only map in use; the keys
+are there for the day it is lost or damaged (`BlockStore` then rebuilds it
+from them), so a lost `index.sqlite` costs a rescan, not every block. A
+record cut short at the end of the file (a crash) is ignored, as is one that
+names bytes past the end of its pack. Packs written before key files existed
+have none: their blocks cannot be found again without the index.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Union
@@ -20,6 +30,8 @@ from typing import Union
 Buffer = Union[bytes, bytearray, memoryview]
 
 _SUFFIX = ".pack"
+_KEYS = ".keys"
+_KEY = struct.Struct(">32sQI")  # a block's sha2-256 digest, its offset in the pack, its length
 _OPEN_READERS = 64
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
@@ -32,45 +44,71 @@ class Packs:
         self.writing: int | None = None  # the pack this process appends to
         self._fd = -1
         self._end = 0
+        self._keys_fd = -1
+        self._keys_end = 0
         self._readers: dict[int, int] = {}  # pack -> read descriptor, oldest first
 
     def path(self, pack: int) -> Path:
         return self.directory / f"{pack:06d}{_SUFFIX}"
 
-    def append(self, block: bytes | memoryview) -> tuple[int, int]:
+    def append(self, digest: bytes, block: bytes | memoryview) -> tuple[int, int]:
         """Write `block` at the end of this process's pack; returns (pack, offset)."""
-        if self.writing is None or (self._end and self._end + len(block) > self.pack_bytes):
-            self._begin()
-        assert self.writing is not None
-        offset, done, view = self._end, 0, memoryview(block)
-        while done < len(block):  # at our own offset: what a failed write (a full disk) left is written over
-            done += os.pwrite(self._fd, view[done:], offset + done)
-        self._end += len(block)
-        return self.writing, offset
+        pack, offset, _ = self.append_pieces([(digest, (block,))])[0]
+        return pack, offset
 
-    def append_pieces(self, blocks: Sequence[Sequence[Buffer]]) -> list[tuple[int, int, int]]:
-        """`append` for blocks given in pieces, each run of them that lands in
-        one pack written by one `pwritev`; returns each block's (pack, offset, length)."""
+    def append_pieces(self, blocks: Sequence[tuple[bytes, Sequence[Buffer]]]) -> list[tuple[int, int, int]]:
+        """Write blocks given in pieces (each with its digest, for the key
+        file), each run of them that lands in one pack written by one
+        `pwritev`; returns each block's (pack, offset, length)."""
         where: list[tuple[int, int, int]] = []
         run: list[Buffer] = []
+        keys: list[bytes] = []
         start = 0
-        for pieces in blocks:
+        for digest, pieces in blocks:
             length = sum(map(len, pieces))
             if self.writing is None or (self._end and self._end + length > self.pack_bytes):
-                self._write_at(run, start)
-                run = []
+                self._write_run(run, start, keys)
+                run, keys = [], []
                 self._begin()
             if not run:
                 start = self._end
             assert self.writing is not None
             where.append((self.writing, self._end, length))
+            keys.append(_KEY.pack(digest, self._end, length))
             run += pieces
             self._end += length
             if len(run) >= _IOV_MAX - 8:
-                self._write_at(run, start)
-                run = []
-        self._write_at(run, start)
+                self._write_run(run, start, keys)
+                run, keys = [], []
+        self._write_run(run, start, keys)
         return where
+
+    def keys(self, pack: int) -> list[tuple[bytes, int, int]]:
+        """(digest, offset, length) of each block the pack's key file names
+        whose bytes lie within the pack; [] for a pack without one."""
+        try:
+            data = self.keys_path(pack).read_bytes()
+            size = self.path(pack).stat().st_size
+        except OSError:
+            return []
+        whole = len(data) - len(data) % _KEY.size  # a record cut short by a crash is left out
+        return [(digest, offset, length) for digest, offset, length in _KEY.iter_unpack(data[:whole])
+                if offset + length <= size]
+
+    def keys_path(self, pack: int) -> Path:
+        return self.directory / f"{pack:06d}{_KEYS}"
+
+    def _write_run(self, pieces: list[Buffer], start: int, keys: list[bytes]) -> None:
+        """The run's bytes, then their key records (a crash between leaves
+        bytes no key names: dead space, as without the index row)."""
+        self._write_at(pieces, start)
+        if keys:
+            record = b"".join(keys)
+            at = self._keys_end
+            while record:  # at our own offset: a failed write is written over next time
+                wrote = os.pwrite(self._keys_fd, record, at)
+                record, at = record[wrote:], at + wrote
+            self._keys_end = at
 
     def _write_at(self, pieces: list[Buffer], start: int) -> None:
         """Write the pieces, one after the other, from `start` to the end of
@@ -135,26 +173,31 @@ class Packs:
         if fd is not None:
             os.close(fd)
         self.path(pack).unlink(missing_ok=True)
+        self.keys_path(pack).unlink(missing_ok=True)
 
     def close(self) -> None:
-        for fd in [self._fd, *self._readers.values()]:
+        for fd in [self._fd, self._keys_fd, *self._readers.values()]:
             if fd >= 0:
                 os.close(fd)
-        self._fd, self.writing, self._readers = -1, None, {}
+        self._fd, self._keys_fd, self.writing, self._readers = -1, -1, None, {}
 
     def _begin(self) -> None:
-        """Start a new pack, numbered past every pack on disk."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Start a new pack, numbered past every pack on disk, and its key file."""
+        for fd in (self._fd, self._keys_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._keys_fd = -1
         number = max(self.sizes(), default=0) + 1
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         while True:
             try:
-                self._fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                self._fd = os.open(self.path(number), flags, 0o644)
                 break
             except FileExistsError:
                 number += 1
-        self.writing, self._end = number, 0
+        self.keys_path(number).unlink(missing_ok=True)  # a key file whose pack was removed: never this one's
+        self._keys_fd = os.open(self.keys_path(number), flags, 0o644)
+        self.writing, self._end, self._keys_end = number, 0, 0
 
 
 def migrate_file_per_block(root: Path, put: Callable[[list[tuple[bytes, bytes]], list[float]], None]) -> None:

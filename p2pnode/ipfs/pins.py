@@ -6,7 +6,15 @@ No block of a pinned DAG is ever dropped. Every other block is cache (the
 inputs this node fetched for jobs): when the unpinned blocks pass the quota,
 the least recently used go first (the store stamps each read), and
 a cached root whose blocks went is no longer held, so the node withdraws it
-as a provider. Pins and cached roots are kept in a small JSON file beside the
+as a provider.
+
+A block stored or read within `FRESH_SECONDS` is never dropped, whatever the
+quota. It is not cache yet: it may be part of an add in progress, whose root
+the client pins only once the whole tree is in (as Kubo holds off its
+garbage collector during an add), or an input a job is about to read. Without
+this, an add larger than the quota lost its first blocks to a collection
+before its pin, and the pin then named a DAG no longer whole. The quota may
+be passed meanwhile, by what came in within the hour. Pins and cached roots are kept in a small JSON file beside the
 blocks, so a restarted node holds and announces what it held.
 """
 
@@ -22,13 +30,15 @@ from p2pnode.ipfs.cid import CID, DAG_PB, CIDError
 from p2pnode.ipfs.dagpb import DagError, decode_node
 
 FOREVER = math.inf
+FRESH_SECONDS = 3600.0
 
 
 class Pins:
-    def __init__(self, store: BlockStore, path: Path, quota: int) -> None:
+    def __init__(self, store: BlockStore, path: Path, quota: int, fresh: float = FRESH_SECONDS) -> None:
         self.store = store
         self.path = path
         self.quota = quota
+        self.fresh = fresh  # seconds a block stored or read stays out of the collector's reach
         self.pinned: dict[str, float] = {}  # root CID -> pinned until (FOREVER: for good)
         self.cached: dict[str, float] = {}  # root CID fetched here, unpinned -> when last used
         self._dags: dict[str, frozenset[bytes]] = {}  # root -> digests of its blocks (DAGs never change)
@@ -69,9 +79,10 @@ class Pins:
         return due
 
     def collect(self) -> list[str]:
-        """Drop least recently used unpinned blocks until they fit the
-        quota, then reclaim the space of dropped blocks (`BlockStore.compact`).
-        Returns the cached roots no longer held whole."""
+        """Drop least recently used unpinned blocks, none of them fresh, until
+        they fit the quota, then reclaim the space of dropped blocks
+        (`BlockStore.compact`). Returns the cached roots no longer held whole."""
+        stale = self.store.clock() - self.fresh
         kept: set[bytes] = set()
         for root in self.pinned:
             kept |= self._dag(root)
@@ -80,8 +91,8 @@ class Pins:
         dropped: set[bytes] = set()
         if total > self.quota:
             unpinned.sort()
-            for _, length, digest in unpinned:
-                if total <= self.quota:
+            for used, length, digest in unpinned:
+                if total <= self.quota or used > stale:  # (in order of use: the rest are fresh too)
                     break
                 dropped.add(digest)
                 total -= length
