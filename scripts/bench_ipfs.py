@@ -153,7 +153,7 @@ def main() -> None:
         with source.open("wb") as out:  # incompressible, written in 8 MiB steps
             for _ in range(0, size, 8 << 20):
                 out.write(os.urandom(min(8 << 20, size - out.tell())))
-        print(f"file: {args.size_mib} MiB; {os.cpu_count()} cores")
+        print(f"file: {args.size_mib} MiB; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         timed("disk copy (shutil.copyfile)", size, lambda: shutil.copyfile(source, base / "copy.bin"))
         (base / "copy.bin").unlink()
         raw = min(size, 64 << 20)
@@ -211,6 +211,7 @@ def main() -> None:
                   f"peer A {peak_rss_mib(a.process.pid):.0f} MiB, peer B {peak_rss_mib(b.process.pid):.0f} MiB")
         if not args.no_kubo:
             kubo_reference(source, size, base)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def measure(root: Path, jobs: int, burst: int, memory_cap: str | None = None) ->
     """Every figure for the code at `root`."""
     from memory_cap import MemoryCap, parse_size  # beside this script
 
+    load_before = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     use_code_at(root)
     from p2pnode.client import ApiClient, ApiClientError
     from tests.integration_support import data_url, wasm_job
@@ -179,6 +180,7 @@ def measure(root: Path, jobs: int, burst: int, memory_cap: str | None = None) ->
                                  "times_limit_hit": [c["hit_limit"] for c in capped],
                                  "oom_kills": [c["oom_kills"] for c in capped]}
     return figures | {
+        "load_average": [round(os.getloadavg()[0], 2), load_before],  # now (1 min), and as the run began
         "latency_ms": {"p50": round(percentile(latencies, 0.5), 1), "p99": round(percentile(latencies, 0.99), 1),
                        "mean": round(statistics.mean(latencies), 1), "n": len(latencies)},
         "direct_wasm_ms": {"p50": round(percentile(direct, 0.5), 2), "p99": round(percentile(direct, 0.99), 2)},
@@ -223,6 +225,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         ("CPU ms per job, all peers", lambda r: r["cpu_ms_per_job"]["all_peers"]),
         ("idle RSS MiB per peer", lambda r: " ".join(map(str, r["idle_rss_mib"]))),
         ("peak RSS MiB per peer", lambda r: " ".join(map(str, r.get("peak_rss_mib", [])))),
+        ("load average, start / end", lambda r: " / ".join(map(str, reversed(r.get("load_average", []))))),
     ]
     if any("memory_cap" in r for r in results.values()):
         rows += [
