@@ -106,12 +106,16 @@ class BlockStore:
     def _open_index(self, index: Path) -> None:
         """Open the index; one lost or damaged is rebuilt from the packs' key
         files (`packs`), the damaged file kept aside for a look."""
+        opened: list[sqlite3.Connection] = []
         try:
-            self._wdb = _connect(index)
-            self._wdb.executescript(_SCHEMA)
-            self._rdb = _connect(index)
-            empty = self._wdb.execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None
+            opened.append(_connect(index))
+            opened[0].executescript(_SCHEMA)
+            empty = opened[0].execute("SELECT 1 FROM blocks LIMIT 1").fetchone() is None
+            opened.append(_connect(index))
+            self._wdb, self._rdb = opened
         except sqlite3.DatabaseError as error:
+            for connection in opened:
+                connection.close()
             aside = index.with_name(f"{index.name}.damaged-{int(time.time())}")
             for suffix in ("", "-wal", "-shm"):
                 try:
