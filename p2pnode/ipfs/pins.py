@@ -14,8 +14,10 @@ the client pins only once the whole tree is in (as Kubo holds off its
 garbage collector during an add), or an input a job is about to read. Without
 this, an add larger than the quota lost its first blocks to a collection
 before its pin, and the pin then named a DAG no longer whole. The quota may
-be passed meanwhile, by what came in within the hour. Pins and cached roots are kept in a small JSON file beside the
-blocks, so a restarted node holds and announces what it held.
+be passed meanwhile, by what came in within the hour.
+
+Pins and cached roots are kept in a small JSON file beside the blocks, so a
+restarted node holds and announces what it held.
 """
 
 from __future__ import annotations
