@@ -47,7 +47,7 @@ def run_demo(nodes: int = 3, console: Console | None = None) -> int:
         console.print(f"[bold]Starting {nodes} peers on loopback[/bold] (data in {base})")
         with devstack(nodes, Path(base)) as peers:
             for peer in peers:
-                console.print(f"  peer {peer.index}: {peer.node_id}  API {peer.api}")
+                console.print(f"  peer {peer.index}: {peer.node_id}  API {peer.api}", soft_wrap=True)  # whole, to copy
             first, last = ApiClient(peers[0].api), ApiClient(peers[-1].api)
             wait_for_members(first, nodes)
             started = time.monotonic()
