@@ -287,3 +287,20 @@ def test_a_rebuild_skips_what_a_crash_cut_short(tmp_path: Path) -> None:
     present = [reopened.has(cid) for cid, _ in held]
     assert present == [True, True, True, False, True, True, True, False]
     assert all(reopened.get(cid) == data for cid, data in held if reopened.has(cid))
+
+
+def test_packs_made_before_key_files_get_theirs_from_the_index(tmp_path: Path) -> None:
+    """A store from before key files: its index names them at the next open,
+    so a later loss of the index loses none of its blocks either."""
+    store = BlockStore(tmp_path, pack_bytes=1024 * KIB)
+    held = blocks(6)
+    store.put_many(held)
+    store.close()
+    for keys in (tmp_path / "packs").glob("*.keys"):
+        keys.unlink()  # as an older p2pnode left them
+
+    BlockStore(tmp_path, pack_bytes=1024 * KIB).close()
+    assert len(list((tmp_path / "packs").glob("*.keys"))) == 2
+    _lose_index(tmp_path)
+    reopened = BlockStore(tmp_path, pack_bytes=1024 * KIB)
+    assert all(reopened.get(cid) == data for cid, data in held)

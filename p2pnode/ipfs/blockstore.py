@@ -135,6 +135,19 @@ class BlockStore:
             empty = True
         if empty and self._packs.sizes():
             self._rebuild_index()
+        elif not empty:
+            self._name_old_packs()
+
+    def _name_old_packs(self) -> None:
+        """Write the key file of each pack made before key files existed,
+        from the index, so that its blocks too survive a lost index. A pack
+        whose blocks have no rows yet is another process's, being begun."""
+        for pack in self._packs.sizes():
+            if self._packs.keys_path(pack).exists():
+                continue
+            rows = self._wdb.execute("SELECT digest, offset, length FROM blocks WHERE pack = ?", (pack,)).fetchall()
+            if rows:
+                self._packs.name(pack, rows)
 
     def _rebuild_index(self) -> None:
         """Index every block the packs' key files name; each is checked

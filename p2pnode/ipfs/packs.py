@@ -14,8 +14,8 @@ before the index's rows. The index is the store's only map in use; the keys
 are there for the day it is lost or damaged (`BlockStore` then rebuilds it
 from them), so a lost `index.sqlite` costs a rescan, not every block. A
 record cut short at the end of the file (a crash) is ignored, as is one that
-names bytes past the end of its pack. Packs written before key files existed
-have none: their blocks cannot be found again without the index.
+names bytes past the end of its pack. A pack written before key files
+existed is given one from the index the next time a store opens (`name`).
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ class Packs:
         whole = len(data) - len(data) % _KEY.size  # a record cut short by a crash is left out
         return [(digest, offset, length) for digest, offset, length in _KEY.iter_unpack(data[:whole])
                 if offset + length <= size]
+
+    def name(self, pack: int, blocks: Sequence[tuple[bytes, int, int]]) -> None:
+        """Give a pack made before key files existed the key file its blocks
+        (digest, offset, length) make, unless it has one by now."""
+        try:
+            fd = os.open(self.keys_path(pack), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            return
+        try:
+            os.write(fd, b"".join(_KEY.pack(*block) for block in blocks))
+        finally:
+            os.close(fd)
 
     def keys_path(self, pack: int) -> Path:
         return self.directory / f"{pack:06d}{_KEYS}"
