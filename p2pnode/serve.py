@@ -12,6 +12,7 @@ import trio
 
 from p2pnode.api import serve_api
 from p2pnode.config import NodeSettings
+from p2pnode.memory import freeze_startup_objects
 from p2pnode.runtime import Runtime
 
 log = logging.getLogger("p2pnode")
@@ -41,6 +42,7 @@ async def serve_node(settings: NodeSettings) -> None:
             partial.write_text(json.dumps(ready))
             partial.replace(settings.data_dir / READY_FILE)  # whole or absent: `devstack` reads it as it appears
             log.info("node %s listening on %s; API %s", runtime.node_id, runtime.transport.listen_addrs, runtime.api_url)
+            freeze_startup_objects()
             async for _ in signals:
                 log.info("stopping node %s", runtime.node_id)
                 with trio.move_on_after(2):
