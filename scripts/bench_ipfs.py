@@ -1,6 +1,8 @@
 """Benchmark IPFS between two real peers on loopback (prints figures; asserts nothing).
 
-- a plain disk copy of the file (the yardstick);
+- a plain disk copy of the file (the yardstick), and the file read and
+  hashed (SHA-256, 256 KiB chunks, two threads): the least a verified add or
+  fetch must do, beside the yardstick;
 - importing it into a block store in-process (what the ipfs publisher does:
   blocks stored in batches), and the same one `put_made` a block;
 - `p2pnode ipfs add` to peer A through its API (the file streamed to A, which
@@ -24,6 +26,7 @@ Run: .venv/bin/python scripts/bench_ipfs.py [--size-mib 1024]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import resource
@@ -31,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +95,22 @@ async def raw_stream(size: int) -> None:
         await done.wait()
         for host in (reader, writer):
             await host.close()
+
+
+def hash_chunks(source: Path, size: int, threads: int = 2) -> None:
+    """Read the file and hash each 256 KiB chunk, on `threads` threads (both
+    let go of the GIL): the least any add or fetch that verifies must do."""
+    chunk = 256 << 10
+
+    def share(first: int) -> None:
+        with source.open("rb", buffering=0) as file:
+            buffer = bytearray(chunk)
+            for at in range(first * chunk, size, threads * chunk):
+                got = os.preadv(file.fileno(), [buffer], at)
+                hashlib.sha256(memoryview(buffer)[:got]).digest()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(share, range(threads)))
 
 
 _DISK: list[float] = []  # the disk copy's MiB/s, the yardstick (goal: add and fetch at >= 0.5x it)
@@ -156,6 +176,7 @@ def main() -> None:
         print(f"file: {args.size_mib} MiB; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         timed("disk copy (shutil.copyfile)", size, lambda: shutil.copyfile(source, base / "copy.bin"))
         (base / "copy.bin").unlink()
+        timed("SHA-256 of every 256 KiB chunk, two threads", size, lambda: hash_chunks(source, size))
         raw = min(size, 64 << 20)
         timed(f"plain libp2p stream, {raw >> 20} MiB (the ceiling)", raw, lambda: trio.run(raw_stream, raw))
         def import_locally() -> None:
