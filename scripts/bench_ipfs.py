@@ -1,8 +1,8 @@
 """Benchmark IPFS between two real peers on loopback (prints figures; asserts nothing).
 
-- a plain disk copy of the file, the median of three (the yardstick), and the file read and
-  hashed (SHA-256, 256 KiB chunks, two threads): the least a verified add or
-  fetch must do, beside the yardstick;
+- a plain disk copy of the file, the median of three (the yardstick), and
+  the file read and hashed (SHA-256, 256 KiB chunks, two threads): the least
+  a verified add or fetch must do, beside the yardstick;
 - importing it into a block store in-process (what the ipfs publisher does:
   blocks stored in batches), and the same one `put_made` a block;
 - `p2pnode ipfs add` to peer A through its API (the file streamed to A, which
