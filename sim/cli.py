@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -77,6 +78,12 @@ def run(
         )
     except (SimConfigError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
+    # The process ends after the report: the cyclic collector would only
+    # walk the run's millions of long-lived objects (a full pass when the
+    # run ends cost 9% of a 1,000-node run) and, in the run, finds nothing
+    # to free (`runner._rare_collections`). Reference counting still frees
+    # what the run drops.
+    gc.disable()
     try:
         if as_json or not sys.stderr.isatty():
             report = simulate(config)
