@@ -304,8 +304,13 @@ class World:
             entry = pop(heap)
             self.now = entry[0]
             kind = entry[2]
-            if kind == _BCAST:
-                self._deliver_broadcast(entry)
+            # (the kinds tested in the order of how many there are)
+            if kind == _SEND:
+                peer = entry[5]
+                if peer.up:
+                    self._handle(peer, entry[6])
+                else:
+                    self._send_failed(entry)
             elif kind == _TIMER:
                 _, _, _, slot, incarnation, key, generation = entry
                 held = slot.timers.get(key)
@@ -316,20 +321,20 @@ class World:
                     continue
                 del slot.timers[key]
                 self._handle(slot, TimerFired(key), timer=True)  # its own clock is not slowed (its thread may be busy)
-            elif kind == _SEND:
-                self._deliver_send(entry)
-            elif kind == _INPUT:
-                _, _, _, slot, incarnation, event = entry
-                if slot.up and (incarnation < 0 or slot.incarnation == incarnation):
-                    self._handle(slot, event, deferred=incarnation == -2)
-            elif kind == _ENGINE:
-                self._engine_step(entry)
             elif kind == _QUEUED:
                 _, _, _, slot, incarnation = entry
                 if slot.up and slot.incarnation == incarnation:
                     self._work(slot)
-            else:
+            elif kind == _ENGINE:
+                self._engine_step(entry)
+            elif kind == _CALL:
                 entry[3]()
+            elif kind == _INPUT:
+                _, _, _, slot, incarnation, event = entry
+                if slot.up and (incarnation < 0 or slot.incarnation == incarnation):
+                    self._handle(slot, event, deferred=incarnation == -2)
+            else:
+                self._deliver_broadcast(entry)
             if self._halted:
                 break
         if not self._halted and self.now < until:
@@ -366,11 +371,13 @@ class World:
     def _process(self, slot: Slot, event: Any) -> None:
         """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
-        handed = awaited_hand_over(slot.node_id, slot.node.jobs, event)  # type: ignore[union-attr]
-        effects = slot.node.handle(event, self.now)  # type: ignore[union-attr]
+        node = slot.node
+        handed = awaited_hand_over(slot.node_id, node.jobs, event)  # type: ignore[union-attr]
+        effects = node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
-            if self.cpu is not None:
-                slot.busy_until += self.cpu.effects_cost(effects)
+            cpu = self.cpu
+            if cpu is not None:
+                slot.busy_until += cpu.effects_cost(effects)
             slot.apply(effects)
         if slot.dirty and (not slot.inbox or type(event) is SubmitJob or handed is not None):
             self._save(slot)
@@ -420,11 +427,11 @@ class World:
         self.delivered += delivered
         self.dropped += dropped
 
-    def _deliver_send(self, entry: tuple[Any, ...]) -> None:
+    def _send_failed(self, entry: tuple[Any, ...]) -> None:
+        """A `_SEND` entry found its peer down: its sender (if still the
+        same incarnation) hears so when the stream times out."""
         _, _, _, sender, sender_incarnation, peer, received, sent_at = entry
-        if peer.up:
-            self._handle(peer, received)
-        elif sender.up and sender.incarnation == sender_incarnation:
+        if sender.up and sender.incarnation == sender_incarnation:
             failed = SendFailed(peer.node_id, received.message, "peer is unreachable (stream reset)")
             at = max(self.now, sent_at + self.network.stream_timeout)
             heapq.heappush(self._heap, (at, self._seq(), _INPUT, sender, sender_incarnation, failed))
