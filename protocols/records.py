@@ -187,9 +187,9 @@ class ExecutionRecord:
     order: tuple[int, int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        state = self.state
+        state = self.state  # (`_value_`, not `value`: an enum's `value` is a property, and records are made per write)
         key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), EXECUTION_PROGRESS[state], self.revision,
-               self.modify_time, state.value)
+               self.modify_time, state._value_)
         object.__setattr__(self, "order", key)
 
 
@@ -237,7 +237,7 @@ class JobHeader:
     order: tuple[int, int, int, str, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+        key = (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state._value_)
         object.__setattr__(self, "order", key)
 
     @property
