@@ -206,7 +206,10 @@ class Node:
             ProviderQuery: self.providers.on_query,
             ProviderReply: self.providers.on_reply,
         }
-        self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
+        self._handlers = handlers
+        # Any message from a member shows it alive (see `Membership.heard`):
+        # told before every handler.
+        self._heard = self.membership.heard
         self._ping_due = 0.0
         self._timers: dict[TimerKind, TimerHandler] = {
             TimerKind.HEARTBEAT: self._on_heartbeat_timer,
@@ -251,10 +254,12 @@ class Node:
             if handler is None:
                 self.ctx.drop(event.sender, event.message, "is no message a node handles")
             elif self.authority.check(event.sender, event.message) is None:
+                self._heard(event.sender)
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
-        return ctx.drain()
+        out, ctx.out = ctx.out, []  # (`ctx.drain()`, inlined: this runs for every input)
+        return out
 
     def _handle_local(self, event: Input) -> None:
         match event:
@@ -587,16 +592,4 @@ class Node:
 
     def _drain(self) -> list[Effect]:
         return self.ctx.drain()
-
-
-def _hearing(membership: Membership, handler: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
-    """`handler`, after telling membership the sender spoke: any message
-    from a member shows it alive (see `Membership.heard`)."""
-    heard = membership.heard
-
-    def hear_then_handle(sender: str, message: Any) -> None:
-        heard(sender)
-        handler(sender, message)
-
-    return hear_then_handle
 
