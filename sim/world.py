@@ -373,7 +373,8 @@ class World:
         """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
         node = slot.node
-        handed = awaited_hand_over(slot.node_id, node.jobs, event)  # type: ignore[union-attr]
+        # (only a peer's message may hand a job over: asked of those alone)
+        handed = awaited_hand_over(slot.node_id, node.jobs, event) if type(event) is Received else None  # type: ignore[union-attr]
         effects = node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
             cpu = self.cpu
