@@ -520,19 +520,22 @@ class Node:
         self._schedule_membership_check()
 
     def _on_ping_timer(self, key: TimerKey) -> None:
-        late = self.now - self._ping_due  # behind on our work? then slow to judge others
-        self._ping_due = self.now + self._jittered(self.config.ping_interval)
-        self.set_timer(TimerKey(TimerKind.PING), self._ping_due)
+        ctx = self.ctx  # (looked through once: every node runs this every ping interval)
+        now = ctx.now
+        late = now - self._ping_due  # behind on our work? then slow to judge others
+        self._ping_due = now + ctx.jittered(ctx.config.ping_interval)
+        ctx.set_timer(TimerKey(TimerKind.PING), self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
-        pings, accusations, changes, requests = self.membership.ping_round(self.now, late)
+        pings, accusations, changes, requests = self.membership.ping_round(now, late)
+        out = ctx.out
         for peer, nonce in pings:
-            self.out.append(Send(peer, Ping(nonce)))
+            out.append(Send(peer, Ping(nonce)))
         for helper, peer, nonce in requests:
-            self.out.append(Send(helper, PingReq(peer, nonce)))
+            out.append(Send(helper, PingReq(peer, nonce)))
         for accusation in accusations:
-            self.out.append(Publish(NODES_TOPIC, accusation))
+            out.append(Publish(NODES_TOPIC, accusation))
         for change in changes:
             self._on_member_change(change)
         if changes:
