@@ -83,12 +83,13 @@ def dispatcher(handler: EffectHandler) -> Callable[[Iterable[Effect]], None]:
 
     def apply_all(effects: Iterable[Effect]) -> None:
         for effect in effects:
-            method = table.get(type(effect))
-            if method is None:
+            try:
+                method = table[type(effect)]
+            except KeyError:
                 raise UnknownEffect(
                     f"{type(handler).__name__} got an effect it does not know: {effect!r}; "
                     "add its kind to protocols/effects.py (METHODS and EffectHandler) and to every driver"
-                )
+                ) from None
             method(effect)
 
     return apply_all

@@ -411,7 +411,9 @@ class Membership:
         stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
         if self._doubts:
             self._doubts = {n for n in self._doubts if self.is_alive(n)}
-        for node_id in dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)]):
+        # (most rounds ping only the watched, distinct already: no list to build and dedupe)
+        targets = dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)]) if stale or self._doubts else self.watched()
+        for node_id in targets:
             self._nonce += 1
             self._awaiting[node_id] = self._nonce
             pings.append((node_id, self._nonce))

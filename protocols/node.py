@@ -206,7 +206,10 @@ class Node:
             ProviderQuery: self.providers.on_query,
             ProviderReply: self.providers.on_reply,
         }
-        self._handlers = {kind: _hearing(self.membership, h) for kind, h in handlers.items()}
+        self._handlers = handlers
+        # Any message from a member shows it alive (see `Membership.heard`):
+        # told before every handler.
+        self._heard = self.membership.heard
         self._ping_due = 0.0
         self._timers: dict[TimerKind, TimerHandler] = {
             TimerKind.HEARTBEAT: self._on_heartbeat_timer,
@@ -251,10 +254,12 @@ class Node:
             if handler is None:
                 self.ctx.drop(event.sender, event.message, "is no message a node handles")
             elif self.authority.check(event.sender, event.message) is None:
+                self._heard(event.sender)
                 handler(event.sender, event.message)
         else:
             self._handle_local(event)
-        return ctx.drain()
+        out, ctx.out = ctx.out, []  # (`ctx.drain()`, inlined: this runs for every input)
+        return out
 
     def _handle_local(self, event: Input) -> None:
         match event:
@@ -515,19 +520,22 @@ class Node:
         self._schedule_membership_check()
 
     def _on_ping_timer(self, key: TimerKey) -> None:
-        late = self.now - self._ping_due  # behind on our work? then slow to judge others
-        self._ping_due = self.now + self._jittered(self.config.ping_interval)
-        self.set_timer(TimerKey(TimerKind.PING), self._ping_due)
+        ctx = self.ctx  # (looked through once: every node runs this every ping interval)
+        now = ctx.now
+        late = now - self._ping_due  # behind on our work? then slow to judge others
+        self._ping_due = now + ctx.jittered(ctx.config.ping_interval)
+        ctx.set_timer(TimerKey(TimerKind.PING), self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
-        pings, accusations, changes, requests = self.membership.ping_round(self.now, late)
+        pings, accusations, changes, requests = self.membership.ping_round(now, late)
+        out = ctx.out
         for peer, nonce in pings:
-            self.out.append(Send(peer, Ping(nonce)))
+            out.append(Send(peer, Ping(nonce)))
         for helper, peer, nonce in requests:
-            self.out.append(Send(helper, PingReq(peer, nonce)))
+            out.append(Send(helper, PingReq(peer, nonce)))
         for accusation in accusations:
-            self.out.append(Publish(NODES_TOPIC, accusation))
+            out.append(Publish(NODES_TOPIC, accusation))
         for change in changes:
             self._on_member_change(change)
         if changes:
@@ -587,16 +595,4 @@ class Node:
 
     def _drain(self) -> list[Effect]:
         return self.ctx.drain()
-
-
-def _hearing(membership: Membership, handler: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
-    """`handler`, after telling membership the sender spoke: any message
-    from a member shows it alive (see `Membership.heard`)."""
-    heard = membership.heard
-
-    def hear_then_handle(sender: str, message: Any) -> None:
-        heard(sender)
-        handler(sender, message)
-
-    return hear_then_handle
 

@@ -189,9 +189,29 @@ def summarise(reasons: Counter[str]) -> str:
 
 # ------------------------------------------------------------ fit checks
 
-_UNFIT_LIMIT = 1 << 20
-# (shape, node id) -> (the info checked, why it is unfit or None): see `unfit`.
-_unfit_memo: dict[tuple[tuple[Any, ...], str], tuple[NodeInfo, str | None]] = {}
+_UNFIT_LIMIT = 1 << 20  # entries, all shapes together, before the memo starts afresh
+
+
+class _ShapeMemo:
+    """`unfit`'s memo for one shape of job (one per shape: a shape is a
+    tuple of tuples, and hashing it for every member a ranking walks cost
+    more than the lookup itself).
+
+    `by_node`: node id -> (the info checked, why it is unfit or None),
+    answered only for that very info object. `by_kind`: what `check_fit`
+    reads of an info (`_fit_kind`: all of it but the node's id) -> why:
+    members of one kind (class, labels, policy) fit alike, so a member's
+    first check, or its first after a heartbeat, is mostly a lookup."""
+
+    __slots__ = ("by_node", "by_kind")
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, tuple[NodeInfo, str | None]] = {}
+        self.by_kind: dict[tuple[Any, ...], str | None] = {}
+
+
+_unfit_memo: dict[tuple[Any, ...], _ShapeMemo] = {}  # shape -> its memo
+_unfit_count = 0  # entries in all the memos
 
 
 def unfit(spec: JobSpec, info: NodeInfo, spec_shape: tuple[Any, ...] | None = None) -> str | None:
@@ -201,22 +221,59 @@ def unfit(spec: JobSpec, info: NodeInfo, spec_shape: tuple[Any, ...] | None = No
     purpose: it is a memo of a pure function of two immutable values (the
     spec's shape, a tuple, and a `NodeInfo`), like `functools.cache`, and
     holds no node's state. An entry keeps the very info object it was
-    computed from and answers only for that object (`is`), so what one node
-    finds there is what it would compute itself; no `id()` is involved.
+    computed from and answers only for that object (`is`), or is keyed by
+    everything of the info that the check reads, so what one node finds
+    there is what it would compute itself; no `id()` is involved.
     Shared, because in the simulator every leader checks every member for
     each shape of job: kept per node, 1,000 nodes would make 1,000 times the
     checks and hold a million entries more."""
     if spec_shape is None:
         spec_shape = selection.fit_key(spec)
-    key = (spec_shape, info.node_id)
-    held = _unfit_memo.get(key)
+    memo = _shape_memo(spec_shape)
+    held = memo.by_node.get(info.node_id)
     if held is not None and held[0] is info:
         return held[1]
-    if len(_unfit_memo) >= _UNFIT_LIMIT:
+    return _judge(memo, spec, info)
+
+
+def _shape_memo(spec_shape: tuple[Any, ...]) -> _ShapeMemo:
+    memo = _unfit_memo.get(spec_shape)
+    if memo is None:
+        memo = _unfit_memo[spec_shape] = _ShapeMemo()
+    return memo
+
+
+def _judge(memo: _ShapeMemo, spec: JobSpec, info: NodeInfo) -> str | None:
+    """`check_fit`, through the shape's memo by kind of node (a miss of
+    its memo by node), and kept in both."""
+    global _unfit_count
+    if _unfit_count >= _UNFIT_LIMIT:
+        for held in _unfit_memo.values():  # (a caller may hold one: it empties too)
+            held.by_node.clear()
+            held.by_kind.clear()
         _unfit_memo.clear()
-    reason = check_fit(spec, info)
-    _unfit_memo[key] = (info, reason)
+        _unfit_count = 0
+    kind = _fit_kind(info)
+    by_kind = memo.by_kind
+    if kind in by_kind:
+        reason = by_kind[kind]
+    else:
+        reason = by_kind[kind] = check_fit(spec, info)
+        _unfit_count += 1
+    if info.node_id not in memo.by_node:
+        _unfit_count += 1
+    memo.by_node[info.node_id] = (info, reason)
     return reason
+
+
+def _fit_kind(info: NodeInfo) -> tuple[Any, ...]:
+    """Everything of the info that `check_fit` reads: all but the node's id
+    (the labels in their order: a reason quotes them)."""
+    policy = info.policy
+    return (
+        tuple(info.labels.items()), info.capacity, info.engines, info.publishers, info.storages, info.local_data,
+        policy.locality, policy.reject_stateless, policy.accept_networked,
+    )
 
 
 class FitCache:
@@ -262,11 +319,17 @@ def eligible_ranked(
     for each new job was a quarter of a large simulation's time)."""
     total = len(alive)
     span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
+    memo = _shape_memo(spec_shape)  # (`unfit`, inlined: this loop may judge every member)
+    by_node = memo.by_node
     while True:
         found: list[str] = []
         for node_id in election.rank(job_id, alive, k=span if span < total else None):
             member = info(node_id)
-            if member is not None and not unfit(spec, member, spec_shape):
+            if member is None:
+                continue
+            held = by_node.get(node_id)
+            reason = held[1] if held is not None and held[0] is member else _judge(memo, spec, member)
+            if not reason:
                 found.append(node_id)
                 if k is not None and len(found) > k:
                     break
@@ -301,7 +364,9 @@ class Eligible:
 
 
 def check_fit(spec: JobSpec, info: NodeInfo) -> str | None:
-    """Why the node's own selection rules, as its info shows them, refuse the spec (None: they accept)."""
+    """Why the node's own selection rules, as its info shows them, refuse the
+    spec (None: they accept). Reads only what `_fit_kind` lists (`unfit`
+    shares an answer between nodes of one kind)."""
     policy = selection.SelectionPolicy(
         locality=info.policy.locality,
         reject_stateless=info.policy.reject_stateless,

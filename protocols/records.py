@@ -187,9 +187,9 @@ class ExecutionRecord:
     order: tuple[int, int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        state = self.state
+        state = self.state  # (`_value_`, not `value`: an enum's `value` is a property, and records are made per write)
         key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), EXECUTION_PROGRESS[state], self.revision,
-               self.modify_time, state.value)
+               self.modify_time, state._value_)
         object.__setattr__(self, "order", key)
 
 
@@ -237,7 +237,7 @@ class JobHeader:
     order: tuple[int, int, int, str, float, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        key = (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state.value)
+        key = (_FINALITY.get(self.state, 0), self.epoch, self.revision, self.leader, self.modify_time, self.state._value_)
         object.__setattr__(self, "order", key)
 
     @property
@@ -312,14 +312,6 @@ class JobReplica:
             if held is None or execution.order > held.order:
                 executions[execution.id] = execution
                 self._index(execution, held)
-                self._weight += _weight(execution) - (_weight(held) if held is not None else -1)
-                self.asking += (execution.state == ExecutionState.ASK_FOR_BID) - (
-                    held is not None and held.state == ExecutionState.ASK_FOR_BID
-                )
-                self.active += execution.state.active - (held is not None and held.state.active)
-                self.accepted += (execution.state == ExecutionState.BID_ACCEPTED) - (
-                    held is not None and held.state == ExecutionState.BID_ACCEPTED
-                )
                 changed = True
         events = delta.events
         history = self.history
@@ -335,8 +327,9 @@ class JobReplica:
             oldest = history[0].order
             fresh = [event for event in fresh if event.order > oldest]
         if fresh:
-            fresh.sort(key=_event_order)
-            seen.update(event.order for event in fresh)
+            if len(fresh) > 1:
+                fresh.sort(key=_event_order)
+            seen.update(map(_event_order, fresh))
             in_order = not history or history[-1].order <= fresh[0].order
             history.extend(fresh)
             if not in_order:  # a late delta: rare, and the list is short
@@ -348,23 +341,36 @@ class JobReplica:
         return changed
 
     def _index(self, execution: ExecutionRecord, held: ExecutionRecord | None) -> None:
-        on_node = self.by_node.setdefault(execution.node_id, [])
+        """Keep the indexes and counts as `execution` takes the place of
+        `held` (None: it is new here)."""
+        node_id = execution.node_id
+        on_node = self.by_node.setdefault(node_id, [])
+        asking, active, accepted, failed = _COUNTED[execution.state]
+        weight = _weight(execution)
         if held is None:
             on_node.append(execution)
+            was_failed = 0
+            weight += 1
         else:
             on_node[on_node.index(held)] = execution  # a node holds few executions of one job
-        failed = execution.state == ExecutionState.FAILED
-        was_failed = held is not None and held.state == ExecutionState.FAILED
+            was_asking, was_active, was_accepted, was_failed = _COUNTED[held.state]
+            asking -= was_asking
+            active -= was_active
+            accepted -= was_accepted
+            weight -= _weight(held)
         if failed != was_failed:
-            self.failures[execution.node_id] += failed - was_failed
+            self.failures[node_id] += failed - was_failed
         self.faults += (failed and _own_fault(execution)) - (was_failed and _own_fault(held))
-        active = execution.state.active - (held is not None and held.state.active)
         if active:
-            left = self._active_on[execution.node_id] + active
+            left = self._active_on[node_id] + active
             if left:
-                self._active_on[execution.node_id] = left
+                self._active_on[node_id] = left
             else:
-                del self._active_on[execution.node_id]
+                del self._active_on[node_id]
+        self._weight += weight
+        self.asking += asking
+        self.active += active
+        self.accepted += accepted
 
     def on_node(self, node_id: str) -> list[ExecutionRecord]:
         """The job's executions on `node_id`, in the order they arrived here."""
@@ -402,6 +408,18 @@ def _weight(execution: ExecutionRecord) -> int:
 
 
 _event_order = operator.attrgetter("order")
+
+# What an execution in each state counts for in its replica (0 or 1 each):
+# (asking, active, accepted, failed); a table, as a merge asks per execution.
+_COUNTED: dict[ExecutionState, tuple[int, int, int, int]] = {
+    state: (
+        int(state == ExecutionState.ASK_FOR_BID),
+        int(state.active),
+        int(state == ExecutionState.BID_ACCEPTED),
+        int(state == ExecutionState.FAILED),
+    )
+    for state in ExecutionState
+}
 
 
 quick_init_module(globals())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -77,6 +78,14 @@ def run(
         )
     except (SimConfigError, ValueError) as error:
         raise click.BadParameter(str(error)) from None
+    # The process ends after the report: the cyclic collector would only
+    # walk the run's millions of long-lived objects (a full pass when the
+    # run ends cost 9% of a 1,000-node run) and, in the run, finds nothing
+    # to free (`runner._rare_collections`). Reference counting still frees
+    # what the run drops. The interpreter's last collection at exit runs
+    # even with the collector off: `gc.freeze` below keeps the run's
+    # objects out of its reach (it took a tenth of a 1,000 x 10,000 run).
+    gc.disable()
     try:
         if as_json or not sys.stderr.isatty():
             report = simulate(config)
@@ -86,6 +95,8 @@ def run(
         click.echo(f"FAILED: {violation}", err=True)
         click.echo(f"replay with: python -m sim run --seed {violation.seed} (and the same options)", err=True)
         sys.exit(1)
+    finally:
+        gc.freeze()
     if plot_path:
         from sim.plot import plot
 

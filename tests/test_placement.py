@@ -49,6 +49,22 @@ def test_a_node_without_the_engine_never_fits_and_the_reason_says_so() -> None:
     assert placement.unfit(wasm_job, info("b", engines=("docker",))) == reason
 
 
+def test_the_fit_memo_answers_for_a_node_what_the_check_says_of_it() -> None:
+    """`unfit` shares an answer between nodes of one kind: it must be the
+    answer each would get alone, whatever their ids, and change with
+    anything else the check reads."""
+    job = spec("batch")
+    docker_only = placement.check_fit(job, info("x", engines=("docker",)))
+    assert docker_only is not None
+    for node_id in ("m1", "m2"):
+        assert placement.unfit(job, info(node_id, engines=("docker",))) == docker_only
+        assert placement.unfit(job, info(node_id)) is None  # the same node, a newer info
+    for labels in ({"a": "1", "b": "2"}, {"b": "2", "a": "1"}):
+        assert placement.unfit(job, info("m3", engines=("docker",), labels=labels)) == placement.check_fit(
+            job, info("m3", engines=("docker",), labels=labels)
+        )
+
+
 def test_why_no_node_counts_nodes_by_reason() -> None:
     wasm_job = spec("batch")
     full = Capacity(cpu=100, memory=1 << 20, disk=1 << 20)
