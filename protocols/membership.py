@@ -363,13 +363,63 @@ class Membership:
         round, accuse, and ping again, asking helpers to probe the members
         that did not answer. `late`: how long after its due time the round
         fired (a node behind on its work sees it here)."""
+        # Every node runs a round every `ping_interval` (thousands a second in a
+        # large simulation) and almost every round finds its member answered,
+        # nobody suspect and nothing to announce: the rare parts are skipped
+        # on a glance at their (empty) tables.
         config = self.config
         accusations: list[Suspect | Down] = []
         changes: list[MemberChange] = []
+        awaiting = self._awaiting
         if late > LATE_ROUND * config.ping_interval:
             self.health = min(MAX_HEALTH, self.health + 1)
-        elif self.health and not self._awaiting:
+        elif self.health and not awaiting:
             self.health -= 1  # on time, and everyone answered
+        if awaiting:
+            self._count_misses(now, accusations, changes)
+            awaiting.clear()
+        if self._announce:
+            for node_id, held in list(self._announce.items()):
+                accusations.append(held[0])
+                held[1] -= 1
+                if held[1] <= 0:
+                    del self._announce[node_id]
+        pings = []
+        requests = []
+        down = self._down
+        if down or self._doubts:
+            stale = [n for n, d in down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
+            if self._doubts:
+                self._doubts = {n for n in self._doubts if self.is_alive(n)}
+            targets: Iterable[str] = dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)])
+        else:
+            targets = self.watched()  # (distinct members)
+        misses = self._misses
+        for node_id in targets:
+            self._nonce += 1
+            awaiting[node_id] = self._nonce
+            pings.append((node_id, self._nonce))
+            if node_id in misses:
+                requests += [(helper, node_id, self._nonce) for helper in self._helpers(node_id)]
+        if misses:
+            self._misses = {n: m for n, m in misses.items() if n in awaiting}
+        if self._heard:
+            self._heard = {n: k for n, k in self._heard.items() if n in awaiting}
+        if self._late:
+            self._late = {n: k for n, k in self._late.items() if n in awaiting}
+        if self._relays or self._old_relays:
+            self._old_relays, self._relays = self._relays, {}
+        if down:
+            dead = [n for n, d in down.items() if d.status is _DEAD]
+            if dead:  # is one of the dead back? (a healed partition)
+                self._nonce += 1
+                pings.append((dead[self._nonce % len(dead)], self._nonce))
+        return WatchRound(pings, accusations, changes, requests)
+
+    def _count_misses(self, now: float, accusations: list[Suspect | Down], changes: list[MemberChange]) -> None:
+        """The pings of the last round left unanswered: count them, and
+        suspect or declare dead those that missed too many."""
+        config = self.config
         patience = self.health
         for node_id in list(self._awaiting):
             misses = self._misses.get(node_id, 0) + 1
@@ -400,37 +450,6 @@ class Membership:
                 change = self.accused(down, now)
                 if change is not None:
                     changes.append(change)
-        self._awaiting.clear()
-        for node_id, held in list(self._announce.items()):
-            accusations.append(held[0])
-            held[1] -= 1
-            if held[1] <= 0:
-                del self._announce[node_id]
-        pings = []
-        requests = []
-        stale = [n for n, d in self._down.items() if d.status is _SUSPECT and d.since + config.suspicion_timeout <= now]
-        if self._doubts:
-            self._doubts = {n for n in self._doubts if self.is_alive(n)}
-        # (most rounds ping only the watched, distinct already: no list to build and dedupe)
-        targets = dict.fromkeys([*self.watched(), *stale, *sorted(self._doubts)]) if stale or self._doubts else self.watched()
-        for node_id in targets:
-            self._nonce += 1
-            self._awaiting[node_id] = self._nonce
-            pings.append((node_id, self._nonce))
-            if node_id in self._misses:
-                requests += [(helper, node_id, self._nonce) for helper in self._helpers(node_id)]
-        if self._misses:
-            self._misses = {n: m for n, m in self._misses.items() if n in self._awaiting}
-        if self._heard:
-            self._heard = {n: k for n, k in self._heard.items() if n in self._awaiting}
-        if self._late:
-            self._late = {n: k for n, k in self._late.items() if n in self._awaiting}
-        self._old_relays, self._relays = self._relays, {}
-        dead = [n for n, d in self._down.items() if d.status is _DEAD]
-        if dead:  # is one of the dead back? (a healed partition)
-            self._nonce += 1
-            pings.append((dead[self._nonce % len(dead)], self._nonce))
-        return WatchRound(pings, accusations, changes, requests)
 
     def _remember(self, now: float, kind: str, verdict: Suspect | Down) -> None:
         self.verdicts.append((now, kind, verdict.node_id, verdict.incarnation))
