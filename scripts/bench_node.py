@@ -204,14 +204,6 @@ def measure_in_child(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def checkout(rev: str, into: Path) -> None:
-    subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "--quiet", str(into), rev], check=True)
-
-
-def remove_checkout(into: Path) -> None:
-    subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(into)], check=False)
-
-
 def print_table(results: dict[str, dict[str, Any]]) -> None:
     names = list(results)
     rows = [
@@ -254,13 +246,10 @@ def main() -> None:
         if not args.json:
             print_table({"this code": result})
         return
-    with tempfile.TemporaryDirectory(prefix="p2pnode-against-") as scratch:
-        other = Path(scratch) / "checkout"
-        checkout(args.against, other)
-        try:
-            results = {args.against: measure_in_child(other, args), "this code": measure_in_child(HERE, args)}
-        finally:
-            remove_checkout(other)
+    from worktree import checked_out  # beside this script
+
+    with checked_out(args.against) as other:
+        results = {args.against: measure_in_child(other, args), "this code": measure_in_child(HERE, args)}
     if args.json:
         print(json.dumps(results))
     else:

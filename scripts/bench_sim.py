@@ -23,8 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+
+from worktree import checked_out  # beside this script
 
 HERE = Path(__file__).resolve().parent.parent
 TIMINGS = ("wall_time", "events_per_second")  # the parts of a report that differ from run to run
@@ -57,14 +60,6 @@ def run_sim(root: Path, nodes: int, jobs: int, extra: list[str]) -> dict[str, An
     }
 
 
-def checkout(rev: str, into: Path) -> None:
-    subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "--quiet", str(into), rev], check=True)
-
-
-def remove_checkout(into: Path) -> None:
-    subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force", str(into)], check=False)
-
-
 def parse_size(text: str) -> tuple[int, int]:
     try:
         nodes, jobs = (int(part) for part in text.lower().split("x"))
@@ -84,21 +79,14 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="flags for `sim run` after --, e.g. -- --seed 2 --loss 0.01")
     args = parser.parse_args()
     sizes = args.size or [(1000, 10000)]
-    with tempfile.TemporaryDirectory(prefix="p2pnode-bench-sim-") as scratch:
-        roots = {"this code": HERE}
-        if args.against:
-            roots = {args.against: Path(scratch) / "checkout", **roots}
-            checkout(args.against, roots[args.against])
-        try:
-            results: dict[str, dict[str, list[dict[str, Any]]]] = {}
-            for nodes, jobs in sizes:
-                size = f"{nodes}x{jobs}"
-                for _ in range(args.runs):
-                    for name, root in roots.items():
-                        results.setdefault(size, {}).setdefault(name, []).append(run_sim(root, nodes, jobs, args.extra))
-        finally:
-            if args.against:
-                remove_checkout(roots[args.against])
+    with checked_out(args.against) if args.against else nullcontext(None) as other:
+        roots = {args.against: other, "this code": HERE} if other is not None else {"this code": HERE}
+        results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for nodes, jobs in sizes:
+            size = f"{nodes}x{jobs}"
+            for _ in range(args.runs):
+                for name, root in roots.items():
+                    results.setdefault(size, {}).setdefault(name, []).append(run_sim(root, nodes, jobs, args.extra))
     if args.json:
         print(json.dumps({size: {name: [{k: v for k, v in run.items() if k != "report"} for run in runs]
                                  for name, runs in by_code.items()} | {"same_report": _same(by_code)}

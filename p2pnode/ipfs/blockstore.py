@@ -57,6 +57,7 @@ MAX_BLOCK_BYTES = 2 << 20  # bitswap's limit for one block
 COMPACT_DEAD_SHARE = 0.5  # a pack whose bytes are more than half dead is rewritten
 _COMPACT_STEP = 16  # blocks moved under the locks at a time, so readers and writers go on meanwhile
 _STAMP_EVERY = 1.0  # seconds between writes of "last used" stamps: a read writes nothing itself
+_INDEX_ROWS = "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)"  # (digest, pack, offset, length, used)
 _IN_BATCH = 500  # digests in one SQL statement
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS blocks (digest BLOB PRIMARY KEY, pack INTEGER NOT NULL,"
            " offset INTEGER NOT NULL, length INTEGER NOT NULL, used REAL NOT NULL) WITHOUT ROWID;"
@@ -159,8 +160,7 @@ class BlockStore:
             if not keys:
                 unnamed.append(pack)
                 continue
-            self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
-                                  [(digest, pack, offset, length, now) for digest, offset, length in keys])
+            self._wdb.executemany(_INDEX_ROWS, [(digest, pack, offset, length, now) for digest, offset, length in keys])
             blocks += len(keys)
         self._wdb.commit()
         log.warning("rebuilt the block index of %s from the packs: %d blocks%s", self.root, blocks,
@@ -210,7 +210,7 @@ class BlockStore:
                     stamps.append(now if used is None else used[i])
             if new:  # the bytes first, then their rows: see the module's note on crashes
                 where = self._packs.append_pieces(new)
-                self._wdb.executemany("INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)", [
+                self._wdb.executemany(_INDEX_ROWS, [
                     (digest, *at, stamp) for (digest, _), at, stamp in zip(new, where, stamps)])
                 self._wdb.commit()
 
