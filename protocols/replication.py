@@ -519,12 +519,14 @@ def handed_over(message: object) -> str | None:
     """The job whose record a message, once delivered, puts in the peer's
     hands (so a submit may be answered: a node that dies right after its
     client was answered cannot lose the job); None for other messages."""
-    if isinstance(message, _HANDING_OVER):
+    if type(message) in HANDING_OVER:
         return message.delta.header.id  # type: ignore[attr-defined]
     return None
 
 
-_HANDING_OVER = (JobUpdated, SubmitToLeader)  # (built once: `handed_over` is asked of every input)
+HANDING_OVER: frozenset[type] = frozenset({JobUpdated, SubmitToLeader})
+"""The kinds of message that may hand a job over (`handed_over`): a driver
+asks `awaited_hand_over` of these alone, as it is asked of every input."""
 
 
 def awaited_hand_over(node_id: str, jobs: Mapping[str, JobReplica], event: object) -> tuple[str, str] | None:

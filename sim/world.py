@@ -78,7 +78,7 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.records import ExecutionResult, ExecutionState
-from protocols.replication import awaited_hand_over
+from protocols.replication import HANDING_OVER, awaited_hand_over
 
 from sim.cpu import CpuModel
 from sim.engine import EngineModel
@@ -416,8 +416,12 @@ class World:
         """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
         node = slot.node
-        # (only a peer's message may hand a job over: asked of those alone)
-        handed = awaited_hand_over(slot.node_id, node.jobs, event) if type(event) is Received else None  # type: ignore[union-attr]
+        # (only a peer's message of a few kinds may hand a job over: asked of those alone)
+        handed = (
+            awaited_hand_over(slot.node_id, node.jobs, event)  # type: ignore[union-attr]
+            if type(event) is Received and type(event.message) in HANDING_OVER
+            else None
+        )
         effects = node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
             cpu = self.cpu
