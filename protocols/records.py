@@ -390,7 +390,9 @@ class JobReplica:
     def holders(self) -> set[str]:
         """Who receives the job's writes: its keepers, and the nodes whose
         executions of it hold resources (they obey the record)."""
-        holders = set(self.header.keepers)
+        header = self.header
+        holders = {header.leader, *header.successors, header.submitter}
+        holders.discard("")  # (as `JobHeader.keepers`, without building it)
         holders.update(self._active_on)
         return holders
 

@@ -159,8 +159,9 @@ class Replication:
         if held is None:
             held = self._pending[header.id] = _PendingWrite(previous, header)
         held.header = header
-        held.executions.update((e.id, e) for e in delta.executions)
-        held.events.extend(delta.events)
+        for execution in executions:
+            held.executions[execution.id] = execution
+        held.events.extend(events)
         if urgent:
             self.ctx.set_timer(TimerKey(TimerKind.FLUSH), self.ctx.now)
         elif first:
