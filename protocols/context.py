@@ -106,6 +106,10 @@ class NodeContext:
         self.jobs: Mapping[str, JobReplica] = jobs  # the replicas this node holds (read only: write through `write`)
         self.out: list[Effect] = []  # effects of the input being handled
         self._membership = membership
+        # Whether a member is ALIVE or SUSPECT, or ourselves: the membership's
+        # own question, asked of it directly (the parts ask it of every keeper
+        # and holder of a job, many times per input).
+        self.is_alive: Callable[[str], bool] = membership.is_alive
         self._caught_up = caught_up
         self._seq = 0  # history events written here
         self.dropped = Dropped()  # input dropped, by why
@@ -202,9 +206,6 @@ class NodeContext:
         return self._free()
 
     # ------------------------------------------------------------ membership, narrowly
-
-    def is_alive(self, node_id: str) -> bool:
-        return node_id == self.node_id or self._membership.is_alive(node_id)
 
     def alive_ids(self) -> Sequence[str]:
         """Sorted ids of the live members and ourselves (shared: do not modify)."""

@@ -47,6 +47,7 @@ from protocols.quickinit import quick_replace
 from protocols.records import (
     DesiredState,
     ExecutionRecord,
+    ExecutionResult,
     ExecutionState,
     HistoryEvent,
     JobReplica,
@@ -224,7 +225,7 @@ class Leader(Succession, Bidding):
         if state == ExecutionState.COMPLETED and policy.redundant_completion(execution, replica.executions.values()):
             state, message = ExecutionState.CANCELLED, f"partition {execution.partition} had already completed"
         desired = DesiredState.STOPPED if state.terminal else execution.desired
-        moved = quick_replace(self._moved(execution, state, message, desired), result=update.result or execution.result)
+        moved = self._moved(execution, state, message, desired, update.result)
         self._record(replica, [moved])
         if state == ExecutionState.FAILED:
             self._after_failures(replica, [moved], counted=True)
@@ -489,8 +490,15 @@ class Leader(Succession, Bidding):
         return self.ctx.jobs.get(job_id) if job_id in self.led else None
 
     def _moved(
-        self, execution: ExecutionRecord, state: ExecutionState, message: str, desired: DesiredState | None = None
+        self,
+        execution: ExecutionRecord,
+        state: ExecutionState,
+        message: str,
+        desired: DesiredState | None = None,
+        result: ExecutionResult | None = None,
     ) -> ExecutionRecord:
+        """The execution moved to `state` by this leader (`desired`, `result`:
+        None keeps the execution's)."""
         header = self.ctx.jobs[execution.job_id].header
         return quick_replace(
             execution,
@@ -500,6 +508,7 @@ class Leader(Succession, Bidding):
             epoch=header.epoch,
             revision=execution.revision + 1,
             modify_time=self.ctx.now,
+            result=result or execution.result,
         )
 
     def _record(self, replica: JobReplica, executions: Iterable[ExecutionRecord]) -> None:

@@ -53,8 +53,7 @@ def quick_init(cls: type) -> type:
         "def _quick_replace(self, changes):\n"
         "    if not _names.issuperset(changes):\n"
         "        return _replace(self, **changes)  # it raises, naming the field\n"
-        "    get = changes.get\n"
-        f"    return _cls({', '.join(f'get({n!r}, self.{n})' for n in names)})"
+        f"    return _cls({', '.join(f'changes[{n!r}] if {n!r} in changes else self.{n}' for n in names)})"
     )
     exec(source, namespace)  # noqa: S102
     cls._quick_replace = namespace["_quick_replace"]  # type: ignore[attr-defined]

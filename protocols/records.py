@@ -185,12 +185,18 @@ class ExecutionRecord:
     # restarted with stale state cannot undo it), then the copy further
     # along; the tail breaks ties. Computed once: merges compare it often.
     order: tuple[int, int, int, int, int, float, str] = field(init=False, repr=False, compare=False)
+    # What the record adds to its replica's `fingerprint`: grows with the
+    # head of `order`. Computed once too: every merge of it adds one and
+    # takes away the copy it replaces.
+    weight: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         state = self.state  # (`_value_`, not `value`: an enum's `value` is a property, and records are made per write)
-        key = (_SETTLED.get(state, 0), self.epoch, _FINALITY.get(state, 0), EXECUTION_PROGRESS[state], self.revision,
-               self.modify_time, state._value_)
+        settled, finality, progress = _SETTLED.get(state, 0), _FINALITY.get(state, 0), EXECUTION_PROGRESS[state]
+        key = (settled, self.epoch, finality, progress, self.revision, self.modify_time, state._value_)
         object.__setattr__(self, "order", key)
+        weight = (settled << 60) + (self.epoch << 48) + (finality << 44) + (progress << 40) + self.revision
+        object.__setattr__(self, "weight", weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +288,7 @@ class JobReplica:
     by_node: dict[str, list[ExecutionRecord]] = field(default_factory=dict, repr=False)  # in arrival order
     failures: Counter[str] = field(default_factory=Counter, repr=False)  # Failed executions, by node
     faults: int = field(default=0, repr=False)  # Failed executions that failed by the job's own doing
-    _active_on: Counter[str] = field(default_factory=Counter, repr=False)  # active executions, by node (none: absent)
+    _active_on: dict[str, int] = field(default_factory=dict, repr=False)  # active executions, by node (none: absent)
 
     @classmethod
     def from_delta(cls, delta: JobDelta) -> JobReplica:
@@ -314,8 +320,10 @@ class JobReplica:
                 self._index(execution, held)
                 changed = True
         events = delta.events
+        if not events:
+            return changed
         history = self.history
-        if events and len(events) <= len(history) and all(map(operator.is_, events, history[-len(events) :])):
+        if len(events) <= len(history) and all(map(operator.is_, events, history[-len(events) :])):
             return changed  # the tail of the history we hold (the same objects: one process)
         seen = self._seen
         fresh = [event for event in events if event.order not in seen]
@@ -334,9 +342,10 @@ class JobReplica:
             history.extend(fresh)
             if not in_order:  # a late delta: rare, and the list is short
                 history.sort(key=_event_order)
-            for dropped in history[:-HISTORY_LIMIT]:
-                seen.discard(dropped.order)
-            del history[:-HISTORY_LIMIT]
+            if len(history) > HISTORY_LIMIT:
+                for dropped in history[:-HISTORY_LIMIT]:
+                    seen.discard(dropped.order)
+                del history[:-HISTORY_LIMIT]
             changed = True
         return changed
 
@@ -344,9 +353,11 @@ class JobReplica:
         """Keep the indexes and counts as `execution` takes the place of
         `held` (None: it is new here)."""
         node_id = execution.node_id
-        on_node = self.by_node.setdefault(node_id, [])
+        on_node = self.by_node.get(node_id)
+        if on_node is None:
+            on_node = self.by_node[node_id] = []
         asking, active, accepted, failed = _COUNTED[execution.state]
-        weight = _weight(execution)
+        weight = execution.weight
         if held is None:
             on_node.append(execution)
             was_failed = 0
@@ -357,12 +368,12 @@ class JobReplica:
             asking -= was_asking
             active -= was_active
             accepted -= was_accepted
-            weight -= _weight(held)
+            weight -= held.weight
         if failed != was_failed:
             self.failures[node_id] += failed - was_failed
         self.faults += (failed and _own_fault(execution)) - (was_failed and _own_fault(held))
         if active:
-            left = self._active_on[node_id] + active
+            left = self._active_on.get(node_id, 0) + active
             if left:
                 self._active_on[node_id] = left
             else:
@@ -379,7 +390,9 @@ class JobReplica:
     def holders(self) -> set[str]:
         """Who receives the job's writes: its keepers, and the nodes whose
         executions of it hold resources (they obey the record)."""
-        holders = set(self.header.keepers)
+        header = self.header
+        holders = {header.leader, *header.successors, header.submitter}
+        holders.discard("")  # (as `JobHeader.keepers`, without building it)
         holders.update(self._active_on)
         return holders
 
@@ -398,13 +411,6 @@ class JobReplica:
 
 def _own_fault(execution: ExecutionRecord | None) -> bool:
     return execution is not None and execution.result is not None and execution.result.job_fault
-
-
-def _weight(execution: ExecutionRecord) -> int:
-    """Grows with `ExecutionRecord.order`'s (settled, epoch, finality, progress, revision)."""
-    state = execution.state
-    return ((_SETTLED.get(state, 0) << 60) + (execution.epoch << 48) + (_FINALITY.get(state, 0) << 44)
-            + (EXECUTION_PROGRESS[state] << 40) + execution.revision)
 
 
 _event_order = operator.attrgetter("order")

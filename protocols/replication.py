@@ -159,8 +159,9 @@ class Replication:
         if held is None:
             held = self._pending[header.id] = _PendingWrite(previous, header)
         held.header = header
-        held.executions.update((e.id, e) for e in delta.executions)
-        held.events.extend(delta.events)
+        for execution in executions:
+            held.executions[execution.id] = execution
+        held.events.extend(events)
         if urgent:
             self.ctx.set_timer(TimerKey(TimerKind.FLUSH), self.ctx.now)
         elif first:
@@ -318,15 +319,19 @@ class Replication:
         newest first, at most `MAX_DIGEST`: repair is for what was just lost."""
         me = self.node_id
         alive = self.ctx.is_alive
+        jobs, doubted = self.jobs, self._doubted
+        settled_before = self._settled_before()  # (`_settled`, its bound asked once)
         recent = []
         for job_id in sorted(self._kept_live):
-            r = self.jobs.get(job_id)
+            r = jobs.get(job_id)
             if r is None or not r.header.kept_by(me):
                 self._kept_live.discard(job_id)  # until a merge brings it back
-                self._doubted.pop(job_id, None)
-            elif not self._settled(r) or any(alive(k) and r.header.kept_by(k) for k in self._doubted.get(job_id, ())):
+                doubted.pop(job_id, None)
+            elif not (r.header.state.terminal and r.header.modify_time < settled_before) or any(
+                alive(k) and r.header.kept_by(k) for k in doubted.get(job_id, ())
+            ):
                 recent.append(r)
-            elif job_id not in self._doubted:
+            elif job_id not in doubted:
                 self._kept_live.discard(job_id)
         if len(recent) > MAX_DIGEST:
             recent = sorted(recent, key=lambda r: r.header.modify_time, reverse=True)[:MAX_DIGEST]
@@ -335,7 +340,11 @@ class Replication:
     def _settled(self, replica: JobReplica, slack: float = 0.0) -> bool:
         """Ended more than `recent_window` (and `slack`) ago."""
         header = replica.header
-        return header.state.terminal and header.modify_time < self.ctx.now - self.ctx.config.recent_window - slack
+        return header.state.terminal and header.modify_time < self._settled_before(slack)
+
+    def _settled_before(self, slack: float = 0.0) -> float:
+        """An ended job last written before this time is settled (`_settled`)."""
+        return self.ctx.now - self.ctx.config.recent_window - slack
 
     def _owes(self, replica: JobReplica, peer: str) -> bool:
         """Whether anti-entropy with `peer` covers the job: a live or lately
@@ -372,12 +381,15 @@ class Replication:
         self.ctx.set_timer(TimerKey(TimerKind.ANTI_ENTROPY), self.ctx.now + self.ctx.jittered(self.ctx.config.anti_entropy_interval))
         recent = self._recent()
         alive = self.ctx.is_alive
+        settled_before = self._settled_before()  # (`_settled`, its bound asked once)
         keepers: set[str] = set()
         doubted: set[str] = set()
         for replica in recent:
             header = replica.header
-            doubted.update(k for k in self._doubted.get(replica.id, ()) if header.kept_by(k))
-            if not self._settled(replica):
+            in_doubt = self._doubted.get(header.id)
+            if in_doubt:
+                doubted.update(k for k in in_doubt if header.kept_by(k))
+            if not (header.state.terminal and header.modify_time < settled_before):
                 keepers.add(header.leader)
                 keepers.add(header.submitter)
                 keepers.update(header.successors)
@@ -519,12 +531,14 @@ def handed_over(message: object) -> str | None:
     """The job whose record a message, once delivered, puts in the peer's
     hands (so a submit may be answered: a node that dies right after its
     client was answered cannot lose the job); None for other messages."""
-    if isinstance(message, _HANDING_OVER):
+    if type(message) in HANDING_OVER:
         return message.delta.header.id  # type: ignore[attr-defined]
     return None
 
 
-_HANDING_OVER = (JobUpdated, SubmitToLeader)  # (built once: `handed_over` is asked of every input)
+HANDING_OVER: frozenset[type] = frozenset({JobUpdated, SubmitToLeader})
+"""The kinds of message that may hand a job over (`handed_over`): a driver
+asks `awaited_hand_over` of these alone, as it is asked of every input."""
 
 
 def awaited_hand_over(node_id: str, jobs: Mapping[str, JobReplica], event: object) -> tuple[str, str] | None:

@@ -88,6 +88,9 @@ EFFECT_BY_TYPE: dict[type, float] = {
 }
 SEND_BATCHED = 0.5 * _MS  # each further Send of the same handling: they leave batched
 
+# The messages that carry whole records (`deltas`): each costs `PER_RECORD`.
+_CARRY_RECORDS = frozenset({Records, DigestReply})
+
 
 @dataclass(frozen=True)
 class CpuModel:
@@ -111,9 +114,8 @@ class CpuModel:
             if kind is NodeInfo:
                 return PUBSUB_RECEIVE * self.scale
             cost = (RECEIVE_QUEUED if queued else RECEIVE) + self.decode_by_type.get(kind, 0.0)
-            records = getattr(message, "deltas", None)
-            if records is not None:
-                cost += PER_RECORD * len(records)
+            if kind in _CARRY_RECORDS:
+                cost += PER_RECORD * len(message.deltas)
             elif kind is JobUpdated or kind is SubmitToLeader:
                 cost += PER_RECORD
             return cost * self.scale

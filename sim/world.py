@@ -78,7 +78,7 @@ from protocols.events import (
     TimerFired,
 )
 from protocols.records import ExecutionResult, ExecutionState
-from protocols.replication import awaited_hand_over
+from protocols.replication import HANDING_OVER, awaited_hand_over
 
 from sim.cpu import CpuModel
 from sim.engine import EngineModel
@@ -416,8 +416,12 @@ class World:
         """The node handles the input now; doing what it decided keeps its thread busy."""
         self.events += 1
         node = slot.node
-        # (only a peer's message may hand a job over: asked of those alone)
-        handed = awaited_hand_over(slot.node_id, node.jobs, event) if type(event) is Received else None  # type: ignore[union-attr]
+        # (only a peer's message of a few kinds may hand a job over: asked of those alone)
+        handed = (
+            awaited_hand_over(slot.node_id, node.jobs, event)  # type: ignore[union-attr]
+            if type(event) is Received and type(event.message) in HANDING_OVER
+            else None
+        )
         effects = node.handle(event, self.now)  # type: ignore[union-attr]
         if effects:
             cpu = self.cpu
@@ -508,7 +512,8 @@ class World:
         `_EXACT_FIRST`, then one in `_SAMPLE_EVERY`) and the others get their
         type's running mean, since encoding every large record costs more
         than simulating it."""
-        held = self._sizes.get(id(message))
+        key = id(message)
+        held = self._sizes.get(key)
         if held is not None and held[0] is message:
             return held[1]
         kind = type(message)
@@ -524,7 +529,7 @@ class World:
             size = stats[2] // stats[1]
         if len(self._sizes) > 50_000:
             self._sizes.clear()
-        self._sizes[id(message)] = (message, size)
+        self._sizes[key] = (message, size)
         return size
 
     def _publish(self, slot: Slot, message: object) -> None:
@@ -551,7 +556,8 @@ class World:
 
     def _send(self, slot: Slot, effect: Send) -> None:
         peer_id, message = effect.peer, effect.message
-        self.observer.on_send(slot.node_id, peer_id, message, self._size(message, slot.node_id))
+        sender = slot.node_id
+        self.observer.on_send(sender, peer_id, message, self._size(message, sender))
         peer = self.slots.get(peer_id)
         network = self.network
         now = self.now
@@ -562,8 +568,11 @@ class World:
             return
         mu = network.log_median + 0.5 * (slot.log_link + peer.log_link)
         at = now + self.rng.lognormvariate(mu, network.latency_sigma)
-        entry = (at, self._seq(), _SEND, slot, slot.incarnation, peer, Received(slot.node_id, message), now)
-        self._push(entry)
+        entry = (at, self._seq(), _SEND, slot, slot.incarnation, peer, Received(sender, message), now)
+        if at < self._horizon:  # (`_push`, its common case inlined: most sends arrive within the second)
+            heapq.heappush(self._heap, entry)
+        else:
+            self._push(entry)
 
     # ------------------------------------------------------------ engines and probes
 
