@@ -306,24 +306,30 @@ def eligible_ranked(
     alive: Sequence[str],
     info: Callable[[str], NodeInfo | None],
     k: int | None,
+    infos: Callable[[], Iterable[NodeInfo | None]] | None = None,
 ) -> tuple[list[str], bool]:
     """The first `k` (None: all) of the `alive` members that could ever run
     the spec (`unfit`, free resources aside), best rendezvous rank first,
-    and whether that is every such member.
+    and whether that is every such member. `infos`: the info of each of
+    `alive`, in its order (else `info` is asked of each).
 
     The rendezvous order of the eligible members is the alive list's order
-    with the unfit left out, so this ranks a prefix of the alive list (at
-    C speed, `election.rank`) and judges only the members in it, widening
-    the prefix while too few fit: a job that wants a few nodes costs work
-    in proportion to those, not to the network's size (judging every member
-    for each new job was a quarter of a large simulation's time)."""
+    with the unfit left out, so for a few this ranks a prefix of the alive
+    list (at C speed, `election.rank`) and judges only the members in it,
+    widening the prefix while too few fit: a job that wants a few nodes
+    costs work in proportion to those, not to the network's size (judging
+    every member for each new job was a quarter of a large simulation's
+    time). A job that wants them all (ops, daemon) judges every member in
+    the alive list's order, and ranks only those that fit
+    (`election.rank_chosen`): ranking the rest, and walking them in rank
+    order, cost twice the judging."""
     total = len(alive)
-    span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
-    memo = _shape_memo(spec_shape)  # (`unfit`, inlined: this loop may judge every member)
+    memo = _shape_memo(spec_shape)  # (`unfit`, inlined: these loops may judge every member)
     by_node = memo.by_node
-    while True:
+    span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
+    while span < total:
         found: list[str] = []
-        for node_id in election.rank(job_id, alive, k=span if span < total else None):
+        for node_id in election.rank(job_id, alive, k=span):
             member = info(node_id)
             if member is None:
                 continue
@@ -332,14 +338,20 @@ def eligible_ranked(
             if not reason:
                 found.append(node_id)
                 if k is not None and len(found) > k:
-                    break
-        if k is None:
-            return found, True
-        if len(found) > k:
-            return found[:k], False
-        if span >= total:
-            return found, True
+                    return found[:k], False
         span = min(total, span * 4)
+    chosen: list[int] = []
+    for index, member in enumerate(infos() if infos is not None else map(info, alive)):
+        if member is None:
+            continue
+        held = by_node.get(member.node_id)
+        reason = held[1] if held is not None and held[0] is member else _judge(memo, spec, member)
+        if not reason:
+            chosen.append(index)
+    ranked = election.rank_chosen(job_id, alive if isinstance(alive, list) else list(alive), chosen)
+    if k is None or len(ranked) <= k:
+        return ranked, True
+    return ranked[:k], False
 
 
 class Eligible:
