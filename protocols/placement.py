@@ -198,19 +198,26 @@ class _ShapeMemo:
     more than the lookup itself).
 
     `by_node`: node id -> (the info checked, why it is unfit or None),
-    answered only for that very info object. `by_kind`: what `check_fit`
-    reads of an info (`_fit_kind`: all of it but the node's id) -> why:
-    members of one kind (class, labels, policy) fit alike, so a member's
-    first check, or its first after a heartbeat, is mostly a lookup."""
+    answered only for that very info object. `by_kind`: the number of what
+    `check_fit` reads of an info (`_kind_number`) -> why: members of one
+    kind (class, labels, policy) fit alike, so a member's first check, or
+    its first after a heartbeat, is mostly a lookup."""
 
     __slots__ = ("by_node", "by_kind")
 
     def __init__(self) -> None:
         self.by_node: dict[str, tuple[NodeInfo, str | None]] = {}
-        self.by_kind: dict[tuple[Any, ...], str | None] = {}
+        self.by_kind: dict[int, str | None] = {}
 
 
 _unfit_memo: dict[tuple[Any, ...], _ShapeMemo] = {}  # shape -> its memo
+# The kind of each member's info, for every shape: node id -> (the info, the
+# number of its `_fit_kind`), and each kind's number. A member's kind is
+# worked out once per info object, not once for each shape it is judged for
+# (a kind is a tuple of tuples and dataclasses: building and hashing it cost
+# more than the judging it saves).
+_kinds: dict[str, tuple[NodeInfo, int]] = {}
+_kind_numbers: dict[tuple[Any, ...], int] = {}
 _unfit_count = 0  # entries in all the memos
 
 
@@ -252,8 +259,10 @@ def _judge(memo: _ShapeMemo, spec: JobSpec, info: NodeInfo) -> str | None:
             held.by_node.clear()
             held.by_kind.clear()
         _unfit_memo.clear()
+        _kinds.clear()
+        _kind_numbers.clear()
         _unfit_count = 0
-    kind = _fit_kind(info)
+    kind = _kind_number(info)
     by_kind = memo.by_kind
     if kind in by_kind:
         reason = by_kind[kind]
@@ -264,6 +273,23 @@ def _judge(memo: _ShapeMemo, spec: JobSpec, info: NodeInfo) -> str | None:
         _unfit_count += 1
     memo.by_node[info.node_id] = (info, reason)
     return reason
+
+
+def _kind_number(info: NodeInfo) -> int:
+    """The number of the info's `_fit_kind`, kept for that very info object."""
+    global _unfit_count
+    held = _kinds.get(info.node_id)
+    if held is not None and held[0] is info:
+        return held[1]
+    kind = _fit_kind(info)
+    number = _kind_numbers.get(kind)
+    if number is None:
+        number = _kind_numbers[kind] = len(_kind_numbers)
+        _unfit_count += 1
+    if held is None:
+        _unfit_count += 1
+    _kinds[info.node_id] = (info, number)
+    return number
 
 
 def _fit_kind(info: NodeInfo) -> tuple[Any, ...]:
