@@ -325,6 +325,9 @@ class FitCache:
         return found
 
 
+_PREFIX_AHEAD = 4  # `eligible_ranked`: members ranked at first per one wanted (and widening by as much)
+
+
 def eligible_ranked(
     job_id: str,
     spec: JobSpec,
@@ -352,7 +355,10 @@ def eligible_ranked(
     total = len(alive)
     memo = _shape_memo(spec_shape)  # (`unfit`, inlined: these loops may judge every member)
     by_node = memo.by_node
-    span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
+    # One past k tells whether there are more; a prefix of four times that
+    # is ranked at first: k + 1 alone was wide enough only when every member
+    # in it fitted, and the walk stops at k + 1 fits whatever the prefix.
+    span = total if k is None else min(total, _PREFIX_AHEAD * (k + 1))
     while span < total:
         found: list[str] = []
         for node_id in election.rank(job_id, alive, k=span):
@@ -365,7 +371,7 @@ def eligible_ranked(
                 found.append(node_id)
                 if k is not None and len(found) > k:
                     return found[:k], False
-        span = min(total, span * 4)
+        span = min(total, span * _PREFIX_AHEAD)
     chosen: list[int] = []
     for index, member in enumerate(infos() if infos is not None else map(info, alive)):
         if member is None:
