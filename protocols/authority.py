@@ -189,6 +189,11 @@ class Authority:
             self.last = (sender, key)
         return reason
 
+    @staticmethod
+    def rules(kind: type) -> bool:
+        """Whether `check` has a rule for messages of this kind (else it lets them all pass)."""
+        return kind in _RULES
+
     def may_lead(self, replica: JobReplica, sender: str, epoch: int) -> bool:
         """Whether `sender` may act as the job's leader at `epoch`, by our
         copy: the leader it names; a keeper it names (a successor taking

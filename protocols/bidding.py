@@ -116,7 +116,7 @@ class Bidding:
         held = self._ranked.get(replica.id)
         if held is None or held[0] is not alive or held[1] != changes or (not held[3] and (k is None or k > len(held[2]))):
             shape = self._fits.shape(replica.id, spec)
-            ranked, complete = placement.eligible_ranked(replica.id, spec, shape, alive, ctx.info, k)
+            ranked, complete = placement.eligible_ranked(replica.id, spec, shape, alive, ctx.info, k, ctx.alive_infos)
             held = self._ranked[replica.id] = (alive, changes, ranked, complete)
         cids = locality.input_cids(spec)
         if cids:

@@ -157,13 +157,25 @@ class NodeIds(list):  # type: ignore[type-arg]
         return new
 
 
-def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | None:
-    """`rank` for a large sorted list of distinct ids (an alive list, an
-    eligible list), with numpy: the same weights, the same order. None if
-    `ids` is not such a list (the caller ranks it the slow way). A
-    `NodeIds` keeps its keys for the next job. numpy is imported here, on
-    first use: a peer in a small network never loads it (15 MiB of memory
-    and a second of start-up)."""
+def rank_chosen(job_id: str, ids: list[str], chosen: list[int]) -> list[str]:
+    """`rank(job_id, [ids[i] for i in chosen])` for a sorted list of
+    distinct ids (an alive list) and ascending indices into it: the members
+    of a large list that some test keeps (those that fit a job), ranked
+    with the keys the list holds rather than hashed again, and without
+    ranking the others."""
+    if len(chosen) >= _VECTOR_FROM and len(ids) >= _VECTOR_FROM:
+        keys = _keys(ids)
+        if keys is not None:
+            import numpy as np
+            at = np.array(chosen, dtype=np.intp)
+            order = _order(job_key(job_id), keys[at], None)
+            return [ids[i] for i in at[order].tolist()]
+    return rank(job_id, [ids[i] for i in chosen])
+
+
+def _keys(ids: list[str]) -> np.ndarray | None:
+    """The 64-bit keys of a sorted list of distinct ids, kept on a `NodeIds`
+    for the next job; None if `ids` is not such a list."""
     import numpy as np
     keys = ids.keys if type(ids) is NodeIds else None
     if keys is None or len(keys) != len(ids):
@@ -172,6 +184,28 @@ def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | Non
         keys = np.fromiter((node_key(n) for n in ids), dtype=np.uint64, count=len(ids))
         if type(ids) is NodeIds:
             ids.keys = keys
+    return keys
+
+
+def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | None:
+    """`rank` for a large sorted list of distinct ids (an alive list, an
+    eligible list), with numpy: the same weights, the same order. None if
+    `ids` is not such a list (the caller ranks it the slow way). A
+    `NodeIds` keeps its keys for the next job. numpy is imported here, on
+    first use: a peer in a small network never loads it (15 MiB of memory
+    and a second of start-up)."""
+    keys = _keys(ids)
+    if keys is None:
+        return None
+    if k == 0:
+        return []
+    return [ids[i] for i in _order(job, keys, k).tolist()]
+
+
+def _order(job: int, keys: np.ndarray, k: int | None) -> np.ndarray:
+    """Positions of the first `k` (None: all) of `keys` by descending weight
+    for the job key `job`; equal weights, the later position first."""
+    import numpy as np
     z = keys ^ np.uint64(job)
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -179,14 +213,10 @@ def _rank_vectorised(job: int, ids: list[str], k: int | None) -> list[str] | Non
     weights = z ^ (z >> np.uint64(31))
     # Ties (a 64-bit collision) go to the greater id: ids are sorted, so
     # sorting (weight, index) descending does it.
-    if k is not None and k < len(ids):
-        if k == 0:
-            return []
-        top = np.argpartition(weights, len(ids) - k)[len(ids) - k :]
-        order = top[np.lexsort((top, weights[top]))][::-1]
-    else:
-        order = np.lexsort((np.arange(len(ids)), weights))[::-1]
-    return [ids[i] for i in order.tolist()]
+    if k is not None and k < len(keys):
+        top = np.argpartition(weights, len(keys) - k)[len(keys) - k :]
+        return top[np.lexsort((top, weights[top]))][::-1]
+    return np.lexsort((np.arange(len(keys)), weights))[::-1]
 
 
 def _weights(job_key: int, node_ids: list[str]) -> list[int]:

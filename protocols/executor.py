@@ -27,6 +27,7 @@ from typing import Any
 from protocols import selection
 from protocols.context import NodeContext
 from protocols.lifecycle import BidStage
+from protocols.quickinit import quick_replace
 from protocols.events import ProbeVerdict, RunProbe, StartExecution, StopExecution
 from protocols.jobtypes import policy_for
 from protocols.messages import (
@@ -507,4 +508,4 @@ class Executor:
 
 
 def _with_free(view: selection.LocalNode, free: Capacity) -> selection.LocalNode:
-    return replace(view, free=free)
+    return quick_replace(view, free=free)

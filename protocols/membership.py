@@ -505,6 +505,8 @@ class Membership:
     def relayed(self, node_id: str, nonce: int) -> tuple[str, int] | None:
         """An answer to a ping we sent for someone: (who asked, its nonce),
         to send it the `IndirectAck`; None if it was no such ping."""
+        if not self._relays and not self._old_relays:
+            return None  # (almost every ack: indirect probes are rare)
         for relays in (self._relays, self._old_relays):
             held = relays.get(nonce)
             if held is not None and held[1] == node_id:
@@ -669,16 +671,20 @@ class Membership:
 def _same_but_fresher(held: NodeInfo, info: NodeInfo) -> bool:
     """Whether `info` only repeats `held` with a later seq: same incarnation,
     and nothing a leader places work by has changed (free resources come
-    fresher from bids; the heartbeat interval and start time do not matter)."""
+    fresher from bids; the heartbeat interval and start time do not matter).
+    A heartbeat is its sender's previous info with a new seq and free
+    resources, its other fields the very objects the held info has: `is`
+    settles each before `==` would compare (a dataclass's `==` is a Python
+    call), and every node runs this for every heartbeat it receives."""
     return (
         info.incarnation == held.incarnation
-        and info.capacity == held.capacity
-        and info.labels == held.labels
-        and info.engines == held.engines
-        and info.publishers == held.publishers
-        and info.storages == held.storages
-        and info.local_data == held.local_data
-        and info.policy == held.policy
-        and info.addresses == held.addresses
+        and (info.capacity is held.capacity or info.capacity == held.capacity)
+        and (info.labels is held.labels or info.labels == held.labels)
+        and (info.engines is held.engines or info.engines == held.engines)
+        and (info.publishers is held.publishers or info.publishers == held.publishers)
+        and (info.storages is held.storages or info.storages == held.storages)
+        and (info.local_data is held.local_data or info.local_data == held.local_data)
+        and (info.policy is held.policy or info.policy == held.policy)
+        and (info.addresses is held.addresses or info.addresses == held.addresses)
         and info.version == held.version
     )

@@ -108,6 +108,7 @@ MEMBERS_PER_MESSAGE = 1000  # node infos per welcome message (a few hundred KiB)
 REFUTE_REPEATS = 3  # rounds a node says it is alive in after it was accused
 WELCOMERS = 2  # members before a newcomer on the ring that send it the member list
 MAX_STOP_ATTEMPTS = 30  # a stop is asked again every resend_interval, this many times at most
+_PING = TimerKey(TimerKind.PING)  # (set every ping interval by every node: made once)
 
 
 def initial_info(config: NodeConfig, incarnation: int = 1, now: float = 0.0) -> NodeInfo:
@@ -207,6 +208,9 @@ class Node:
             ProviderReply: self.providers.on_reply,
         }
         self._handlers = handlers
+        # The kinds `authority` has a rule for (membership's pings and acks,
+        # most messages in a large network, have none: no call to ask).
+        self._ruled = frozenset(kind for kind in handlers if self.authority.rules(kind))
         # Any message from a member shows it alive (see `Membership.heard`):
         # told before every handler.
         self._heard = self.membership.heard
@@ -249,13 +253,20 @@ class Node:
         if previous and now - previous > config.suspect_after * config.ping_interval:
             self.leader.woke()  # nothing handled for that long, not even our own timers: we were away
         if type(event) is Received:  # most inputs: a peer's message
-            handler = self._handlers.get(type(event.message))
+            message = event.message
+            kind = type(message)
+            handler = self._handlers.get(kind)
             # `sender` is the authenticated peer, never a field: see `protocols.authority`.
             if handler is None:
-                self.ctx.drop(event.sender, event.message, "is no message a node handles")
-            elif self.authority.check(event.sender, event.message) is None:
+                ctx.drop(event.sender, message, "is no message a node handles")
+            elif kind not in self._ruled or self.authority.check(event.sender, message) is None:
                 self._heard(event.sender)
-                handler(event.sender, event.message)
+                handler(event.sender, message)
+        elif type(event) is TimerFired:  # the next most: our own timers (pings above all)
+            key = event.key
+            timer = self._timers.get(key.kind) if isinstance(key, TimerKey) else None
+            if timer is not None:
+                timer(key)
         else:
             self._handle_local(event)
         out, ctx.out = ctx.out, []  # (`ctx.drain()`, inlined: this runs for every input)
@@ -524,7 +535,7 @@ class Node:
         now = ctx.now
         late = now - self._ping_due  # behind on our work? then slow to judge others
         self._ping_due = now + ctx.jittered(ctx.config.ping_interval)
-        ctx.set_timer(TimerKey(TimerKind.PING), self._ping_due)
+        ctx.set_timer(_PING, self._ping_due)
         if self._refutations:
             self._refutations -= 1
             self._heartbeat()
@@ -542,7 +553,7 @@ class Node:
             self._schedule_membership_check()
 
     def _on_ping(self, sender: str, message: Ping) -> None:
-        self.out.append(Send(sender, Ack(message.nonce)))
+        self.ctx.out.append(Send(sender, Ack(message.nonce)))
 
     def _on_ping_req(self, sender: str, message: PingReq) -> None:
         if message.node_id == self.node_id:  # asked to ping ourselves: we are here

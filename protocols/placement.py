@@ -198,19 +198,26 @@ class _ShapeMemo:
     more than the lookup itself).
 
     `by_node`: node id -> (the info checked, why it is unfit or None),
-    answered only for that very info object. `by_kind`: what `check_fit`
-    reads of an info (`_fit_kind`: all of it but the node's id) -> why:
-    members of one kind (class, labels, policy) fit alike, so a member's
-    first check, or its first after a heartbeat, is mostly a lookup."""
+    answered only for that very info object. `by_kind`: the number of what
+    `check_fit` reads of an info (`_kind_number`) -> why: members of one
+    kind (class, labels, policy) fit alike, so a member's first check, or
+    its first after a heartbeat, is mostly a lookup."""
 
     __slots__ = ("by_node", "by_kind")
 
     def __init__(self) -> None:
         self.by_node: dict[str, tuple[NodeInfo, str | None]] = {}
-        self.by_kind: dict[tuple[Any, ...], str | None] = {}
+        self.by_kind: dict[int, str | None] = {}
 
 
 _unfit_memo: dict[tuple[Any, ...], _ShapeMemo] = {}  # shape -> its memo
+# The kind of each member's info, for every shape: node id -> (the info, the
+# number of its `_fit_kind`), and each kind's number. A member's kind is
+# worked out once per info object, not once for each shape it is judged for
+# (a kind is a tuple of tuples and dataclasses: building and hashing it cost
+# more than the judging it saves).
+_kinds: dict[str, tuple[NodeInfo, int]] = {}
+_kind_numbers: dict[tuple[Any, ...], int] = {}
 _unfit_count = 0  # entries in all the memos
 
 
@@ -252,8 +259,10 @@ def _judge(memo: _ShapeMemo, spec: JobSpec, info: NodeInfo) -> str | None:
             held.by_node.clear()
             held.by_kind.clear()
         _unfit_memo.clear()
+        _kinds.clear()
+        _kind_numbers.clear()
         _unfit_count = 0
-    kind = _fit_kind(info)
+    kind = _kind_number(info)
     by_kind = memo.by_kind
     if kind in by_kind:
         reason = by_kind[kind]
@@ -264,6 +273,23 @@ def _judge(memo: _ShapeMemo, spec: JobSpec, info: NodeInfo) -> str | None:
         _unfit_count += 1
     memo.by_node[info.node_id] = (info, reason)
     return reason
+
+
+def _kind_number(info: NodeInfo) -> int:
+    """The number of the info's `_fit_kind`, kept for that very info object."""
+    global _unfit_count
+    held = _kinds.get(info.node_id)
+    if held is not None and held[0] is info:
+        return held[1]
+    kind = _fit_kind(info)
+    number = _kind_numbers.get(kind)
+    if number is None:
+        number = _kind_numbers[kind] = len(_kind_numbers)
+        _unfit_count += 1
+    if held is None:
+        _unfit_count += 1
+    _kinds[info.node_id] = (info, number)
+    return number
 
 
 def _fit_kind(info: NodeInfo) -> tuple[Any, ...]:
@@ -299,6 +325,9 @@ class FitCache:
         return found
 
 
+_PREFIX_AHEAD = 4  # `eligible_ranked`: members ranked at first per one wanted (and widening by as much)
+
+
 def eligible_ranked(
     job_id: str,
     spec: JobSpec,
@@ -306,24 +335,33 @@ def eligible_ranked(
     alive: Sequence[str],
     info: Callable[[str], NodeInfo | None],
     k: int | None,
+    infos: Callable[[], Iterable[NodeInfo | None]] | None = None,
 ) -> tuple[list[str], bool]:
     """The first `k` (None: all) of the `alive` members that could ever run
     the spec (`unfit`, free resources aside), best rendezvous rank first,
-    and whether that is every such member.
+    and whether that is every such member. `infos`: the info of each of
+    `alive`, in its order (else `info` is asked of each).
 
     The rendezvous order of the eligible members is the alive list's order
-    with the unfit left out, so this ranks a prefix of the alive list (at
-    C speed, `election.rank`) and judges only the members in it, widening
-    the prefix while too few fit: a job that wants a few nodes costs work
-    in proportion to those, not to the network's size (judging every member
-    for each new job was a quarter of a large simulation's time)."""
+    with the unfit left out, so for a few this ranks a prefix of the alive
+    list (at C speed, `election.rank`) and judges only the members in it,
+    widening the prefix while too few fit: a job that wants a few nodes
+    costs work in proportion to those, not to the network's size (judging
+    every member for each new job was a quarter of a large simulation's
+    time). A job that wants them all (ops, daemon) judges every member in
+    the alive list's order, and ranks only those that fit
+    (`election.rank_chosen`): ranking the rest, and walking them in rank
+    order, cost twice the judging."""
     total = len(alive)
-    span = total if k is None else min(total, k + 1)  # one past k tells whether there are more
-    memo = _shape_memo(spec_shape)  # (`unfit`, inlined: this loop may judge every member)
+    memo = _shape_memo(spec_shape)  # (`unfit`, inlined: these loops may judge every member)
     by_node = memo.by_node
-    while True:
+    # One past k tells whether there are more; a prefix of four times that
+    # is ranked at first: k + 1 alone was wide enough only when every member
+    # in it fitted, and the walk stops at k + 1 fits whatever the prefix.
+    span = total if k is None else min(total, _PREFIX_AHEAD * (k + 1))
+    while span < total:
         found: list[str] = []
-        for node_id in election.rank(job_id, alive, k=span if span < total else None):
+        for node_id in election.rank(job_id, alive, k=span):
             member = info(node_id)
             if member is None:
                 continue
@@ -332,14 +370,20 @@ def eligible_ranked(
             if not reason:
                 found.append(node_id)
                 if k is not None and len(found) > k:
-                    break
-        if k is None:
-            return found, True
-        if len(found) > k:
-            return found[:k], False
-        if span >= total:
-            return found, True
-        span = min(total, span * 4)
+                    return found[:k], False
+        span = min(total, span * _PREFIX_AHEAD)
+    chosen: list[int] = []
+    for index, member in enumerate(infos() if infos is not None else map(info, alive)):
+        if member is None:
+            continue
+        held = by_node.get(member.node_id)
+        reason = held[1] if held is not None and held[0] is member else _judge(memo, spec, member)
+        if not reason:
+            chosen.append(index)
+    ranked = election.rank_chosen(job_id, alive if isinstance(alive, list) else list(alive), chosen)
+    if k is None or len(ranked) <= k:
+        return ranked, True
+    return ranked[:k], False
 
 
 class Eligible:

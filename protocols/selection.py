@@ -31,6 +31,7 @@ from typing import Any
 from protocols.events import ProbeVerdict
 from protocols.jobspec import JobSpec, JobType, constraints_match
 from protocols.messages import Capacity, Locality, PolicySummary
+from protocols.quickinit import quick_init
 
 EXEC, HTTP = "exec", "http"
 NETWORKED = frozenset({"Full", "HTTP"})
@@ -75,7 +76,8 @@ class SelectionPolicy:
         )
 
 
-@dataclass(frozen=True)
+@quick_init  # (made again whenever the node's free resources change: a bid or a release)
+@dataclass(frozen=True, slots=True)
 class LocalNode:
     """What this node is and has free right now."""
 
@@ -259,6 +261,8 @@ def _not_held(source: Any, local_data: frozenset[str]) -> str | None:
 
 
 def _resource_shortfall(resources: Any, free: Capacity) -> str | None:
+    if free.covers(resources.cpu, resources.memory, resources.disk, resources.gpu):
+        return None  # (most asks: the explanation below is for the others)
     wanted = (
         ("CPU", resources.cpu, free.cpu, _cores),
         ("memory", resources.memory, free.memory, _bytes),
