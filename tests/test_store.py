@@ -4,6 +4,7 @@ committed, damaged rows are set aside, and counters survive restarts."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from protocols.records import (
     JobDelta,
     JobHeader,
     JobState,
+    HISTORY_LIMIT,
 )
 from protocols.wire import MAX_MESSAGE_BYTES
 
@@ -257,3 +259,132 @@ def test_a_node_on_a_damaged_database_stops_with_its_message(tmp_path: Path) -> 
     log = (data_dir / "node.log").read_text()
     assert str(data_dir / "node.db") in log and "move the file aside" in log
 
+
+
+def _placed(job_id: str, executions: int) -> JobDelta:
+    """A record whose executions were all just accepted (none ran yet)."""
+    delta = make_delta(job_id, executions=executions)
+    accepted = (replace(e, state=ExecutionState.BID_ACCEPTED, desired=DesiredState.RUNNING, result=None) for e in delta.executions)
+    return JobDelta(delta.header, tuple(accepted), delta.events)
+
+
+def _progress(delta: JobDelta, index: int, at: float) -> JobDelta:
+    """`delta` with execution `index` moved on and one event more, as a
+    leader's record changes: the other parts the very same objects."""
+    executions = list(delta.executions)
+    executions[index] = replace(executions[index], state=ExecutionState.RUNNING, revision=executions[index].revision + 1)
+    event = HistoryEvent(at, index, "leader-a", "ExecutionStateChanged", f"run {index}", executions[index].id)
+    return JobDelta(delta.header, tuple(executions), delta.events + (event,))
+
+
+def test_a_save_writes_what_changed_and_the_record_comes_back_whole(db_path: Path) -> None:
+    """An ops job on 400 nodes changes one execution at a time: each save
+    writes that change, not the whole record again (which made saving it
+    cost the square of its nodes)."""
+    delta = _placed("ops", 400)
+    store = Store(db_path)
+    store.save_job(delta)
+    whole = store.bytes_written
+    for index in range(400):
+        delta = _progress(delta, index, 100.0 + index)
+        store.save_job(delta)
+    written = store.bytes_written - whole
+    store.close()
+
+    assert written * 20 < 400 * whole  # a twentieth of writing the whole record at every save
+    with sqlite3.connect(db_path) as raw:
+        changes = raw.execute("SELECT count(*) FROM job_changes").fetchone()[0]
+    assert 0 < changes < 400  # rewritten whole once the changes outweighed it
+    store = Store(db_path)
+    (loaded,) = store.load_jobs()
+    assert loaded.header == delta.header and loaded.executions == delta.executions
+    assert loaded.events == delta.events[-HISTORY_LIMIT:]
+    store.close()
+
+
+def test_the_listing_columns_follow_each_change(db_path: Path) -> None:
+    delta = make_delta("j1", executions=50)
+    store = Store(db_path)
+    store.save_job(delta)
+    done = replace(delta.header, state=JobState.COMPLETED, modify_time=99.0)
+    store.save_job(JobDelta(done, delta.executions, delta.events))
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT count(*) FROM job_changes").fetchone()[0] == 1
+        assert raw.execute("SELECT state, modify_time FROM jobs").fetchall() == [("Completed", 99.0)]
+    store = Store(db_path)
+    assert [d.header for d in store.load_jobs()] == [done]
+    store.close()
+
+
+def test_a_late_event_older_than_the_newest_is_saved_too(db_path: Path) -> None:
+    delta = make_delta("j1", executions=50)
+    store = Store(db_path)
+    store.save_job(delta)
+    late = HistoryEvent(10.5, 7, "leader-b", "Note", "a delta that came late")
+    store.save_job(JobDelta(delta.header, delta.executions, tuple(sorted(delta.events + (late,), key=lambda e: e.order))))
+    store.close()
+    store = Store(db_path)
+    (loaded,) = store.load_jobs()
+    assert late in loaded.events
+    store.close()
+
+
+def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
+    delta = _placed("j1", 100)
+    store = Store(db_path)
+    store.save_job(delta)
+    delta = _progress(delta, 0, 50.0)
+    store.save_job(delta)
+    store.close()
+
+    store = Store(db_path)
+    (loaded,) = store.load_jobs()
+    before = store.bytes_written
+    store.save_job(loaded)  # the runtime saves what it restored, unchanged: nothing to write
+    assert store.bytes_written == before
+    final = _progress(loaded, 1, 51.0)
+    store.save_job(final)
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        assert [row[0] for row in raw.execute("SELECT seq FROM job_changes ORDER BY seq")] == [1, 2]
+    store = Store(db_path)
+    (reloaded,) = store.load_jobs()
+    assert reloaded.executions == final.executions and reloaded.events == final.events
+    store.close()
+
+
+def test_a_change_that_does_not_decode_is_quarantined_and_the_record_loads(db_path: Path) -> None:
+    delta = _placed("j1", 100)
+    store = Store(db_path)
+    store.save_job(delta)
+    first = _progress(delta, 0, 50.0)
+    store.save_job(first)
+    store.save_job(_progress(first, 1, 51.0))
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("UPDATE job_changes SET change = ? WHERE seq = 2", (b"\xff not cbor",))
+
+    store = Store(db_path)
+    (loaded,) = store.load_jobs()
+    assert loaded.executions == first.executions  # the record and the change that decodes
+    assert [job_id for job_id, _ in store.quarantined()] == ["j1"]
+    assert "change 2" in store.quarantined()[0][1]
+    store.close()
+
+
+def test_a_database_of_the_first_schema_is_upgraded_in_place(db_path: Path) -> None:
+    store = Store(db_path)
+    store.save_job(_placed("old", 2))
+    store.close()
+    with sqlite3.connect(db_path) as raw:  # as the first schema left it
+        raw.execute("DROP TABLE job_changes")
+        raw.execute("PRAGMA user_version = 1")
+
+    store = Store(db_path)
+    (loaded,) = store.load_jobs()
+    store.save_job(_progress(loaded, 0, 50.0))
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("SELECT count(*) FROM job_changes").fetchone()[0] == 1
