@@ -22,7 +22,6 @@ it is long because the spec is.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from collections.abc import Callable, Mapping
@@ -870,6 +869,8 @@ def _did_you_mean(key: str, known: set[str]) -> str | None:
     lowered = {name.lower(): name for name in known}
     if key.lower() in lowered:
         return lowered[key.lower()]
+    import difflib  # here: only a mistyped key needs it
+
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return close[0] if close else None
 
