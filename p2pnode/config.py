@@ -24,7 +24,6 @@ one table.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import logging
 import os
@@ -541,6 +540,8 @@ def _from_flags(flags: Mapping[str, object]) -> dict[str, tuple[Any, str]]:
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    import difflib  # here: only a mistyped setting needs it
+
     candidates = {option.lower(): option for option in known}
     close = difflib.get_close_matches(name.lower(), candidates, n=1, cutoff=0.6)
     return f" (did you mean {candidates[close[0]]}?)" if close else ""

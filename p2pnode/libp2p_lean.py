@@ -116,7 +116,9 @@ def _load(name: str) -> ModuleType:
     group = _group_of(name)
     if group is not None and group not in _HOOK.loaded:
         _HOOK.loaded.add(group)
-        for key in [key for key, module in list(sys.modules.items()) if isinstance(module, _StandIn)]:
+        # `type`, not `isinstance`: asking a module `p2pnode.lazy` made for its
+        # class runs its code (wasmtime, httpx and rich would all load here)
+        for key in [key for key, module in list(sys.modules.items()) if type(module) is _StandIn]:
             if _group_of(key) == group:
                 sys.modules.pop(key, None)
     return importlib.import_module(name)

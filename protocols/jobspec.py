@@ -22,7 +22,7 @@ it is long because the spec is.
 
 from __future__ import annotations
 
-import difflib
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,7 +30,6 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -688,39 +687,47 @@ class ParsedJob:
     warnings: tuple[str, ...] = ()
 
 
-class _JobLoader(yaml.SafeLoader):
+@functools.cache
+def _job_loader() -> type[Any]:
     """YAML's safe loader with YAML 1.2 core-schema scalars, as Go reads job
     files: `yes`, `on`, `10:30`, `0755` and dates stay what the user wrote
-    (`--start-time 2026-01-01T00:00:00Z` is an argument, not a datetime)."""
+    (`--start-time 2026-01-01T00:00:00Z` is an argument, not a datetime).
 
+    Made, and PyYAML imported, at the first job file read: the CLI reads
+    job files, a peer never does (jobs reach it as JSON from the API and as
+    CBOR from peers), and PyYAML is ≈1 MiB of an idle peer's memory."""
+    import yaml
 
-_YAML_11_ONLY = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
-_JobLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_11_ONLY]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_JobLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_JobLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-_JobLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
+    class JobLoader(yaml.SafeLoader):
+        pass
 
+    yaml_11_only = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                    "tag:yaml.org,2002:timestamp")
+    JobLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in yaml_11_only]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    JobLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    JobLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+    )
+    JobLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."),
+    )
 
-def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = str(loader.construct_scalar(node)).replace("_", "")
-    try:
-        return int(text, 0) if text[:2].lower() in ("0x", "0o", "0b") else int(text, 10)
-    except ValueError:
-        raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer", node.start_mark) from None
+    def yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+        text = str(loader.construct_scalar(node)).replace("_", "")
+        try:
+            return int(text, 0) if text[:2].lower() in ("0x", "0o", "0b") else int(text, 10)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(None, None, f"{text!r} is not an integer", node.start_mark) from None
 
-
-_JobLoader.add_constructor("tag:yaml.org,2002:int", _yaml_int)
+    JobLoader.add_constructor("tag:yaml.org,2002:int", yaml_int)
+    return JobLoader
 
 
 def parse_job(text: str, *, variables: Mapping[str, str] | None = None, render_templates: bool = True) -> ParsedJob:
@@ -728,8 +735,11 @@ def parse_job(text: str, *, variables: Mapping[str, str] | None = None, render_t
     Raises `JobSpecError` (or its subclass `TemplateError`)."""
     if render_templates:
         text = render(text, variables or {})
+    loader = _job_loader()
+    import yaml  # loaded by `_job_loader`
+
     try:
-        data = yaml.load(text, Loader=_JobLoader)  # noqa: S506 - the safe loader, YAML 1.2 scalars
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - the safe loader, YAML 1.2 scalars
     except RecursionError:
         raise JobSpecError([FieldError("document", "nested too deeply to read", "flatten the document")]) from None
     except (yaml.YAMLError, ValueError, TypeError) as error:
@@ -859,6 +869,8 @@ def _did_you_mean(key: str, known: set[str]) -> str | None:
     lowered = {name.lower(): name for name in known}
     if key.lower() in lowered:
         return lowered[key.lower()]
+    import difflib  # here: only a mistyped key needs it
+
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return close[0] if close else None
 

@@ -180,7 +180,7 @@ def test_every_flag_maps_to_a_known_property() -> None:
 
 
 def test_the_serve_command_flags_are_all_understood() -> None:
-    from p2pnode.commands import serve
+    from p2pnode.serve_command import serve
 
     for option in serve.params:
         if option.name != "config_file":

@@ -67,6 +67,19 @@ def test_a_deferred_class_answers_isinstance_once_loaded() -> None:
     assert seen == [True, True, False]
 
 
+def test_loading_a_deferred_group_runs_no_module_waiting_for_first_use() -> None:
+    seen = in_fresh_interpreter("""
+        import json, sys
+        import p2pnode
+        from p2pnode.lazy import lazy_import
+        wasmtime = lazy_import("wasmtime")  # as the wasm engine names it: loaded at the first wasm run
+        from libp2p.relay.circuit_v2.nat import is_private_ip
+        is_private_ip("10.1.2.3")  # loads the relay group
+        print(json.dumps("wasmtime._config" in sys.modules))
+    """)
+    assert seen is False
+
+
 def test_another_libp2p_version_imports_as_it_always_did() -> None:
     loaded = in_fresh_interpreter("""
         import json, sys

@@ -28,14 +28,17 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p.abc import IHost, INetStream
-from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.peer.id import ID
 
 from p2pnode.ipfs.blockstore import MAX_BLOCK_BYTES, BlockMissing, BlockStore, CorruptBlock
 from p2pnode.ipfs.cid import CID, CIDError, varint
+
+if TYPE_CHECKING:
+    from libp2p.bitswap.pb.bitswap_pb2 import Message
 
 log = logging.getLogger("p2pnode.ipfs.bitswap")
 
@@ -231,7 +234,7 @@ class Bitswap:
             await self._send_wants(peer, entries, wants)
 
     async def _send_wants(self, peer: ID, entries: list[tuple[CID, int]], wants: list[_Want]) -> None:
-        message = Message()
+        message = _message()
         for cid, kind in entries:
             entry = message.wantlist.entries.add()
             entry.block, entry.priority, entry.wantType, entry.sendDontHave = cid.to_bytes(), 1, kind, True
@@ -247,7 +250,7 @@ class Bitswap:
             for peer in want.blocked:
                 by_peer.setdefault(peer, []).append(want.cid)
         for peer, cids in by_peer.items():
-            message = Message()
+            message = _message()
             for cid in cids:
                 entry = message.wantlist.entries.add()
                 entry.block, entry.cancel = cid.to_bytes(), True
@@ -296,7 +299,7 @@ class Bitswap:
         reader = _Reader(stream)
         try:
             while (data := await reader.message()) is not None:
-                message = Message()
+                message = _message()
                 message.ParseFromString(data)
                 await self._handle(peer, message)
         except Exception as error:  # noqa: BLE001 - a peer's bad stream never reaches the host
@@ -364,7 +367,7 @@ class Bitswap:
         return kept
 
     async def _answer(self, peer: ID, entries: Iterable) -> None:
-        presences, blocks = Message(), []
+        presences, blocks = _message(), []
         for entry in entries:
             if entry.cancel:
                 continue
@@ -394,7 +397,7 @@ class Bitswap:
                     for cid, send_dont_have, block in batch:
                         if block is None:
                             if send_dont_have:
-                                presence = Message()
+                                presence = _message()
                                 entry = presence.blockPresences.add()
                                 entry.cid, entry.type = cid.to_bytes(), DONT_HAVE
                                 parts.append(presence.SerializeToString())
@@ -431,6 +434,16 @@ class Bitswap:
         if self._host is None:
             raise BlockUnavailable("bitswap is not running on this node")
         return self._host
+
+
+def _message() -> Message:
+    """An empty bitswap protobuf message. Its module loads at the first
+    message: importing it runs the `libp2p.bitswap` package, py-libp2p's own
+    bitswap client and its `cid` library (≈40 modules, ≈0.6 MiB), which a
+    peer that trades no block never needs."""
+    from libp2p.bitswap.pb.bitswap_pb2 import Message
+
+    return Message()
 
 
 def _payload(prefix: bytes, data: bytes) -> list[bytes]:
