@@ -13,8 +13,10 @@ record of hundreds of kilobytes that changes one execution at a time:
 written whole at every save it cost a peer time in proportion to the square
 of its nodes. Once a job's changes outweigh its whole record, the whole record
 is written again and its changes deleted (each byte is then written at most
-about three times). Loading merges a job's changes into its record in order
-(`JobReplica.apply`, as a delta from a peer).
+about three times). A record under `CHANGES_FROM` (a batch job's few
+kilobytes) is still written whole: one statement costs less than a change
+row and its listing update. Loading merges a job's changes into its record in
+order (`JobReplica.apply`, as a delta from a peer).
 
 Durability: WAL journal with ``synchronous=NORMAL``. A commit in WAL mode is an
 append to the -wal file; NORMAL skips the fsync at each commit, but the write
@@ -53,6 +55,7 @@ log = logging.getLogger("p2pnode.store")
 
 SCHEMA_VERSION = 2  # 2: job_changes
 CHECKPOINT_INTERVAL = 5.0  # seconds: the most of committed state that lives only in the WAL
+CHANGES_FROM = 16 << 10  # bytes: a smaller record is written whole at every save
 _SENDER = "store"  # the codec's envelope names a sender; on disk there is none
 
 _SCHEMA = """
@@ -204,8 +207,8 @@ class Store:
     def _save(self, delta: JobDelta) -> _Written | None:
         job_id = delta.header.id
         last = self._written.get(job_id)
-        if last is None:
-            return self._save_whole(delta)
+        if last is None or last.whole_bytes < CHANGES_FROM:
+            return self._save_whole(delta)  # (small: one statement, as cheap as a change)
         change = last.change(delta)
         if change is None:
             return None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from p2pnode.devstack import DevstackError, start_peer
-from p2pnode.store import SCHEMA_VERSION, Store, StoreError
+from p2pnode.store import CHANGES_FROM, SCHEMA_VERSION, Store, StoreError
 from protocols.jobspec import parse_job
 from protocols.records import (
     DesiredState,
@@ -261,6 +261,9 @@ def test_a_node_on_a_damaged_database_stops_with_its_message(tmp_path: Path) -> 
 
 
 
+BIG = 200  # executions: a record over `CHANGES_FROM`, whose saves write their changes
+
+
 def _placed(job_id: str, executions: int) -> JobDelta:
     """A record whose executions were all just accepted (none ran yet)."""
     delta = make_delta(job_id, executions=executions)
@@ -302,8 +305,26 @@ def test_a_save_writes_what_changed_and_the_record_comes_back_whole(db_path: Pat
     store.close()
 
 
+def test_a_small_record_is_written_whole_at_every_save(db_path: Path) -> None:
+    """A batch job's record of a few kilobytes: one statement a save, as
+    cheap as a change row, and nothing to merge at start."""
+    delta = _placed("small", 3)
+    store = Store(db_path)
+    store.save_job(delta)
+    assert store.bytes_written < CHANGES_FROM
+    for index in range(3):
+        delta = _progress(delta, index, 50.0 + index)
+        store.save_job(delta)
+    store.close()
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT count(*) FROM job_changes").fetchone()[0] == 0
+    store = Store(db_path)
+    assert store.load_jobs() == [delta]
+    store.close()
+
+
 def test_the_listing_columns_follow_each_change(db_path: Path) -> None:
-    delta = make_delta("j1", executions=50)
+    delta = make_delta("j1", executions=BIG)
     store = Store(db_path)
     store.save_job(delta)
     done = replace(delta.header, state=JobState.COMPLETED, modify_time=99.0)
@@ -318,7 +339,7 @@ def test_the_listing_columns_follow_each_change(db_path: Path) -> None:
 
 
 def test_a_late_event_older_than_the_newest_is_saved_too(db_path: Path) -> None:
-    delta = make_delta("j1", executions=50)
+    delta = make_delta("j1", executions=BIG)
     store = Store(db_path)
     store.save_job(delta)
     late = HistoryEvent(10.5, 7, "leader-b", "Note", "a delta that came late")
@@ -331,7 +352,7 @@ def test_a_late_event_older_than_the_newest_is_saved_too(db_path: Path) -> None:
 
 
 def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
-    delta = _placed("j1", 100)
+    delta = _placed("j1", BIG)
     store = Store(db_path)
     store.save_job(delta)
     delta = _progress(delta, 0, 50.0)
@@ -355,7 +376,7 @@ def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
 
 
 def test_a_change_that_does_not_decode_is_quarantined_and_the_record_loads(db_path: Path) -> None:
-    delta = _placed("j1", 100)
+    delta = _placed("j1", BIG)
     store = Store(db_path)
     store.save_job(delta)
     first = _progress(delta, 0, 50.0)
@@ -375,7 +396,7 @@ def test_a_change_that_does_not_decode_is_quarantined_and_the_record_loads(db_pa
 
 def test_a_database_of_the_first_schema_is_upgraded_in_place(db_path: Path) -> None:
     store = Store(db_path)
-    store.save_job(_placed("old", 2))
+    store.save_job(_placed("old", BIG))
     store.close()
     with sqlite3.connect(db_path) as raw:  # as the first schema left it
         raw.execute("DROP TABLE job_changes")
