@@ -351,14 +351,21 @@ def test_a_late_event_older_than_the_newest_is_saved_too(db_path: Path) -> None:
     store.close()
 
 
-def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
-    delta = _placed("j1", BIG)
+def _saved_in_steps(db_path: Path, steps: int) -> list[JobDelta]:
+    """A large record saved placed, then once for each of `steps` executions
+    started (each save a change row); every version saved, in order."""
+    saved = [_placed("j1", BIG)]
     store = Store(db_path)
-    store.save_job(delta)
-    delta = _progress(delta, 0, 50.0)
-    store.save_job(delta)
+    store.save_job(saved[0])
+    for index in range(steps):
+        saved.append(_progress(saved[-1], index, 50.0 + index))
+        store.save_job(saved[-1])
     store.close()
+    return saved
 
+
+def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
+    _saved_in_steps(db_path, 1)
     store = Store(db_path)
     (loaded,) = store.load_jobs()
     before = store.bytes_written
@@ -376,13 +383,7 @@ def test_a_save_after_a_restart_adds_to_what_was_loaded(db_path: Path) -> None:
 
 
 def test_a_change_that_does_not_decode_is_quarantined_and_the_record_loads(db_path: Path) -> None:
-    delta = _placed("j1", BIG)
-    store = Store(db_path)
-    store.save_job(delta)
-    first = _progress(delta, 0, 50.0)
-    store.save_job(first)
-    store.save_job(_progress(first, 1, 51.0))
-    store.close()
+    _, first, _ = _saved_in_steps(db_path, 2)
     with sqlite3.connect(db_path) as raw:
         raw.execute("UPDATE job_changes SET change = ? WHERE seq = 2", (b"\xff not cbor",))
 
